@@ -1,0 +1,32 @@
+"""pytest-canary: assert what a canary release really does, with sound statistics.
+
+The ``canary`` fixture deploys a stable and a canary version on a backend, sends real HTTP
+traffic and asserts the observed split, header/cookie routing, promotion and rollback.
+"""
+
+from __future__ import annotations
+
+from pytest_canary.errors import BackendError, CanaryConfigError, CanaryError, ConvergenceTimeout
+from pytest_canary.harness import Harness, Release, Settings, assert_split
+from pytest_canary.report import CanaryAssertionError, Verdict
+from pytest_canary.spec import AppImage, ReleaseSpec, build_spec
+from pytest_canary.traffic import Entry, Sample, Sampler
+
+__all__ = [
+    "AppImage",
+    "BackendError",
+    "CanaryAssertionError",
+    "CanaryConfigError",
+    "CanaryError",
+    "ConvergenceTimeout",
+    "Entry",
+    "Harness",
+    "Release",
+    "ReleaseSpec",
+    "Sample",
+    "Sampler",
+    "Settings",
+    "Verdict",
+    "assert_split",
+    "build_spec",
+]

@@ -1,0 +1,88 @@
+"""What every backend offers the harness: isolated environments that realise manifests."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from pytest_canary.manifests import Manifest
+from pytest_canary.spec import ReleaseSpec
+from pytest_canary.traffic import Entry
+
+__all__ = ["Backend", "Diagnostics", "Entry", "Environment"]
+
+
+@dataclass
+class Diagnostics:
+    """What a backend can tell about an environment when a test fails: name -> text."""
+
+    sections: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, text: str) -> None:
+        """Add one section (empty texts are skipped)."""
+        if text.strip():
+            self.sections[name] = text
+
+    def render(self) -> str:
+        """All sections, each under its name."""
+        return "\n\n".join(f"--- {name} ---\n{text.rstrip()}" for name, text in self.sections.items())
+
+
+class Environment(abc.ABC):
+    """One test's isolated place on a backend (a namespace), owned by exactly one test."""
+
+    namespace: str
+
+    @abc.abstractmethod
+    def apply(self, objects: Sequence[Manifest]) -> None:
+        """Make ``objects`` the desired state: create or update each, delete the ones we applied
+        before that are no longer listed, and return once the workloads are ready."""
+
+    @abc.abstractmethod
+    def entry(self, spec: ReleaseSpec) -> Entry:
+        """Where the release's traffic enters."""
+
+    def await_dataplane(self, spec: ReleaseSpec, objects: Sequence[Manifest]) -> None:
+        """Return once the data plane serves the configuration of ``objects`` (no-op where
+        applying is synchronous)."""
+
+    def check_health(self) -> None:
+        """Re-raise, in the test thread, an error a background thread of the backend met."""
+
+    def diagnostics(self) -> Diagnostics:
+        """Evidence for a failure report: objects, pods, logs, data-plane decisions."""
+        return Diagnostics()
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop and delete everything this environment started. Idempotent."""
+
+    def __enter__(self) -> Environment:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Backend(abc.ABC):
+    """A place releases run: the local model, an existing cluster, or a kind cluster."""
+
+    name: str
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line for the pytest header: the backend and what it models or targets."""
+
+    @abc.abstractmethod
+    def environment(self, test_name: str) -> Environment:
+        """A fresh, isolated environment for one test."""
+
+    def close(self) -> None:
+        """Release session-wide resources (idempotent)."""

@@ -1,0 +1,328 @@
+"""The local data plane: real proxies on 127.0.0.1 that route by the data-plane models.
+
+- :class:`HttpRouter` is an HTTP/1.1 reverse proxy (keep-alive on both sides). For every
+  request it asks the environment's current routing snapshot where the request goes
+  (``dataplane`` models), picks a ready endpoint of that Service and forwards the request.
+- :class:`ConnectionRouter` models kube-proxy: a TCP proxy that picks a ready endpoint at
+  random **per connection** and then splices bytes, so HTTP keep-alive pins a client to one pod
+  exactly as it does through a real Service.
+
+Both run on one asyncio loop in a daemon thread (:class:`LoopThread`); their errors are kept
+and re-raised in the test thread by the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
+from pytest_canary.errors import BackendError
+
+T = TypeVar("T")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+    }
+)
+# ingress-nginx default proxy_next_upstream "error timeout" with proxy-next-upstream-tries 3.
+UPSTREAM_TRIES = 3
+
+
+class LoopThread:
+    """An asyncio event loop running in a daemon thread, owned by one backend."""
+
+    def __init__(self, name: str = "pytest-canary-router") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run ``coro`` on the loop and wait for its result in the calling thread."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise BackendError(f"router operation did not finish within {timeout:.0f}s") from None
+
+    def close(self) -> None:
+        """Stop the loop and join its thread (idempotent)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ready pod behind a Service."""
+
+    pod: str
+    host: str
+    port: int
+    labels: tuple[tuple[str, str], ...]
+
+
+class RoutingView(Protocol):
+    """What routers read for every request: an immutable snapshot of the environment."""
+
+    def route(self, kind: str, request: RoutedRequest, rng: random.Random) -> Destination | Refusal:
+        """Decide where a request goes with the data-plane model ``kind``."""
+
+    def endpoints(self, destination: Destination) -> list[Endpoint]:
+        """The ready endpoints of a destination."""
+
+
+@dataclass(frozen=True)
+class AccessRecord:
+    """One line of the router's access log (ingress-nginx logs the same facts)."""
+
+    at: float
+    host: str | None
+    path: str
+    destination: str
+    pod: str
+    status: int
+    reason: str
+
+    def __str__(self) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.at))
+        return (
+            f"{stamp} {self.host or '-'} {self.path} -> [{self.destination}] {self.pod} "
+            f"{self.status} ({self.reason})"
+        )
+
+
+class RouterErrors:
+    """Errors met in the loop thread, kept for the test thread."""
+
+    def __init__(self) -> None:
+        self._errors: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    def add(self, error: BaseException) -> None:
+        """Keep an unexpected error."""
+        with self._lock:
+            self._errors.append(error)
+
+    def raise_first(self) -> None:
+        """Raise the first kept error (once)."""
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if errors:
+            raise BackendError(f"the local router failed: {errors[0]!r}") from errors[0]
+
+
+class HttpRouter:
+    """An HTTP reverse proxy that routes each request with a data-plane model."""
+
+    def __init__(
+        self,
+        kind: str,
+        view: Callable[[], RoutingView],
+        rng: random.Random,
+        errors: RouterErrors,
+        access_log: collections.deque[AccessRecord],
+        source_labels: dict[str, str] | None = None,
+    ) -> None:
+        self.kind = kind
+        self._view = view
+        self._rng = rng
+        self._errors = errors
+        self._log = access_log
+        self._source_labels = source_labels
+        self._round_robin: dict[str, int] = collections.defaultdict(int)
+        self._session: aiohttp.ClientSession | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._web_server: web.Server | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Listen on a free port of 127.0.0.1 and return it."""
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=30, sock_connect=2),
+        )
+        self._web_server = web.Server(self._handle, access_log=None)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._web_server, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening and close upstream connections."""
+        if self._server is not None:
+            self._server.close()
+            if self._web_server is not None:
+                await self._web_server.shutdown(timeout=2)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        if self._session is not None:
+            await self._session.close()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await self._proxy(request)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - kept for the test thread, answered 502
+            self._errors.add(exc)
+            return web.Response(status=502, text=f"pytest-canary router error: {exc!r}\n")
+
+    async def _proxy(self, request: web.BaseRequest) -> web.StreamResponse:
+        routed = RoutedRequest.build(
+            request.headers.get("Host"), request.path, request.headers, self._source_labels
+        )
+        view = self._view()
+        decision = view.route(self.kind, routed, self._rng)
+        if isinstance(decision, Refusal):
+            self._record(routed, "-", "-", decision.status, decision.reason)
+            return web.Response(status=decision.status, text=decision.reason + "\n")
+        endpoints = view.endpoints(decision)
+        if not endpoints:
+            reason = f"no ready endpoints for {decision}"
+            self._record(routed, str(decision), "-", 503, reason)
+            return web.Response(status=503, text=reason + "\n")
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers["Host"] = request.headers.get("Host", "")
+        assert self._session is not None
+        last_error = ""
+        for attempt in range(min(UPSTREAM_TRIES, len(endpoints))):
+            endpoint = self._pick(str(decision), endpoints, attempt)
+            url = f"http://{endpoint.host}:{endpoint.port}{request.rel_url}"
+            try:
+                async with self._session.request(
+                    request.method, url, headers=headers, data=body or None, allow_redirects=False
+                ) as upstream:
+                    payload = await upstream.read()
+                    out = web.Response(status=upstream.status, body=payload)
+                    for name, value in upstream.headers.items():
+                        if name.lower() not in HOP_BY_HOP:
+                            out.headers.add(name, value)
+                    self._record(routed, str(decision), endpoint.pod, upstream.status, decision.reason)
+                    return out
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                # proxy_next_upstream error timeout: try the next endpoint.
+                last_error = f"{type(exc).__name__}: {exc}"
+        self._record(routed, str(decision), "-", 502, last_error)
+        return web.Response(status=502, text=f"upstream failed: {last_error}\n")
+
+    def _pick(self, key: str, endpoints: list[Endpoint], attempt: int) -> Endpoint:
+        # ingress-nginx load-balance default: round_robin within the chosen upstream.
+        index = self._round_robin[key]
+        self._round_robin[key] = index + 1
+        return endpoints[(index + attempt) % len(endpoints)]
+
+    def _record(self, request: RoutedRequest, dest: str, pod: str, status: int, why: str) -> None:
+        self._log.append(AccessRecord(time.time(), request.host, request.path, dest, pod, status, why))
+
+
+class ConnectionRouter:
+    """kube-proxy (iptables mode): a ready endpoint chosen at random per new connection."""
+
+    def __init__(
+        self,
+        service: str,
+        endpoints: Callable[[], list[Endpoint]],
+        rng: random.Random,
+        errors: RouterErrors,
+        access_log: collections.deque[AccessRecord],
+    ) -> None:
+        self.service = service
+        self._endpoints = endpoints
+        self._rng = rng
+        self._errors = errors
+        self._log = access_log
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def start(self) -> int:
+        """Listen on a free port of 127.0.0.1 and return it."""
+        self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening and cut open connections."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await self._splice(reader, writer)
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        except Exception as exc:  # noqa: BLE001 - kept for the test thread
+            self._errors.add(exc)
+        finally:
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _splice(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        endpoints = self._endpoints()
+        if not endpoints:
+            # No ready endpoint: iptables REJECTs the connection.
+            self._log.append(AccessRecord(time.time(), None, "-", self.service, "-", 0, "no endpoints"))
+            return
+        # iptables "-m statistic --mode random --probability 1/n" chain: uniform per connection.
+        endpoint = endpoints[self._rng.randrange(len(endpoints))]
+        self._log.append(
+            AccessRecord(time.time(), None, "-", self.service, endpoint.pod, 0, "new connection")
+        )
+        up_reader, up_writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            up_writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    finally:
+        with contextlib.suppress(Exception):
+            writer.write_eof()
+

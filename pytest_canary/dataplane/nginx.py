@@ -1,0 +1,345 @@
+"""A model of ingress-nginx (controller-v1.15.1) routing, canary rules included.
+
+What it reproduces, each rule with its upstream source (repository kubernetes/ingress-nginx):
+
+- Servers and locations are built from non-canary Ingresses of class ``nginx``, oldest first
+  (internal/ingress/controller/controller.go ``createServers`` / ``getBackendServers``).
+  A rule without host belongs to the catch-all server ``_``; every server starts with a root
+  location that answers from the default backend (404) unless the Ingress names a
+  ``defaultBackend``; an Ingress with a ``defaultBackend`` and no rules becomes the catch-all.
+- Canary Ingresses create no servers. Each canary path is merged as an *alternative backend*
+  into the upstream of the main location with the same host, path **and** pathType
+  (controller.go ``mergeAlternativeBackends``); without one it is dropped with a log line;
+  a canary whose Service is a primary upstream of that host is ignored.
+- Upstreams are keyed by namespace-service-port, so a canary applies to every host/path that
+  routes to the same main Service.
+- Per request (rootfs/etc/nginx/lua/balancer.lua ``route_to_alternative_balancer``): only the
+  first alternative backend is considered; header (value, then pattern, then always/never),
+  then cookie (always/never), then ``math.random(total) <= weight``.
+- Annotation parsing (internal/ingress/annotations/canary/main.go): header name, header value
+  and cookie name outside ``^[/\\-._~a-zA-Z0-9:]*$`` silently become ""; canary-* annotations
+  without ``canary: "true"`` are an error and the Ingress is ignored.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
+
+PREFIX = "nginx.ingress.kubernetes.io/"
+# internal/ingress/annotations/canary/main.go: the character class of header/cookie fields.
+ANNOTATION_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9:]*$")
+DEFAULT_SERVER = "_"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An nginx upstream: one Service port (controller.go ``upstreamName``)."""
+
+    namespace: str
+    service: str
+    port: int | str
+
+    @property
+    def name(self) -> str:
+        """The name ingress-nginx logs as ``$proxy_upstream_name``."""
+        return f"{self.namespace}-{self.service}-{self.port}"
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """``trafficShapingPolicy`` of an alternative upstream."""
+
+    ingress: str
+    weight: int = 0
+    weight_total: int = 100
+    header: str = ""
+    header_value: str = ""
+    header_pattern: str = ""
+    cookie: str = ""
+
+
+@dataclass
+class Location:
+    """One nginx location of a server."""
+
+    path: str
+    path_type: str
+    upstream: Upstream | None  # None: the controller's default backend (404)
+    ingress: str
+    is_default_backend: bool = False
+
+    def matches(self, path: str) -> bool:
+        """nginx location matching as ingress-nginx renders each pathType."""
+        if self.path_type == "Exact":
+            return path == self.path
+        if self.path_type == "Prefix" and not self.path.endswith("/"):
+            # Prefix "/foo" becomes "location = /foo" plus "location /foo/" (element-wise prefix).
+            return path == self.path or path.startswith(self.path + "/")
+        return path.startswith(self.path)
+
+
+@dataclass
+class NginxConfig:
+    """The routing configuration ingress-nginx would build from a set of Ingresses."""
+
+    servers: dict[str, list[Location]] = field(default_factory=dict)
+    alternatives: dict[Upstream, list[Upstream]] = field(default_factory=dict)
+    policies: dict[Upstream, CanaryPolicy] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    def server_for(self, host: str | None) -> list[Location]:
+        """nginx ``server_name`` selection: exact, then the longest leading wildcard, then ``_``."""
+        if host and host in self.servers:
+            return self.servers[host]
+        if host:
+            wildcards = [h for h in self.servers if h.startswith("*.") and host.endswith(h[1:])]
+            for candidate in sorted(wildcards, key=len, reverse=True):
+                # A leading wildcard matches exactly one more label in ingress-nginx.
+                if "." not in host[: -len(candidate) + 1]:
+                    return self.servers[candidate]
+        return self.servers[DEFAULT_SERVER]
+
+    def route(self, request: RoutedRequest, rng: random.Random) -> Destination | Refusal:
+        """Where one request goes: a Service port, or a refusal answered by nginx itself."""
+        locations = self.server_for(request.host)
+        # nginx picks an exact location first, then the longest matching prefix.
+        exact = [loc for loc in locations if loc.path_type == "Exact" and loc.matches(request.path)]
+        prefix = [loc for loc in locations if loc.path_type != "Exact" and loc.matches(request.path)]
+        chosen = exact[0] if exact else max(prefix, key=lambda loc: len(loc.path), default=None)
+        if chosen is None or chosen.upstream is None:
+            return Refusal(404, "no Ingress rule matches: answered by the default backend")
+        primary = chosen.upstream
+        alternatives = self.alternatives.get(primary, [])
+        if alternatives:
+            # balancer.lua: "TODO: support traffic shaping for n > 1 alternative backends".
+            alternative = alternatives[0]
+            policy = self.policies[alternative]
+            verdict, why = decide_canary(policy, request, rng)
+            if verdict:
+                return Destination(alternative.service, alternative.port, reason=why)
+            return Destination(primary.service, primary.port, reason=why)
+        return Destination(primary.service, primary.port, reason=f"Ingress {chosen.ingress}")
+
+
+def decide_canary(
+    policy: CanaryPolicy, request: RoutedRequest, rng: random.Random
+) -> tuple[bool, str]:
+    """balancer.lua ``route_to_alternative_balancer``: True sends the request to the canary."""
+    if policy.header:
+        # nginx exposes headers as $http_<name> with '-' turned into '_', case-insensitively.
+        wanted = policy.header.lower().replace("-", "_")
+        value = next(
+            (v for k, v in request.headers.items() if k.replace("-", "_") == wanted), None
+        )
+        if value is not None:
+            if policy.header_value:
+                # An exact value is set: only it matters, "always"/"never" are not special.
+                if value == policy.header_value:
+                    return True, f"header {policy.header}={value!r} equals canary-by-header-value"
+            elif policy.header_pattern:
+                # ngx.re.match is an unanchored PCRE search.
+                try:
+                    if re.search(policy.header_pattern, value):
+                        return True, f"header {policy.header}={value!r} matches the pattern"
+                except re.error:
+                    return False, "canary-by-header-pattern does not compile: main backend"
+            elif value == "always":
+                return True, f"header {policy.header}=always"
+            elif value == "never":
+                return False, f"header {policy.header}=never"
+    if policy.cookie:
+        cookie = request.cookies.get(policy.cookie)
+        if cookie == "always":
+            return True, f"cookie {policy.cookie}=always"
+        if cookie == "never":
+            return False, f"cookie {policy.cookie}=never"
+    # The weight check: math.random(total) <= weight; a total below 100 is ignored.
+    total = policy.weight_total if policy.weight_total > 100 else 100
+    if rng.randint(1, total) <= policy.weight:
+        return True, f"weight {policy.weight}/{total} drew the canary"
+    return False, f"weight {policy.weight}/{total} drew the main backend"
+
+
+def _annotation(meta: Mapping[str, Any], key: str) -> str | None:
+    value = (meta.get("annotations") or {}).get(PREFIX + key)
+    return None if value is None else str(value)
+
+
+def _int_annotation(meta: Mapping[str, Any], key: str, default: int) -> int:
+    raw = _annotation(meta, key)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        return default
+
+
+def _char_checked(meta: Mapping[str, Any], key: str) -> str:
+    raw = _annotation(meta, key) or ""
+    return raw if ANNOTATION_CHARS.match(raw) else ""
+
+
+def is_nginx_ingress(obj: Mapping[str, Any], ingress_class: str = "nginx") -> bool:
+    """Whether the controller watches this Ingress (class ``nginx`` or none, as the kind
+    manifest runs with ``--watch-ingress-without-class=true``)."""
+    if obj.get("kind") != "Ingress":
+        return False
+    spec = obj.get("spec") or {}
+    cls = spec.get("ingressClassName")
+    legacy = ((obj.get("metadata") or {}).get("annotations") or {}).get("kubernetes.io/ingress.class")
+    chosen = cls or legacy
+    return chosen is None or chosen == ingress_class
+
+
+def canary_enabled(obj: Mapping[str, Any]) -> bool:
+    """``nginx.ingress.kubernetes.io/canary: "true"``."""
+    return (_annotation(obj.get("metadata") or {}, "canary") or "").lower() == "true"
+
+
+def canary_misconfigured(obj: Mapping[str, Any]) -> bool:
+    """canary-* annotations without ``canary: "true"`` ("configured but not enabled")."""
+    notes = (obj.get("metadata") or {}).get("annotations") or {}
+    has_canary_knobs = any(k.startswith(PREFIX + "canary-") for k in notes)
+    return has_canary_knobs and not canary_enabled(obj)
+
+
+def _backend_upstream(namespace: str, backend: Mapping[str, Any] | None) -> Upstream | None:
+    svc = (backend or {}).get("service")
+    if not svc:
+        return None
+    port = svc.get("port") or {}
+    return Upstream(namespace, svc["name"], port.get("number", port.get("name", 80)))
+
+
+def load(
+    objects: Iterable[Mapping[str, Any]], *, namespace: str = "default", ingress_class: str = "nginx"
+) -> NginxConfig:
+    """Build the routing configuration from Ingresses in creation order (oldest first)."""
+    ingresses = [o for o in objects if is_nginx_ingress(o, ingress_class)]
+    config = NginxConfig()
+    config.servers[DEFAULT_SERVER] = [
+        Location("/", "Prefix", None, "(default backend)", is_default_backend=True)
+    ]
+    mains: list[Mapping[str, Any]] = []
+    canaries: list[Mapping[str, Any]] = []
+    for ing in ingresses:
+        name = ing["metadata"]["name"]
+        if canary_misconfigured(ing):
+            config.log.append(
+                f"Ingress {name}: canary annotations configured but not enabled; ignored"
+            )
+            continue
+        (canaries if canary_enabled(ing) else mains).append(ing)
+
+    for ing in mains:
+        _add_main(config, ing, namespace)
+    for ing in canaries:
+        _merge_canary(config, ing, namespace)
+    return config
+
+
+def _add_main(config: NginxConfig, ing: Mapping[str, Any], namespace: str) -> None:
+    name = ing["metadata"]["name"]
+    spec = ing.get("spec") or {}
+    default_upstream = _backend_upstream(namespace, spec.get("defaultBackend"))
+    rules = spec.get("rules") or []
+    if default_upstream is not None and not rules:
+        # Special "catch all" case: an Ingress with a backend but no rule.
+        root = config.servers[DEFAULT_SERVER][0]
+        if root.is_default_backend:
+            root.upstream, root.ingress, root.is_default_backend = default_upstream, name, False
+    for rule in rules:
+        host = rule.get("host") or DEFAULT_SERVER
+        if host not in config.servers:
+            config.servers[host] = [
+                Location("/", "Prefix", default_upstream, name, is_default_backend=True)
+            ]
+        locations = config.servers[host]
+        for path in (rule.get("http") or {}).get("paths") or []:
+            upstream = _backend_upstream(namespace, path.get("backend"))
+            p, ptype = path.get("path") or "/", path.get("pathType", "ImplementationSpecific")
+            existing = next(
+                (loc for loc in locations if loc.path == p and _same_type(loc.path_type, ptype)),
+                None,
+            )
+            if existing is None:
+                locations.append(Location(p, ptype, upstream, name))
+            elif existing.is_default_backend:
+                existing.upstream, existing.ingress, existing.is_default_backend = upstream, name, False
+                existing.path_type = ptype
+            else:
+                config.log.append(
+                    f"Ingress {name}: location {host}{p} already defined by Ingress "
+                    f"{existing.ingress}; ignored"
+                )
+
+
+def _same_type(a: str, b: str) -> bool:
+    # The root default location is a prefix match, as is any Prefix or ImplementationSpecific "/".
+    return a == b or {a, b} <= {"Prefix", "ImplementationSpecific"}
+
+
+def _merge_canary(config: NginxConfig, ing: Mapping[str, Any], namespace: str) -> None:
+    name = ing["metadata"]["name"]
+    meta = ing.get("metadata") or {}
+    policy = CanaryPolicy(
+        ingress=name,
+        weight=_int_annotation(meta, "canary-weight", 0),
+        weight_total=_int_annotation(meta, "canary-weight-total", 100),
+        header=_char_checked(meta, "canary-by-header"),
+        header_value=_char_checked(meta, "canary-by-header-value"),
+        header_pattern=_annotation(meta, "canary-by-header-pattern") or "",
+        cookie=_char_checked(meta, "canary-by-cookie"),
+    )
+    spec = ing.get("spec") or {}
+    default_alt = _backend_upstream(namespace, spec.get("defaultBackend"))
+    if default_alt is not None:
+        root = config.servers[DEFAULT_SERVER][0]
+        if root.upstream is not None and root.upstream != default_alt:
+            _attach(config, root.upstream, default_alt, policy)
+    for rule in spec.get("rules") or []:
+        host = rule.get("host") or DEFAULT_SERVER
+        for path in (rule.get("http") or {}).get("paths") or []:
+            alt = _backend_upstream(namespace, path.get("backend"))
+            if alt is None:
+                continue
+            p, ptype = path.get("path") or "/", path.get("pathType", "ImplementationSpecific")
+            server = config.servers.get(host)
+            if server is None:
+                config.log.append(
+                    f"Ingress {name}: cannot merge alternative backend {alt.name} into hostname "
+                    f"{host} that does not exist; canary dropped"
+                )
+                continue
+            merged = alt_is_primary = False
+            for loc in server:
+                if loc.upstream == alt:
+                    alt_is_primary = True
+                    config.log.append(
+                        f"Ingress {name}: alternative upstream {alt.name} is the primary upstream "
+                        f"of location {host}{loc.path}; canary ignored"
+                    )
+                    break
+                if loc.upstream is not None and loc.path == p and loc.path_type == ptype:
+                    merged = _attach(config, loc.upstream, alt, policy) or merged
+            if not merged and not alt_is_primary:
+                config.log.append(
+                    f"Ingress {name}: unable to find real backend for alternative backend "
+                    f"{alt.name} (no main Ingress with host {host}, path {p}, pathType {ptype}); "
+                    "deleting"
+                )
+
+
+def _attach(config: NginxConfig, primary: Upstream, alt: Upstream, policy: CanaryPolicy) -> bool:
+    alts = config.alternatives.setdefault(primary, [])
+    if alt not in alts:
+        alts.append(alt)
+    config.policies[alt] = policy
+    return True

@@ -1,0 +1,514 @@
+"""What a test holds: a :class:`Harness` (the ``canary`` fixture) and the :class:`Release`
+handles it deploys. Usable without pytest:
+
+Example:
+    >>> backend = LocalBackend(seed=1)                       # doctest: +SKIP
+    >>> with Harness(backend.environment("demo")) as canary:  # doctest: +SKIP
+    ...     rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=20)
+    ...     rel.expect_split(0.20)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from pytest_canary import manifests, stats
+from pytest_canary.backends.base import Diagnostics, Environment
+from pytest_canary.errors import CanaryConfigError
+from pytest_canary.manifests import Manifest, Phase
+from pytest_canary.report import CanaryAssertionError, Verdict
+from pytest_canary.spec import ReleaseSpec, build_spec
+from pytest_canary.traffic import BackgroundTraffic, Entry, Sample, Sampler
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Statistical and traffic defaults for expectations (resolved by the plugin)."""
+
+    alpha: float = 0.001
+    tolerance: float = 0.05
+    leak: float = 0.02
+    max_requests: int = 20_000
+    concurrency: int = 16
+    timeout: float = 10.0
+
+
+@dataclass
+class Harness:
+    """Deploys releases into one environment and cleans them up.
+
+    Args:
+        environment: the test's isolated place on a backend.
+        settings: defaults for every expectation.
+        on_verdict: called with every verdict (the plugin records them for its summary).
+        test_name: shown in verdicts.
+    """
+
+    environment: Environment
+    settings: Settings = field(default_factory=Settings)
+    on_verdict: Callable[[Verdict], None] | None = None
+    test_name: str = ""
+    releases: list[Release] = field(default_factory=list)
+
+    def deploy(self, strategy: str, stable: str, canary: str, **routing: Any) -> Release:
+        """Deploy a stable and a canary version with ``strategy`` and return its handle.
+
+        Raises:
+            CanaryConfigError: for any invalid argument, before anything is deployed.
+        """
+        spec = build_spec(strategy, stable, canary, **routing)
+        for other in self.releases:
+            if other.spec.name == spec.name:
+                raise CanaryConfigError(
+                    f"name={spec.name!r}: a release of that name is already deployed in this "
+                    "test; pass name=... to deploy another one"
+                )
+        release = Release(self, spec)
+        self.releases.append(release)
+        release._apply(Phase.CANARY)
+        return release
+
+    def diagnostics(self) -> Diagnostics:
+        """Evidence for a failure report: rendered manifests and the backend's own."""
+        diag = self.environment.diagnostics()
+        for release in self.releases:
+            diag.add(f"manifests of {release.spec.name} ({release.phase.value})", release.manifests_yaml())
+        return diag
+
+    def close(self) -> None:
+        """Close samplers and the environment (deleting everything deployed)."""
+        try:
+            for release in self.releases:
+                release.close()
+        finally:
+            self.environment.close()
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Release:
+    """A deployed canary release: change it, send traffic, assert what is observed."""
+
+    def __init__(self, harness: Harness, spec: ReleaseSpec) -> None:
+        self._harness = harness
+        self.spec = spec
+        self.phase = Phase.CANARY
+        self.objects: list[Manifest] = []
+        self._sampler: Sampler | None = None
+        self._entry: Entry | None = None
+
+    # -- facts ---------------------------------------------------------------------------
+
+    @property
+    def stable_version(self) -> str:
+        """The version running before the release."""
+        return self.spec.stable
+
+    @property
+    def canary_version(self) -> str:
+        """The new version being released."""
+        return self.spec.canary
+
+    @property
+    def entry(self) -> Entry:
+        """Where traffic enters the release."""
+        if self._entry is None:
+            self._entry = self._harness.environment.entry(self.spec)
+        return self._entry
+
+    @property
+    def url(self) -> str:
+        """Base URL of the release's entry point (send ``Host: spec.host`` where it matters)."""
+        return self.entry.url
+
+    def manifests_yaml(self) -> str:
+        """The objects applied for the current phase, as YAML."""
+        import yaml
+
+        return yaml.safe_dump_all(self.objects, sort_keys=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Release {self.spec.name} {self.spec.strategy} {self.spec.stable}->{self.spec.canary}"
+            f" {self.phase.value}>"
+        )
+
+    # -- changes -------------------------------------------------------------------------
+
+    def _apply(self, phase: Phase) -> None:
+        objects = manifests.render(self.spec, phase)
+        env = self._harness.environment
+        env.apply(objects)
+        self.objects = objects
+        self.phase = phase
+        env.await_dataplane(self.spec, objects)
+
+    def set_weight(self, weight: int) -> None:
+        """Send ``weight`` percent of traffic to the canary.
+
+        Raises:
+            CanaryConfigError: if the weight is invalid or the strategy has none.
+        """
+        self._require_phase("set_weight")
+        self.spec = self.spec.with_knobs(weight=weight)
+        self._apply(Phase.CANARY)
+
+    def reconfigure(self, **routing: Any) -> None:
+        """Change any routing knobs of the release (validated like ``deploy``)."""
+        self._require_phase("reconfigure")
+        self.spec = self.spec.with_knobs(**routing)
+        self._apply(Phase.CANARY)
+
+    def promote(self, *, check_errors: bool = False) -> Verdict | None:
+        """Make the canary version the only one: 100% of traffic, canary objects deleted.
+
+        With ``check_errors=True`` traffic keeps flowing through the switch and the call
+        fails if any request failed (zero-downtime promotion).
+        """
+        return self._switch(Phase.PROMOTED, check_errors)
+
+    def rollback(self, *, check_errors: bool = False) -> Verdict | None:
+        """Return to the stable version only: canary objects deleted, 100% old version."""
+        return self._switch(Phase.ROLLED_BACK, check_errors)
+
+    def _require_phase(self, action: str) -> None:
+        if self.phase is not Phase.CANARY:
+            raise CanaryConfigError(
+                f"{action}() on a release that is already {self.phase.value}: deploy a new "
+                "release to start another canary"
+            )
+
+    def _switch(self, phase: Phase, check_errors: bool) -> Verdict | None:
+        self._require_phase("promote" if phase is Phase.PROMOTED else "rollback")
+        if not check_errors:
+            self._apply(phase)
+            return None
+        __tracebackhide__ = True
+        started = time.perf_counter()
+        traffic = BackgroundTraffic(self.entry, timeout=self._harness.settings.timeout).start()
+        try:
+            self._apply(phase)
+        finally:
+            sample = traffic.stop()
+        passed = sample.error_count == 0
+        verdict = self._verdict(
+            kind="zero-downtime",
+            passed=passed,
+            decision="PASS" if passed else "FAIL",
+            expected={},
+            sample=sample,
+            alpha=self._harness.settings.alpha,
+            reason=(
+                f"{sample.total} requests during {phase.value} switch, none failed"
+                if passed
+                else f"{sample.error_count} of {sample.total} requests failed during the "
+                f"{phase.value} switch"
+            ),
+            elapsed=time.perf_counter() - started,
+            request=f"{'promote' if phase is Phase.PROMOTED else 'rollback'}(check_errors=True)",
+        )
+        return self._conclude(verdict)
+
+    # -- traffic -------------------------------------------------------------------------
+
+    def _sampler_get(self) -> Sampler:
+        if self._sampler is None:
+            settings = self._harness.settings
+            self._sampler = Sampler(
+                self.entry,
+                concurrency=settings.concurrency,
+                timeout=settings.timeout,
+                path=self.spec.path,
+            )
+        return self._sampler
+
+    def sample(
+        self,
+        n: int,
+        *,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+    ) -> Sample:
+        """Send ``n`` requests and return raw counts, errors and latencies."""
+        sample = self._sampler_get().sample(n, headers=headers, cookies=cookies)
+        self._harness.environment.check_health()
+        return sample
+
+    def _expected_shares(self, share: float | Mapping[str, float]) -> dict[str, float]:
+        versions = self.spec.versions if self.phase is Phase.CANARY else (self._serving(),)
+        if isinstance(share, Mapping):
+            given = {str(k): float(v) for k, v in share.items()}
+            unknown = [v for v in given if v not in versions]
+            if unknown:
+                raise CanaryConfigError(
+                    f"share={dict(share)!r}: {', '.join(unknown)} not deployed; versions are "
+                    f"{', '.join(versions)}"
+                )
+            rest = [v for v in versions if v not in given]
+            remainder = 1.0 - sum(given.values())
+            if len(rest) == 1:
+                given[rest[0]] = remainder
+            elif abs(remainder) > 1e-9:
+                raise CanaryConfigError(
+                    f"share={dict(share)!r}: shares must sum to 1 or leave exactly one "
+                    f"version out (versions: {', '.join(versions)})"
+                )
+            expected = given
+        else:
+            if isinstance(share, bool) or not isinstance(share, (int, float)):
+                raise CanaryConfigError(f"share={share!r}: must be a number from 0 to 1")
+            if len(versions) != 2:
+                raise CanaryConfigError(
+                    f"share={share!r}: this release runs {len(versions)} versions; give a "
+                    f"mapping of version -> share"
+                )
+            expected = {self.spec.stable: 1.0 - float(share), self.spec.canary: float(share)}
+        for version, value in expected.items():
+            if not 0.0 <= value <= 1.0:
+                raise CanaryConfigError(f"share of {version}={value!r}: must be from 0 to 1")
+        return expected
+
+    def _serving(self) -> str:
+        return self.spec.canary if self.phase is Phase.PROMOTED else self.spec.stable
+
+    def expect_split(
+        self,
+        share: float | Mapping[str, float],
+        *,
+        tolerance: float | None = None,
+        alpha: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        max_requests: int | None = None,
+        max_error_rate: float = 0.0,
+    ) -> Verdict:
+        """Assert the observed traffic split with a sequential, anytime-valid test.
+
+        Sends batches until the confidence sequence for the canary share lies inside
+        ``share ± tolerance`` (PASS) or outside it (FAIL); at ``max_requests`` the verdict is
+        INCONCLUSIVE and fails, naming the n a decision would need. Either wrong verdict has
+        probability at most ``alpha``.
+
+        Args:
+            share: the canary's expected share (0-1), or version -> share.
+            max_error_rate: failed requests allowed (0: any failed request fails).
+        """
+        __tracebackhide__ = True
+        settings = self._harness.settings
+        alpha = settings.alpha if alpha is None else alpha
+        tolerance = settings.tolerance if tolerance is None else tolerance
+        max_requests = settings.max_requests if max_requests is None else max_requests
+        expected = self._expected_shares(share)
+        try:
+            test = stats.SplitTest(expected, tolerance, alpha, max_requests=max_requests)
+        except ValueError as exc:
+            raise CanaryConfigError(str(exc)) from None
+        sampler = self._sampler_get()
+        total = Sample()
+        started = time.perf_counter()
+        while test.decision is stats.Decision.CONTINUE:
+            size = test.next_batch_size(sampler.concurrency)
+            batch = self.sample(size, headers=headers, cookies=cookies)
+            total.merge(batch)
+            test.update(batch.counts)
+            if batch.classified == 0 and batch.error_count:
+                break  # nothing but errors: no evidence will come
+        decision = test.decision
+        reason = ""
+        passed = decision is stats.Decision.PASS
+        if decision is stats.Decision.INCONCLUSIVE:
+            reason = (
+                f"undecided after {test.n} responses (max_requests={max_requests}); about "
+                f"{test.needed_requests()} would be needed at the observed share"
+            )
+        elif decision is stats.Decision.CONTINUE:
+            reason = "every request failed"
+        elif test.unexpected:
+            reason = f"responses from versions not in the release: {dict(test.unexpected)}"
+        elif decision is stats.Decision.FAIL:
+            reason = "the observed share is outside the band"
+        if total.error_count and stats.error_rate_exceeded(
+            total.error_count, total.total, max_error_rate, alpha
+        ):
+            passed = False
+            reason = (reason + "; " if reason else "") + (
+                f"{total.error_count} of {total.total} requests failed (max_error_rate="
+                f"{max_error_rate:g})"
+            )
+        verdict = self._verdict(
+            kind="split",
+            passed=passed,
+            decision="PASS" if passed else ("FAIL" if decision is not stats.Decision.INCONCLUSIVE
+                                            else "INCONCLUSIVE"),
+            expected=expected,
+            sample=total,
+            alpha=alpha,
+            tolerance=tolerance,
+            intervals=dict(test.intervals),
+            bands=dict(test.bands),
+            reason=reason,
+            elapsed=time.perf_counter() - started,
+            history=list(test.history),
+            request=_describe_request(headers, cookies),
+        )
+        return self._conclude(verdict)
+
+    def expect_routed(
+        self,
+        version: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        leak: float | None = None,
+        alpha: float | None = None,
+        max_error_rate: float = 0.0,
+    ) -> Verdict:
+        """Assert that every response comes from ``version``.
+
+        Sends n = ceil(ln alpha / ln(1 - leak)) requests, so a leak rate of at least
+        ``leak`` is caught with probability at least 1 - alpha; stops at the first response
+        from another version.
+        """
+        __tracebackhide__ = True
+        settings = self._harness.settings
+        alpha = settings.alpha if alpha is None else alpha
+        leak = settings.leak if leak is None else leak
+        if version not in self.spec.versions:
+            raise CanaryConfigError(
+                f"version={version!r}: not deployed by this release; versions are "
+                f"{', '.join(self.spec.versions)}"
+            )
+        try:
+            needed = stats.routed_requests(leak, alpha)
+        except ValueError as exc:
+            raise CanaryConfigError(str(exc)) from None
+        started = time.perf_counter()
+        sample = self._sampler_get().sample(
+            needed, headers=headers, cookies=cookies, stop_when=lambda seen: seen != version
+        )
+        self._harness.environment.check_health()
+        leaked = {v: c for v, c in sample.counts.items() if v != version}
+        passed = not leaked and sample.counts[version] >= needed - sample.error_count
+        if leaked:
+            reason = f"responses from {', '.join(leaked)} where only {version} was expected"
+        else:
+            reason = ""
+        if sample.error_count and stats.error_rate_exceeded(
+            sample.error_count, sample.total, max_error_rate, alpha
+        ):
+            passed = False
+            reason = (reason + "; " if reason else "") + (
+                f"{sample.error_count} of {sample.total} requests failed"
+            )
+        n = sample.classified
+        verdict = self._verdict(
+            kind="routed",
+            passed=passed,
+            decision="PASS" if passed else "FAIL",
+            expected={version: 1.0},
+            sample=sample,
+            alpha=alpha,
+            reason=reason
+            or f"{n} responses, all from {version} (leak >= {leak:g} excluded at alpha={alpha:g})",
+            elapsed=time.perf_counter() - started,
+            request=_describe_request(headers, cookies),
+        )
+        return self._conclude(verdict)
+
+    def _verdict(
+        self,
+        *,
+        kind: str,
+        passed: bool,
+        decision: str,
+        expected: dict[str, float],
+        sample: Sample,
+        alpha: float,
+        **extra: Any,
+    ) -> Verdict:
+        n = sample.classified
+        return Verdict(
+            kind=kind,
+            passed=passed,
+            decision=decision,
+            expected=expected,
+            observed={v: (c / n if n else 0.0) for v, c in sample.counts.most_common()},
+            counts=dict(sample.counts),
+            n=n,
+            errors=dict(sample.errors),
+            alpha=alpha,
+            strategy=self.spec.strategy,
+            test=self._harness.test_name,
+            **extra,
+        )
+
+    def _conclude(self, verdict: Verdict) -> Verdict:
+        __tracebackhide__ = True
+        if self._harness.on_verdict is not None:
+            self._harness.on_verdict(verdict)
+        if not verdict.passed:
+            raise CanaryAssertionError(verdict)
+        return verdict
+
+    def close(self) -> None:
+        """Close this release's connections."""
+        if self._sampler is not None:
+            self._sampler.close()
+            self._sampler = None
+
+
+def _describe_request(
+    headers: Mapping[str, str] | None, cookies: Mapping[str, str] | None
+) -> str:
+    parts = [f"{k}: {v}" for k, v in (headers or {}).items()]
+    parts += [f"cookie {k}={v}" for k, v in (cookies or {}).items()]
+    return ", ".join(parts)
+
+
+def assert_split(
+    sample: Sample,
+    share: float,
+    *,
+    canary: str,
+    tolerance: float = 0.05,
+    alpha: float = 0.001,
+) -> Verdict:
+    """Assert a fixed sample you collected yourself: exact binomial (Clopper-Pearson) test.
+
+    PASS when the (1 - alpha) Clopper-Pearson interval of ``canary``'s share lies inside
+    ``share ± tolerance``; otherwise raises an ``AssertionError`` with the table.
+    """
+    __tracebackhide__ = True
+    hits, n = sample.counts[canary], sample.classified
+    result = stats.assert_split_counts(hits, n, share, tolerance, alpha)
+    verdict = Verdict(
+        kind="fixed split",
+        passed=result.passed,
+        decision="PASS" if result.passed else "FAIL",
+        expected={canary: share},
+        observed={v: c / n for v, c in sample.counts.items()} if n else {},
+        counts=dict(sample.counts),
+        n=n,
+        errors=dict(sample.errors),
+        alpha=alpha,
+        tolerance=tolerance,
+        intervals={canary: result.interval},
+        bands={canary: stats.Interval(max(0.0, share - tolerance), min(1.0, share + tolerance))},
+        reason=result.reason,
+    )
+    if not verdict.passed:
+        raise CanaryAssertionError(verdict)
+    return verdict

@@ -1,0 +1,369 @@
+"""What a test asks for: a validated, frozen description of one canary release.
+
+All validation of user input happens here. Every error is a :class:`CanaryConfigError`
+whose message names the field, the bad value and what is allowed; nothing downstream
+validates again.
+
+Example:
+    >>> spec = build_spec("nginx", stable="1.0", canary="2.0", weight=20)
+    >>> spec.weight
+    20
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pytest_canary.errors import CanaryConfigError
+
+Strategy = Literal["replicas", "nginx", "istio", "gateway", "bluegreen", "rolling"]
+STRATEGIES: tuple[str, ...] = ("replicas", "nginx", "istio", "gateway", "bluegreen", "rolling")
+
+# ingress-nginx internal/ingress/annotations/canary/main.go: header name, header value and
+# cookie name must match this; upstream silently resets a bad value to "", we refuse it.
+NGINX_ANNOTATION_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9:]*$")
+NGINX_ALLOWED_CHARS = "letters, digits and / - . _ ~ :"
+
+# Kubernetes label value (versions become the `version` label and the image tag).
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+# RFC 1123 subdomain (hosts) and DNS-1035 label (object names).
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$")
+# HTTP header field name (RFC 9110 token).
+HTTP_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+NGINX_DEFAULT_HEADER = "X-Canary"
+
+HeaderMatch = Literal["exact", "prefix", "regex"]
+
+# Knobs every strategy accepts.
+COMMON_KNOBS: tuple[str, ...] = ("name", "host", "path", "path_type", "app", "canary_error_rate")
+
+# Routing knobs each strategy understands (DESIGN.md "Strategies").
+STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {
+    "replicas": ("stable_replicas", "canary_replicas"),
+    "nginx": (
+        "weight",
+        "weight_total",
+        "header",
+        "header_value",
+        "header_pattern",
+        "cookie",
+        "canary_host",
+        "replicas",
+    ),
+    "istio": ("weight", "weights", "header", "header_value", "header_match", "source", "replicas"),
+    "gateway": ("weight", "weights", "header", "header_value", "header_match", "replicas"),
+    "bluegreen": ("replicas",),
+    "rolling": ("replicas", "surge", "unavailable"),
+}
+
+# Advice for knobs a strategy cannot express, instead of a bare "not allowed".
+KNOB_ADVICE: dict[tuple[str, str], str] = {
+    ("gateway", "cookie"): (
+        "Gateway API HTTPRoute has no cookie match; use header='Cookie' with "
+        "header_match='regex' and a pattern such as 'user_from_cd=always'"
+    ),
+    ("gateway", "header_pattern"): "for Gateway API use header_value=... with header_match='regex'",
+    ("istio", "header_pattern"): "for Istio use header_value=... with header_match='regex'",
+    ("istio", "cookie"): "for Istio match the Cookie header: header='cookie', header_match='regex'",
+}
+
+
+@dataclass(frozen=True)
+class AppImage:
+    """The application each version runs.
+
+    Attributes:
+        image: image reference with ``{version}`` where the version goes,
+            e.g. ``"registry.example/shop:{version}"``.
+        port: container port the app listens on.
+        health: HTTP path that answers 200 once the app is ready.
+        version_header: response header that carries the version (``None`` when the
+            version is read some other way, see ``images``).
+    """
+
+    image: str = "pytest-canary/sample-go:{version}"
+    port: int = 8080
+    health: str = "/health"
+    version_header: str | None = "X-App-Version"
+
+    def image_for(self, version: str) -> str:
+        """The image reference of one version."""
+        return self.image.replace("{version}", version)
+
+    @property
+    def is_sample(self) -> bool:
+        """True for the bundled sample app, which the local backend can run as a process."""
+        return self.image.startswith("pytest-canary/sample-")
+
+
+SAMPLE_APP = AppImage()
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """One canary release: two (or more) versions of an app and the routing between them.
+
+    Weights are percentages 0-100 of traffic to the canary unless ``weight_total`` says
+    otherwise (ingress-nginx) or ``weights`` gives relative weights per version (Istio,
+    Gateway API).
+    """
+
+    strategy: str
+    stable: str
+    canary: str
+    name: str = "kubeapp"
+    host: str = "foo.bar"
+    path: str = "/"
+    path_type: str = "Prefix"
+    app: AppImage = SAMPLE_APP
+    canary_error_rate: float = 0.0
+    replicas: int = 1
+    stable_replicas: int = 3
+    canary_replicas: int = 1
+    weight: int | None = None
+    weight_total: int | None = None
+    weights: Mapping[str, int] | None = None
+    header: str | None = None
+    header_value: str | None = None
+    header_pattern: str | None = None
+    header_match: str = "exact"
+    cookie: str | None = None
+    canary_host: str | None = None
+    source: bool = False
+    surge: int | str = 1
+    unavailable: int | str = 0
+    knobs: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """Every version deployed: stable, canary, then any further ``weights`` keys."""
+        extra = tuple(v for v in (self.weights or {}) if v not in (self.stable, self.canary))
+        return (self.stable, self.canary, *extra)
+
+    def with_knobs(self, **changes: Any) -> ReleaseSpec:
+        """A copy with some routing knobs changed, validated like the original."""
+        args = {k: getattr(self, k) for k in self.knobs}
+        args.update(changes)
+        return build_spec(self.strategy, stable=self.stable, canary=self.canary, **args)
+
+
+def _where(fld: str, value: object) -> str:
+    return f"{fld}={value!r}"
+
+
+def _fail(fld: str, value: object, allowed: str) -> CanaryConfigError:
+    return CanaryConfigError(f"{_where(fld, value)}: {allowed}")
+
+
+def _int_in(fld: str, value: object, low: int, high: int | None, meaning: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        top = "" if high is None else f" to {high}"
+        return_msg = f"must be an integer from {low}{top} ({meaning})"
+        raise _fail(fld, value, return_msg)
+    if value < low or (high is not None and value > high):
+        top = "or more" if high is None else f"to {high}"
+        raise _fail(fld, value, f"must be an integer from {low} {top} ({meaning})")
+    return value
+
+
+def _nginx_token(fld: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(fld, value, f"must be a non-empty string of {NGINX_ALLOWED_CHARS}")
+    if not NGINX_ANNOTATION_CHARS.match(value):
+        raise _fail(
+            fld,
+            value,
+            f"ingress-nginx accepts only {NGINX_ALLOWED_CHARS} here "
+            "(it would silently ignore this value)",
+        )
+    return value
+
+
+def _version(fld: str, value: object) -> str:
+    if not isinstance(value, str) or not LABEL_VALUE.match(value):
+        raise _fail(
+            fld,
+            value,
+            "must be a version usable as a Kubernetes label value and image tag: 1-63 "
+            "letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        )
+    return value
+
+
+def _regex(fld: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(fld, value, "must be a non-empty regular expression")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise _fail(fld, value, f"is not a valid regular expression ({exc})") from None
+    return value
+
+
+def _check_unknown_knobs(strategy: str, given: Mapping[str, Any]) -> None:
+    allowed = set(COMMON_KNOBS) | set(STRATEGY_KNOBS[strategy])
+    for knob in given:
+        if knob in allowed:
+            continue
+        advice = KNOB_ADVICE.get((strategy, knob))
+        listing = ", ".join(sorted(STRATEGY_KNOBS[strategy])) or "none"
+        msg = (
+            f"{_where(knob, given[knob])}: strategy {strategy!r} has no routing knob {knob!r}; "
+            f"its knobs are: {listing} (and for every strategy: {', '.join(COMMON_KNOBS)})"
+        )
+        if advice:
+            msg += f". {advice}"
+        raise CanaryConfigError(msg)
+
+
+def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> ReleaseSpec:
+    """Validate a user's release arguments and return the frozen :class:`ReleaseSpec`.
+
+    Raises:
+        CanaryConfigError: naming the field, the value and what is allowed.
+    """
+    if strategy not in STRATEGIES:
+        raise _fail("strategy", strategy, f"must be one of {', '.join(STRATEGIES)}")
+    _version("stable", stable)
+    _version("canary", canary)
+    if stable == canary:
+        raise CanaryConfigError(
+            f"stable={stable!r}, canary={canary!r}: the canary must be a different version "
+            "from the stable one (otherwise no split can be observed)"
+        )
+    _check_unknown_knobs(strategy, routing)
+    values: dict[str, Any] = dict(routing)
+
+    name = values.get("name", "kubeapp")
+    if not isinstance(name, str) or not DNS_LABEL.match(name):
+        raise _fail(
+            "name", name, "must be a DNS-1035 label of at most 42 characters: lowercase letters, "
+            "digits and '-', starting with a letter (object names are built from it)"
+        )
+    host = values.get("host", "foo.bar")
+    if not isinstance(host, str) or not DNS_SUBDOMAIN.match(host) or len(host) > 253:
+        raise _fail("host", host, "must be a lowercase DNS name such as 'foo.bar'")
+    path = values.get("path", "/")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise _fail("path", path, "must be an absolute URL path starting with '/'")
+    path_type = values.get("path_type", "Prefix")
+    if path_type not in ("Prefix", "Exact", "ImplementationSpecific"):
+        raise _fail("path_type", path_type, "must be 'Prefix', 'Exact' or 'ImplementationSpecific'")
+    app = values.get("app", SAMPLE_APP)
+    if not isinstance(app, AppImage):
+        raise _fail("app", app, "must be a pytest_canary.AppImage")
+    rate = values.get("canary_error_rate", 0.0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        raise _fail(
+            "canary_error_rate", rate, "must be a fraction from 0 to 1 of canary requests that "
+            "answer 500 (fault injection; needs the sample app)"
+        )
+    if rate and not app.is_sample:
+        raise _fail("canary_error_rate", rate, "fault injection needs the sample app (app=None)")
+
+    for fld in ("replicas", "stable_replicas", "canary_replicas"):
+        if fld in values:
+            _int_in(fld, values[fld], 0 if fld != "replicas" else 1, 50, "pods of that workload")
+
+    if "weight" in values:
+        total = values.get("weight_total")
+        top = total if isinstance(total, int) and not isinstance(total, bool) and total > 100 else 100
+        _int_in("weight", values["weight"], 0, top, f"percent of traffic to the canary, of {top}")
+    if "weight_total" in values:
+        _int_in(
+            "weight_total", values["weight_total"], 100, None,
+            "ingress-nginx ignores a total below 100",
+        )
+    if "weights" in values:
+        weights = values["weights"]
+        if not isinstance(weights, Mapping) or len(weights) < 2:
+            raise _fail("weights", weights, "must map at least two versions to relative weights")
+        for version, w in weights.items():
+            _version(f"weights[{version!r}]", version)
+            _int_in(f"weights[{version!r}]", w, 0, 1_000_000, "relative weight")
+        if stable not in weights:
+            raise _fail("weights", dict(weights), f"must include the stable version {stable!r}")
+        if sum(weights.values()) == 0:
+            raise _fail("weights", dict(weights), "at least one weight must be above 0")
+        if "weight" in values:
+            raise CanaryConfigError(
+                "weight and weights given together: use weight (percent to the canary) for two "
+                "versions or weights (relative, per version) for more"
+            )
+        values["weights"] = dict(weights)
+
+    if strategy == "nginx":
+        # The seeds' header: X-Canary: always / never works out of the box; header=None
+        # turns header routing off.
+        values.setdefault("header", NGINX_DEFAULT_HEADER)
+        if values["header"] is None:
+            del values["header"]
+        for fld in ("header", "header_value", "cookie"):
+            if fld in values:
+                _nginx_token(fld, values[fld])
+        if "header_pattern" in values:
+            _regex("header_pattern", values["header_pattern"])
+        if "header_value" in values and "header_pattern" in values:
+            raise CanaryConfigError(
+                f"header_value={values['header_value']!r} and header_pattern="
+                f"{values['header_pattern']!r} given together: ingress-nginx uses the value and "
+                "ignores the pattern; give one of them"
+            )
+        if "canary_host" in values:
+            ch = values["canary_host"]
+            if not isinstance(ch, str) or not DNS_SUBDOMAIN.match(ch):
+                raise _fail("canary_host", ch, "must be a lowercase DNS name such as 'canary.foo.bar'")
+            if ch == host:
+                raise _fail("canary_host", ch, f"must differ from host={host!r}")
+    elif strategy in ("istio", "gateway"):
+        if "header" in values:
+            hdr = values["header"]
+            if not isinstance(hdr, str) or not HTTP_TOKEN.match(hdr):
+                raise _fail("header", hdr, "must be an HTTP header name (letters, digits, '-')")
+        allowed_match = ("exact", "prefix", "regex") if strategy == "istio" else ("exact", "regex")
+        match = values.get("header_match", "exact")
+        if match not in allowed_match:
+            raise _fail("header_match", match, f"must be one of {', '.join(allowed_match)}")
+        if "header_value" in values:
+            hv = values["header_value"]
+            if not isinstance(hv, str) or not hv:
+                raise _fail("header_value", hv, "must be a non-empty string")
+            if match == "regex":
+                _regex("header_value", hv)
+        if "source" in values and not isinstance(values["source"], bool):
+            raise _fail("source", values["source"], "must be True or False")
+    elif strategy == "rolling":
+        for fld in ("surge", "unavailable"):
+            if fld in values:
+                v = values[fld]
+                if isinstance(v, str):
+                    if not re.fullmatch(r"(100|[1-9]?[0-9])%", v):
+                        raise _fail(fld, v, "must be an integer or a percentage such as '25%'")
+                else:
+                    _int_in(fld, v, 0, 50, "pods")
+        if values.get("surge", 1) in (0, "0%") and values.get("unavailable", 0) in (0, "0%"):
+            raise CanaryConfigError(
+                "surge=0 and unavailable=0: a rolling update needs one of them above 0 "
+                "(Kubernetes rejects this Deployment)"
+            )
+
+    for dependent in ("header_value", "header_pattern", "header_match"):
+        if dependent in values and "header" not in values:
+            raise CanaryConfigError(
+                f"{_where(dependent, values[dependent])} needs header=... (the header to match)"
+            )
+
+    return ReleaseSpec(
+        strategy=strategy, stable=stable, canary=canary, knobs=frozenset(routing), **values
+    )
+
+
+def replace(spec: ReleaseSpec, **changes: Any) -> ReleaseSpec:
+    """``dataclasses.replace`` for fields that are not user knobs (no re-validation)."""
+    return dataclasses.replace(spec, **changes)

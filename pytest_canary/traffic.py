@@ -1,0 +1,343 @@
+"""Real HTTP traffic: a concurrent sampler that classifies every response by version.
+
+Connection policy follows the data plane (DESIGN.md "Traffic"): where routing is per
+request (ingress-nginx, Envoy) the sampler keeps connections alive; where it is per
+connection (a plain Service through kube-proxy) it opens a new connection per request,
+because keep-alive would pin the client to one pod.
+
+Every response is classified exactly once: by its version header when the status is below
+500, otherwise as an error ("HTTP 503", "connection reset", "timeout", "no version header").
+Errors are never counted as a version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+
+@dataclass(frozen=True)
+class Entry:
+    """How traffic enters a release.
+
+    Attributes:
+        url: base URL requests are sent to, e.g. ``http://127.0.0.1:38211``.
+        host: Host header to send (``None`` keeps the URL's).
+        per_connection: open a new connection for every request, because the data plane
+            balances per connection (kube-proxy); keep-alive would pin one pod.
+        description: what the entry is, for messages ("ingress-nginx model on 127.0.0.1:38211").
+        relay: for mesh scenarios, traffic enters through a frontend app's ``/relay`` which
+            calls this in-mesh URL (``None`` otherwise).
+    """
+
+    url: str
+    host: str | None = None
+    per_connection: bool = False
+    description: str = ""
+    relay: str | None = None
+
+
+DEFAULT_CONCURRENCY = 16
+DEFAULT_TIMEOUT = 10.0
+
+# Reads the version from a response: (status, headers, body) -> version or None.
+Classifier = Callable[[int, Mapping[str, str], bytes], "str | None"]
+
+
+def header_classifier(header: str = "X-App-Version") -> Classifier:
+    """Classify by a response header (the sample app's ``X-App-Version``)."""
+
+    def classify(status: int, headers: Mapping[str, str], body: bytes) -> str | None:
+        return headers.get(header)
+
+    return classify
+
+
+@dataclass
+class Sample:
+    """What a batch of requests observed.
+
+    Attributes:
+        counts: responses per version.
+        errors: failed requests per reason (5xx, resets, timeouts, unclassifiable answers).
+        latencies: seconds per request, in completion order.
+        sources: for relayed traffic, counts per calling frontend version.
+    """
+
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def classified(self) -> int:
+        """Responses attributed to a version."""
+        return sum(self.counts.values())
+
+    @property
+    def error_count(self) -> int:
+        """Failed requests."""
+        return sum(self.errors.values())
+
+    @property
+    def total(self) -> int:
+        """Every request sent."""
+        return self.classified + self.error_count
+
+    def share(self, version: str) -> float:
+        """Observed share of ``version`` among classified responses (0 when there are none)."""
+        return self.counts[version] / self.classified if self.classified else 0.0
+
+    def merge(self, other: Sample) -> None:
+        """Add another sample's observations to this one."""
+        self.counts.update(other.counts)
+        self.errors.update(other.errors)
+        self.latencies.extend(other.latencies)
+        self.elapsed += other.elapsed
+
+    def __repr__(self) -> str:
+        return (
+            f"Sample(n={self.total}, counts={dict(self.counts)}, errors={dict(self.errors)}, "
+            f"elapsed={self.elapsed:.2f}s)"
+        )
+
+
+def _cookie_header(cookies: Mapping[str, str] | None) -> dict[str, str]:
+    if not cookies:
+        return {}
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+
+
+class Sampler:
+    """Sends bounded batches of real requests to an entry and classifies the answers.
+
+    Args:
+        entry: where traffic enters (URL, Host header, connection policy).
+        concurrency: requests in flight at once.
+        timeout: seconds per request.
+        classify: reads the version of a response.
+        path: request path (the release's path by default "/").
+
+    The sampler owns an event loop in the calling thread; use it from one thread.
+
+    Example:
+        >>> with Sampler(Entry("http://127.0.0.1:8080")) as sampler:  # doctest: +SKIP
+        ...     sample = sampler.sample(100)
+    """
+
+    def __init__(
+        self,
+        entry: Entry,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float = DEFAULT_TIMEOUT,
+        classify: Classifier | None = None,
+        path: str = "/",
+    ) -> None:
+        self.entry = entry
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.classify = classify or header_classifier()
+        self.path = path
+        self._loop = asyncio.new_event_loop()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _session_get(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.concurrency,
+                force_close=self.entry.per_connection,
+                enable_cleanup_closed=False,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    def sample(
+        self,
+        n: int,
+        *,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        path: str | None = None,
+        stop_when: Callable[[str], bool] | None = None,
+    ) -> Sample:
+        """Send ``n`` requests (``concurrency`` at a time) and return what they observed.
+
+        Args:
+            stop_when: called with each classified version; when it returns True, requests
+                not yet sent are skipped (used to stop at the first leak).
+        """
+        if n < 0:
+            raise ValueError(f"n={n}: must be 0 or more")
+        return self._loop.run_until_complete(
+            self._sample(n, dict(headers or {}), cookies, path or self.path, stop_when)
+        )
+
+    async def _sample(
+        self,
+        n: int,
+        headers: dict[str, str],
+        cookies: Mapping[str, str] | None,
+        path: str,
+        stop_when: Callable[[str], bool] | None,
+    ) -> Sample:
+        session = await self._session_get()
+        sample = Sample()
+        request_headers = dict(headers) | _cookie_header(cookies)
+        if self.entry.host and not any(k.lower() == "host" for k in request_headers):
+            request_headers["Host"] = self.entry.host
+        url = self.entry.url.rstrip("/") + path
+        remaining = n
+        stop = False
+        started = time.perf_counter()
+
+        async def worker() -> None:
+            nonlocal remaining, stop
+            while remaining > 0 and not stop:
+                remaining -= 1
+                version = await self._one(session, url, request_headers, sample)
+                if version is not None and stop_when is not None and stop_when(version):
+                    stop = True
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(self.concurrency, n)))))
+        sample.elapsed = time.perf_counter() - started
+        return sample
+
+    async def _one(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        headers: dict[str, str],
+        sample: Sample,
+    ) -> str | None:
+        began = time.perf_counter()
+        try:
+            async with session.get(url, headers=headers, allow_redirects=False) as response:
+                body = await response.read()
+                status = response.status
+                version = self.classify(status, response.headers, body)
+        except asyncio.TimeoutError:
+            sample.errors["timeout"] += 1
+            return None
+        except aiohttp.ServerDisconnectedError:
+            sample.errors["connection closed by server"] += 1
+            return None
+        except aiohttp.ClientConnectionError as exc:
+            sample.errors[f"connection error ({type(exc).__name__})"] += 1
+            return None
+        finally:
+            sample.latencies.append(time.perf_counter() - began)
+        if status >= 500:
+            sample.errors[f"HTTP {status}"] += 1
+            return None
+        if not version:
+            sample.errors[f"HTTP {status} without a version"] += 1
+            return None
+        sample.counts[version] += 1
+        return version
+
+    def close(self) -> None:
+        """Close connections and the loop (idempotent)."""
+        if self._loop.is_closed():
+            return
+        if self._session is not None:
+            self._loop.run_until_complete(self._session.close())
+            self._session = None
+        self._loop.run_until_complete(asyncio.sleep(0))
+        self._loop.close()
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class BackgroundTraffic:
+    """Traffic that keeps flowing in a thread while the test changes the release
+    (Terratest's ``ContinuouslyCheckURL``): every failed request is recorded.
+
+    Example:
+        >>> with BackgroundTraffic(entry) as traffic:  # doctest: +SKIP
+        ...     release.promote()
+        >>> traffic.sample.error_count
+        0
+    """
+
+    def __init__(
+        self,
+        entry: Entry,
+        *,
+        concurrency: int = 4,
+        batch: int = 8,
+        max_seconds: float = 300.0,
+        **sampler_args: Any,
+    ) -> None:
+        self.entry = entry
+        self.concurrency = concurrency
+        self.batch = batch
+        self.max_seconds = max_seconds
+        self.sampler_args = sampler_args
+        self.sample = Sample()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> BackgroundTraffic:
+        """Start sending; returns once the first batch has completed."""
+        first = threading.Event()
+
+        def run() -> None:
+            deadline = time.monotonic() + self.max_seconds
+            try:
+                with Sampler(self.entry, concurrency=self.concurrency, **self.sampler_args) as s:
+                    while not self._stop.is_set() and time.monotonic() < deadline:
+                        self.sample.merge(s.sample(self.batch))
+                        first.set()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+                self._error = exc
+            finally:
+                first.set()
+
+        self._thread = threading.Thread(target=run, name="pytest-canary-traffic", daemon=True)
+        self._thread.start()
+        first.wait(timeout=30)
+        return self
+
+    def stop(self) -> Sample:
+        """Stop sending and return everything observed; re-raises a sampler error here."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self._error is not None:
+            raise self._error
+        return self.sample
+
+    def __enter__(self) -> BackgroundTraffic:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,3 @@
+module pytest-canary/sample-app
+
+go 1.19
