@@ -75,6 +75,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(setting.ini, setting.help, default=None)
 
 
+@pytest.hookimpl(trylast=True)  # after the cache provider
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -101,7 +102,7 @@ def _chosen_backend(config: pytest.Config) -> str:
 
 def _resolve_seed(config: pytest.Config) -> int:
     raw = config.getoption("canary_seed") or os.environ.get("PYTEST_CANARY_SEED")
-    cache = config.cache
+    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
     if raw == "last":
         last = cache.get(SEED_CACHE_KEY, None) if cache is not None else None
         if last is None:

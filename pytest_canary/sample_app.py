@@ -298,7 +298,8 @@ def _no_proxy_matches(host: str, port: int, no_proxy: str) -> bool:
     """Whether ``NO_PROXY`` exempts ``host:port``, by Go's rules (x/net/http/httpproxy).
 
     ``*`` matches everything; an IP or CIDR matches addresses; ``example.com`` matches it and its
-    subdomains, ``.example.com`` only subdomains; an entry may carry ``:port``.
+    subdomains, ``.example.com`` and ``*.example.com`` only subdomains; an entry may carry
+    ``:port``.
     """
     host = host.lower()
     try:
@@ -327,16 +328,14 @@ def _no_proxy_matches(host: str, port: int, no_proxy: str) -> bool:
         if entry_port and entry_port != str(port):
             continue
         try:
-            if address is not None and address == ipaddress.ip_address(entry_host):
-                return True
-            continue
+            entry_address = ipaddress.ip_address(entry_host)
         except ValueError:
-            pass  # a domain name, handled below
-        if entry_host.startswith("*."):
-            if host == entry_host[2:] or host.endswith(entry_host[1:]):
+            entry_address = None  # a domain name
+        if entry_address is not None:
+            if address == entry_address:
                 return True
-        elif entry_host.startswith("."):
-            if host.endswith(entry_host):
+        elif entry_host.startswith((".", "*.")):
+            if host.endswith(entry_host.lstrip("*")):
                 return True
         elif host == entry_host or host.endswith("." + entry_host):
             return True

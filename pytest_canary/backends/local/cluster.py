@@ -239,6 +239,8 @@ class LocalEnvironment(Environment):
             state.template_of.pop(pod.name, None)
         self._publish()
         for pod in pods:  # ...then drains and stops (SIGTERM, grace period)
+            pod.stopper.terminate()
+        for pod in pods:
             pod.stop()
             self.events.append(f"pod {pod.name} stopped")
 
@@ -375,6 +377,8 @@ class LocalEnvironment(Environment):
                 self._loop.run(conn_router.stop(), timeout=10)
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
+        for pod in self.pods:
+            pod.stopper.terminate()
         for pod in self.pods:
             pod.stop(grace=2.0)
         self._workloads.clear()

@@ -1,0 +1,1 @@
+"""Repository-wide pytest configuration (the plugin itself is loaded by its entry point)."""

@@ -1,0 +1,272 @@
+"""The ingress-nginx model, one test per upstream rule (controller-v1.15.1).
+
+Sources: rootfs/etc/nginx/lua/balancer.lua (route_to_alternative_balancer),
+internal/ingress/controller/controller.go (createServers, mergeAlternativeBackends),
+internal/ingress/annotations/canary/main.go.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+from pytest_canary.dataplane import nginx
+from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
+
+P = "nginx.ingress.kubernetes.io/"
+
+
+def ingress(
+    name: str,
+    service: str,
+    *,
+    host: str | None = "foo.bar",
+    path: str = "/",
+    path_type: str = "Prefix",
+    annotations: dict[str, str] | None = None,
+    ingress_class: str | None = "nginx",
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "http": {
+            "paths": [
+                {
+                    "path": path,
+                    "pathType": path_type,
+                    "backend": {"service": {"name": service, "port": {"number": 80}}},
+                }
+            ]
+        }
+    }
+    if host is not None:
+        rule["host"] = host
+    spec: dict[str, Any] = {"rules": [rule]}
+    if ingress_class:
+        spec["ingressClassName"] = ingress_class
+    meta: dict[str, Any] = {"name": name}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
+
+
+def canary_ingress(name: str = "app-canary", service: str = "canary", **notes: str) -> dict[str, Any]:
+    annotations = {P + "canary": "true"} | {P + k.replace("_", "-"): v for k, v in notes.items()}
+    return ingress(name, service, annotations=annotations)
+
+
+def route(
+    objects: list[dict[str, Any]],
+    *,
+    headers: dict[str, str] | None = None,
+    host: str | None = "foo.bar",
+    path: str = "/",
+    seed: int = 0,
+) -> Destination | Refusal:
+    config = nginx.load(objects)
+    return config.route(RoutedRequest.build(host, path, headers or {}), random.Random(seed))
+
+
+def service_of(result: Destination | Refusal) -> str:
+    assert isinstance(result, Destination), result
+    return result.service
+
+
+MAIN = ingress("app", "stable")
+
+
+def test_header_always_routes_to_canary_and_never_to_main() -> None:
+    objects = [MAIN, canary_ingress(canary_by_header="X-Canary", canary_weight="100")]
+    assert service_of(route(objects, headers={"X-Canary": "always"})) == "canary"
+    assert service_of(route(objects, headers={"X-Canary": "never"})) == "stable"
+
+
+def test_header_never_wins_over_cookie_and_weight() -> None:
+    objects = [
+        MAIN,
+        canary_ingress(canary_by_header="X-Canary", canary_by_cookie="c", canary_weight="100"),
+    ]
+    headers = {"X-Canary": "never", "Cookie": "c=always"}
+    assert service_of(route(objects, headers=headers)) == "stable"
+
+
+def test_header_other_values_fall_through_to_cookie_then_weight() -> None:
+    objects = [MAIN, canary_ingress(canary_by_header="X-Canary", canary_by_cookie="c")]
+    assert service_of(route(objects, headers={"X-Canary": "maybe", "Cookie": "c=always"})) == "canary"
+    # weight 0 (absent): falls through to the main backend.
+    assert service_of(route(objects, headers={"X-Canary": "maybe"})) == "stable"
+
+
+def test_header_value_set_makes_always_and_never_ordinary_values() -> None:
+    objects = [
+        MAIN,
+        canary_ingress(canary_by_header="X-Canary", canary_by_header_value="beta", canary_weight="100"),
+    ]
+    assert service_of(route(objects, headers={"X-Canary": "beta"})) == "canary"
+    # "never" is not special once a value is set: it falls through to the weight (100).
+    assert service_of(route(objects, headers={"X-Canary": "never"})) == "canary"
+    objects_w0 = [MAIN, canary_ingress(canary_by_header="X-Canary", canary_by_header_value="beta")]
+    assert service_of(route(objects_w0, headers={"X-Canary": "always"})) == "stable"
+
+
+def test_header_pattern_is_an_unanchored_regex_search() -> None:
+    objects = [MAIN, canary_ingress(canary_by_header="Region", canary_by_header_pattern="cd|sz")]
+    assert service_of(route(objects, headers={"Region": "cd"})) == "canary"
+    assert service_of(route(objects, headers={"Region": "sz"})) == "canary"
+    assert service_of(route(objects, headers={"Region": "xcdx"})) == "canary"  # ngx.re.match
+    assert service_of(route(objects, headers={"Region": "bj"})) == "stable"
+
+
+def test_header_pattern_that_does_not_compile_sends_to_main_and_stops() -> None:
+    objects = [
+        MAIN,
+        canary_ingress(canary_by_header="Region", canary_by_header_pattern="cd(", canary_weight="100"),
+    ]
+    assert service_of(route(objects, headers={"Region": "cd"})) == "stable"
+    # Without the header the weight still applies.
+    assert service_of(route(objects)) == "canary"
+
+
+def test_header_name_matches_case_insensitively_with_dash_as_underscore() -> None:
+    objects = [MAIN, canary_ingress(canary_by_header="X-Canary")]
+    assert service_of(route(objects, headers={"x-canary": "always"})) == "canary"
+    assert service_of(route(objects, headers={"X_CANARY": "always"})) == "canary"
+
+
+def test_cookie_always_and_never() -> None:
+    objects = [MAIN, canary_ingress(canary_by_cookie="user_from_cd", canary_weight="100")]
+    assert service_of(route(objects, headers={"Cookie": "a=1; user_from_cd=always"})) == "canary"
+    assert service_of(route(objects, headers={"Cookie": "user_from_cd=never"})) == "stable"
+    assert service_of(route(objects, headers={"Cookie": "user_from_cd=yes"})) == "canary"  # weight
+
+
+def test_weight_is_a_random_draw_per_request() -> None:
+    config = nginx.load([MAIN, canary_ingress(canary_weight="20")])
+    rng = random.Random(7)
+    request = RoutedRequest.build("foo.bar", "/")
+    counts = Counter(service_of(config.route(request, rng)) for _ in range(20_000))
+    # Binomial(20000, 0.2): sd = 56.6; ±5 sd = ±283.
+    assert abs(counts["canary"] - 4000) < 283
+
+
+def test_weight_total_above_100_is_used_and_below_100_ignored() -> None:
+    request = RoutedRequest.build("foo.bar", "/")
+
+    def share(**notes: str) -> float:
+        config = nginx.load([MAIN, canary_ingress(**notes)])
+        rng = random.Random(3)
+        hits = sum(service_of(config.route(request, rng)) == "canary" for _ in range(20_000))
+        return hits / 20_000
+
+    assert abs(share(canary_weight="150", canary_weight_total="1000") - 0.15) < 0.015
+    # A total of 50 is ignored: the weight is read out of 100.
+    assert abs(share(canary_weight="25", canary_weight_total="50") - 0.25) < 0.015
+
+
+def test_weight_zero_and_hundred() -> None:
+    assert service_of(route([MAIN, canary_ingress(canary_weight="0")])) == "stable"
+    for seed in range(50):
+        assert service_of(route([MAIN, canary_ingress(canary_weight="100")], seed=seed)) == "canary"
+
+
+def test_canary_without_main_ingress_is_dropped_and_alone_gets_404() -> None:
+    config = nginx.load([canary_ingress(canary_weight="100")])
+    result = config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))
+    assert isinstance(result, Refusal) and result.status == 404
+    assert any("does not exist" in line for line in config.log)
+
+
+def test_canary_with_different_path_or_path_type_is_dropped() -> None:
+    other_path = ingress(
+        "app-canary", "canary", path="/shop", annotations={P + "canary": "true", P + "canary-weight": "100"}
+    )
+    other_type = ingress(
+        "app-canary",
+        "canary",
+        path_type="ImplementationSpecific",
+        annotations={P + "canary": "true", P + "canary-weight": "100"},
+    )
+    for canary in (other_path, other_type):
+        config = nginx.load([MAIN, canary])
+        assert service_of(config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))) == "stable"
+        assert any("unable to find real backend" in line for line in config.log)
+
+
+def test_canary_service_equal_to_main_service_is_ignored() -> None:
+    same = canary_ingress(service="stable", canary_weight="100")
+    config = nginx.load([MAIN, same])
+    assert service_of(config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))) == "stable"
+    assert any("primary upstream" in line for line in config.log)
+
+
+def test_only_the_first_canary_backend_is_used() -> None:
+    first = canary_ingress("c1", "canary-a", canary_weight="100")
+    second = canary_ingress("c2", "canary-b", canary_weight="100")
+    assert service_of(route([MAIN, first, second])) == "canary-a"
+
+
+def test_canary_applies_to_every_host_using_the_same_main_service() -> None:
+    other_host = ingress("other", "stable", host="other.bar")
+    objects = [MAIN, other_host, canary_ingress(canary_weight="100")]
+    assert service_of(route(objects, host="other.bar")) == "canary"
+
+
+def test_canary_annotations_without_canary_true_are_an_error_and_ignored() -> None:
+    broken = ingress("app-canary", "canary", annotations={P + "canary-weight": "100"})
+    config = nginx.load([MAIN, broken])
+    assert service_of(config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))) == "stable"
+    assert any("configured but not enabled" in line for line in config.log)
+
+
+def test_invalid_header_name_silently_disables_header_routing() -> None:
+    objects = [MAIN, canary_ingress(canary_by_header="X Canary")]
+    assert service_of(route(objects, headers={"X Canary": "always"})) == "stable"
+
+
+def test_unknown_host_goes_to_the_default_backend() -> None:
+    result = route([MAIN], host="elsewhere.bar")
+    assert isinstance(result, Refusal) and result.status == 404
+
+
+def test_host_less_rule_catches_every_other_host() -> None:
+    catch_all = ingress("all", "stable", host=None)
+    assert service_of(route([catch_all], host="elsewhere.bar")) == "stable"
+    assert service_of(route([catch_all], host=None)) == "stable"
+
+
+def test_prefix_path_matches_whole_elements_only() -> None:
+    shop = ingress("shop", "shop", path="/shop")
+    assert service_of(route([shop], path="/shop")) == "shop"
+    assert service_of(route([shop], path="/shop/cart")) == "shop"
+    assert isinstance(route([shop], path="/shopping"), Refusal)
+
+
+def test_exact_path_beats_prefix_and_longest_prefix_wins() -> None:
+    objects = [
+        ingress("root", "root"),
+        ingress("api", "api", path="/api"),
+        ingress("exact", "exact", path="/api/v1", path_type="Exact"),
+    ]
+    assert service_of(route(objects, path="/api/v1")) == "exact"
+    assert service_of(route(objects, path="/api/v2")) == "api"
+    assert service_of(route(objects, path="/web")) == "root"
+
+
+def test_wildcard_host_matches_one_label() -> None:
+    wildcard = ingress("w", "wild", host="*.foo.bar")
+    assert service_of(route([wildcard], host="a.foo.bar")) == "wild"
+    assert isinstance(route([wildcard], host="a.b.foo.bar"), Refusal)
+
+
+def test_other_ingress_class_is_not_watched() -> None:
+    other = ingress("app", "stable", ingress_class="traefik")
+    assert isinstance(route([other]), Refusal)
+
+
+def test_ingress_without_class_is_watched() -> None:
+    # The kind manifest runs the controller with --watch-ingress-without-class=true.
+    assert service_of(route([ingress("app", "stable", ingress_class=None)])) == "stable"
+
+
+def test_first_ingress_wins_a_duplicate_location() -> None:
+    objects = [ingress("old", "first"), ingress("new", "second")]
+    assert service_of(route(objects)) == "first"

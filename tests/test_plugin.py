@@ -1,0 +1,233 @@
+"""The plugin as a user meets it: options, header, fixtures, failure output, cleanup."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+NGINX_TEST = """
+def test_weighted(canary):
+    rel = canary.deploy(strategy="nginx", stable="1.0", canary="2.0", weight={weight})
+    rel.expect_split({share})
+"""
+
+
+def test_header_names_backend_models_seed_and_alpha(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--canary-seed=42")
+    result.stdout.fnmatch_lines(
+        [
+            "canary: local backend modelling ingress-nginx controller-v1.15.1 canary rules*",
+            "canary: --canary-seed=42 alpha=0.001 tolerance=0.05",
+        ]
+    )
+
+
+def test_issue_example_passes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_weighted_canary(canary):
+            rel = canary.deploy(strategy="nginx", stable="1.0", canary="2.0", weight=20)
+            rel.expect_split(0.20)
+            rel.expect_routed("2.0", headers={"X-Canary": "always"})
+            rel.expect_routed("1.0", headers={"X-Canary": "never"})
+            rel.set_weight(50)
+            rel.expect_split(0.50)
+            rel.promote()
+            rel.expect_routed("2.0")
+        """
+    )
+    result = pytester.runpytest("--canary-seed=1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*canary verdicts*", "PASS*split expected 1.0=0.80, 2.0=0.20*"])
+
+
+def test_wrong_expectation_fails_with_the_table_in_bounded_requests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(NGINX_TEST.format(weight=30, share=0.60))
+    result = pytester.runpytest("--canary-seed=1", "--canary-report=report.json")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*canary split expectation FAIL*the observed share is outside the band*",
+            "*version*expected*band*observed*interval*count*",
+            "*2.0*0.600*[[]0.550, 0.650[]]*",
+            "*n=* classified, errors=0 (none), alpha=0.001, tolerance=0.05*",
+        ]
+    )
+    report = json.loads((pytester.path / "report.json").read_text())
+    (verdict,) = report["verdicts"]
+    assert verdict["decision"] == "FAIL"
+    # A gross error is decided long before the fixed design's ~2,600 requests.
+    assert verdict["requests"] < 400, verdict["requests"]
+
+
+def test_failure_report_carries_diagnostics(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(NGINX_TEST.format(weight=30, share=0.60))
+    result = pytester.runpytest("--canary-seed=1")
+    result.stdout.fnmatch_lines(
+        [
+            "*canary diagnostics*",
+            "*--- pods ---*",
+            "*kubeapp-canary-*Ready Running*",
+            "*--- router access log (last 25) ---*",
+            "*--- manifests of kubeapp (canary) ---*",
+            "*nginx.ingress.kubernetes.io/canary-weight: '30'*",
+        ]
+    )
+
+
+def test_bad_weight_names_the_field(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(NGINX_TEST.format(weight=150, share=0.5))
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*CanaryConfigError: weight=150: must be an integer from 0 to 100*"])
+    assert "Traceback" not in result.stdout.str().split("CanaryConfigError")[0].splitlines()[-1]
+
+
+def test_typo_in_header_name_is_caught(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_header(canary):
+            rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=20)
+            rel.expect_routed("2.0", headers={"X-Canry": "always"})
+        """
+    )
+    result = pytester.runpytest("--canary-seed=3")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*routed expectation FAIL for X-Canry: always*responses from 1.0*"])
+
+
+def test_marker_beats_cli_beats_env_beats_ini(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeini("[pytest]\ncanary_alpha = 0.2\ncanary_tolerance = 0.1\ncanary_leak = 0.3\n")
+    monkeypatch.setenv("PYTEST_CANARY_TOLERANCE", "0.15")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_plain(canary_settings):
+            assert (canary_settings.alpha, canary_settings.tolerance, canary_settings.leak) == (0.2, 0.15, 0.25)
+
+        @pytest.mark.canary(leak=0.4)
+        def test_marked(canary_settings):
+            assert canary_settings.leak == 0.4
+        """
+    )
+    result = pytester.runpytest("--canary-leak=0.25")
+    result.assert_outcomes(passed=2)
+
+
+def test_bad_ini_value_says_where_it_came_from(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ncanary_alpha = 1.5\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*alpha '1.5' from ini canary_alpha: must be in (0, 0.5)*"])
+
+
+def test_unknown_marker_setting_fails_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.canary(alfa=0.1)
+        def test_x(canary):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*@pytest.mark.canary(alfa=...): unknown setting*"])
+
+
+def test_bad_backend_and_seed_are_usage_errors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--canary-backend=minikube")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--canary-backend=minikube: must be one of local, kind, kube*"])
+    result = pytester.runpytest("--canary-seed=abc")
+    result.stderr.fnmatch_lines(["*--canary-seed=abc: must be an integer or 'last'*"])
+
+
+def test_seed_last_repeats_the_previous_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_counts(canary):
+            rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=30)
+            with open("counts.txt", "a") as f:
+                f.write(str(rel.sample(300).counts["2.0"]) + chr(10))
+        """
+    )
+    first = pytester.runpytest()
+    second = pytester.runpytest("--canary-seed=last")
+    counts = (pytester.path / "counts.txt").read_text().split()
+    assert len(counts) == 2 and counts[0] == counts[1]
+    seed_line = next(line for line in first.stdout.lines if "--canary-seed=" in line)
+    assert seed_line.split("--canary-seed=")[1].split()[0] in "".join(second.stdout.lines)
+
+
+PID_RECORDING_TEST = """
+import os, signal
+
+def test_release(canary):
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50, replicas=2)
+    pids = [pod.stopper.process.pid for pod in canary.environment.pods]
+    ports = [pod.port for pod in canary.environment.pods] + [int(rel.url.rsplit(":", 1)[1])]
+    with open("pids.txt", "w") as f:
+        f.write(" ".join(map(str, pids)) + "\\n" + " ".join(map(str, ports)))
+    {action}
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "rel.expect_split(0.5)",
+        "rel.expect_split(0.9)",
+        "raise RuntimeError('boom')",
+        "os.kill(os.getpid(), signal.SIGINT)",
+    ],
+    ids=["passed", "failed", "error", "ctrl-c"],
+)
+def test_nothing_is_left_running_after_a_test(pytester: pytest.Pytester, action: str) -> None:
+    pytester.makepyfile(PID_RECORDING_TEST.format(action=action))
+    pytester.runpytest_subprocess("--canary-seed=5", timeout=120)
+    pids_line, ports_line = (pytester.path / "pids.txt").read_text().splitlines()
+    pids = [int(p) for p in pids_line.split()]
+    ports = [int(p) for p in ports_line.split()]
+    assert len(pids) == 4
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if _alive(p)]
+    assert all(_port_free(p) for p in ports)
+
+
+def test_pods_die_with_a_killed_pytest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(PID_RECORDING_TEST.format(action="os.kill(os.getpid(), signal.SIGKILL)"))
+    pytester.runpytest_subprocess("--canary-seed=5", timeout=120)
+    pids = [int(p) for p in (pytester.path / "pids.txt").read_text().splitlines()[0].split()]
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if _alive(p)]

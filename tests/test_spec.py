@@ -1,0 +1,98 @@
+"""The spec refuses bad input with a message naming the field, the value and what is allowed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pytest_canary import CanaryConfigError, build_spec
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"weight": 150}, "weight=150: must be an integer from 0 to 100"),
+        ({"weight": -1}, "weight=-1: must be an integer from 0 to 100"),
+        ({"weight": 20.5}, "weight=20.5: must be an integer"),
+        ({"weight": True}, "weight=True: must be an integer"),
+        ({"weight_total": 50}, "weight_total=50: must be an integer from 100 or more"),
+        ({"header": "X Canary"}, "header='X Canary': ingress-nginx accepts only letters, digits"),
+        ({"header": "X-Canary", "header_value": "a b"}, "header_value='a b': ingress-nginx accepts"),
+        ({"cookie": "user;cd"}, "cookie='user;cd': ingress-nginx accepts only"),
+        (
+            {"header": "Region", "header_value": "cd", "header_pattern": "cd|sz"},
+            "header_value='cd' and header_pattern='cd|sz' given together",
+        ),
+        ({"header": "Region", "header_pattern": "cd(|sz"}, "header_pattern='cd(|sz': is not a valid"),
+        ({"stable_replicas": 3}, "strategy 'nginx' has no routing knob 'stable_replicas'"),
+        ({"canary_host": "foo.bar"}, "canary_host='foo.bar': must differ from host='foo.bar'"),
+        ({"host": "Foo_Bar"}, "host='Foo_Bar': must be a lowercase DNS name"),
+        ({"path": "shop"}, "path='shop': must be an absolute URL path"),
+        ({"path_type": "Regex"}, "path_type='Regex': must be 'Prefix', 'Exact'"),
+        ({"canary_error_rate": 1.5}, "canary_error_rate=1.5: must be a fraction from 0 to 1"),
+        ({"name": "Kube_App"}, "name='Kube_App': must be a DNS-1035 label"),
+    ],
+)
+def test_nginx_knob_errors_name_field_value_and_allowed(knobs: dict[str, object], message: str) -> None:
+    with pytest.raises(CanaryConfigError, match=re.escape(message)):
+        build_spec("nginx", stable="1.0", canary="2.0", **knobs)  # type: ignore[arg-type]
+
+
+def test_unknown_knob_lists_the_allowed_ones() -> None:
+    with pytest.raises(CanaryConfigError) as info:
+        build_spec("nginx", stable="1.0", canary="2.0", wieght=20)
+    text = str(info.value)
+    assert "wieght=20" in text
+    for knob in ("weight", "weight_total", "header", "header_value", "header_pattern", "cookie"):
+        assert knob in text
+
+
+def test_unknown_strategy_lists_strategies() -> None:
+    with pytest.raises(CanaryConfigError, match=r"strategy='flagger': must be one of .*nginx.*istio"):
+        build_spec("flagger", stable="1.0", canary="2.0")
+
+
+def test_stable_equal_to_canary_is_refused() -> None:
+    with pytest.raises(CanaryConfigError, match=r"stable='1.0', canary='1.0': the canary must be"):
+        build_spec("nginx", stable="1.0", canary="1.0")
+
+
+@pytest.mark.parametrize("version", ["", "1.0/beta", "-1", "v" * 64, 2])
+def test_versions_must_be_label_values(version: object) -> None:
+    with pytest.raises(CanaryConfigError, match=r"canary=.*usable as a Kubernetes label value"):
+        build_spec("nginx", stable="1.0", canary=version)  # type: ignore[arg-type]
+
+
+def test_cookie_is_not_a_gateway_api_knob_and_says_why() -> None:
+    with pytest.raises(CanaryConfigError, match="Gateway API HTTPRoute has no cookie match"):
+        build_spec("gateway", stable="1.0", canary="2.0", cookie="user_from_cd")
+
+
+def test_weight_may_exceed_100_with_a_larger_total() -> None:
+    spec = build_spec("nginx", stable="1.0", canary="2.0", weight=150, weight_total=1000)
+    assert (spec.weight, spec.weight_total) == (150, 1000)
+
+
+def test_nginx_header_defaults_to_x_canary_and_can_be_turned_off() -> None:
+    assert build_spec("nginx", stable="1.0", canary="2.0").header == "X-Canary"
+    assert build_spec("nginx", stable="1.0", canary="2.0", header=None).header is None
+
+
+def test_with_knobs_revalidates() -> None:
+    spec = build_spec("nginx", stable="1.0", canary="2.0", weight=20, cookie="c")
+    assert spec.with_knobs(weight=50).weight == 50
+    assert spec.with_knobs(weight=50).cookie == "c"
+    with pytest.raises(CanaryConfigError, match="weight=101"):
+        spec.with_knobs(weight=101)
+
+
+def test_spec_is_frozen() -> None:
+    spec = build_spec("nginx", stable="1.0", canary="2.0")
+    with pytest.raises(AttributeError):
+        spec.weight = 5  # type: ignore[misc]
+
+
+def test_header_value_needs_a_header_where_there_is_no_default() -> None:
+    with pytest.raises(CanaryConfigError, match=re.escape("header_value='beta' needs header=...")):
+        build_spec("istio", stable="v1", canary="v2", header_value="beta")
