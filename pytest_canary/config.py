@@ -138,7 +138,9 @@ def resolve(sources: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
             raw = values.get(setting.name)
             if raw is None or raw == "":
                 continue
-            where = label.format(flag=setting.flag, ini=setting.ini, env=setting.env, name=setting.name)
+            where = label.format(
+                flag=setting.flag, ini=setting.ini, env=setting.env, name=setting.name
+            )
             try:
                 resolved[setting.name] = raw if not isinstance(raw, str) else setting.parse(raw)
                 if not isinstance(raw, str):

@@ -76,7 +76,10 @@ class Harness:
         """Evidence for a failure report: rendered manifests and the backend's own."""
         diag = self.environment.diagnostics()
         for release in self.releases:
-            diag.add(f"manifests of {release.spec.name} ({release.phase.value})", release.manifests_yaml())
+            diag.add(
+                f"manifests of {release.spec.name} ({release.phase.value})",
+                release.manifests_yaml(),
+            )
         return diag
 
     def close(self) -> None:
@@ -351,8 +354,9 @@ class Release:
         verdict = self._verdict(
             kind="split",
             passed=passed,
-            decision="PASS" if passed else ("FAIL" if decision is not stats.Decision.INCONCLUSIVE
-                                            else "INCONCLUSIVE"),
+            decision="PASS"
+            if passed
+            else ("FAIL" if decision is not stats.Decision.INCONCLUSIVE else "INCONCLUSIVE"),
             expected=expected,
             sample=total,
             alpha=alpha,
@@ -470,9 +474,7 @@ class Release:
             self._sampler = None
 
 
-def _describe_request(
-    headers: Mapping[str, str] | None, cookies: Mapping[str, str] | None
-) -> str:
+def _describe_request(headers: Mapping[str, str] | None, cookies: Mapping[str, str] | None) -> str:
     parts = [f"{k}: {v}" for k, v in (headers or {}).items()]
     parts += [f"cookie {k}={v}" for k, v in (cookies or {}).items()]
     return ", ".join(parts)

@@ -35,9 +35,7 @@ harness_key = pytest.StashKey[Harness]()
 
 def _backend_name(raw: str) -> str:
     if raw not in BACKENDS:
-        raise pytest.UsageError(
-            f"--canary-backend={raw}: must be one of {', '.join(BACKENDS)}"
-        )
+        raise pytest.UsageError(f"--canary-backend={raw}: must be one of {', '.join(BACKENDS)}")
     return raw
 
 
@@ -128,7 +126,10 @@ def _resolve_settings(config: pytest.Config, node: pytest.Item | None) -> Settin
             f"@pytest.mark.canary({', '.join(sorted(unknown))}=...): unknown setting; known: "
             f"{', '.join(settings_table.BY_NAME)}"
         )
-    cli = {s.name: config.getoption(s.flag.lstrip("-").replace("-", "_")) for s in settings_table.SETTINGS}
+    cli = {
+        s.name: config.getoption(s.flag.lstrip("-").replace("-", "_"))
+        for s in settings_table.SETTINGS
+    }
     env = {s.name: os.environ.get(s.env) for s in settings_table.SETTINGS}
     ini = {s.name: config.getini(s.ini) for s in settings_table.SETTINGS}
     values = settings_table.resolve(
@@ -215,7 +216,7 @@ def pytest_runtest_makereport(
     if harness is not None and report.when == "call" and report.failed:
         try:
             report.sections.append(("canary diagnostics", harness.diagnostics().render()))
-        except Exception as exc:  # noqa: BLE001 - diagnostics must never hide the failure
+        except Exception as exc:
             report.sections.append(("canary diagnostics", f"could not collect: {exc!r}"))
     return report
 
@@ -243,4 +244,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if backend is not None:
         backend.close()
         del config.stash[backend_key]
-

@@ -111,7 +111,9 @@ class Verdict:
                 ]
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        out = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+        out = [
+            "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows
+        ]
         error_total = sum(self.errors.values())
         detail = ", ".join(f"{k}: {c}" for k, c in sorted(self.errors.items())) or "none"
         out.append(

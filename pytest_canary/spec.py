@@ -243,8 +243,10 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
     name = values.get("name", "kubeapp")
     if not isinstance(name, str) or not DNS_LABEL.match(name):
         raise _fail(
-            "name", name, "must be a DNS-1035 label of at most 42 characters: lowercase letters, "
-            "digits and '-', starting with a letter (object names are built from it)"
+            "name",
+            name,
+            "must be a DNS-1035 label of at most 42 characters: lowercase letters, "
+            "digits and '-', starting with a letter (object names are built from it)",
         )
     host = values.get("host", "foo.bar")
     if not isinstance(host, str) or not DNS_SUBDOMAIN.match(host) or len(host) > 253:
@@ -261,8 +263,10 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
     rate = values.get("canary_error_rate", 0.0)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
         raise _fail(
-            "canary_error_rate", rate, "must be a fraction from 0 to 1 of canary requests that "
-            "answer 500 (fault injection; needs the sample app)"
+            "canary_error_rate",
+            rate,
+            "must be a fraction from 0 to 1 of canary requests that "
+            "answer 500 (fault injection; needs the sample app)",
         )
     if rate and not app.is_sample:
         raise _fail("canary_error_rate", rate, "fault injection needs the sample app (app=None)")
@@ -273,11 +277,16 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
 
     if "weight" in values:
         total = values.get("weight_total")
-        top = total if isinstance(total, int) and not isinstance(total, bool) and total > 100 else 100
+        top = (
+            total if isinstance(total, int) and not isinstance(total, bool) and total > 100 else 100
+        )
         _int_in("weight", values["weight"], 0, top, f"percent of traffic to the canary, of {top}")
     if "weight_total" in values:
         _int_in(
-            "weight_total", values["weight_total"], 100, None,
+            "weight_total",
+            values["weight_total"],
+            100,
+            None,
             "ingress-nginx ignores a total below 100",
         )
     if "weights" in values:
@@ -318,7 +327,9 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
         if "canary_host" in values:
             ch = values["canary_host"]
             if not isinstance(ch, str) or not DNS_SUBDOMAIN.match(ch):
-                raise _fail("canary_host", ch, "must be a lowercase DNS name such as 'canary.foo.bar'")
+                raise _fail(
+                    "canary_host", ch, "must be a lowercase DNS name such as 'canary.foo.bar'"
+                )
             if ch == host:
                 raise _fail("canary_host", ch, f"must differ from host={host!r}")
     elif strategy in ("istio", "gateway"):

@@ -40,6 +40,7 @@ Also here: :func:`routed_requests` / :class:`RoutedTest` for "every response fro
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -545,12 +546,21 @@ class MixturePrior:
 
     def log_marginal(self, successes: int, trials: int) -> float:
         """``ln integral of theta^s (1 - theta)^(n - s) prior(d theta)`` (marginal likelihood)."""
+        failures = trials - successes
         terms = [
-            math.log(w) + _log_beta(a + successes, b + trials - successes) - _log_beta(a, b)
-            for w, a, b in self.components
+            offset
+            + math.lgamma(a + successes)
+            + math.lgamma(b + failures)
+            - math.lgamma(c + trials)
+            for offset, a, b, c in self._terms
         ]
         top = max(terms)
         return top + math.log(math.fsum(math.exp(t - top) for t in terms))
+
+    @functools.cached_property
+    def _terms(self) -> tuple[tuple[float, float, float, float], ...]:
+        """``(ln w - ln B(a, b), a, b, a + b)`` per component, computed once."""
+        return tuple((math.log(w) - _log_beta(a, b), a, b, a + b) for w, a, b in self.components)
 
 
 def _log_likelihood(p: float, successes: int, trials: int) -> float:
@@ -563,45 +573,49 @@ def _log_likelihood(p: float, successes: int, trials: int) -> float:
     return total
 
 
-def _softplus(t: float) -> float:
-    return t + math.log1p(math.exp(-t)) if t > 0.0 else math.log1p(math.exp(t))
-
-
 def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
-def _solve_end(successes: int, trials: int, level: float, start: float, upper: bool) -> float:
+def _solve_end(s: int, n: int, level: float, t: float, upper: bool, push: float) -> float:
     """One end of ``{p : s ln p + (n - s) ln(1 - p) > level}``, approached from outside.
 
-    On the log-odds scale ``t`` the function ``g(t) = s t - n softplus(t) - level`` is concave,
-    so Newton's method started where ``g < 0`` on the outer side moves monotonically towards the
-    root and never crosses it: every iterate, and the returned value, is a conservative end.
-    ``start`` is a log-odds guess; it is pushed outward until ``g < 0`` there.
+    On the log-odds scale ``t`` the function ``g(t) = s t - n softplus(t) - level`` is concave.
+    Newton's method started where ``g < 0`` on the outer side stays outside: the tangent lies
+    above ``g``, so its zero is between the iterate and the root. The iterates move
+    monotonically towards the root with quadratic convergence, and the one returned has
+    ``g < 0`` (up to rounding of ``g`` at the root): the interval is never narrower than
+    ``C_n``. ``t`` is a log-odds
+    start; while ``g >= 0`` there it is pushed outward by ``push``, doubling.
     """
-    s, n = successes, trials
     direction = 1.0 if upper else -1.0
-    t = start
-    step = 1.0
-    for _ in range(200):
-        if s * t - n * _softplus(t) - level < 0.0:
-            break
-        t += direction * step
-        step *= 2.0
-    else:  # pragma: no cover - g -> -inf on the outer side, so this cannot happen
-        raise ArithmeticError("confidence sequence end: no outer bracket found")
-    for _ in range(100):
-        g = s * t - n * _softplus(t) - level
-        slope = s - n * _sigmoid(t)
+    outside = False
+    for _ in range(400):
+        # softplus(t) = ln(1 + e^t) and sigmoid(t), without overflow.
+        if t > 0.0:
+            e = math.exp(-t)
+            g = s * t - n * (t + math.log1p(e)) - level
+            sigmoid = 1.0 / (1.0 + e)
+        else:
+            e = math.exp(t)
+            g = s * t - n * math.log1p(e) - level
+            sigmoid = e / (1.0 + e)
+        if g >= 0.0:
+            if outside:  # only rounding crosses the root: t is at the root to ~1e-15
+                break
+            t += direction * push
+            push *= 2.0
+            continue
+        outside = True
+        slope = s - n * sigmoid
         if slope == 0.0:
             break
         move = g / slope
-        t_next = t - move
-        # Monotone from outside: stop when the step no longer moves t inward.
-        if (t_next - t) * direction >= 0.0 or abs(move) < 1e-12 * max(1.0, abs(t)):
-            t = t_next if (t_next - t) * direction < 0.0 else t
+        if abs(move) <= 1e-12 * (1.0 + abs(t)) or (move > 0.0) != upper:
             break
-        t = t_next
+        t -= move
+    else:  # pragma: no cover - quadratic convergence ends this in a handful of steps
+        raise ArithmeticError(f"confidence sequence end for s={s}, n={n} did not converge")
     return _sigmoid(t)
 
 
@@ -621,20 +635,21 @@ def cs_interval(successes: int, trials: int, alpha: float, prior: MixturePrior) 
 
 
 def _cs_end(successes: int, trials: int, level: float, guess: float | None, upper: bool) -> float:
+    """Lower or upper end of ``C_n``; ``guess`` (a previous end, outside ``C_n``) or None."""
     s, n = successes, trials
     if upper and s == n:
         return 1.0
     if not upper and s == 0:
         return 0.0
-    if guess is None or not (0.0 < guess < 1.0):
-        p_hat = min(max(s / n, 0.5 / n), 1.0 - 0.5 / n)
-        spread = math.sqrt(2.0 * max(-level, 1.0) * p_hat * (1.0 - p_hat) / n)
-        edge = p_hat + spread if upper else p_hat - spread
-        edge = min(max(edge, 1e-300), 1.0 - 1e-16)
-        guess_t = _logit(edge)
-    else:
-        guess_t = _logit(guess)
-    return _solve_end(s, n, level, guess_t, upper)
+    if guess is not None and 0.0 < guess < 1.0:
+        return _solve_end(s, n, level, _logit(guess), upper, 0.1)
+    # Start from the quadratic approximation of the log-likelihood on the log-odds scale
+    # (curvature n p (1 - p)); it is flatter than that far out, so the root is a little beyond.
+    p_hat = min(max(s / n, 0.5 / n), 1.0 - 0.5 / n)
+    drop = max(_log_likelihood(p_hat, s, n) - level, 0.5)
+    spread = math.sqrt(2.0 * drop / (n * p_hat * (1.0 - p_hat)))
+    t = _logit(p_hat) + (spread if upper else -spread)
+    return _solve_end(s, n, level, t, upper, 0.25 * spread)
 
 
 class ConfidenceSequence:
@@ -807,7 +822,9 @@ class SplitTest:
         }
         self.decision = Decision.CONTINUE
         #: Why the test decided (or why it has not yet), one sentence.
-        self.reason = "not enough responses yet"
+        self._reason = "not enough responses yet"
+        self._needed: int | None = None
+        self._straddling: str | None = None  # a version whose interval straddles its band
         self.n = 0
         #: n at the moment of the decision (None while CONTINUE).
         self.decided_at: int | None = None
@@ -892,22 +909,35 @@ class SplitTest:
             self._finish(Decision.PASS, "every share's confidence sequence is inside its band")
             return
         if self.max_requests is not None and self.n >= self.max_requests:
+            # The "would need" part of the reason is computed when someone reads it.
             self._finish(
                 Decision.INCONCLUSIVE,
-                f"undecided after {self.n} requests (max_requests={self.max_requests}); "
-                f"about {self.needed_requests()} would be needed at the observed shares",
+                f"undecided after {self.n} requests (max_requests={self.max_requests})",
             )
             return
-        straddling = [v for v in self.versions if not self.intervals[v].within(self.bands[v])]
-        self.reason = (
-            f"interval of {straddling[0]!r} {self.intervals[straddling[0]]} straddles its "
-            f"band {self.bands[straddling[0]]}"
+        self._straddling = next(
+            v for v in self.versions if not self.intervals[v].within(self.bands[v])
         )
 
     def _finish(self, decision: Decision, reason: str) -> None:
         self.decision = decision
-        self.reason = reason
+        self._reason = reason
         self.decided_at = self.n
+
+    @property
+    def reason(self) -> str:
+        """Why the test decided, or why it has not yet: one sentence for the report.
+
+        For INCONCLUSIVE it includes :meth:`needed_requests` (computed when first read).
+        """
+        if self.decision is Decision.INCONCLUSIVE:
+            if self._needed is None:
+                self._needed = self.needed_requests()
+            return f"{self._reason}; about {self._needed} would be needed at the observed shares"
+        if self.decision is Decision.CONTINUE and self._straddling is not None:
+            v = self._straddling
+            return f"interval of {v!r} {self.intervals[v]} straddles its band {self.bands[v]}"
+        return self._reason
 
     def needed_requests(self) -> int:
         """Estimated total requests for a decision if the observed shares stay as they are.

@@ -312,7 +312,7 @@ class BackgroundTraffic:
                     while not self._stop.is_set() and time.monotonic() < deadline:
                         self.sample.merge(s.sample(self.batch))
                         first.set()
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            except BaseException as exc:
                 self._error = exc
             finally:
                 first.set()

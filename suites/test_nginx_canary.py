@@ -37,7 +37,9 @@ def test_header_always_and_never_override_the_weight(canary: Harness) -> None:
 def test_header_pattern_routes_regions(canary: Harness) -> None:
     """``canary-by-header: Region`` with ``canary-by-header-pattern: cd|sz``: requests from
     the cd and sz regions go to the canary, bj stays on stable."""
-    rel = canary.deploy("nginx", stable="1.0", canary="2.0", header="Region", header_pattern="cd|sz")
+    rel = canary.deploy(
+        "nginx", stable="1.0", canary="2.0", header="Region", header_pattern="cd|sz"
+    )
     rel.expect_routed("2.0", headers={"Region": "cd"})
     rel.expect_routed("2.0", headers={"Region": "sz"})
     rel.expect_routed("1.0", headers={"Region": "bj"})

@@ -44,7 +44,9 @@ def test_issue_example_passes(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*canary verdicts*", "PASS*split expected 1.0=0.80, 2.0=0.20*"])
 
 
-def test_wrong_expectation_fails_with_the_table_in_bounded_requests(pytester: pytest.Pytester) -> None:
+def test_wrong_expectation_fails_with_the_table_in_bounded_requests(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(NGINX_TEST.format(weight=30, share=0.60))
     result = pytester.runpytest("--canary-seed=1", "--canary-report=report.json")
     result.assert_outcomes(failed=1)
@@ -82,7 +84,9 @@ def test_bad_weight_names_the_field(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(NGINX_TEST.format(weight=150, share=0.5))
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*CanaryConfigError: weight=150: must be an integer from 0 to 100*"])
+    result.stdout.fnmatch_lines(
+        ["*CanaryConfigError: weight=150: must be an integer from 0 to 100*"]
+    )
     assert "Traceback" not in result.stdout.str().split("CanaryConfigError")[0].splitlines()[-1]
 
 
@@ -96,10 +100,14 @@ def test_typo_in_header_name_is_caught(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("--canary-seed=3")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*routed expectation FAIL for X-Canry: always*responses from 1.0*"])
+    result.stdout.fnmatch_lines(
+        ["*routed expectation FAIL for X-Canry: always*responses from 1.0*"]
+    )
 
 
-def test_marker_beats_cli_beats_env_beats_ini(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_marker_beats_cli_beats_env_beats_ini(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytester.makeini("[pytest]\ncanary_alpha = 0.2\ncanary_tolerance = 0.1\ncanary_leak = 0.3\n")
     monkeypatch.setenv("PYTEST_CANARY_TOLERANCE", "0.15")
     pytester.makepyfile(
@@ -107,7 +115,8 @@ def test_marker_beats_cli_beats_env_beats_ini(pytester: pytest.Pytester, monkeyp
         import pytest
 
         def test_plain(canary_settings):
-            assert (canary_settings.alpha, canary_settings.tolerance, canary_settings.leak) == (0.2, 0.15, 0.25)
+            s = canary_settings
+            assert (s.alpha, s.tolerance, s.leak) == (0.2, 0.15, 0.25)
 
         @pytest.mark.canary(leak=0.4)
         def test_marked(canary_settings):

@@ -18,13 +18,19 @@ from pytest_canary import CanaryConfigError, build_spec
         ({"weight": True}, "weight=True: must be an integer"),
         ({"weight_total": 50}, "weight_total=50: must be an integer from 100 or more"),
         ({"header": "X Canary"}, "header='X Canary': ingress-nginx accepts only letters, digits"),
-        ({"header": "X-Canary", "header_value": "a b"}, "header_value='a b': ingress-nginx accepts"),
+        (
+            {"header": "X-Canary", "header_value": "a b"},
+            "header_value='a b': ingress-nginx accepts",
+        ),
         ({"cookie": "user;cd"}, "cookie='user;cd': ingress-nginx accepts only"),
         (
             {"header": "Region", "header_value": "cd", "header_pattern": "cd|sz"},
             "header_value='cd' and header_pattern='cd|sz' given together",
         ),
-        ({"header": "Region", "header_pattern": "cd(|sz"}, "header_pattern='cd(|sz': is not a valid"),
+        (
+            {"header": "Region", "header_pattern": "cd(|sz"},
+            "header_pattern='cd(|sz': is not a valid",
+        ),
         ({"stable_replicas": 3}, "strategy 'nginx' has no routing knob 'stable_replicas'"),
         ({"canary_host": "foo.bar"}, "canary_host='foo.bar': must differ from host='foo.bar'"),
         ({"host": "Foo_Bar"}, "host='Foo_Bar': must be a lowercase DNS name"),
@@ -34,7 +40,9 @@ from pytest_canary import CanaryConfigError, build_spec
         ({"name": "Kube_App"}, "name='Kube_App': must be a DNS-1035 label"),
     ],
 )
-def test_nginx_knob_errors_name_field_value_and_allowed(knobs: dict[str, object], message: str) -> None:
+def test_nginx_knob_errors_name_field_value_and_allowed(
+    knobs: dict[str, object], message: str
+) -> None:
     with pytest.raises(CanaryConfigError, match=re.escape(message)):
         build_spec("nginx", stable="1.0", canary="2.0", **knobs)  # type: ignore[arg-type]
 
@@ -49,7 +57,9 @@ def test_unknown_knob_lists_the_allowed_ones() -> None:
 
 
 def test_unknown_strategy_lists_strategies() -> None:
-    with pytest.raises(CanaryConfigError, match=r"strategy='flagger': must be one of .*nginx.*istio"):
+    with pytest.raises(
+        CanaryConfigError, match=r"strategy='flagger': must be one of .*nginx.*istio"
+    ):
         build_spec("flagger", stable="1.0", canary="2.0")
 
 

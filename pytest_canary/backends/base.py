@@ -27,7 +27,9 @@ class Diagnostics:
 
     def render(self) -> str:
         """All sections, each under its name."""
-        return "\n\n".join(f"--- {name} ---\n{text.rstrip()}" for name, text in self.sections.items())
+        return "\n\n".join(
+            f"--- {name} ---\n{text.rstrip()}" for name, text in self.sections.items()
+        )
 
 
 class Environment(abc.ABC):

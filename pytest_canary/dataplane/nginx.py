@@ -110,7 +110,9 @@ class NginxConfig:
         locations = self.server_for(request.host)
         # nginx picks an exact location first, then the longest matching prefix.
         exact = [loc for loc in locations if loc.path_type == "Exact" and loc.matches(request.path)]
-        prefix = [loc for loc in locations if loc.path_type != "Exact" and loc.matches(request.path)]
+        prefix = [
+            loc for loc in locations if loc.path_type != "Exact" and loc.matches(request.path)
+        ]
         chosen = exact[0] if exact else max(prefix, key=lambda loc: len(loc.path), default=None)
         if chosen is None or chosen.upstream is None:
             return Refusal(404, "no Ingress rule matches: answered by the default backend")
@@ -134,9 +136,7 @@ def decide_canary(
     if policy.header:
         # nginx exposes headers as $http_<name> with '-' turned into '_', case-insensitively.
         wanted = policy.header.lower().replace("-", "_")
-        value = next(
-            (v for k, v in request.headers.items() if k.replace("-", "_") == wanted), None
-        )
+        value = next((v for k, v in request.headers.items() if k.replace("-", "_") == wanted), None)
         if value is not None:
             if policy.header_value:
                 # An exact value is set: only it matters, "always"/"never" are not special.
@@ -193,7 +193,9 @@ def is_nginx_ingress(obj: Mapping[str, Any], ingress_class: str = "nginx") -> bo
         return False
     spec = obj.get("spec") or {}
     cls = spec.get("ingressClassName")
-    legacy = ((obj.get("metadata") or {}).get("annotations") or {}).get("kubernetes.io/ingress.class")
+    legacy = ((obj.get("metadata") or {}).get("annotations") or {}).get(
+        "kubernetes.io/ingress.class"
+    )
     chosen = cls or legacy
     return chosen is None or chosen == ingress_class
 
@@ -219,7 +221,10 @@ def _backend_upstream(namespace: str, backend: Mapping[str, Any] | None) -> Upst
 
 
 def load(
-    objects: Iterable[Mapping[str, Any]], *, namespace: str = "default", ingress_class: str = "nginx"
+    objects: Iterable[Mapping[str, Any]],
+    *,
+    namespace: str = "default",
+    ingress_class: str = "nginx",
 ) -> NginxConfig:
     """Build the routing configuration from Ingresses in creation order (oldest first)."""
     ingresses = [o for o in objects if is_nginx_ingress(o, ingress_class)]
@@ -272,7 +277,11 @@ def _add_main(config: NginxConfig, ing: Mapping[str, Any], namespace: str) -> No
             if existing is None:
                 locations.append(Location(p, ptype, upstream, name))
             elif existing.is_default_backend:
-                existing.upstream, existing.ingress, existing.is_default_backend = upstream, name, False
+                existing.upstream, existing.ingress, existing.is_default_backend = (
+                    upstream,
+                    name,
+                    False,
+                )
                 existing.path_type = ptype
             else:
                 config.log.append(

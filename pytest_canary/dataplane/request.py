@@ -54,8 +54,12 @@ class RoutedRequest:
         lowered: dict[str, str] = {}
         for name, value in (headers or {}).items():
             lowered.setdefault(name.lower(), value)
-        return cls(host=host or None, path=path.split("?", 1)[0] or "/", headers=lowered,
-                   source_labels=source_labels)
+        return cls(
+            host=host or None,
+            path=path.split("?", 1)[0] or "/",
+            headers=lowered,
+            source_labels=source_labels,
+        )
 
 
 def _lenient_cookies(raw: str) -> dict[str, str]:
@@ -77,7 +81,11 @@ class Destination:
     reason: str = ""
 
     def __str__(self) -> str:
-        subset = "" if not self.labels else "{" + ",".join(f"{k}={v}" for k, v in self.labels.items()) + "}"
+        subset = (
+            ""
+            if not self.labels
+            else "{" + ",".join(f"{k}={v}" for k, v in self.labels.items()) + "}"
+        )
         return f"{self.service}:{self.port}{subset}"
 
 

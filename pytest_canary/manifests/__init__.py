@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pytest_canary.manifests import nginx
+from pytest_canary.manifests import bluegreen, gateway, istio, nginx, replicas, rolling
 from pytest_canary.manifests.common import Manifest
 from pytest_canary.manifests.phase import Phase
 from pytest_canary.spec import ReleaseSpec
@@ -13,6 +13,11 @@ Renderer = Callable[[ReleaseSpec, Phase], list[Manifest]]
 
 RENDERERS: dict[str, Renderer] = {
     "nginx": nginx.render,
+    "replicas": replicas.render,
+    "istio": istio.render,
+    "gateway": gateway.render,
+    "bluegreen": bluegreen.render,
+    "rolling": rolling.render,
 }
 
 

@@ -49,13 +49,19 @@ def render(spec: ReleaseSpec, phase: Phase) -> list[Manifest]:
     Deployments come before the Service, so the colour switched to is ready first.
     """
     objects = [
-        deployment(spec, name=blue_name(spec), version=spec.stable, track=BLUE,
-                   replicas=spec.replicas),
+        deployment(
+            spec, name=blue_name(spec), version=spec.stable, track=BLUE, replicas=spec.replicas
+        ),
     ]
     if phase is not Phase.ROLLED_BACK:
         objects.append(
-            deployment(spec, name=green_name(spec), version=spec.canary, track=GREEN,
-                       replicas=spec.replicas)
+            deployment(
+                spec,
+                name=green_name(spec),
+                version=spec.canary,
+                track=GREEN,
+                replicas=spec.replicas,
+            )
         )
     objects.append(
         service(spec, name=spec.name, selector={"app": spec.name, "track": live_track(phase)})

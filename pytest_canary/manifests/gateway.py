@@ -119,12 +119,10 @@ def render(spec: ReleaseSpec, phase: Phase) -> list[Manifest]:
     names = service_names(spec)
     versions = phase_versions(spec, phase)
     objects: list[Manifest] = [
-        version_deployment(spec, name=names[v], version=v, replicas=spec.replicas)
-        for v in versions
+        version_deployment(spec, name=names[v], version=v, replicas=spec.replicas) for v in versions
     ]
     objects += [
-        service(spec, name=names[v], selector={"app": spec.name, "version": v})
-        for v in versions
+        service(spec, name=names[v], selector={"app": spec.name, "version": v}) for v in versions
     ]
     labels = {"app": spec.name} | MANAGED_BY
     objects.append(

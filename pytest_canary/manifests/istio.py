@@ -111,8 +111,9 @@ def version_deployment(
     several extra versions run side by side. With ``app`` the pods belong to another app
     (the frontend): labels, selector and ``APP_NAME`` say so and no fault injection applies.
     """
-    obj = deployment(spec, name=name, version=version, track=track_of(spec, version),
-                     replicas=replicas)
+    obj = deployment(
+        spec, name=name, version=version, track=track_of(spec, version), replicas=replicas
+    )
     app_label = app or spec.name
     labels = {"app": app_label, "version": version, "track": track_of(spec, version)}
     obj["metadata"]["labels"] = labels | MANAGED_BY
@@ -181,8 +182,11 @@ def http_routes(spec: ReleaseSpec, phase: Phase) -> list[Manifest]:
     if phase is not Phase.CANARY:
         target = spec.canary if phase is Phase.PROMOTED else spec.stable
         return [
-            {"name": phase.name.lower().replace("_", "-"), **default_match,
-             "route": [_destination(spec, slugs[target], 100)]}
+            {
+                "name": phase.name.lower().replace("_", "-"),
+                **default_match,
+                "route": [_destination(spec, slugs[target], 100)],
+            }
         ]
     routes: list[Manifest] = []
     if spec.header is not None:
@@ -262,9 +266,7 @@ def render(spec: ReleaseSpec, phase: Phase) -> list[Manifest]:
             "metadata": {"name": spec.name, "labels": dict(labels)},
             "spec": {
                 "host": spec.name,
-                "subsets": [
-                    {"name": slugs[v], "labels": {"version": v}} for v in spec.versions
-                ],
+                "subsets": [{"name": slugs[v], "labels": {"version": v}} for v in spec.versions],
             },
         }
     )

@@ -66,7 +66,12 @@ def ingress(
     metadata: Manifest = {"name": name, "labels": {"app": spec.name} | MANAGED_BY}
     if annotations:
         metadata["annotations"] = annotations
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": body}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata,
+        "spec": body,
+    }
 
 
 def render(spec: ReleaseSpec, phase: Phase) -> list[Manifest]:

@@ -49,13 +49,19 @@ def render(spec: ReleaseSpec, phase: Phase) -> list[Manifest]:
     version = spec.canary if phase is Phase.PROMOTED else spec.stable
     replicas = spec.stable_replicas if phase is Phase.CANARY else settled_replicas(spec)
     objects = [
-        deployment(spec, name=stable_name(spec), version=version, track="stable",
-                   replicas=replicas),
+        deployment(
+            spec, name=stable_name(spec), version=version, track="stable", replicas=replicas
+        ),
     ]
     if phase is Phase.CANARY:
         objects.append(
-            deployment(spec, name=canary_name(spec), version=spec.canary, track="canary",
-                       replicas=spec.canary_replicas)
+            deployment(
+                spec,
+                name=canary_name(spec),
+                version=spec.canary,
+                track="canary",
+                replicas=spec.canary_replicas,
+            )
         )
     objects.append(service(spec, name=spec.name, selector={"app": spec.name}))
     return objects

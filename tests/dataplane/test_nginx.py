@@ -49,7 +49,9 @@ def ingress(
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
 
 
-def canary_ingress(name: str = "app-canary", service: str = "canary", **notes: str) -> dict[str, Any]:
+def canary_ingress(
+    name: str = "app-canary", service: str = "canary", **notes: str
+) -> dict[str, Any]:
     annotations = {P + "canary": "true"} | {P + k.replace("_", "-"): v for k, v in notes.items()}
     return ingress(name, service, annotations=annotations)
 
@@ -91,7 +93,9 @@ def test_header_never_wins_over_cookie_and_weight() -> None:
 
 def test_header_other_values_fall_through_to_cookie_then_weight() -> None:
     objects = [MAIN, canary_ingress(canary_by_header="X-Canary", canary_by_cookie="c")]
-    assert service_of(route(objects, headers={"X-Canary": "maybe", "Cookie": "c=always"})) == "canary"
+    assert (
+        service_of(route(objects, headers={"X-Canary": "maybe", "Cookie": "c=always"})) == "canary"
+    )
     # weight 0 (absent): falls through to the main backend.
     assert service_of(route(objects, headers={"X-Canary": "maybe"})) == "stable"
 
@@ -99,7 +103,9 @@ def test_header_other_values_fall_through_to_cookie_then_weight() -> None:
 def test_header_value_set_makes_always_and_never_ordinary_values() -> None:
     objects = [
         MAIN,
-        canary_ingress(canary_by_header="X-Canary", canary_by_header_value="beta", canary_weight="100"),
+        canary_ingress(
+            canary_by_header="X-Canary", canary_by_header_value="beta", canary_weight="100"
+        ),
     ]
     assert service_of(route(objects, headers={"X-Canary": "beta"})) == "canary"
     # "never" is not special once a value is set: it falls through to the weight (100).
@@ -119,7 +125,9 @@ def test_header_pattern_is_an_unanchored_regex_search() -> None:
 def test_header_pattern_that_does_not_compile_sends_to_main_and_stops() -> None:
     objects = [
         MAIN,
-        canary_ingress(canary_by_header="Region", canary_by_header_pattern="cd(", canary_weight="100"),
+        canary_ingress(
+            canary_by_header="Region", canary_by_header_pattern="cd(", canary_weight="100"
+        ),
     ]
     assert service_of(route(objects, headers={"Region": "cd"})) == "stable"
     # Without the header the weight still applies.
@@ -177,7 +185,10 @@ def test_canary_without_main_ingress_is_dropped_and_alone_gets_404() -> None:
 
 def test_canary_with_different_path_or_path_type_is_dropped() -> None:
     other_path = ingress(
-        "app-canary", "canary", path="/shop", annotations={P + "canary": "true", P + "canary-weight": "100"}
+        "app-canary",
+        "canary",
+        path="/shop",
+        annotations={P + "canary": "true", P + "canary-weight": "100"},
     )
     other_type = ingress(
         "app-canary",
@@ -187,14 +198,19 @@ def test_canary_with_different_path_or_path_type_is_dropped() -> None:
     )
     for canary in (other_path, other_type):
         config = nginx.load([MAIN, canary])
-        assert service_of(config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))) == "stable"
+        assert (
+            service_of(config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0)))
+            == "stable"
+        )
         assert any("unable to find real backend" in line for line in config.log)
 
 
 def test_canary_service_equal_to_main_service_is_ignored() -> None:
     same = canary_ingress(service="stable", canary_weight="100")
     config = nginx.load([MAIN, same])
-    assert service_of(config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))) == "stable"
+    assert (
+        service_of(config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))) == "stable"
+    )
     assert any("primary upstream" in line for line in config.log)
 
 
@@ -213,7 +229,9 @@ def test_canary_applies_to_every_host_using_the_same_main_service() -> None:
 def test_canary_annotations_without_canary_true_are_an_error_and_ignored() -> None:
     broken = ingress("app-canary", "canary", annotations={P + "canary-weight": "100"})
     config = nginx.load([MAIN, broken])
-    assert service_of(config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))) == "stable"
+    assert (
+        service_of(config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))) == "stable"
+    )
     assert any("configured but not enabled" in line for line in config.log)
 
 

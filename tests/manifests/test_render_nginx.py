@@ -50,7 +50,10 @@ def test_canary_phase_objects() -> None:
     # ingress-nginx merges a canary only into a main Ingress with the same host, path, pathType.
     assert main["spec"]["rules"][0]["host"] == canary["spec"]["rules"][0]["host"] == "foo.bar"
     main_path, canary_path = (i["spec"]["rules"][0]["http"]["paths"][0] for i in (main, canary))
-    assert (main_path["path"], main_path["pathType"]) == (canary_path["path"], canary_path["pathType"])
+    assert (main_path["path"], main_path["pathType"]) == (
+        canary_path["path"],
+        canary_path["pathType"],
+    )
     assert main_path["backend"]["service"]["name"] == "kubeapp-stable"
     assert canary_path["backend"]["service"]["name"] == "kubeapp-canary"
     assert "annotations" not in main["metadata"]

@@ -56,7 +56,7 @@ class LocalBackend(Backend):
         for env in self._open:
             try:
                 env.close()
-            except BaseException as exc:  # noqa: BLE001 - close everything, raise the first
+            except BaseException as exc:
                 first_error = first_error or exc
         self._open.clear()
         self.runtime.close()

@@ -304,25 +304,27 @@ class LocalEnvironment(Environment):
 
     def entry(self, spec: ReleaseSpec) -> Entry:
         if spec.strategy in CONNECTION_ENTRY:
-            router = self._connection_router(spec.name)
+            port = self._connection_router(spec.name).port
             return Entry(
-                url=f"http://127.0.0.1:{router.port}",
+                url=f"http://127.0.0.1:{port}",
                 per_connection=True,
-                description=f"Service {spec.name} (kube-proxy model) on 127.0.0.1:{router.port}",
+                description=f"Service {spec.name} (kube-proxy model) on 127.0.0.1:{port}",
             )
         kind = ENTRY_MODEL.get(spec.strategy)
         if kind is None:
             raise BackendError(f"the local backend has no entry for strategy {spec.strategy!r}")
-        router = self._http_router(kind)
+        port = self._http_router(kind).port
         return Entry(
-            url=f"http://127.0.0.1:{router.port}",
+            url=f"http://127.0.0.1:{port}",
             host=spec.host,
-            description=f"{kind} model on 127.0.0.1:{router.port}",
+            description=f"{kind} model on 127.0.0.1:{port}",
         )
 
     def _http_router(self, kind: str) -> HttpRouter:
         if kind not in self._http_routers:
-            router = HttpRouter(kind, lambda: self._snapshot, self._rng, self._errors, self.access_log)
+            router = HttpRouter(
+                kind, lambda: self._snapshot, self._rng, self._errors, self.access_log
+            )
             self._loop.run(router.start())
             self._http_routers[kind] = router
         return self._http_routers[kind]
@@ -357,7 +359,9 @@ class LocalEnvironment(Environment):
         )
         diag.add("events", "\n".join(self.events[-40:]))
         diag.add("data-plane log", "\n".join(self._snapshot.nginx_log))
-        diag.add("router access log (last 25)", "\n".join(str(r) for r in list(self.access_log)[-25:]))
+        diag.add(
+            "router access log (last 25)", "\n".join(str(r) for r in list(self.access_log)[-25:])
+        )
         for pod in self.pods:
             diag.add(f"log of pod {pod.name}", pod.log_tail(10))
         return diag
@@ -370,12 +374,12 @@ class LocalEnvironment(Environment):
         for http_router in self._http_routers.values():
             try:
                 self._loop.run(http_router.stop(), timeout=10)
-            except BaseException as exc:  # noqa: BLE001 - keep stopping the rest
+            except BaseException as exc:
                 errors.append(exc)
         for conn_router in self._connection_routers.values():
             try:
                 self._loop.run(conn_router.stop(), timeout=10)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
         for pod in self.pods:
             pod.stopper.terminate()

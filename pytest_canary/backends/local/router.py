@@ -194,7 +194,7 @@ class HttpRouter:
             return await self._proxy(request)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
-        except Exception as exc:  # noqa: BLE001 - kept for the test thread, answered 502
+        except Exception as exc:
             self._errors.add(exc)
             return web.Response(status=502, text=f"pytest-canary router error: {exc!r}\n")
 
@@ -229,7 +229,9 @@ class HttpRouter:
                     for name, value in upstream.headers.items():
                         if name.lower() not in HOP_BY_HOP:
                             out.headers.add(name, value)
-                    self._record(routed, str(decision), endpoint.pod, upstream.status, decision.reason)
+                    self._record(
+                        routed, str(decision), endpoint.pod, upstream.status, decision.reason
+                    )
                     return out
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 # proxy_next_upstream error timeout: try the next endpoint.
@@ -244,7 +246,9 @@ class HttpRouter:
         return endpoints[(index + attempt) % len(endpoints)]
 
     def _record(self, request: RoutedRequest, dest: str, pod: str, status: int, why: str) -> None:
-        self._log.append(AccessRecord(time.time(), request.host, request.path, dest, pod, status, why))
+        self._log.append(
+            AccessRecord(time.time(), request.host, request.path, dest, pod, status, why)
+        )
 
 
 class ConnectionRouter:
@@ -292,7 +296,7 @@ class ConnectionRouter:
             await self._splice(reader, writer)
         except (asyncio.CancelledError, ConnectionError):
             pass
-        except Exception as exc:  # noqa: BLE001 - kept for the test thread
+        except Exception as exc:
             self._errors.add(exc)
         finally:
             writer.close()
@@ -303,7 +307,9 @@ class ConnectionRouter:
         endpoints = self._endpoints()
         if not endpoints:
             # No ready endpoint: iptables REJECTs the connection.
-            self._log.append(AccessRecord(time.time(), None, "-", self.service, "-", 0, "no endpoints"))
+            self._log.append(
+                AccessRecord(time.time(), None, "-", self.service, "-", 0, "no endpoints")
+            )
             return
         # iptables "-m statistic --mode random --probability 1/n" chain: uniform per connection.
         endpoint = endpoints[self._rng.randrange(len(endpoints))]
@@ -325,4 +331,3 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     finally:
         with contextlib.suppress(Exception):
             writer.write_eof()
-

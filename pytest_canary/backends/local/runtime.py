@@ -180,7 +180,9 @@ def read_listening_line(
             if b"\n" in buffer:
                 line = buffer.split(b"\n", 1)[0].decode(errors="replace").strip()
                 if not line.startswith("listening on "):
-                    raise BackendError(f"{what} printed {line!r} instead of 'listening on HOST:PORT'")
+                    raise BackendError(
+                        f"{what} printed {line!r} instead of 'listening on HOST:PORT'"
+                    )
                 host, _, port = line.removeprefix("listening on ").rpartition(":")
                 return host, int(port)
     raise BackendError(
@@ -242,14 +244,14 @@ class ProcessRuntime(Runtime):
         env.update({"PORT": "0", "HOST": "127.0.0.1", "POD_NAME": pod.name})
         env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            process = subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
+                preexec_fn=_die_with_parent,
             )
         return pod, ProcessHandle(process, log_path)
 

@@ -1,0 +1,412 @@
+"""A model of Gateway API (v1.6.1) HTTPRoute routing at one Gateway.
+
+What it reproduces, each rule with its upstream source (kubernetes-sigs/gateway-api
+``apis/v1/httproute_types.go``, ``shared_types.go``, ``gateway_types.go``; Istio's
+implementation in istio/istio ``pilot/pkg/config/kube/gateway/conversion.go``):
+
+- Attachment: an HTTPRoute applies to a Gateway when one of its ``parentRefs`` names it
+  (group ``gateway.networking.k8s.io`` and kind ``Gateway`` by default, namespace the
+  route's, ``sectionName``/``port`` narrowing to a listener) and the listener admits the
+  route's namespace (``allowedRoutes.namespaces.from``, default ``Same``).
+- Hostnames (``HTTPRouteSpec.hostnames``): a route without hostnames takes the listener's;
+  ``*.example.com`` matches any name ending in ``.example.com`` but not ``example.com``; the
+  port of the Host header is ignored; a listener hostname must match the request too.
+  Between routes, precedence goes to the largest matching non-wildcard hostname, then the
+  largest matching hostname.
+- Matches (``HTTPRouteRule.matches``): every condition of one match ANDs, several matches
+  OR; a rule without matches is ``PathPrefix /``. Precedence across all rules of all
+  applicable routes: an ``Exact`` path, then ``PathPrefix`` with the most characters
+  (``RegularExpression`` paths after prefixes, as Istio's ``getURIRank`` orders them), then
+  a method match, then the most header matches, then the most query param matches; ties:
+  the oldest route, then ``{namespace}/{name}`` alphabetically, then the first rule and
+  match in list order. No match → 404 ("When no rules matching a request have been
+  successfully attached to the parent ... a HTTP 404 status code MUST be returned").
+- ``PathPrefix`` matches element by element, a trailing ``/`` ignored (``/abc`` matches
+  ``/abc``, ``/abc/`` and ``/abc/def`` but not ``/abcd``); ``Exact`` is case-sensitive.
+- Header matches (``HTTPHeaderMatch``): names case-insensitive; when several entries name
+  the same header only the first counts; ``Exact`` compares the value, ``RegularExpression``
+  is implementation-specific: Istio turns it into an Envoy ``safe_regex`` (RE2), which must
+  match the whole value.
+- ``backendRefs``: share = weight / sum of weights, default weight 1, weight 0 gets nothing
+  (``BackendRef.weight``); a rule whose refs are all invalid or all weight 0 answers 500
+  ("If *all* entries in BackendRefs are invalid ... MUST receive a 500 status code"); a ref
+  to a missing Service is invalid and its share of requests gets 500.
+
+Simplifications, stated: the request method is taken as ``GET``; query parameter matches
+never match (the router sees the path without its query); filters are not applied.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+ASSUMED_METHOD = "GET"
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    """One ``HTTPHeaderMatch`` (name lowercased)."""
+
+    name: str
+    kind: str  # Exact | RegularExpression
+    value: str
+
+    def matches(self, headers: Mapping[str, str]) -> bool:
+        """Whether the request's header satisfies the match (absent: never)."""
+        actual = headers.get(self.name)
+        if actual is None:
+            return False
+        if self.kind == "RegularExpression":
+            # Envoy safe_regex: the whole value must match.
+            return re.fullmatch(self.value, actual) is not None
+        return actual == self.value
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """One ``HTTPRouteMatch``."""
+
+    path_type: str = "PathPrefix"
+    path: str = "/"
+    method: str | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+    query_params: int = 0
+
+    def matches(self, request: RoutedRequest) -> bool:
+        """Every condition holds (AND)."""
+        if not path_matches(self.path_type, self.path, request.path):
+            return False
+        if self.method is not None and self.method != ASSUMED_METHOD:
+            return False
+        if self.query_params:
+            return False  # the routed path carries no query: see module docstring
+        return all(h.matches(request.headers) for h in self.headers)
+
+    def precedence(self) -> tuple[int, int, int, int, int]:
+        """Sort key, smaller first: Exact, longest PathPrefix, (RegularExpression), method,
+        most headers, most query params (``HTTPRouteRule.matches``)."""
+        rank = {"Exact": 0, "PathPrefix": 1, "RegularExpression": 2}.get(self.path_type, 3)
+        length = (
+            len(self.path.rstrip("/") or "/") if self.path_type == "PathPrefix" else len(self.path)
+        )
+        return (rank, -length, 0 if self.method else 1, -len(self.headers), -self.query_params)
+
+
+def path_matches(path_type: str, value: str, path: str) -> bool:
+    """``PathMatchType`` semantics: Exact, element-wise PathPrefix, full-match regex."""
+    if path_type == "Exact":
+        return path == value
+    if path_type == "RegularExpression":
+        return re.fullmatch(value, path) is not None
+    prefix = value.rstrip("/")
+    if not prefix:
+        return True
+    return path == prefix or path.startswith(prefix + "/")
+
+
+@dataclass(frozen=True)
+class BackendRef:
+    """One ``HTTPBackendRef`` to a Service (``service`` empty when the ref is invalid)."""
+
+    service: str
+    port: int | None
+    weight: int
+    invalid_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``HTTPRouteRule`` with its place for tie-breaking."""
+
+    route: str
+    index: int
+    name: str
+    matches: tuple[RouteMatch, ...]
+    backends: tuple[BackendRef, ...]
+
+    def describe(self) -> str:
+        """``HTTPRoute kubeapp rule weighted`` for reasons."""
+        return f"HTTPRoute {self.route} rule {self.name or self.index}"
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """A ``parentRefs`` entry, defaults applied."""
+
+    namespace: str
+    name: str
+    section: str | None
+    port: int | None
+
+
+@dataclass(frozen=True)
+class HttpRouteRules:
+    """The parts of an HTTPRoute routing needs."""
+
+    name: str
+    namespace: str
+    age: tuple[str, int]  # (metadata.creationTimestamp or "", position): smaller is older
+    hostnames: tuple[str, ...]
+    parents: tuple[ParentRef, ...]
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """An HTTP listener of a Gateway."""
+
+    name: str
+    port: int
+    hostname: str | None
+    allowed_from: str  # Same | All | Selector
+
+
+@dataclass(frozen=True)
+class GatewayEntry:
+    """A Gateway and its HTTP listeners."""
+
+    name: str
+    namespace: str
+    listeners: tuple[Listener, ...]
+
+
+def hostname_matches(pattern: str, host: str) -> bool:
+    """``*.example.com`` is a suffix match that needs at least one more label."""
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return pattern == host
+
+
+@dataclass
+class GatewayConfig:
+    """The routing configuration of Gateways and HTTPRoutes in one namespace."""
+
+    namespace: str = "default"
+    gateways: dict[str, GatewayEntry] = field(default_factory=dict)
+    routes: list[HttpRouteRules] = field(default_factory=list)
+    services: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    def route(
+        self, request: RoutedRequest, rng: random.Random, *, gateway: str
+    ) -> Destination | Refusal:
+        """Where one request entering through Gateway ``gateway`` (name or namespace/name) goes."""
+        key = gateway if "/" in gateway else f"{self.namespace}/{gateway}"
+        gw = self.gateways.get(key)
+        if gw is None:
+            return Refusal(404, f"no Gateway {key}")
+        host = (request.host or "").lower()
+        listeners = [
+            lst
+            for lst in gw.listeners
+            if lst.hostname is None or hostname_matches(lst.hostname, host)
+        ]
+        if not listeners:
+            return Refusal(404, f"Host {host!r} matches no listener of Gateway {key}")
+        candidates: list[tuple[tuple[Any, ...], Rule, int]] = []
+        for route in self.routes:
+            matched_host = self._attached_host(route, gw, listeners, host)
+            if matched_host is None:
+                continue
+            exact_len = 0 if matched_host.startswith("*") else len(matched_host)
+            for rule in route.rules:
+                for m_index, match in enumerate(rule.matches):
+                    if not match.matches(request):
+                        continue
+                    key_ = (
+                        -exact_len,
+                        -len(matched_host),
+                        *match.precedence(),
+                        route.age,
+                        f"{route.namespace}/{route.name}",
+                        rule.index,
+                        m_index,
+                    )
+                    candidates.append((key_, rule, m_index))
+        if not candidates:
+            return Refusal(404, f"no HTTPRoute rule attached to Gateway {key} matches")
+        _, rule, m_index = min(candidates, key=lambda c: c[0])
+        return self._pick(rule, m_index, rng)
+
+    def _attached_host(
+        self, route: HttpRouteRules, gw: GatewayEntry, listeners: list[Listener], host: str
+    ) -> str | None:
+        """The hostname by which ``route`` serves ``host`` at ``gw`` (``""`` when neither
+        route nor listener names one), or ``None`` when the route does not apply."""
+        for parent in route.parents:
+            if (parent.namespace, parent.name) != (gw.namespace, gw.name):
+                continue
+            for lst in listeners:
+                if parent.section is not None and parent.section != lst.name:
+                    continue
+                if parent.port is not None and parent.port != lst.port:
+                    continue
+                if lst.allowed_from == "Same" and route.namespace != gw.namespace:
+                    continue
+                if not route.hostnames:
+                    return lst.hostname or ""
+                for name in route.hostnames:
+                    if hostname_matches(name, host):
+                        return name
+        return None
+
+    def _pick(self, rule: Rule, m_index: int, rng: random.Random) -> Destination | Refusal:
+        why = f"{rule.describe()} match[{m_index}]"
+        weighted = [b for b in rule.backends if b.weight > 0]
+        total = sum(b.weight for b in weighted)
+        if total == 0:
+            return Refusal(500, f"{why}: no backendRef with a weight above 0 (all invalid)")
+        draw = rng.randrange(total)
+        chosen = weighted[-1]
+        cumulative = 0
+        for backend in weighted:
+            cumulative += backend.weight
+            if draw < cumulative:
+                chosen = backend
+                break
+        if chosen.invalid_reason:
+            return Refusal(500, f"{why}: backendRef invalid: {chosen.invalid_reason}")
+        port: int | str = chosen.port if chosen.port is not None else 80
+        share = f"weight {chosen.weight}/{total}"
+        return Destination(chosen.service, port, reason=f"{why} ({share})")
+
+
+# -- loading ----------------------------------------------------------------------------
+
+
+def _is_gateway_api(obj: Mapping[str, Any], kind: str) -> bool:
+    return (
+        obj.get("kind") == kind and str(obj.get("apiVersion", "")).split("/", 1)[0] == GATEWAY_GROUP
+    )
+
+
+def _parse_match(raw: Mapping[str, Any]) -> RouteMatch:
+    path = raw.get("path") or {}
+    headers: list[HeaderMatch] = []
+    seen: set[str] = set()
+    for header in raw.get("headers") or []:
+        name = str(header.get("name", "")).lower()
+        if name in seen:
+            continue  # "only the first entry with an equivalent name MUST be considered"
+        seen.add(name)
+        kind = str(header.get("type") or "Exact")
+        value = str(header.get("value", ""))
+        if kind == "RegularExpression":
+            re.compile(value)
+        headers.append(HeaderMatch(name, kind, value))
+    path_type = str(path.get("type") or "PathPrefix")
+    path_value = str(path.get("value") or "/")
+    if path_type == "RegularExpression":
+        re.compile(path_value)
+    return RouteMatch(
+        path_type=path_type,
+        path=path_value,
+        method=raw.get("method"),
+        headers=tuple(headers),
+        query_params=len(raw.get("queryParams") or []),
+    )
+
+
+def _backend(
+    raw: Mapping[str, Any], namespace: str, services: Mapping[str, tuple[int, ...]]
+) -> BackendRef:
+    weight = int(raw.get("weight", 1))
+    name = str(raw.get("name", ""))
+    port = raw.get("port")
+    group, kind = str(raw.get("group") or ""), str(raw.get("kind") or "Service")
+    ref_ns = str(raw.get("namespace") or namespace)
+    if (group, kind) != ("", "Service"):
+        return BackendRef("", port, weight, f"{group}/{kind} {name} is not a Service")
+    if ref_ns != namespace:
+        return BackendRef("", port, weight, f"Service {ref_ns}/{name} needs a ReferenceGrant")
+    if name not in services:
+        return BackendRef("", port, weight, f"Service {name} not found")
+    if port is None:
+        return BackendRef("", port, weight, f"Service {name} referenced without a port")
+    return BackendRef(name, int(port), weight)
+
+
+def load(objects: Iterable[Mapping[str, Any]], namespace: str = "default") -> GatewayConfig:
+    """Build the routing configuration from objects in creation order (oldest first).
+
+    Reads Services, Gateway API ``Gateway`` and ``HTTPRoute`` objects and ignores the rest.
+    Routes are loaded after all Services so that a route applied before its Service still
+    resolves (the controller reconciles continuously). A route the API server would reject
+    (an invalid regex) is left out with a log line.
+    """
+    items = list(objects)
+    config = GatewayConfig(namespace=namespace)
+    for obj in items:
+        meta = obj.get("metadata") or {}
+        ns = str(meta.get("namespace") or namespace)
+        if obj.get("kind") == "Service" and obj.get("apiVersion") == "v1" and ns == namespace:
+            ports = tuple(int(p.get("port", 0)) for p in (obj.get("spec") or {}).get("ports") or [])
+            config.services[str(meta.get("name", ""))] = ports
+    for age, obj in enumerate(items):
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        ns = str(meta.get("namespace") or namespace)
+        spec = obj.get("spec") or {}
+        if _is_gateway_api(obj, "Gateway"):
+            listeners = tuple(
+                Listener(
+                    name=str(lst.get("name", "")),
+                    port=int(lst.get("port", 0)),
+                    hostname=lst.get("hostname"),
+                    allowed_from=str(
+                        ((lst.get("allowedRoutes") or {}).get("namespaces") or {}).get("from")
+                        or "Same"
+                    ),
+                )
+                for lst in spec.get("listeners") or []
+                if str(lst.get("protocol", "")).upper() == "HTTP"
+            )
+            config.gateways[f"{ns}/{name}"] = GatewayEntry(name, ns, listeners)
+        elif _is_gateway_api(obj, "HTTPRoute"):
+            try:
+                # RFC 3339 UTC timestamps sort as strings; without one, apply order decides.
+                stamp = str(meta.get("creationTimestamp") or "")
+                age_key = (stamp, 0 if stamp else age)
+                config.routes.append(_http_route(spec, name, ns, age_key, config.services))
+            except re.error as exc:
+                config.log.append(f"HTTPRoute {name}: invalid regex ({exc}); rejected")
+    return config
+
+
+def _http_route(
+    spec: Mapping[str, Any],
+    name: str,
+    ns: str,
+    age: tuple[str, int],
+    services: Mapping[str, tuple[int, ...]],
+) -> HttpRouteRules:
+    parents = tuple(
+        ParentRef(
+            namespace=str(p.get("namespace") or ns),
+            name=str(p.get("name", "")),
+            section=p.get("sectionName"),
+            port=p.get("port"),
+        )
+        for p in spec.get("parentRefs") or []
+        if (p.get("group") or GATEWAY_GROUP) == GATEWAY_GROUP
+        and (p.get("kind") or "Gateway") == "Gateway"
+    )
+    rules = tuple(
+        Rule(
+            route=name,
+            index=index,
+            name=str(raw.get("name") or ""),
+            matches=tuple(_parse_match(m) for m in raw.get("matches") or [{}]),
+            backends=tuple(_backend(b, ns, services) for b in raw.get("backendRefs") or []),
+        )
+        for index, raw in enumerate(spec.get("rules") or [])
+    )
+    hostnames = tuple(str(h).lower() for h in spec.get("hostnames") or ())
+    return HttpRouteRules(name, ns, age, hostnames, parents, rules)

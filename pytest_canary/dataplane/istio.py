@@ -1,0 +1,538 @@
+"""A model of Istio (1.30) HTTP routing: VirtualServices, DestinationRule subsets, Gateways.
+
+What it reproduces, each rule with its upstream source (repositories istio/istio, istio/api,
+envoyproxy/envoy):
+
+- Which VirtualServices apply. At an ingress gateway: those whose ``gateways`` name that
+  Gateway and whose ``hosts`` match the Host header, the Host also matching one of the
+  Gateway's server ``hosts``; VirtualServices bound to the same gateway and host are merged,
+  routes in creation order (istio.io analysis IST0109: "Istio supports merging of virtual
+  services that are attached to the ingress gateways"). In the mesh (a sidecar): those whose
+  ``gateways`` are empty or include ``mesh`` (virtual_service.proto ``gateways``), matched
+  against the destination host; several for one host conflict (IST0109) and the oldest is
+  used here. Short names mean ``<name>.<namespace of the rule>.svc.cluster.local``
+  (virtual_service.proto ``hosts``). No VirtualService for a Service: plain routing to all
+  its pods (pilot/pkg/networking/core/route/route.go ``buildSidecarVirtualHostForService``).
+- Routes in order, first match wins; within one match block all conditions AND, several
+  blocks OR (virtual_service.proto ``HTTPRoute.match``, route.go
+  ``BuildHTTPRoutesForVirtualService``). No route matches → 404 (Envoy ``NR``).
+- A match block applies to a caller only if ``gateways`` (when set) names where the request
+  is, else ``sourceLabels`` ⊆ the caller's labels and ``sourceNamespace`` is the caller's
+  (route.go ``sourceMatchHTTP``); ``port`` must be the listener port (``translateRoute``).
+- String matches (route.go ``TranslateRouteMatch`` / ``translateHeaderMatch``): ``exact``,
+  ``prefix`` and ``regex``; regex is Envoy ``safe_regex`` (RE2), which must match the WHOLE
+  value; ``{}`` or ``regex: "*"`` checks presence only. Header names are lowercase (Envoy
+  lowercases header names; virtual_service.proto: "The header keys must be lowercase").
+  A URI ``prefix`` is a plain string prefix for VirtualServices; ``ignoreUriCase`` applies to
+  the URI only. ``withoutHeaders`` inverts a header match, a missing header counting as "".
+- Destinations (route.go ``applyHTTPRouteDestination``): a single destination gets all
+  traffic whatever its weight; several become Envoy ``weighted_clusters`` with weight-0 ones
+  dropped, one draw per request, share = weight / sum (envoy source/common/router
+  ``WeightedClusterEntry`` selection: random value modulo the total weight).
+- Cluster names: ``outbound|<port>|<subset>|<host FQDN>`` (route.go ``GetDestinationCluster``):
+  the port is ``destination.port.number``, else the Service's only port, else the listener
+  port. A subset not declared by a DestinationRule for that host, or a host without a
+  Service, has no cluster: Envoy answers 503 with flag ``NC`` (cluster not found).
+
+Simplifications, stated: the request method is taken as ``GET`` (the harness sends GETs),
+the scheme as ``http``, the listener port as 80; query parameter matches never match (the
+router sees the path without its query); delegate VirtualServices, redirects and direct
+responses are not modelled (routes using them are skipped with a log line); Python ``re``
+stands in for RE2 (same full-match semantics for the RE2 subset).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
+
+MESH = "mesh"
+CLUSTER_DOMAIN = "svc.cluster.local"
+LISTENER_PORT = 80
+ASSUMED_METHOD = "GET"
+ASSUMED_SCHEME = "http"
+ISTIO_GROUP = "networking.istio.io"
+
+
+# -- string matching --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StringMatch:
+    """An Istio ``StringMatch``: kind is exact, prefix, regex or present."""
+
+    kind: str
+    value: str = ""
+
+    def matches(self, candidate: str | None, *, ignore_case: bool = False) -> bool:
+        """Whether ``candidate`` (``None``: absent) satisfies this match."""
+        if candidate is None:
+            return False
+        if self.kind == "present":
+            return True
+        value, wanted = candidate, self.value
+        if ignore_case:
+            value, wanted = value.lower(), wanted.lower()
+        if self.kind == "exact":
+            return value == wanted
+        if self.kind == "prefix":
+            return value.startswith(wanted)
+        # Envoy safe_regex: the regex must match the entire value (RegexMatcher docs).
+        flags = re.IGNORECASE if ignore_case else 0
+        return re.fullmatch(self.value, candidate, flags) is not None
+
+
+def parse_string_match(raw: Mapping[str, Any] | None) -> StringMatch:
+    """``{exact|prefix|regex: value}``; ``{}`` and ``regex: "*"`` mean presence
+    (route.go ``canBeConvertedToPresentMatch``)."""
+    raw = raw or {}
+    for kind in ("exact", "prefix", "regex"):
+        if kind in raw:
+            value = str(raw[kind])
+            if kind == "regex" and value == "*":
+                return StringMatch("present")
+            if kind == "regex":
+                re.compile(value)  # an invalid regex makes the whole object invalid
+            return StringMatch(kind, value)
+    return StringMatch("present")
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchBlock:
+    """One ``HTTPMatchRequest``: every condition must hold."""
+
+    uri: StringMatch | None = None
+    ignore_uri_case: bool = False
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: tuple[tuple[str, StringMatch], ...] = ()
+    without_headers: tuple[tuple[str, StringMatch], ...] = ()
+    query_params: int = 0
+    port: int | None = None
+    source_labels: Mapping[str, str] = field(default_factory=dict)
+    source_namespace: str = ""
+    gateways: tuple[str, ...] = ()
+
+    def applies_to(
+        self, caller_labels: Mapping[str, str], caller_namespace: str, gateway_names: frozenset[str]
+    ) -> bool:
+        """route.go ``sourceMatchHTTP``: gateways (if any) else sourceLabels ⊆ caller."""
+        if self.port is not None and self.port != LISTENER_PORT:
+            return False
+        if self.gateways:
+            return any(g in gateway_names for g in self.gateways)
+        if not all(caller_labels.get(k) == v for k, v in self.source_labels.items()):
+            return False
+        return not self.source_namespace or self.source_namespace == caller_namespace
+
+    def matches(self, request: RoutedRequest) -> bool:
+        """All request conditions of the block (AND)."""
+        if self.query_params:
+            return False  # the routed path carries no query: see module docstring
+        if self.uri is not None and not self.uri.matches(
+            request.path, ignore_case=self.ignore_uri_case
+        ):
+            return False
+        if self.scheme is not None and not self.scheme.matches(ASSUMED_SCHEME):
+            return False
+        if self.method is not None and not self.method.matches(ASSUMED_METHOD):
+            return False
+        if self.authority is not None and not self.authority.matches(request.host):
+            return False
+        for name, match in self.headers:
+            if not match.matches(request.headers.get(name)):
+                return False
+        for name, match in self.without_headers:
+            # translateRouteMatch: inverted, a missing header treated as empty unless the
+            # match is a presence check.
+            value = request.headers.get(name)
+            if match.kind != "present" and value is None:
+                value = ""
+            if match.matches(value):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class RouteDestination:
+    """One ``HTTPRouteDestination``."""
+
+    host: str  # FQDN
+    subset: str
+    port: int | None
+    weight: int
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One ``HTTPRoute`` of a VirtualService."""
+
+    virtual_service: str
+    name: str
+    matches: tuple[MatchBlock, ...]
+    destinations: tuple[RouteDestination, ...]
+
+    def describe(self) -> str:
+        """``VirtualService kubeapp route weighted`` for reasons and logs."""
+        label = self.name or "(unnamed)"
+        return f"VirtualService {self.virtual_service} route {label}"
+
+
+@dataclass(frozen=True)
+class VirtualServiceRules:
+    """The parts of a VirtualService routing needs, hosts and gateways normalised."""
+
+    name: str
+    namespace: str
+    hosts: tuple[str, ...]  # FQDNs or wildcards
+    gateways: tuple[str, ...]  # "mesh" or "<namespace>/<name>"
+    routes: tuple[HttpRoute, ...]
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """A Kubernetes Service as a registry entry."""
+
+    name: str
+    namespace: str
+    ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class IngressGateway:
+    """An Istio ``Gateway``: its HTTP server hosts and the labels of its proxy pods."""
+
+    name: str
+    namespace: str
+    hosts: tuple[str, ...]
+    selector: Mapping[str, str]
+
+
+def fqdn(host: str, namespace: str) -> str:
+    """Istio's short-name rule: a host without dots is ``<host>.<namespace>.svc.cluster.local``
+    (virtual_service.proto ``hosts``); anything else is taken as written, lowercased."""
+    host = host.lower()
+    if host == "*" or "." in host:
+        return host
+    return f"{host}.{namespace}.{CLUSTER_DOMAIN}"
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Istio host matching: exact, ``*`` for all, ``*.suffix`` for any name ending so."""
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return pattern == host
+
+
+def _gateway_key(ref: str, namespace: str) -> str:
+    if ref == MESH:
+        return MESH
+    return ref if "/" in ref else f"{namespace}/{ref}"
+
+
+@dataclass
+class IstioConfig:
+    """The routing configuration istiod would push, from one namespace's objects."""
+
+    namespace: str = "default"
+    virtual_services: list[VirtualServiceRules] = field(default_factory=list)
+    subsets: dict[str, dict[str, Mapping[str, str]]] = field(default_factory=dict)
+    services: dict[str, ServiceEntry] = field(default_factory=dict)
+    gateways: dict[str, IngressGateway] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    def route(
+        self, request: RoutedRequest, rng: random.Random, *, gateway: str | None
+    ) -> Destination | Refusal:
+        """Where one request goes.
+
+        Args:
+            request: the request; for mesh traffic ``source_labels`` are the caller's labels
+                and the host names the destination service.
+            rng: the source of the per-request weighted draw.
+            gateway: the Istio Gateway the request entered through (``name`` or
+                ``namespace/name``), or ``None`` for traffic from a sidecar in the mesh.
+        """
+        if gateway is not None:
+            return self._route_at_gateway(request, rng, _gateway_key(gateway, self.namespace))
+        return self._route_in_mesh(request, rng)
+
+    # -- ingress gateway ------------------------------------------------------------------
+
+    def _route_at_gateway(
+        self, request: RoutedRequest, rng: random.Random, key: str
+    ) -> Destination | Refusal:
+        gw = self.gateways.get(key)
+        if gw is None:
+            return Refusal(404, f"no Istio Gateway {key}: the ingress gateway serves no route")
+        host = (request.host or "").lower()
+        if not any(host_matches(pattern, host) for pattern in gw.hosts):
+            return Refusal(404, f"Host {host!r} is not among Gateway {key} hosts {list(gw.hosts)}")
+        applicable = [
+            vs
+            for vs in self.virtual_services
+            if key in vs.gateways and any(host_matches(h, host) for h in vs.hosts)
+        ]
+        if not applicable:
+            return Refusal(404, f"no VirtualService bound to Gateway {key} for host {host!r}")
+        routes = [r for vs in applicable for r in vs.routes]  # merged at gateways (IST0109)
+        # The gateway proxy's own labels are what sourceLabels compare with.
+        return self._first_match(
+            routes, request, rng, dict(gw.selector), gw.namespace, frozenset({key})
+        )
+
+    # -- mesh ----------------------------------------------------------------------------
+
+    def _route_in_mesh(self, request: RoutedRequest, rng: random.Random) -> Destination | Refusal:
+        host = self._request_fqdn(request.host)
+        if host is None:
+            return Refusal(404, "no Host header: a sidecar cannot tell the destination")
+        applicable = [
+            vs
+            for vs in self.virtual_services
+            if MESH in vs.gateways and any(host_matches(h, host) for h in vs.hosts)
+        ]
+        if applicable:
+            if len(applicable) > 1:
+                self._note(
+                    f"VirtualServices {', '.join(v.name for v in applicable)} all bind host "
+                    f"{host} to the mesh (IST0109); using the oldest, {applicable[0].name}"
+                )
+            caller = dict(request.source_labels or {})
+            return self._first_match(
+                list(applicable[0].routes),
+                request,
+                rng,
+                caller,
+                self.namespace,
+                frozenset({MESH}),
+            )
+        svc = self.services.get(host)
+        if svc is None:
+            return Refusal(503, f"no Service and no VirtualService for host {host}")
+        # No VirtualService: the default route to the whole Service.
+        return Destination(
+            svc.name, self._port(svc, None), reason=f"Service {svc.name} (no VirtualService)"
+        )
+
+    def _request_fqdn(self, host: str | None) -> str | None:
+        """The sidecar's virtual host domains for a Service in this namespace: ``svc``,
+        ``svc.ns``, ``svc.ns.svc``, ``svc.ns.svc.cluster.local``."""
+        if not host:
+            return None
+        host = host.lower()
+        parts = host.split(".")
+        if len(parts) == 1:
+            return f"{host}.{self.namespace}.{CLUSTER_DOMAIN}"
+        candidate = None
+        if len(parts) == 2:
+            candidate = f"{host}.{CLUSTER_DOMAIN}"
+        elif len(parts) == 3 and parts[2] == "svc":
+            candidate = f"{host}.cluster.local"
+        if candidate is not None and candidate in self.services:
+            return candidate
+        return host
+
+    # -- routes --------------------------------------------------------------------------
+
+    def _first_match(
+        self,
+        routes: list[HttpRoute],
+        request: RoutedRequest,
+        rng: random.Random,
+        caller_labels: Mapping[str, str],
+        caller_namespace: str,
+        gateway_names: frozenset[str],
+    ) -> Destination | Refusal:
+        for route in routes:
+            if not route.matches:
+                return self._pick(route, rng, "catch-all")
+            for index, block in enumerate(route.matches):
+                if not block.applies_to(caller_labels, caller_namespace, gateway_names):
+                    continue  # istiod does not even send this match to that proxy
+                if block.matches(request):
+                    return self._pick(route, rng, f"match[{index}]")
+        return Refusal(404, "no VirtualService route matches the request (Envoy NR)")
+
+    def _pick(self, route: HttpRoute, rng: random.Random, why: str) -> Destination | Refusal:
+        if not route.destinations:
+            return Refusal(500, f"{route.describe()} has no destination")
+        if len(route.destinations) == 1:
+            # applyHTTPRouteDestination: a single destination is a plain cluster.
+            chosen = route.destinations[0]
+            detail = "the only destination"
+        else:
+            # weighted_clusters without the weight-0 entries.
+            weighted = [d for d in route.destinations if d.weight > 0]
+            total = sum(d.weight for d in weighted)
+            if total == 0:
+                return Refusal(503, f"{route.describe()}: every destination has weight 0")
+            draw = rng.randrange(total)
+            chosen = weighted[-1]
+            cumulative = 0
+            for dest in weighted:
+                cumulative += dest.weight
+                if draw < cumulative:
+                    chosen = dest
+                    break
+            detail = f"weight {chosen.weight}/{total}"
+        return self._resolve(route, chosen, f"{why}, {detail}")
+
+    def _resolve(self, route: HttpRoute, dest: RouteDestination, why: str) -> Destination | Refusal:
+        svc = self.services.get(dest.host)
+        port = self._port(svc, dest.port)
+        cluster = f"outbound|{port}|{dest.subset}|{dest.host}"
+        if svc is None:
+            return Refusal(
+                503, f"{route.describe()}: cluster {cluster} not found (NC): no Service {dest.host}"
+            )
+        labels: Mapping[str, str] | None = None
+        if dest.subset:
+            labels = self.subsets.get(dest.host, {}).get(dest.subset)
+            if labels is None:
+                return Refusal(
+                    503,
+                    f"{route.describe()}: cluster {cluster} not found (NC): no DestinationRule "
+                    f"for {dest.host} defines subset {dest.subset!r}",
+                )
+        return Destination(
+            svc.name, port, labels=labels or None, reason=f"{route.describe()} ({why})"
+        )
+
+    @staticmethod
+    def _port(svc: ServiceEntry | None, port: int | None) -> int:
+        if port is not None:
+            return port
+        if svc is not None and len(svc.ports) == 1:
+            return svc.ports[0]
+        return LISTENER_PORT
+
+    def _note(self, line: str) -> None:
+        if line not in self.log:
+            self.log.append(line)
+
+
+# -- loading ----------------------------------------------------------------------------
+
+
+def _is_istio(obj: Mapping[str, Any], kind: str) -> bool:
+    return (
+        obj.get("kind") == kind and str(obj.get("apiVersion", "")).split("/", 1)[0] == ISTIO_GROUP
+    )
+
+
+def _match_block(raw: Mapping[str, Any], namespace: str) -> MatchBlock:
+    headers = tuple(
+        (name.lower(), parse_string_match(value))
+        for name, value in (raw.get("headers") or {}).items()
+        # virtual_service.proto: "The keys uri, scheme, method, and authority will be ignored."
+        if name.lower() not in ("uri", "scheme", "method", "authority")
+    )
+    without = tuple(
+        (name.lower(), parse_string_match(value))
+        for name, value in (raw.get("withoutHeaders") or {}).items()
+    )
+
+    def optional(key: str) -> StringMatch | None:
+        return parse_string_match(raw[key]) if raw.get(key) is not None else None
+
+    return MatchBlock(
+        uri=optional("uri"),
+        ignore_uri_case=bool(raw.get("ignoreUriCase", False)),
+        scheme=optional("scheme"),
+        method=optional("method"),
+        authority=optional("authority"),
+        headers=headers,
+        without_headers=without,
+        query_params=len(raw.get("queryParams") or {}),
+        port=raw.get("port"),
+        source_labels=dict(raw.get("sourceLabels") or {}),
+        source_namespace=str(raw.get("sourceNamespace") or ""),
+        gateways=tuple(_gateway_key(g, namespace) for g in raw.get("gateways") or ()),
+    )
+
+
+def _virtual_service(
+    obj: Mapping[str, Any], default_namespace: str, log: list[str]
+) -> VirtualServiceRules:
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    namespace = str(meta.get("namespace") or default_namespace)
+    spec = obj.get("spec") or {}
+    routes: list[HttpRoute] = []
+    for index, raw in enumerate(spec.get("http") or []):
+        label = str(raw.get("name") or f"http[{index}]")
+        if raw.get("delegate") or raw.get("redirect") or raw.get("directResponse"):
+            log.append(
+                f"VirtualService {name} route {label}: delegate/redirect/directResponse "
+                "is not modelled; route skipped"
+            )
+            continue
+        destinations = tuple(
+            RouteDestination(
+                host=fqdn(str((d.get("destination") or {}).get("host", "")), namespace),
+                subset=str((d.get("destination") or {}).get("subset") or ""),
+                port=((d.get("destination") or {}).get("port") or {}).get("number"),
+                weight=int(d.get("weight") or 0),
+            )
+            for d in raw.get("route") or []
+        )
+        matches = tuple(_match_block(m, namespace) for m in raw.get("match") or [])
+        routes.append(HttpRoute(name, label, matches, destinations))
+    gateways = tuple(_gateway_key(g, namespace) for g in spec.get("gateways") or ()) or (MESH,)
+    hosts = tuple(fqdn(str(h), namespace) for h in spec.get("hosts") or ())
+    return VirtualServiceRules(name, namespace, hosts, gateways, tuple(routes))
+
+
+def load(objects: Iterable[Mapping[str, Any]], namespace: str = "default") -> IstioConfig:
+    """Build the routing configuration from objects in creation order (oldest first).
+
+    Reads Services, Istio ``DestinationRule``, ``Gateway`` and ``VirtualService`` objects
+    and ignores everything else. An object istiod's validation would reject (an invalid
+    regex) is left out with a log line, as the admission webhook would refuse it.
+    """
+    config = IstioConfig(namespace=namespace)
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        ns = str(meta.get("namespace") or namespace)
+        spec = obj.get("spec") or {}
+        if obj.get("kind") == "Service" and obj.get("apiVersion") == "v1":
+            ports = tuple(int(p.get("port", 0)) for p in spec.get("ports") or [])
+            config.services[fqdn(name, ns)] = ServiceEntry(name, ns, ports)
+        elif _is_istio(obj, "DestinationRule"):
+            host = fqdn(str(spec.get("host", "")), ns)
+            declared = config.subsets.setdefault(host, {})
+            for subset in spec.get("subsets") or []:
+                # Several DestinationRules for one host: the first definition wins.
+                declared.setdefault(str(subset.get("name")), dict(subset.get("labels") or {}))
+        elif _is_istio(obj, "Gateway"):
+            hosts: list[str] = []
+            for server in spec.get("servers") or []:
+                port = server.get("port") or {}
+                if (
+                    str(port.get("protocol", "")).upper() in ("HTTP", "HTTP2")
+                    and int(port.get("number", 0)) == LISTENER_PORT
+                ):
+                    # Server hosts may be written "<namespace>/<host>" ("./" or "*/").
+                    hosts += [str(h).split("/", 1)[-1].lower() for h in server.get("hosts") or []]
+            config.gateways[f"{ns}/{name}"] = IngressGateway(
+                name, ns, tuple(hosts), dict(spec.get("selector") or {})
+            )
+        elif _is_istio(obj, "VirtualService"):
+            try:
+                config.virtual_services.append(_virtual_service(obj, namespace, config.log))
+            except re.error as exc:
+                config.log.append(f"VirtualService {name}: invalid regex ({exc}); rejected")
+    return config
