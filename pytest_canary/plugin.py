@@ -18,6 +18,7 @@ from pytest_canary import config as settings_table
 from pytest_canary.backends.base import Backend
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.harness import Harness, Settings
+from pytest_canary.plots import plot_file_name, plot_verdict, require_matplotlib
 from pytest_canary.report import VerdictLog
 
 BACKENDS = ("local", "kind", "kube")
@@ -68,6 +69,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="Write every canary verdict of the session to this JSON file.",
     )
+    group.addoption(
+        "--canary-plots",
+        default=None,
+        metavar="DIR",
+        help="Write one PNG per expect_split into DIR: the confidence sequence narrowing over "
+        "the requests, against the accepted band (needs matplotlib).",
+    )
     for setting in settings_table.SETTINGS:
         group.addoption(setting.flag, default=None, help=setting.help)
         parser.addini(setting.ini, setting.help, default=None)
@@ -81,6 +89,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "timeout=None): statistical and traffic settings of pytest-canary for this test.",
     )
     config.stash[verdicts_key] = VerdictLog()
+    if config.getoption("canary_plots"):
+        try:
+            require_matplotlib()
+        except CanaryConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[seed_key] = _resolve_seed(config)
     # Validate settings early so a typo fails the run once, not every test.
     try:
@@ -239,6 +252,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             Path(report),
             {"seed": config.stash.get(seed_key, None), "backend": _chosen_backend(config)},
         )
+    plots = config.getoption("canary_plots")
+    if plots and log is not None:
+        for index, verdict in enumerate(log.verdicts):
+            if verdict.history:
+                plot_verdict(verdict, Path(plots) / plot_file_name(verdict, index))
     # Backstop for interrupted runs: whatever a fixture could not stop is stopped here.
     backend = config.stash.get(backend_key, None)
     if backend is not None:

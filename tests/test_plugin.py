@@ -240,3 +240,22 @@ def test_pods_die_with_a_killed_pytest(pytester: pytest.Pytester) -> None:
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [p for p in pids if _alive(p)]
+
+
+def test_plots_one_png_per_split(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(NGINX_TEST.format(weight=20, share=0.20))
+    result = pytester.runpytest("--canary-seed=2", "--canary-plots=plots")
+    result.assert_outcomes(passed=1)
+    (png,) = (pytester.path / "plots").iterdir()
+    assert png.name.endswith("-split.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_without_matplotlib_is_a_clear_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("import sys\nsys.modules['matplotlib'] = None\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess("--canary-plots=plots")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--canary-plots needs matplotlib*pip install 'pytest-canary[[]plots[]]'*"]
+    )

@@ -158,7 +158,7 @@ class RunningApp:
         try:
             return self.process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{self.process.args} did not exit {STOP_TIMEOUT:.0f}s after SIGTERM")
+            pytest.fail(f"{self.process.args!r} did not exit {STOP_TIMEOUT:.0f}s after SIGTERM")
 
 
 def _read_lines(stream: IO[str], lines: queue.Queue[str | None]) -> None:
@@ -330,7 +330,9 @@ class StubServer(ThreadingHTTPServer):
         self.received = threading.Event()
         self.release = threading.Event()
         super().__init__(("127.0.0.1", 0), _TestHandler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     @property

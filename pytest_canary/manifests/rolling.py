@@ -221,6 +221,9 @@ def _settle(
     if old == 0 or new == 0:
         # FindActiveOrLatest: a single active ReplicaSet is scaled to replicas.
         old, new = (0, replicas) if old == 0 else (replicas, 0)
+    elif new == replicas and counts.new_ready == replicas:
+        # IsSaturated (checked before proportional scaling): old ReplicaSets go to 0.
+        old = 0
     else:
         add = replicas + max_surge - (old + new)
         if add > 0:  # ReplicaSetsBySizeNewer: the largest, the newer on ties
@@ -234,7 +237,7 @@ def _settle(
             else:
                 new = max(0, new + add)
     if new == replicas:
-        # IsSaturated once all new pods are available: old ReplicaSets go to 0.
+        # Saturated once the remaining new pods are available: old ReplicaSets go to 0.
         old = 0
     return RolloutCounts(old=old, new=new, new_ready=new)
 
