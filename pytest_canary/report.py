@@ -146,20 +146,38 @@ class VerdictLog:
         self.verdicts.append(verdict)
 
     def summary_lines(self) -> list[str]:
-        """One line per verdict: test, strategy, expected, observed, n, time, decision."""
-        lines = []
+        """A table, one row per verdict: decision, test, strategy, kind, expected, observed,
+        n, errors, time."""
+        rows = [
+            ["result", "test", "strategy", "check", "expected", "observed", "n", "errors", "time"]
+        ]
         for v in self.verdicts:
-            expected = ", ".join(f"{k}={s:.2f}" for k, s in v.expected.items())
-            observed = ", ".join(f"{k}={s:.3f}" for k, s in v.observed.items())
-            lines.append(
-                f"{v.decision:<12} {v.test} [{v.strategy}] {v.kind} expected {expected or '-'}"
-                f" observed {observed or '-'} n={v.n} errors={sum(v.errors.values())}"
-                f" {v.elapsed:.2f}s"
+            rows.append(
+                [
+                    v.decision,
+                    v.test,
+                    v.strategy,
+                    v.kind + (f" ({v.request})" if v.request else ""),
+                    " ".join(f"{k}={s:.2f}" for k, s in v.expected.items()) or "-",
+                    " ".join(f"{k}={s:.3f}" for k, s in v.observed.items()) or "-",
+                    str(v.n),
+                    str(sum(v.errors.values())),
+                    f"{v.elapsed:.2f}s",
+                ]
             )
-        return lines
+        return format_rows(rows)
 
     def write_json(self, path: Path, extra: Mapping[str, Any] | None = None) -> None:
         """Write every verdict (and ``extra`` run facts) to ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {"verdicts": [v.to_json() for v in self.verdicts], **(extra or {})}
         path.write_text(json.dumps(document, indent=2, sort_keys=True))
+
+
+def format_rows(rows: list[list[str]], indent: str = "") -> list[str]:
+    """Left-aligned columns, two spaces apart (trailing spaces trimmed)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        (indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True))).rstrip()
+        for r in rows
+    ]

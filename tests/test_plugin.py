@@ -41,7 +41,14 @@ def test_issue_example_passes(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("--canary-seed=1")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*canary verdicts*", "PASS*split expected 1.0=0.80, 2.0=0.20*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*canary verdicts*",
+            "result*test*strategy*check*expected*observed*n*errors*time",
+            "PASS*test_weighted_canary*nginx*split*1.0=0.80 2.0=0.20*",
+            "PASS*test_weighted_canary*nginx*routed (X-Canary: always)*2.0=1.00*2.0=1.000*",
+        ]
+    )
 
 
 def test_wrong_expectation_fails_with_the_table_in_bounded_requests(

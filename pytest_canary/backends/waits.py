@@ -198,7 +198,11 @@ def pod_problems(pods: Iterable[Manifest]) -> list[str]:
             if cs.get("restartCount"):
                 reasons.append(
                     f"{cs.get('name')}: {cs['restartCount']} restarts"
-                    + (f", last exit {terminated.get('reason')}" if terminated.get("reason") else "")
+                    + (
+                        f", last exit {terminated.get('reason')}"
+                        if terminated.get("reason")
+                        else ""
+                    )
                 )
         if not reasons:
             for cond in status.get("conditions") or []:
@@ -231,7 +235,9 @@ def deployment_check(deployment: Manifest, pods: Sequence[Manifest] = ()) -> Che
     problems = pod_problems(pods)
     suffix = ("; " + "; ".join(problems)) if problems else ""
     if observed < generation:
-        return Check(False, f"generation {generation} not yet observed (observed {observed})" + suffix)
+        return Check(
+            False, f"generation {generation} not yet observed (observed {observed})" + suffix
+        )
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             raise BackendError(
@@ -241,7 +247,9 @@ def deployment_check(deployment: Manifest, pods: Sequence[Manifest] = ()) -> Che
     if spec.get("paused"):
         if available < current:
             return Check(False, f"paused; {available} of {current} pods available" + suffix)
-        return Check(True, f"paused; {updated} of {wanted} replicas updated, all {current} available")
+        return Check(
+            True, f"paused; {updated} of {wanted} replicas updated, all {current} available"
+        )
     if updated < wanted:
         return Check(False, f"{updated} of {wanted} replicas updated" + suffix)
     if current > updated:
@@ -349,8 +357,10 @@ class DataplanePlan:
         """The condition in words, for timeout messages."""
         text = "serving " + ", ".join(route.describe() for route in self.routes)
         if self.nginx is not None:
-            alt = f" with alternative {self.nginx.canary} {dict(self.nginx.policy)}" if self.nginx.canary else (
-                " without alternative backends"
+            alt = (
+                f" with alternative {self.nginx.canary} {dict(self.nginx.policy)}"
+                if self.nginx.canary
+                else (" without alternative backends")
             )
             text += f"; ingress-nginx backend {self.nginx.main}{alt}"
         if self.envoy is not None:
@@ -430,9 +440,9 @@ def _behind_service(
     return workloads_behind(selector, objects)
 
 
-def _merge(*parts: tuple[tuple[Mapping[str, str], ...], frozenset[str]]) -> tuple[
-    tuple[Mapping[str, str], ...], frozenset[str]
-]:
+def _merge(
+    *parts: tuple[tuple[Mapping[str, str], ...], frozenset[str]],
+) -> tuple[tuple[Mapping[str, str], ...], frozenset[str]]:
     selectors: list[Mapping[str, str]] = []
     versions: set[str] = set()
     for sel, ver in parts:
@@ -509,7 +519,9 @@ def _nginx_int(notes: Mapping[str, str], key: str, default: int) -> int:
         return default
 
 
-def _nginx_plan(objects: Sequence[Manifest], namespace: str, host: str | None, path: str) -> DataplanePlan:
+def _nginx_plan(
+    objects: Sequence[Manifest], namespace: str, host: str | None, path: str
+) -> DataplanePlan:
     ingresses = _of_kind(objects, "Ingress")
     mains = [i for i in ingresses if not canary_enabled(i)]
     main_backend = next(
@@ -575,7 +587,9 @@ def _nginx_plan(objects: Sequence[Manifest], namespace: str, host: str | None, p
                 continue
             backend = _ingress_backend(ing, other, path)
             if backend is not None:
-                routes.append(Route(f"Host: {other}", {"Host": other}, *_behind_service(objects, backend[0])))
+                routes.append(
+                    Route(f"Host: {other}", {"Host": other}, *_behind_service(objects, backend[0]))
+                )
     return DataplanePlan(routes=tuple(routes), nginx=want)
 
 
@@ -652,7 +666,9 @@ def _header_values(conditions: Mapping[str, Mapping[str, str]]) -> dict[str, str
     return headers
 
 
-def _subset_labels(objects: Sequence[Manifest], fqdn: str, subset: str, namespace: str) -> dict[str, str]:
+def _subset_labels(
+    objects: Sequence[Manifest], fqdn: str, subset: str, namespace: str
+) -> dict[str, str]:
     for rule in _of_kind(objects, "DestinationRule", "networking.istio.io"):
         spec = rule.get("spec") or {}
         if _fqdn(str(spec.get("host", "")), namespace) != fqdn:
@@ -680,9 +696,9 @@ def _istio_destinations(
         extra = _subset_labels(objects, fqdn, subset, namespace) if subset else {}
         parts.append(_behind_service(objects, service, extra))
         port = (target.get("port") or {}).get("number") or _service_port(_service(objects, service))
-        clusters[f"outbound|{port}|{subset}|{fqdn}"] = clusters.get(
-            f"outbound|{port}|{subset}|{fqdn}", 0.0
-        ) + weight
+        clusters[f"outbound|{port}|{subset}|{fqdn}"] = (
+            clusters.get(f"outbound|{port}|{subset}|{fqdn}", 0.0) + weight
+        )
     return _merge(*parts), _normalise(clusters)
 
 
@@ -695,7 +711,10 @@ def _istio_plan(objects: Sequence[Manifest], namespace: str, host: str | None) -
     services = _of_kind(objects, "VirtualService", "networking.istio.io")
     chosen = next(
         (vs for vs in services if host in ((vs.get("spec") or {}).get("hosts") or [])),
-        next((vs for vs in services if "*" in ((vs.get("spec") or {}).get("hosts") or [])), services[0]),
+        next(
+            (vs for vs in services if "*" in ((vs.get("spec") or {}).get("hosts") or [])),
+            services[0],
+        ),
     )
     routes: list[Route] = []
     default_clusters: dict[str, float] | None = None
@@ -766,7 +785,9 @@ def _gateway_plan(objects: Sequence[Manifest], namespace: str, host: str | None)
             routes.append(Route(label or f"rule {index}", headers, selectors, versions))
     if default_clusters is None:
         raise BackendError(f"HTTPRoute {_name(chosen)} has no rule without header matches")
-    return DataplanePlan(routes=tuple(routes), envoy=EnvoyWant(host=host or "*", clusters=default_clusters))
+    return DataplanePlan(
+        routes=tuple(routes), envoy=EnvoyWant(host=host or "*", clusters=default_clusters)
+    )
 
 
 def _walk(node: Any) -> Iterator[Mapping[str, Any]]:

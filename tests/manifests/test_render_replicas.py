@@ -29,13 +29,20 @@ def test_canary_phase_is_two_deployments_behind_one_service() -> None:
         ("Deployment", "kubeapp-canary"),
         ("Service", "kubeapp"),
     ]
-    stable, canary = objects["Deployment", "kubeapp-stable"], objects["Deployment", "kubeapp-canary"]
+    stable, canary = (
+        objects["Deployment", "kubeapp-stable"],
+        objects["Deployment", "kubeapp-canary"],
+    )
     assert stable["spec"]["replicas"] == 3 and canary["spec"]["replicas"] == 1
     assert stable["spec"]["template"]["metadata"]["labels"] == {
-        "app": "kubeapp", "version": "1.0", "track": "stable"
+        "app": "kubeapp",
+        "version": "1.0",
+        "track": "stable",
     }
     assert canary["spec"]["template"]["metadata"]["labels"] == {
-        "app": "kubeapp", "version": "2.0", "track": "canary"
+        "app": "kubeapp",
+        "version": "2.0",
+        "track": "canary",
     }
 
 
@@ -81,7 +88,5 @@ def test_a_stable_scaled_to_zero_is_promoted_with_the_canary_capacity() -> None:
 
 def test_deployment_selectors_stay_the_same_across_phases() -> None:
     # A Deployment's selector is immutable: promotion must change the version in place.
-    selectors = {
-        phase: render(SPEC, phase)[0]["spec"]["selector"] for phase in Phase
-    }
+    selectors = {phase: render(SPEC, phase)[0]["spec"]["selector"] for phase in Phase}
     assert len({repr(s) for s in selectors.values()}) == 1

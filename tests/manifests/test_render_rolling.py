@@ -137,8 +137,9 @@ def test_with_max_unavailable_the_controller_removes_old_pods_and_surges_again()
 def test_expected_new_share_is_new_pods_over_ready_pods_once_paused(
     replicas: int, surge: int | str, unavailable: int | str, share: float
 ) -> None:
-    spec = build_spec("rolling", "1.0", "2.0", replicas=replicas, surge=surge,
-                      unavailable=unavailable)
+    spec = build_spec(
+        "rolling", "1.0", "2.0", replicas=replicas, surge=surge, unavailable=unavailable
+    )
     assert expected_new_share(spec) == pytest.approx(share)
 
 
