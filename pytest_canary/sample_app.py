@@ -417,11 +417,12 @@ class _RelayConnection:
                 self._conn.request("GET", self._path, headers=self._headers)
                 response = self._conn.getresponse()
                 response.read()
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:
                 self.close()
                 # A kept-alive connection the server closed meanwhile: retry once on a new one,
-                # as Go's http.Transport does for idempotent requests. Otherwise it is an error
-                # the relay counts (that is its job), so the exception ends here.
+                # as Go's http.Transport does for idempotent requests. Otherwise (refused,
+                # timed out, unresolvable, unsendable header) it is an error the relay counts and
+                # reports in "errors": that is its job, so the exception ends here.
                 stale = isinstance(exc, (ConnectionError, http.client.BadStatusLine))
                 if reused and stale and attempt == 1:
                     continue

@@ -3,9 +3,9 @@
 The central object is :class:`SplitTest`, a *sequential, anytime-valid* test that the observed
 traffic shares match the expected ones. It is built on a confidence sequence (CS) for a
 Bernoulli share obtained from the **beta-binomial mixture martingale** (Robbins 1970, "Statistical
-methods related to the law of the iterated logarithm", Ann. Math. Statist. 41; Howard, Ramdas,
-McAuliffe & Sekhon 2021, "Time-uniform, nonparametric, nonasymptotic confidence sequences",
-Ann. Statist. 49(2), section 3 and appendix on the beta-binomial mixture).
+methods related to the law of the iterated logarithm", Ann. Math. Statist. 41(5); Howard,
+Ramdas, McAuliffe & Sekhon 2021, "Time-uniform, nonparametric, nonasymptotic confidence
+sequences", Ann. Statist. 49(2)).
 
 The method, in four lines. After ``n`` responses of which ``s`` came from a version, and a prior
 ``pi`` on the share, let ``m_n = integral of theta^s (1 - theta)^(n - s) pi(d theta)`` (the
@@ -514,10 +514,11 @@ class MixturePrior:
 
         ``c = n*`` (the ``n`` at which a PASS is due) is within 0.1 nat of the best right-share
         regret where decisions happen (about 1% of ``ln(1/alpha) + R`` at alpha = 0.001) and
-        keeps the off-centre cost at ``n*`` to ``n* tolerance^2 / (16 v)`` (~0.9 nat). Measured
-        (benchmarks/README.md, "prior ablation"): ``c`` from ``n*/3`` to ``3 n*`` is within the
-        noise for the right share; larger ``c`` slows shares off-centre, smaller ``c`` slows the
-        right share.
+        keeps the off-centre cost at ``n*`` to ``n* tolerance^2 / (16 v) = (ln(1/alpha) +
+        0.57) / 8`` (0.9 nat at alpha = 0.001). Measured (benchmarks/README.md, "prior
+        ablation", 0.20 +- 0.05 at alpha = 0.001): ``c = n*/10`` needs ~8% more requests at
+        the right share, ``c = 10 n*`` ~17% more at 0.22 (in the band, off-centre); ``c = n*``
+        is within noise of the best of both.
 
         Why the Jeffreys component. Far from ``p0`` the focused component has almost no mass,
         so alone it would need hundreds of requests to reject a grossly wrong share. Beta(1/2,
@@ -585,8 +586,8 @@ def _solve_end(s: int, n: int, level: float, t: float, upper: bool, push: float)
     above ``g``, so its zero is between the iterate and the root. The iterates move
     monotonically towards the root with quadratic convergence, and the one returned has
     ``g < 0`` (up to rounding of ``g`` at the root): the interval is never narrower than
-    ``C_n``. ``t`` is a log-odds
-    start; while ``g >= 0`` there it is pushed outward by ``push``, doubling.
+    ``C_n``. ``t`` is a log-odds start; while ``g >= 0`` there it is pushed outward by
+    ``push``, doubling.
     """
     direction = 1.0 if upper else -1.0
     outside = False
@@ -679,6 +680,10 @@ class ConfidenceSequence:
 
     def update(self, successes: int, trials: int) -> None:
         """Add a batch: ``successes`` of ``trials`` new responses were from this version."""
+        _check_count("successes", successes)
+        _check_count("trials", trials)
+        if successes > trials:
+            raise ValueError(f"successes={successes}: must be <= trials={trials}")
         self.successes += successes
         self.trials += trials
         s, n = self.successes, self.trials
@@ -801,7 +806,10 @@ class SplitTest:
             v: Interval(max(0.0, p - self.tolerance), min(1.0, p + self.tolerance))
             for v, p in shares.items()
         }
-        if priors is not None and set(priors) != set(shares):
+        if priors is not None and (
+            set(priors) != set(shares)
+            or not all(isinstance(prior, MixturePrior) for prior in priors.values())
+        ):
             raise ValueError(
                 f"priors for {sorted(priors)}: must give one MixturePrior for each expected "
                 f"version {sorted(shares)}"

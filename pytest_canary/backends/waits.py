@@ -639,20 +639,30 @@ def _fqdn(host: str, namespace: str) -> str:
     return f"{parts[0]}.{ns}.svc.cluster.local"
 
 
+_REGEX_CANDIDATES = ("always", "canary", "true", "1")
+
+
 def _regex_sample(pattern: str) -> str | None:
-    """A header value that matches ``pattern`` fully, for simple patterns (a literal or an
-    alternation of literals, optionally anchored); None when we cannot tell."""
+    """A header value that ``pattern`` matches fully (Envoy safe_regex matches the whole
+    value): the first literal of a simple alternation, or a common value the pattern
+    accepts (``.*`` -> ``always``); None when we cannot tell."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error:
+        return None
     body = pattern.removeprefix("^").removesuffix("$")
     first = body.strip("()").split("|")[0]
-    if first and re.escape(first) == first and re.fullmatch(pattern, first):
+    if first and re.escape(first) == first and compiled.fullmatch(first):
         return first
-    return None
+    return next((c for c in _REGEX_CANDIDATES if compiled.fullmatch(c)), None)
 
 
 def _header_values(conditions: Mapping[str, Mapping[str, str]]) -> dict[str, str] | None:
     headers: dict[str, str] = {}
     for name, match in conditions.items():
-        if "exact" in match:
+        if not match:
+            headers[name] = "always"  # an empty StringMatch checks presence only
+        elif "exact" in match:
             headers[name] = str(match["exact"])
         elif "prefix" in match:
             headers[name] = str(match["prefix"])
@@ -718,19 +728,20 @@ def _istio_plan(objects: Sequence[Manifest], namespace: str, host: str | None) -
     )
     routes: list[Route] = []
     default_clusters: dict[str, float] | None = None
-    # Istio evaluates http routes in order, first match wins (UPSTREAM.md).
+    # Istio evaluates http routes in order, first match wins (UPSTREAM.md). A route is the
+    # default when it matches every request of the release (no match, or a URI match only).
     for index, http in enumerate((chosen.get("spec") or {}).get("http") or []):
-        matches = http.get("match") or []
+        matches = http.get("match") or [{}]
         (selectors, versions), clusters = _istio_destinations(objects, namespace, http)
-        if not matches:
+        conditions = set(matches[0]) - {"uri", "name", "ignoreUriCase"}
+        if not conditions:
             if default_clusters is None:
                 routes.insert(0, Route("default", {}, selectors, versions))
                 default_clusters = clusters
             continue
-        first = matches[0]
-        if set(first) - {"headers", "name"}:
-            continue  # sourceLabels, uri, ...: needs another caller; not probed here
-        headers = _header_values(first.get("headers") or {})
+        if conditions != {"headers"}:
+            continue  # sourceLabels, ports, ...: needs another caller; not probed here
+        headers = _header_values(matches[0].get("headers") or {})
         if headers:
             label = ", ".join(f"{k}: {v}" for k, v in headers.items())
             routes.append(Route(label or f"route {index}", headers, selectors, versions))
