@@ -249,7 +249,7 @@ class Upstream:
 
 UPSTREAM = (
     Upstream(
-        "Istio (tests/integration/pilot, traffic shifting)",
+        "Istio integration test (traffic shifting)",
         100,
         0.50,
         40,
@@ -271,7 +271,7 @@ UPSTREAM = (
         1,
     ),
     Upstream(
-        "Gateway API conformance (weighted backendRefs)",
+        "Gateway API conformance (HTTPRoute weights)",
         500,
         0.30,
         125,

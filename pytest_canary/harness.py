@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import time
+from urllib.parse import quote
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -22,7 +23,7 @@ from pytest_canary.errors import CanaryConfigError
 from pytest_canary.manifests import Manifest, Phase
 from pytest_canary.report import CanaryAssertionError, Verdict
 from pytest_canary.spec import ReleaseSpec, build_spec
-from pytest_canary.traffic import BackgroundTraffic, Entry, Sample, Sampler
+from pytest_canary.traffic import BackgroundTraffic, Entry, Sample, Sampler, relay_classifier
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class Release:
         self.spec = spec
         self.phase = Phase.CANARY
         self.objects: list[Manifest] = []
-        self._sampler: Sampler | None = None
+        self._samplers: dict[str | None, Sampler] = {}
         self._entry: Entry | None = None
 
     # -- facts ---------------------------------------------------------------------------
@@ -152,8 +153,13 @@ class Release:
     # -- changes -------------------------------------------------------------------------
 
     def _apply(self, phase: Phase) -> None:
-        objects = manifests.render(self.spec, phase)
         env = self._harness.environment
+        if phase is Phase.CANARY and not self.objects:
+            baseline = manifests.baseline(self.spec)
+            if baseline:  # e.g. rolling: the stable version runs before the new image
+                env.apply(baseline)
+                env.await_dataplane(self.spec, baseline)
+        objects = manifests.render(self.spec, phase)
         env.apply(objects)
         self.objects = objects
         self.phase = phase
@@ -227,16 +233,39 @@ class Release:
 
     # -- traffic -------------------------------------------------------------------------
 
-    def _sampler_get(self) -> Sampler:
-        if self._sampler is None:
+    def _sampler_get(self, source: str | None = None) -> Sampler:
+        """The sampler of the release's entry, or of the frontend pods of version
+        ``source`` relaying into the mesh (Istio ``sourceLabels``)."""
+        if source not in self._samplers:
             settings = self._harness.settings
-            self._sampler = Sampler(
-                self.entry,
-                concurrency=settings.concurrency,
-                timeout=settings.timeout,
-                path=self.spec.path,
-            )
-        return self._sampler
+            if source is None:
+                sampler = Sampler(
+                    self.entry,
+                    concurrency=settings.concurrency,
+                    timeout=settings.timeout,
+                    path=self.spec.path,
+                )
+            else:
+                if not self.spec.source:
+                    raise CanaryConfigError(
+                        f"source={source!r}: this release has no frontend; deploy it with "
+                        "source=True (strategy istio)"
+                    )
+                if source not in (self.spec.stable, self.spec.canary):
+                    raise CanaryConfigError(
+                        f"source={source!r}: frontends run {self.spec.stable!r} and "
+                        f"{self.spec.canary!r}"
+                    )
+                entry = self._harness.environment.relay_entry(self.spec, source)
+                sampler = Sampler(
+                    entry,
+                    concurrency=settings.concurrency,
+                    timeout=settings.timeout,
+                    path=f"/relay?n=1&to={quote(entry.relay or '', safe='')}",
+                    classify=relay_classifier(),
+                )
+            self._samplers[source] = sampler
+        return self._samplers[source]
 
     def sample(
         self,
@@ -244,11 +273,24 @@ class Release:
         *,
         headers: Mapping[str, str] | None = None,
         cookies: Mapping[str, str] | None = None,
+        source: str | None = None,
     ) -> Sample:
-        """Send ``n`` requests and return raw counts, errors and latencies."""
-        sample = self._sampler_get().sample(n, headers=headers, cookies=cookies)
+        """Send ``n`` requests and return raw counts, errors and latencies.
+
+        Args:
+            source: send through the frontend pods of this version, which call the release
+                from inside the mesh (needs ``source=True`` at deploy).
+        """
+        headers = _relayed(headers, cookies) if source is not None else headers
+        cookies = None if source is not None else cookies
+        sample = self._sampler_get(source).sample(n, headers=headers, cookies=cookies)
         self._harness.environment.check_health()
         return sample
+
+    def ready_pods(self) -> dict[str, int]:
+        """Ready pods of the release per version, as the backend sees them now (e.g. the
+        pods of a paused rolling update)."""
+        return self._harness.environment.ready_pods(self.spec)
 
     def _expected_shares(self, share: float | Mapping[str, float]) -> dict[str, float]:
         versions = self.spec.versions if self.phase is Phase.CANARY else (self._serving(),)
@@ -297,6 +339,7 @@ class Release:
         cookies: Mapping[str, str] | None = None,
         max_requests: int | None = None,
         max_error_rate: float = 0.0,
+        source: str | None = None,
     ) -> Verdict:
         """Assert the observed traffic split with a sequential, anytime-valid test.
 
@@ -319,12 +362,12 @@ class Release:
             test = stats.SplitTest(expected, tolerance, alpha, max_requests=max_requests)
         except ValueError as exc:
             raise CanaryConfigError(str(exc)) from None
-        sampler = self._sampler_get()
+        sampler = self._sampler_get(source)
         total = Sample()
         started = time.perf_counter()
         while test.decision is stats.Decision.CONTINUE:
             size = test.next_batch_size(sampler.concurrency)
-            batch = self.sample(size, headers=headers, cookies=cookies)
+            batch = self.sample(size, headers=headers, cookies=cookies, source=source)
             total.merge(batch)
             test.update(batch.counts)
             if batch.classified == 0 and batch.error_count:
@@ -342,7 +385,7 @@ class Release:
         elif test.unexpected:
             reason = f"responses from versions not in the release: {dict(test.unexpected)}"
         elif decision is stats.Decision.FAIL:
-            reason = "the observed share is outside the band"
+            reason = test.reason or "the observed share is outside the band"
         if total.error_count and stats.error_rate_exceeded(
             total.error_count, total.total, max_error_rate, alpha
         ):
@@ -366,7 +409,7 @@ class Release:
             reason=reason,
             elapsed=time.perf_counter() - started,
             history=list(test.history),
-            request=_describe_request(headers, cookies),
+            request=_describe_request(headers, cookies, source),
         )
         return self._conclude(verdict)
 
@@ -379,6 +422,7 @@ class Release:
         leak: float | None = None,
         alpha: float | None = None,
         max_error_rate: float = 0.0,
+        source: str | None = None,
     ) -> Verdict:
         """Assert that every response comes from ``version``.
 
@@ -400,8 +444,12 @@ class Release:
         except ValueError as exc:
             raise CanaryConfigError(str(exc)) from None
         started = time.perf_counter()
-        sample = self._sampler_get().sample(
-            needed, headers=headers, cookies=cookies, stop_when=lambda seen: seen != version
+        relayed = _relayed(headers, cookies) if source is not None else headers
+        sample = self._sampler_get(source).sample(
+            needed,
+            headers=relayed,
+            cookies=None if source is not None else cookies,
+            stop_when=lambda seen: seen != version,
         )
         self._harness.environment.check_health()
         leaked = {v: c for v, c in sample.counts.items() if v != version}
@@ -428,7 +476,7 @@ class Release:
             reason=reason
             or f"{n} responses, all from {version} (leak >= {leak:g} excluded at alpha={alpha:g})",
             elapsed=time.perf_counter() - started,
-            request=_describe_request(headers, cookies),
+            request=_describe_request(headers, cookies, source),
         )
         return self._conclude(verdict)
 
@@ -469,14 +517,30 @@ class Release:
 
     def close(self) -> None:
         """Close this release's connections."""
-        if self._sampler is not None:
-            self._sampler.close()
-            self._sampler = None
+        for sampler in self._samplers.values():
+            sampler.close()
+        self._samplers.clear()
 
 
-def _describe_request(headers: Mapping[str, str] | None, cookies: Mapping[str, str] | None) -> str:
+def _relayed(
+    headers: Mapping[str, str] | None, cookies: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Headers for the frontend to forward on its relayed calls (sample app contract)."""
+    out = {f"X-Canary-Forward-{k}": v for k, v in (headers or {}).items()}
+    if cookies:
+        out["X-Canary-Forward-Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    return out
+
+
+def _describe_request(
+    headers: Mapping[str, str] | None,
+    cookies: Mapping[str, str] | None,
+    source: str | None = None,
+) -> str:
     parts = [f"{k}: {v}" for k, v in (headers or {}).items()]
     parts += [f"cookie {k}={v}" for k, v in (cookies or {}).items()]
+    if source is not None:
+        parts.append(f"from frontend {source}")
     return ", ".join(parts)
 
 

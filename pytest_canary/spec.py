@@ -59,7 +59,7 @@ STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {
     "istio": ("weight", "weights", "header", "header_value", "header_match", "source", "replicas"),
     "gateway": ("weight", "weights", "header", "header_value", "header_match", "replicas"),
     "bluegreen": ("replicas",),
-    "rolling": ("replicas", "surge", "unavailable"),
+    "rolling": ("replicas", "surge", "unavailable", "pause_after"),
 }
 
 # Advice for knobs a strategy cannot express, instead of a bare "not allowed".
@@ -138,6 +138,7 @@ class ReleaseSpec:
     source: bool = False
     surge: int | str = 1
     unavailable: int | str = 0
+    pause_after: int | None = None
     knobs: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -350,6 +351,15 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
         if "source" in values and not isinstance(values["source"], bool):
             raise _fail("source", values["source"], "must be True or False")
     elif strategy == "rolling":
+        # A paused rollout needs old pods to stay: with fewer than 2 replicas the paused
+        # Deployment ends at 100% new (sync.go scale saturates the new ReplicaSet).
+        values.setdefault("replicas", 4)
+        _int_in("replicas", values["replicas"], 2, 50, "pods of the rolling Deployment")
+        if "pause_after" in values:
+            _int_in(
+                "pause_after", values["pause_after"], 1, values["replicas"],
+                "new pods ready before the rollout pauses",
+            )
         for fld in ("surge", "unavailable"):
             if fld in values:
                 v = values[fld]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -57,6 +58,23 @@ def header_classifier(header: str = "X-App-Version") -> Classifier:
 
     def classify(status: int, headers: Mapping[str, str], body: bytes) -> str | None:
         return headers.get(header)
+
+    return classify
+
+
+def relay_classifier() -> Classifier:
+    """Classify a frontend's ``/relay`` answer by the version its backend call reached
+    (the JSON ``seen`` map of one relayed request); a failed relayed call is an error."""
+
+    def classify(status: int, headers: Mapping[str, str], body: bytes) -> str | None:
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return None
+        seen = answer.get("seen") if isinstance(answer, dict) else None
+        if answer.get("errors") or not isinstance(seen, dict) or len(seen) != 1:
+            return None
+        return str(next(iter(seen)))
 
     return classify
 

@@ -46,6 +46,15 @@ class Environment(abc.ABC):
     def entry(self, spec: ReleaseSpec) -> Entry:
         """Where the release's traffic enters."""
 
+    def relay_entry(self, spec: ReleaseSpec, source: str) -> Entry:
+        """Traffic entering through the frontend pods of version ``source``, which call the
+        release from inside the mesh (Istio ``sourceLabels`` scenarios)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot send traffic through a frontend")
+
+    def ready_pods(self, spec: ReleaseSpec) -> dict[str, int]:
+        """Ready pods of the release (label ``app: spec.name``) per ``version`` label."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count pods")
+
     def await_dataplane(self, spec: ReleaseSpec, objects: Sequence[Manifest]) -> None:
         """Return once the data plane serves the configuration of ``objects`` (no-op where
         applying is synchronous)."""

@@ -31,10 +31,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-from pathlib import Path
 
 import yaml
 
@@ -51,6 +50,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "pytest-canary"}
 RUN_LABEL = "pytest-canary/run"
 KEPT_LABEL = "pytest-canary/kept"
+KEPT_ROUTING = "pytest-canary-kept-routing"
 ENTRY_LABEL = "pytest-canary/entry-for"
 INJECTION_LABEL = "istio-injection"
 MESH_GROUPS = ("networking.istio.io", "gateway.networking.k8s.io")
@@ -896,6 +896,18 @@ class EntryPoints:
         return url
 
 
+@dataclass
+class EntryService:
+    """A NodePort Service created for a test's traffic (not one of the release's objects)."""
+
+    name: str
+    target: str | None  # the release Service whose selector it mirrors (None: fixed selector)
+    selector: dict[str, str]
+    port: int
+    target_port: int | str
+    node_port: int = 0
+
+
 class KubeEnvironment(Environment):
     """One test's namespace on a cluster. Created lazily on the first apply."""
 
@@ -910,11 +922,11 @@ class KubeEnvironment(Environment):
         self._closed = False
         self._mesh = False
         self._applied: dict[Key, dict[str, Any]] = {}
-        self._entries: dict[
-            str, tuple[str, int]
-        ] = {}  # target Service -> (entry Service, nodePort)
+        self._entries: dict[str, EntryService] = {}
         self._spec: ReleaseSpec | None = None
         self._history: list[str] = []
+        self._hosts: set[str] = set()
+        self._locks: list[Any] = []
 
     # -- namespace ------------------------------------------------------------------------
 
@@ -982,6 +994,9 @@ class KubeEnvironment(Environment):
         if self._closed:
             raise BackendError(f"environment {self.namespace} is closed")
         wanted = {key_of(o): o for o in self._adapt(objects)}
+        hosts = routed_hosts(wanted.values()) - self._hosts
+        self._locks += self.backend.hold_hosts(hosts, f"namespace {self.namespace}")
+        self._hosts |= hosts
         self._ensure_namespace(list(wanted.values()))
         self.backend.prepare(list(wanted.values()))
         # Prune only the objects of the releases being applied (by their ``app`` label), so
@@ -1204,21 +1219,16 @@ class KubeEnvironment(Environment):
     # -- entry ----------------------------------------------------------------------------
 
     def entry(self, spec: ReleaseSpec) -> Entry:
-        if spec.strategy in SERVICE_ENTRY_STRATEGIES or (spec.strategy == "istio" and spec.source):
+        if spec.strategy in SERVICE_ENTRY_STRATEGIES:
             target = self._entry_target(spec)
-            name, node_port = self._entry_service(target)
-            host, port = self.backend.node_endpoint(node_port)
-            relay = (
-                f"http://{spec.name}.{self.namespace}.svc.cluster.local{spec.path}"
-                if spec.strategy == "istio"
-                else None
-            )
+            service = self._services()[target]
+            claimed = self._claim_entry(target, waits.service_selector(service), service, target)
+            host, port = self.backend.node_endpoint(claimed.node_port)
             return Entry(
                 url=f"http://{host}:{port}",
                 per_connection=True,
-                description=f"NodePort Service {self.namespace}/{name} ({node_port}) -> {target}, "
-                f"reached at {host}:{port}",
-                relay=relay,
+                description=f"NodePort Service {self.namespace}/{claimed.name} "
+                f"({claimed.node_port}, selector of Service {target}) at {host}:{port}",
             )
         points = self.backend.entry_points
         if (
@@ -1233,6 +1243,38 @@ class KubeEnvironment(Environment):
         url = points.url_for(spec.strategy)
         what = "ingress-nginx" if spec.strategy == "nginx" else "Istio ingress gateway"
         return Entry(url=url, host=spec.host, description=f"{what} at {url} (Host: {spec.host})")
+
+    def relay_entry(self, spec: ReleaseSpec, source: str) -> Entry:
+        """The frontend pods of version ``source`` (``{name}-frontend``, manifests/istio.py),
+        reached through a NodePort Service of their own; they call the release in-mesh."""
+        frontend = f"{spec.name}-frontend"
+        service = self._services().get(frontend)
+        if service is None:
+            raise BackendError(
+                f"no Service {frontend} in {self.namespace}: deploy the release with source=True"
+            )
+        selector = waits.service_selector(service) | {waits.VERSION_LABEL: source}
+        slug = re.sub(r"[^a-z0-9]+", "-", source.lower()).strip("-") or "v"
+        claimed = self._claim_entry(f"{frontend}-{slug}", selector, service, None)
+        host, port = self.backend.node_endpoint(claimed.node_port)
+        return Entry(
+            url=f"http://{host}:{port}",
+            description=f"frontend {source} through NodePort Service {self.namespace}/"
+            f"{claimed.name} at {host}:{port}",
+            relay=f"http://{spec.name}.{self.namespace}.svc.cluster.local{spec.path}",
+        )
+
+    def ready_pods(self, spec: ReleaseSpec) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for pod in self.api.list(
+            "v1", "Pod", namespace=self.namespace, label_selector=f"app={spec.name}"
+        ):
+            if _pod_ready(pod):
+                version = str(
+                    ((pod.get("metadata") or {}).get("labels") or {}).get(waits.VERSION_LABEL, "")
+                )
+                counts[version] = counts.get(version, 0) + 1
+        return counts
 
     def _gateway_address(self) -> str:
         """Where a Gateway API Gateway deployed by its implementation listens: the first of
@@ -1276,10 +1318,6 @@ class KubeEnvironment(Environment):
 
     def _entry_target(self, spec: ReleaseSpec) -> str:
         services = self._services()
-        if spec.strategy == "istio":
-            frontends = [n for n in services if "frontend" in n]
-            if frontends:
-                return frontends[0]
         if spec.name in services:
             return spec.name
         if len(services) == 1:
@@ -1289,83 +1327,90 @@ class KubeEnvironment(Environment):
             f"{spec.name!r} among {', '.join(sorted(services)) or 'no Services'}"
         )
 
-    def _entry_manifest(self, target: str, node_port: int | None) -> dict[str, Any]:
-        service = self._services()[target]
-        ports = (service.get("spec") or {}).get("ports") or [{"port": 80, "targetPort": 80}]
+    def _entry_manifest(self, claimed: EntryService) -> dict[str, Any]:
         port: dict[str, Any] = {
             "name": "http",
-            "port": int(ports[0].get("port", 80)),
-            "targetPort": ports[0].get("targetPort", ports[0].get("port", 80)),
+            "port": claimed.port,
+            "targetPort": claimed.target_port,
             "protocol": "TCP",
         }
-        if node_port is not None:
-            port["nodePort"] = node_port
+        if claimed.node_port:
+            port["nodePort"] = claimed.node_port
         return {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {
-                "name": _entry_name(target),
+                "name": claimed.name,
                 "namespace": self.namespace,
-                "labels": {ENTRY_LABEL: target} | MANAGED_BY,
+                "labels": {ENTRY_LABEL: claimed.target or "relay"} | MANAGED_BY,
             },
-            "spec": {
-                "type": "NodePort",
-                "selector": waits.service_selector(service),
-                "ports": [port],
-            },
+            "spec": {"type": "NodePort", "selector": dict(claimed.selector), "ports": [port]},
         }
 
-    def _entry_service(self, target: str) -> tuple[str, int]:
-        """A NodePort Service with the target Service's selector: kube-proxy balances each
-        new connection over the ready pods, as for in-cluster clients (UPSTREAM.md)."""
-        if target in self._entries:
-            return self._entries[target]
+    def _claim_entry(
+        self,
+        hint: str,
+        selector: Mapping[str, str],
+        service: Mapping[str, Any],
+        target: str | None,
+    ) -> EntryService:
+        """A NodePort Service selecting ``selector``: kube-proxy balances each new connection
+        over the ready pods, as for in-cluster clients (UPSTREAM.md; never a port-forward,
+        which pins one pod). On kind the nodePort comes from the mapped pool; the API server
+        refuses a nodePort another test holds, which makes it the lock between tests."""
+        name = _entry_name(hint)
+        if name in self._entries:
+            return self._entries[name]
+        ports = (service.get("spec") or {}).get("ports") or [{"port": 80}]
+        claimed = EntryService(
+            name=name,
+            target=target,
+            selector=dict(selector),
+            port=int(ports[0].get("port", 80)),
+            target_port=ports[0].get("targetPort", ports[0].get("port", 80)),
+        )
         pool = self.backend.entry_points.node_port_pool
-        candidates: list[int | None] = list(pool) if pool else [None]
         last_error = ""
-        for candidate in candidates:
+        for candidate in list(pool) if pool else [0]:
+            claimed.node_port = candidate
             try:
-                created = self.api.apply(
-                    self._entry_manifest(target, candidate), namespace=self.namespace
-                )
+                created = self.api.apply(self._entry_manifest(claimed), namespace=self.namespace)
             except Exception as exc:
                 message = api_error_message(exc)
-                if candidate is not None and _status(exc) == 422 and "allocated" in message:
+                if candidate and _status(exc) == 422 and "allocated" in message:
                     last_error = message
-                    continue  # another test holds this nodePort: the API server is our lock
-                raise self._error(f"creating the entry Service for {target}", exc) from exc
-            node_port = (
-                int(created["spec"]["ports"][0]["nodePort"]) if candidate is None else candidate
-            )
-            self._entries[target] = (_entry_name(target), node_port)
+                    continue
+                raise self._error(f"creating entry Service {name}", exc) from exc
+            claimed.node_port = candidate or int(created["spec"]["ports"][0]["nodePort"])
             break
         else:
             raise BackendError(
-                f"every NodePort this cluster maps ({', '.join(map(str, pool or ()))}) "
-                f"is taken by other tests' entry Services ({last_error}); run fewer tests at once "
-                "or recreate the cluster with more ports"
+                f"every NodePort this cluster maps ({', '.join(map(str, pool or ()))}) is taken "
+                f"by other tests' entry Services ({last_error}); run fewer tests at once or "
+                "recreate the cluster with more ports"
             )
-        selector = waits.service_selector(self._services()[target])
-        self._wait_service_endpoints(_entry_name(target), self._counter(selector))
-        return self._entries[target]
+        self._entries[name] = claimed
+        self._wait_service_endpoints(name, self._counter(claimed.selector))
+        return claimed
 
     def _sync_entries(self, wanted: Mapping[Key, dict[str, Any]]) -> None:
         """Entry Services follow their target's selector (a blue/green switch flips it)."""
-        for target, (name, node_port) in list(self._entries.items()):
-            if ("", "Service", target) not in wanted:
+        for claimed in self._entries.values():
+            target = wanted.get(("", "Service", claimed.target or ""))
+            if target is None or waits.service_selector(target) == claimed.selector:
                 continue
-            manifest = self._entry_manifest(target, node_port)
+            claimed.selector = waits.service_selector(target)
             try:
-                self.api.apply(manifest, namespace=self.namespace)
+                self.api.apply(self._entry_manifest(claimed), namespace=self.namespace)
             except Exception as exc:
-                raise self._error(f"updating entry Service {name}", exc) from exc
+                raise self._error(f"updating entry Service {claimed.name}", exc) from exc
 
     # -- data plane -----------------------------------------------------------------------
 
     def _plan(
         self, spec: ReleaseSpec, objects: Sequence[Mapping[str, Any]], entry: Entry
     ) -> DataplanePlan:
-        if spec.strategy in SERVICE_ENTRY_STRATEGIES or entry.relay is not None:
+        if spec.strategy in SERVICE_ENTRY_STRATEGIES:
             return waits.service_plan(objects, self._entry_target(spec))
         return waits.plan_for(objects, namespace=self.namespace, host=spec.host, path=spec.path)
 
@@ -1401,8 +1446,6 @@ class KubeEnvironment(Environment):
                         "; ".join(seen) + f" (visible for {held:.1f}s of "
                         f"{waits.NGINX_SYNC_INTERVAL:.0f}s worker sync)",
                     )
-            if entry.relay is not None:
-                return Check(True, "; ".join(seen) or "relay entry: routing checked in config only")
             pods = self.api.list("v1", "Pod", namespace=self.namespace)
             for route in plan.routes:
                 size = waits.DEFAULT_WINDOW if route.name == "default" else waits.FORCED_WINDOW
@@ -1483,8 +1526,11 @@ class KubeEnvironment(Environment):
             status = current.get("status")
             text = yaml.safe_dump(status, sort_keys=False).strip() if status else "(no status)"
             lines.append(f"{describe_key(key)}:\n  " + text.replace("\n", "\n  "))
-        for target, (name, node_port) in self._entries.items():
-            lines.append(f"Service/{name}: NodePort {node_port} entry for Service/{target}")
+        for claimed in self._entries.values():
+            lines.append(
+                f"Service/{claimed.name}: NodePort {claimed.node_port} entry selecting "
+                f"{claimed.selector}"
+            )
         return "\n".join(lines)
 
     def _events_text(self) -> str:
@@ -1542,23 +1588,45 @@ class KubeEnvironment(Environment):
             return
         self._closed = True
         self.backend.closed(self)
-        if not self._created:
-            return
-        if self.kept:
-            marked = self._namespace_object()
-            marked["metadata"]["labels"][KEPT_LABEL] = (
-                "true"  # the whole object: SSA drops omitted fields
+        try:
+            if self._created and self.kept:
+                self._keep()
+            elif self._created:
+                self._delete_namespace()
+        finally:
+            for lock in self._locks:
+                lock.release()
+            self._locks.clear()
+
+    def _keep(self) -> None:
+        """Leave the namespace for inspection, minus its claim on shared hosts: routing objects
+        move into a ConfigMap (re-apply them from there), so later tests can use the hosts."""
+        routing = {k: o for k, o in self._applied.items() if rank(k) > ROUTING_RANK}
+        if routing:
+            saved = yaml.safe_dump_all(list(routing.values()), sort_keys=False)
+            self._write(
+                ("", "ConfigMap", KEPT_ROUTING),
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": KEPT_ROUTING, "namespace": self.namespace},
+                    "data": {"objects.yaml": saved},
+                },
             )
-            with contextlib.suppress(Exception):
-                self.api.apply(marked)
-            self.backend.kept.append(self.namespace)
-            return
+            for key in sorted(routing, key=rank, reverse=True):
+                self._delete(key)
+        marked = self._namespace_object()
+        marked["metadata"]["labels"][KEPT_LABEL] = "true"  # the whole object: SSA drops omissions
+        self._write(("", "Namespace", self.namespace), marked)
+        self.backend.kept.append(self.namespace)
+
+    def _delete_namespace(self) -> None:
         errors: list[str] = []
-        for name, _ in self._entries.values():
+        for claimed in self._entries.values():
             try:  # release the nodePort now, not when the namespace finishes terminating
-                self.api.delete("v1", "Service", name, self.namespace)
-            except Exception as exc:  # keep deleting the namespace
-                errors.append(f"Service {name}: {api_error_message(exc)}")
+                self.api.delete("v1", "Service", claimed.name, self.namespace)
+            except Exception as exc:
+                errors.append(f"Service {claimed.name}: {api_error_message(exc)}")
         try:
             self.api.delete("v1", "Namespace", self.namespace)
         except Exception as exc:

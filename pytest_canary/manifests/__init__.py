@@ -21,6 +21,17 @@ RENDERERS: dict[str, Renderer] = {
 }
 
 
+# What must run (and be ready) before the canary phase is applied, where the canary phase
+# changes a running workload in place.
+BASELINES: dict[str, Renderer] = {"rolling": lambda spec, _phase: rolling.baseline(spec)}
+
+
+def baseline(spec: ReleaseSpec) -> list[Manifest]:
+    """Objects to apply before the canary phase (empty for most strategies)."""
+    maker = BASELINES.get(spec.strategy)
+    return maker(spec, Phase.ROLLED_BACK) if maker else []
+
+
 def render(spec: ReleaseSpec, phase: Phase = Phase.CANARY) -> list[Manifest]:
     """The Kubernetes objects of ``spec`` in ``phase``, in apply order."""
     try:
@@ -32,4 +43,4 @@ def render(spec: ReleaseSpec, phase: Phase = Phase.CANARY) -> list[Manifest]:
     return renderer(spec, phase)
 
 
-__all__ = ["RENDERERS", "Manifest", "Phase", "render"]
+__all__ = ["BASELINES", "RENDERERS", "Manifest", "Phase", "baseline", "render"]

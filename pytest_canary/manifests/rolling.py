@@ -206,14 +206,14 @@ def paused_rollout(
         # Fixpoint: nothing moves until the oldest batch of new pods is ready.
         if not batches:
             # Nothing left to become ready: the rollout finished before the trigger.
-            return PausedRollout(target, counts, _settle(counts, **knobs))
+            return PausedRollout(target, counts, settle(counts, **knobs))
         counts = replace(counts, new_ready=counts.new_ready + batches.pop(0))
         if counts.new_ready >= target:
-            return PausedRollout(target, counts, _settle(counts, **knobs))
+            return PausedRollout(target, counts, settle(counts, **knobs))
     raise RuntimeError(f"Deployment controller model did not converge from {counts}")
 
 
-def _settle(
+def settle(
     counts: RolloutCounts, *, replicas: int, max_surge: int, max_unavailable: int
 ) -> RolloutCounts:
     """sync.go ``scale`` on the paused Deployment, then every created pod ready."""
@@ -243,8 +243,10 @@ def _settle(
 
 
 def pause_after(spec: ReleaseSpec) -> int:
-    """New pods after which the rollout pauses: maxSurge resolved against ``replicas``, at
-    least 1 (a rollout with maxSurge 0 starts by replacing pods) and at most ``replicas``."""
+    """New pods after which the rollout pauses: ``pause_after`` when given, else maxSurge
+    resolved against ``replicas``, at least 1 (a rollout with maxSurge 0 starts by replacing pods) and at most ``replicas``."""
+    if spec.pause_after is not None:
+        return spec.pause_after
     max_surge, _ = resolve_fenceposts(spec.surge, spec.unavailable, spec.replicas)
     return max(1, min(max_surge, spec.replicas))
 

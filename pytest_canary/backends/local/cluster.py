@@ -13,10 +13,9 @@ import collections
 import copy
 import hashlib
 import json
-import math
 import random
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -31,18 +30,24 @@ from pytest_canary.backends.local.router import (
     RouterErrors,
 )
 from pytest_canary.backends.local.runtime import PodSpec, RunningPod, Runtime, wait_healthy
+from pytest_canary.dataplane import gateway as gateway_model
+from pytest_canary.dataplane import istio as istio_model
 from pytest_canary.dataplane import nginx as nginx_model
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
 from pytest_canary.errors import BackendError
-from pytest_canary.manifests import Manifest
+from pytest_canary.manifests import Manifest, rolling
+from pytest_canary.manifests import istio as istio_manifests
 from pytest_canary.spec import ReleaseSpec
 
 WORKLOAD_KINDS = ("Deployment",)
 # Deletion order: routing first, then Services, then workloads (break after make).
 DELETE_ORDER = {"Deployment": 2, "Service": 1}
-# Which data-plane model serves a strategy's entry.
-ENTRY_MODEL = {"nginx": "nginx"}
-CONNECTION_ENTRY = ("replicas", "bluegreen")
+# Which data-plane model serves a strategy's entry ("model" or "model:gateway name").
+ENTRY_MODEL = {"nginx": "nginx", "istio": "istio:{name}-gateway", "gateway": "gateway:{name}-gateway"}
+# Strategies whose traffic enters through a plain Service (kube-proxy, per connection).
+CONNECTION_ENTRY = ("replicas", "bluegreen", "rolling")
+# Model of the sidecar every local pod sends its outgoing HTTP through (HTTP_PROXY).
+MESH = "mesh"
 
 Key = tuple[str, str]
 
@@ -68,10 +73,26 @@ class Snapshot:
     def _nginx(self) -> nginx_model.NginxConfig:
         return nginx_model.load(self.objects, namespace=self.namespace)
 
+    @cached_property
+    def _istio(self) -> istio_model.IstioConfig:
+        return istio_model.load(self.objects, namespace=self.namespace)
+
+    @cached_property
+    def _gateway(self) -> gateway_model.GatewayConfig:
+        return gateway_model.load(self.objects, namespace=self.namespace)
+
     def route(self, kind: str, request: RoutedRequest, rng: random.Random) -> Destination | Refusal:
-        """Decide where a request goes with the model ``kind``."""
-        if kind == "nginx":
+        """Decide where a request goes with the model ``kind``: ``nginx``, ``mesh`` (a
+        sidecar's outgoing call), ``istio:<Gateway>`` or ``gateway:<Gateway>``."""
+        model, _, gateway = kind.partition(":")
+        if model == "nginx":
             return self._nginx.route(request, rng)
+        if model == MESH:
+            return self._istio.route(request, rng, gateway=None)
+        if model == "istio":
+            return self._istio.route(request, rng, gateway=gateway)
+        if model == "gateway":
+            return self._gateway.route(request, rng, gateway=gateway)
         raise BackendError(f"no local data-plane model named {kind!r}")
 
     def service_endpoints(self, service: str) -> list[Endpoint]:
@@ -96,10 +117,14 @@ class Snapshot:
             found = [e for e in found if all(item in e.labels for item in wanted)]
         return found
 
-    @property
-    def nginx_log(self) -> list[str]:
-        """What ingress-nginx would have logged while building this configuration."""
-        return list(self._nginx.log)
+    def dataplane_log(self) -> list[str]:
+        """What the data planes would have logged while building this configuration."""
+        lines = [f"ingress-nginx: {line}" for line in self._nginx.log]
+        if any(o["kind"] in ("VirtualService", "DestinationRule") for o in self.objects):
+            lines += [f"istiod: {line}" for line in self._istio.log]
+        if any(o["kind"] == "HTTPRoute" for o in self.objects):
+            lines += [f"gateway: {line}" for line in self._gateway.log]
+        return lines
 
 
 @dataclass
@@ -108,20 +133,12 @@ class WorkloadState:
 
     pods: list[RunningPod] = field(default_factory=list)
     template_of: dict[str, str] = field(default_factory=dict)
+    templates: dict[str, Manifest] = field(default_factory=dict)
 
 
 def _template_hash(template: Mapping[str, Any]) -> str:
     blob = json.dumps(template, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
-
-
-def _resolve(value: int | str, replicas: int, round_up: bool) -> int:
-    """maxSurge / maxUnavailable: an absolute number or a percentage of replicas
-    (surge rounds up, unavailable rounds down, as the Deployment controller does)."""
-    if isinstance(value, str) and value.endswith("%"):
-        exact = int(value[:-1]) * replicas / 100
-        return math.ceil(exact) if round_up else math.floor(exact)
-    return int(value)
 
 
 class LocalEnvironment(Environment):
@@ -143,7 +160,8 @@ class LocalEnvironment(Environment):
         self._errors = RouterErrors()
         self.access_log: collections.deque[AccessRecord] = collections.deque(maxlen=200)
         self._http_routers: dict[str, HttpRouter] = {}
-        self._connection_routers: dict[str, ConnectionRouter] = {}
+        self._sidecars: dict[str, HttpRouter] = {}
+        self._connection_routers: dict[tuple[str, tuple[tuple[str, str], ...]], ConnectionRouter] = {}
         self._snapshot = Snapshot(namespace, (), ())
         self._closed = False
         self.events: list[str] = []
@@ -207,9 +225,14 @@ class LocalEnvironment(Environment):
         ports = container.get("ports") or [{"containerPort": 8080}]
         probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
         suffix = secrets.token_hex(3)[:5]
+        name = f"{deployment['metadata']['name']}-{template_hash[:6]}-{suffix}"
+        labels = dict(template["metadata"].get("labels") or {})
+        # The pod's sidecar: its outgoing HTTP goes through a proxy that knows its labels
+        # (Istio sourceLabels) and routes with the mesh model.
+        env["HTTP_PROXY"] = f"http://127.0.0.1:{self._sidecar(name, labels).port}"
         return PodSpec(
-            name=f"{deployment['metadata']['name']}-{template_hash[:6]}-{suffix}",
-            labels=dict(template["metadata"].get("labels") or {}),
+            name=name,
+            labels=labels,
             image=str(container.get("image", "")),
             env=env,
             port=int(ports[0]["containerPort"]),
@@ -217,10 +240,14 @@ class LocalEnvironment(Environment):
         )
 
     def _start_pods(self, deployment: Manifest, template_hash: str, count: int) -> list[RunningPod]:
+        """Start ``count`` pods of a template; they listen but are not ready (no endpoints)
+        until :meth:`_make_ready` ran their readiness probe."""
         if count <= 0:
             return []
         specs = [self._pod_spec(deployment, template_hash) for _ in range(count)]
-        pods = self._runtime.start_many(specs)
+        return self._runtime.start_many(specs)
+
+    def _make_ready(self, pods: list[RunningPod]) -> None:
         try:
             for pod in pods:
                 wait_healthy(pod)
@@ -230,7 +257,15 @@ class LocalEnvironment(Environment):
             raise
         for pod in pods:
             self.events.append(f"pod {pod.name} ready on {pod.host}:{pod.port}")
-        return pods
+        self._publish()
+
+    def _sidecar(self, pod: str, labels: dict[str, str]) -> HttpRouter:
+        router = HttpRouter(
+            MESH, lambda: self._snapshot, self._rng, self._errors, self.access_log, labels
+        )
+        self._loop.run(router.start())
+        self._sidecars[pod] = router
+        return router
 
     def _stop_pods(self, state: WorkloadState, pods: list[RunningPod]) -> None:
         for pod in pods:
@@ -243,55 +278,92 @@ class LocalEnvironment(Environment):
         for pod in pods:
             pod.stop()
             self.events.append(f"pod {pod.name} stopped")
+            sidecar = self._sidecars.pop(pod.name, None)
+            if sidecar is not None:
+                self._loop.run(sidecar.stop(), timeout=10)
 
     def _reconcile_deployment(self, deployment: Manifest) -> None:
-        """A model of the Deployment controller's rolling update (maxSurge, maxUnavailable)."""
+        """The Deployment controller's rolling update, sync by sync (``manifests.rolling``
+        models kubernetes pkg/controller/deployment): scale the new ReplicaSet up within
+        maxSurge, else scale old pods down within maxUnavailable; between syncs the oldest
+        batch of new pods becomes ready. A ``pytest-canary/pause-after`` annotation pauses
+        the rollout once that many new pods are ready (the seed's ``kubectl rollout pause``);
+        the paused Deployment then settles as ``sync.go scale`` does."""
         name = deployment["metadata"]["name"]
         spec = deployment["spec"]
         replicas = int(spec.get("replicas", 1))
         template_hash = _template_hash(spec["template"])
-        rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
-        surge = _resolve(rolling.get("maxSurge", "25%"), replicas, round_up=True)
-        unavailable = _resolve(rolling.get("maxUnavailable", "25%"), replicas, round_up=False)
-        if surge == 0 and unavailable == 0:
-            surge = 1  # the API server rejects 0/0; never reached with our renderers
+        strategy = spec.get("strategy") or {}
+        if strategy.get("type") == "Recreate":
+            surge, unavailable = 0, replicas
+        else:
+            params = strategy.get("rollingUpdate") or {}
+            surge, unavailable = rolling.resolve_fenceposts(
+                params.get("maxSurge", "25%"), params.get("maxUnavailable", "25%"), replicas
+            )
+        knobs = {"replicas": replicas, "max_surge": surge, "max_unavailable": unavailable}
+        annotations = deployment["metadata"].get("annotations") or {}
+        pause_after = annotations.get(rolling.PAUSE_AFTER)
         state = self._workloads.setdefault(name, WorkloadState())
+        state.templates[template_hash] = deployment
+        pending: list[list[RunningPod]] = []
 
-        def split() -> tuple[list[RunningPod], list[RunningPod]]:
+        def counts() -> tuple[rolling.RolloutCounts, list[RunningPod], list[RunningPod]]:
             new = [p for p in state.pods if state.template_of.get(p.name) == template_hash]
             old = [p for p in state.pods if state.template_of.get(p.name) != template_hash]
-            return new, old
+            ready = sum(1 for p in new if p.ready)
+            return rolling.RolloutCounts(old=len(old), new=len(new), new_ready=ready), new, old
 
-        for _ in range(4 * (replicas + len(state.pods)) + 4):  # bounded: each step progresses
-            new, old = split()
-            if not old and len(new) == replicas:
+        def start(template: str, count: int) -> None:
+            batch = self._start_pods(state.templates[template], template, count)
+            for pod in batch:
+                state.pods.append(pod)
+                state.template_of[pod.name] = template
+            pending.append(batch)
+
+        for _ in range(8 * (replicas + surge + len(state.pods)) + 8):  # each step progresses
+            now, new, old = counts()
+            nxt = rolling.sync(now, **knobs)
+            if nxt.new > now.new:
+                start(template_hash, nxt.new - now.new)
+            elif nxt.new < now.new:  # too many new pods: the newest go first
+                self._stop_pods(state, sorted(new, key=lambda p: p.started_at)[nxt.new :])
+            elif nxt.old < now.old:  # old pods go oldest first
+                self._stop_pods(state, sorted(old, key=lambda p: p.started_at)[: now.old - nxt.old])
+            elif pending:  # fixpoint: the oldest batch of new pods becomes ready
+                self._make_ready(pending.pop(0))
+                now, new, old = counts()
+                if pause_after is not None and now.old and now.new_ready >= int(pause_after):
+                    self._settle_paused(state, now, knobs, template_hash, start, pending)
+                    self.events.append(f"Deployment {name}: rollout paused at {counts()[0]}")
+                    return
+            else:
                 return
-            if not old and len(new) > replicas:
-                # Scale down: the newest pods go first.
-                surplus = sorted(new, key=lambda p: p.started_at)[replicas:]
-                self._stop_pods(state, surplus)
-                continue
-            # Surge: start new pods while the total stays within replicas + maxSurge.
-            room = replicas + surge - len(state.pods)
-            to_start = min(replicas - len(new), room)
-            if to_start > 0:
-                started = self._start_pods(deployment, template_hash, to_start)
-                for pod in started:
-                    state.pods.append(pod)
-                    state.template_of[pod.name] = template_hash
-                self._publish()
-                continue
-            # Remove old pods while ready pods stay >= replicas - maxUnavailable.
-            ready = sum(1 for p in state.pods if p.ready)
-            removable = min(len(old), ready - (replicas - unavailable))
-            if removable > 0:
-                self._stop_pods(state, sorted(old, key=lambda p: p.started_at)[:removable])
-                continue
-            raise BackendError(
-                f"Deployment {name}: rolling update cannot progress with maxSurge={surge}, "
-                f"maxUnavailable={unavailable}, replicas={replicas}"
-            )
         raise BackendError(f"Deployment {name}: rolling update did not converge")
+
+    def _settle_paused(
+        self,
+        state: WorkloadState,
+        now: rolling.RolloutCounts,
+        knobs: dict[str, int],
+        template_hash: str,
+        start: Callable[[str, int], None],
+        pending: list[list[RunningPod]],
+    ) -> None:
+        """The paused Deployment's ``scale``: sizes corrected, then created pods ready."""
+        settled = rolling.settle(now, **knobs)
+        new = [p for p in state.pods if state.template_of.get(p.name) == template_hash]
+        old = [p for p in state.pods if state.template_of.get(p.name) != template_hash]
+        if settled.new > now.new:
+            start(template_hash, settled.new - now.new)
+        elif settled.new < now.new:
+            self._stop_pods(state, sorted(new, key=lambda p: p.started_at)[settled.new :])
+        if settled.old > now.old and old:
+            start(state.template_of[max(old, key=lambda p: p.started_at).name], settled.old - now.old)
+        elif settled.old < now.old:
+            self._stop_pods(state, sorted(old, key=lambda p: p.started_at)[: now.old - settled.old])
+        while pending:
+            self._make_ready(pending.pop(0))
 
     def _delete_workload(self, name: str) -> None:
         state = self._workloads.pop(name, None)
@@ -313,6 +385,7 @@ class LocalEnvironment(Environment):
         kind = ENTRY_MODEL.get(spec.strategy)
         if kind is None:
             raise BackendError(f"the local backend has no entry for strategy {spec.strategy!r}")
+        kind = kind.format(name=spec.name)
         port = self._http_router(kind).port
         return Entry(
             url=f"http://127.0.0.1:{port}",
@@ -329,18 +402,41 @@ class LocalEnvironment(Environment):
             self._http_routers[kind] = router
         return self._http_routers[kind]
 
-    def _connection_router(self, service: str) -> ConnectionRouter:
-        if service not in self._connection_routers:
+    def _connection_router(
+        self, service: str, labels: Mapping[str, str] | None = None
+    ) -> ConnectionRouter:
+        key = (service, tuple(sorted((labels or {}).items())))
+        if key not in self._connection_routers:
+            destination = Destination(service, labels=labels)
             router = ConnectionRouter(
                 service,
-                lambda: self._snapshot.service_endpoints(service),
+                lambda: self._snapshot.endpoints(destination),
                 self._rng,
                 self._errors,
                 self.access_log,
             )
             self._loop.run(router.start())
-            self._connection_routers[service] = router
-        return self._connection_routers[service]
+            self._connection_routers[key] = router
+        return self._connection_routers[key]
+
+    def ready_pods(self, spec: ReleaseSpec) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for pod in self.pods:
+            if pod.ready and pod.labels.get("app") == spec.name:
+                version = pod.labels.get("version", "")
+                counts[version] = counts.get(version, 0) + 1
+        return counts
+
+    def relay_entry(self, spec: ReleaseSpec, source: str) -> Entry:
+        port = self._connection_router(
+            istio_manifests.frontend_name(spec), {"version": source}
+        ).port
+        return Entry(
+            url=f"http://127.0.0.1:{port}",
+            per_connection=True,
+            description=f"frontend {source} pods on 127.0.0.1:{port}, relaying to {spec.name}",
+            relay=f"http://{spec.name}{spec.path}",
+        )
 
     # -- health, diagnostics, cleanup ----------------------------------------------------
 
@@ -358,7 +454,7 @@ class LocalEnvironment(Environment):
             ),
         )
         diag.add("events", "\n".join(self.events[-40:]))
-        diag.add("data-plane log", "\n".join(self._snapshot.nginx_log))
+        diag.add("data-plane log", "\n".join(self._snapshot.dataplane_log()))
         diag.add(
             "router access log (last 25)", "\n".join(str(r) for r in list(self.access_log)[-25:])
         )
@@ -376,6 +472,12 @@ class LocalEnvironment(Environment):
                 self._loop.run(http_router.stop(), timeout=10)
             except BaseException as exc:
                 errors.append(exc)
+        for sidecar in self._sidecars.values():
+            try:
+                self._loop.run(sidecar.stop(), timeout=10)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+        self._sidecars.clear()
         for conn_router in self._connection_routers.values():
             try:
                 self._loop.run(conn_router.stop(), timeout=10)
