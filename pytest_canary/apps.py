@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from pytest_canary.errors import CanaryConfigError
 
@@ -186,7 +186,7 @@ class VersionFromRegex:
         return f"body regex {self.pattern!r}"
 
 
-VersionReader = Union[VersionFromHeader, VersionFromJson, VersionFromRegex]
+VersionReader = VersionFromHeader | VersionFromJson | VersionFromRegex
 """Any of the readers an :class:`AppImage` accepts as ``version_from``."""
 
 VERSION_READERS: tuple[type, ...] = (VersionFromHeader, VersionFromJson, VersionFromRegex)

@@ -207,7 +207,11 @@ class Release:
             return None
         __tracebackhide__ = True
         started = time.perf_counter()
-        traffic = BackgroundTraffic(self.entry, timeout=self._harness.settings.timeout).start()
+        traffic = BackgroundTraffic(
+            self.entry,
+            timeout=self._harness.settings.timeout,
+            classify=self.spec.app.classifier(),
+        ).start()
         try:
             self._apply(phase)
         finally:
@@ -244,6 +248,7 @@ class Release:
                     concurrency=settings.concurrency,
                     timeout=settings.timeout,
                     path=self.spec.path,
+                    classify=self.spec.app.classifier(),
                 )
             else:
                 if not self.spec.source:

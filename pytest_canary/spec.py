@@ -16,8 +16,14 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from pytest_canary.apps import (
+    VERSION_READERS,
+    VersionClassifier,
+    VersionFromHeader,
+    VersionReader,
+)
 from pytest_canary.errors import CanaryConfigError
 
 Strategy = Literal["replicas", "nginx", "istio", "gateway", "bluegreen", "rolling"]
@@ -76,21 +82,36 @@ KNOB_ADVICE: dict[tuple[str, str], str] = {
 
 @dataclass(frozen=True)
 class AppImage:
-    """The application each version runs.
+    """The application each version runs: any container image that serves HTTP.
 
     Attributes:
         image: image reference with ``{version}`` where the version goes,
             e.g. ``"registry.example/shop:{version}"``.
-        port: container port the app listens on.
-        health: HTTP path that answers 200 once the app is ready.
-        version_header: response header that carries the version (``None`` when the
-            version is read some other way, see ``images``).
+        port: container port the app listens on (1-65535).
+        health: HTTP path that answers 200 once the app is ready (the readiness probe).
+        version_from: how a response says which version answered (see
+            ``pytest_canary.apps``): ``VersionFromHeader("X-App-Version")`` (the default),
+            ``VersionFromJson("build.version")`` or ``VersionFromRegex(r"Version: (\\S+)")``.
+
+    Example:
+        >>> from pytest_canary.apps import VersionFromJson
+        >>> shop = AppImage("registry.example/shop:{version}", port=8080, health="/healthz",
+        ...                 version_from=VersionFromJson("version"))
+        >>> shop.image_for("2.0")
+        'registry.example/shop:2.0'
     """
 
     image: str = "pytest-canary/sample-go:{version}"
     port: int = 8080
     health: str = "/health"
-    version_header: str | None = "X-App-Version"
+    version_from: VersionReader = field(default_factory=VersionFromHeader)
+
+    # Docker image reference: [domain[:port]/]path[:tag][@digest] (distribution/reference).
+    REFERENCE: ClassVar[re.Pattern[str]] = re.compile(
+        r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?"
+        r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+    )
 
     def image_for(self, version: str) -> str:
         """The image reference of one version."""
@@ -100,6 +121,63 @@ class AppImage:
     def is_sample(self) -> bool:
         """True for the bundled sample app, which the local backend can run as a process."""
         return self.image.startswith("pytest-canary/sample-")
+
+    @property
+    def version_header(self) -> str | None:
+        """The header carrying the version, or None when it is read from the body."""
+        if isinstance(self.version_from, VersionFromHeader):
+            return self.version_from.header
+        return None
+
+    def classifier(self) -> VersionClassifier:
+        """Reads the version of one response: (status, headers, body) -> version or None."""
+        return self.version_from.classifier()
+
+    def check(self, versions: tuple[str, ...] = ()) -> None:
+        """Validate every field (``build_spec`` calls it with the release's versions).
+
+        Raises:
+            CanaryConfigError: naming ``app.<field>``, the value and what is allowed.
+        """
+        image = self.image
+        if not isinstance(image, str) or "{version}" not in image:
+            raise _fail(
+                "app.image",
+                image,
+                "must be an image reference with {version} where the version goes, e.g. "
+                "'registry.example/shop:{version}'",
+            )
+        for version in versions or ("1.0",):
+            if not self.REFERENCE.match(self.image_for(version)):
+                raise _fail(
+                    "app.image",
+                    image,
+                    f"gives {self.image_for(version)!r} for version {version!r}, which is not a "
+                    "valid image reference ([registry/]name[:tag], lowercase name)",
+                )
+        port = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise _fail(
+                "app.port", port, "must be an integer from 1 to 65535 (the port the app listens on)"
+            )
+        health = self.health
+        if not isinstance(health, str) or not health.startswith("/") or any(
+            c.isspace() for c in health
+        ):
+            raise _fail(
+                "app.health",
+                health,
+                "must be an HTTP path starting with '/' that answers 200 when the app is "
+                "ready, e.g. '/healthz'",
+            )
+        if not isinstance(self.version_from, VERSION_READERS):
+            raise _fail(
+                "app.version_from",
+                self.version_from,
+                "must be VersionFromHeader(name), VersionFromJson('dotted.path') or "
+                "VersionFromRegex(pattern) from pytest_canary.apps",
+            )
+        self.version_from.check("app.version_from")
 
 
 SAMPLE_APP = AppImage()
@@ -259,8 +337,11 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
     if path_type not in ("Prefix", "Exact", "ImplementationSpecific"):
         raise _fail("path_type", path_type, "must be 'Prefix', 'Exact' or 'ImplementationSpecific'")
     app = values.get("app", SAMPLE_APP)
+    if app is None:  # app=None: the bundled sample app
+        app = values["app"] = SAMPLE_APP
     if not isinstance(app, AppImage):
-        raise _fail("app", app, "must be a pytest_canary.AppImage")
+        raise _fail("app", app, "must be a pytest_canary.AppImage (or None for the sample app)")
+    app.check((stable, canary))
     rate = values.get("canary_error_rate", 0.0)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
         raise _fail(

@@ -23,7 +23,9 @@ def test_weighted_backend_refs(canary: Harness) -> None:
 
 def test_header_exact_and_regex(canary: Harness) -> None:
     """Header match: Exact ``X-Canary: always``, then RegularExpression ``cd|sz``."""
-    rel = canary.deploy("gateway", stable="1.0", canary="2.0", header="X-Canary", header_value="always")
+    rel = canary.deploy(
+        "gateway", stable="1.0", canary="2.0", header="X-Canary", header_value="always"
+    )
     rel.expect_routed("2.0", headers={"X-Canary": "always"})
     rel.expect_routed("1.0", headers={"X-Canary": "never"})
     rel.reconfigure(header="Region", header_value="cd|sz", header_match="regex")
@@ -33,7 +35,9 @@ def test_header_exact_and_regex(canary: Harness) -> None:
 
 def test_relative_weights_for_three_versions(canary: Harness) -> None:
     """backendRef weights are relative: 2/1/1 is 50/25/25."""
-    rel = canary.deploy("gateway", stable="1.0", canary="2.0", weights={"1.0": 2, "2.0": 1, "3.0": 1})
+    rel = canary.deploy(
+        "gateway", stable="1.0", canary="2.0", weights={"1.0": 2, "2.0": 1, "3.0": 1}
+    )
     rel.expect_split({"1.0": 0.50, "2.0": 0.25, "3.0": 0.25})
 
 

@@ -33,7 +33,11 @@ def test_header_match_goes_first(canary: Harness) -> None:
 def test_header_prefix_and_regex(canary: Harness) -> None:
     """Header match by prefix and by regex (RE2, whole value)."""
     rel = canary.deploy(
-        "istio", stable="v1", canary="v2", header="x-user", header_value="beta-",
+        "istio",
+        stable="v1",
+        canary="v2",
+        header="x-user",
+        header_value="beta-",
         header_match="prefix",
     )
     rel.expect_routed("v2", headers={"x-user": "beta-42"})

@@ -12,7 +12,9 @@ from pytest_canary import Harness
 
 def test_replica_ratio_3_to_1_then_scale(canary: Harness) -> None:
     """Replica ratio 3:1 → 25%; canary scaled to 3 → 50%; stable scaled to 0 → 100% canary."""
-    rel = canary.deploy("replicas", stable="1.0", canary="2.0", stable_replicas=3, canary_replicas=1)
+    rel = canary.deploy(
+        "replicas", stable="1.0", canary="2.0", stable_replicas=3, canary_replicas=1
+    )
     rel.expect_split(0.25)
     rel.reconfigure(canary_replicas=3)
     rel.expect_split(0.50)

@@ -266,3 +266,39 @@ def test_plots_without_matplotlib_is_a_clear_usage_error(pytester: pytest.Pytest
     result.stderr.fnmatch_lines(
         ["*--canary-plots needs matplotlib*pip install 'pytest-canary[[]plots[]]'*"]
     )
+
+
+@pytest.mark.parametrize(
+    ("deploy", "expectation"),
+    [
+        ('"replicas", stable="1.0", canary="2.0"', "rel.expect_split(0.60)"),
+        (
+            '"nginx", stable="1.0", canary="2.0", canary_host="canary.foo.bar"',
+            'rel.expect_routed("1.0", headers={"Host": "canary.foo.bar"})',
+        ),
+        ('"istio", stable="v1", canary="v2", weight=10', "rel.expect_split(0.50)"),
+        ('"gateway", stable="1.0", canary="2.0", weight=80', "rel.expect_split(0.20)"),
+        ('"bluegreen", stable="1.0", canary="2.0"', 'rel.expect_routed("2.0")'),
+        ('"rolling", stable="1.0", canary="2.0"', "rel.expect_split(0.90)"),
+    ],
+    ids=["replicas", "vhost", "istio", "gateway", "bluegreen", "rolling"],
+)
+def test_a_wrong_expectation_fails_readably_in_every_family(
+    pytester: pytest.Pytester, deploy: str, expectation: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        def test_wrong(canary):
+            rel = canary.deploy({deploy})
+            {expectation}
+        """
+    )
+    result = pytester.runpytest("--canary-seed=4")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E * canary * expectation FAIL*",
+            "E *version*expected*observed*count*",
+            "E *n=* classified, errors=0*",
+        ]
+    )

@@ -1463,6 +1463,8 @@ class KubeEnvironment(Environment):
                 plan.describe(),
                 look,
                 timeout=self.options.dataplane_timeout,
+                interval=0.2,
+                max_interval=1.0,
             )
             self._history.append(f"converged in {time.monotonic() - started:.1f}s: {result.status}")
         except BackendError as exc:

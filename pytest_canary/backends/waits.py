@@ -117,10 +117,16 @@ def wait_until(
             last = Check(False, f"{type(exc).__name__}: {_short(exc)}")
         return last
 
+    backoff = tenacity.wait_exponential(multiplier=interval, min=interval, max=max_interval)
+
+    def pause(state: tenacity.RetryCallState) -> float:
+        # Back off, but look one last time at the deadline rather than sleeping past it.
+        return max(0.0, min(backoff(state), started + timeout - time.monotonic()))
+
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_result(lambda check: not check.done),
-        stop=tenacity.stop_before_delay(timeout),
-        wait=tenacity.wait_exponential(multiplier=interval, min=interval, max=max_interval),
+        stop=tenacity.stop_after_delay(timeout),
+        wait=pause,
         sleep=sleep,
     )
     try:

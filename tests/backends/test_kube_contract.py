@@ -237,7 +237,7 @@ def test_a_deployment_that_never_becomes_available_times_out_naming_object_condi
     assert error.what == f"Deployment {env.namespace}/kubeapp-stable"
     assert error.condition.startswith("available")
     assert error.last_seen == "generation 1 not yet observed (observed 0)"
-    assert 0.3 <= error.waited <= 1.5
+    assert 0.5 <= error.waited <= 1.5
     assert str(error).startswith(f"timed out after {error.waited:.1f}s waiting for Deployment")
     env.close()
 
@@ -294,7 +294,7 @@ def test_istio_objects_go_through_custom_objects_destination_rule_before_virtual
     env.apply(manifests.render(spec, Phase.CANARY))
     labels = api_server.emulator.namespaces[env.namespace]["metadata"]["labels"]
     assert labels["istio-injection"] == "enabled"
-    paths = [w.path for w in api_server.writes() if "istio" in w.path]
+    paths = [w.path for w in api_server.writes() if "networking.istio.io" in w.path]
     prefix = f"/apis/networking.istio.io/v1/namespaces/{env.namespace}"
     assert paths == [
         f"{prefix}/destinationrules/kubeapp",

@@ -5,13 +5,36 @@ from __future__ import annotations
 import random
 import re
 import threading
+from typing import Any
 
 from pytest_canary.backends.base import Backend
 from pytest_canary.backends.local.cluster import LocalEnvironment
 from pytest_canary.backends.local.router import LoopThread
 from pytest_canary.backends.local.runtime import ProcessRuntime, Runtime
+from pytest_canary.errors import CanaryConfigError
 
 MODELS = "ingress-nginx controller-v1.15.1 canary rules, kube-proxy per-connection balancing"
+# How pods run: name -> what the report header says.
+RUNTIMES: dict[str, str] = {
+    "process": "processes of the Python sample app",
+    "docker": "Docker containers of each version's image",
+}
+
+
+def make_runtime(name: str, **options: Any) -> Runtime:
+    """The runtime called ``name`` (see :data:`RUNTIMES`); ``options`` go to its constructor.
+
+    Raises:
+        CanaryConfigError: for an unknown name.
+        BackendError: for ``docker`` when no Docker engine answers.
+    """
+    if name == "process":
+        return ProcessRuntime(**options)
+    if name == "docker":
+        from pytest_canary.backends.local.docker_runtime import DockerRuntime
+
+        return DockerRuntime(**options)
+    raise CanaryConfigError(f"runtime={name!r}: must be one of {', '.join(RUNTIMES)}")
 
 
 class LocalBackend(Backend):
@@ -20,7 +43,8 @@ class LocalBackend(Backend):
     Args:
         seed: seeds every routing decision (weights, random endpoints) so a run repeats;
             each environment derives its own stream from the seed and its test name.
-        runtime: how pods run (processes of the Python sample app by default).
+        runtime: how pods run: processes of the Python sample app (default) or Docker
+            containers (``make_runtime("docker")``).
     """
 
     name = "local"
@@ -33,7 +57,8 @@ class LocalBackend(Backend):
         self._open: list[LocalEnvironment] = []
 
     def describe(self) -> str:
-        return f"local (models {MODELS}; pods as {self.runtime.name}es)"
+        pods = RUNTIMES.get(self.runtime.name, f"{self.runtime.name} pods")
+        return f"local (models {MODELS}; pods as {pods})"
 
     @property
     def loop(self) -> LoopThread:

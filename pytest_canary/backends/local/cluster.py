@@ -275,9 +275,10 @@ class LocalEnvironment(Environment):
         self._publish()
         for pod in pods:  # ...then drains and stops (SIGTERM, grace period)
             pod.stopper.terminate()
+        still_ready = sum(1 for p in state.pods if p.ready)
         for pod in pods:
             pod.stop()
-            self.events.append(f"pod {pod.name} stopped")
+            self.events.append(f"pod {pod.name} stopped ({still_ready} ready left)")
             sidecar = self._sidecars.pop(pod.name, None)
             if sidecar is not None:
                 self._loop.run(sidecar.stop(), timeout=10)
