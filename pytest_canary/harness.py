@@ -325,7 +325,8 @@ class Release:
                     f"share={share!r}: this release runs {len(versions)} versions; give a "
                     f"mapping of version -> share"
                 )
-            expected = {self.spec.stable: 1.0 - float(share), self.spec.canary: float(share)}
+            # The canary first: the verdict's reason and table lead with it.
+            expected = {self.spec.canary: float(share), self.spec.stable: 1.0 - float(share)}
         for version, value in expected.items():
             if not 0.0 <= value <= 1.0:
                 raise CanaryConfigError(f"share of {version}={value!r}: must be from 0 to 1")

@@ -85,15 +85,31 @@ def connect(timeout: int = ENGINE_TIMEOUT) -> Any:
     import docker
 
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    client = None
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
     except Exception as exc:
+        if client is not None:
+            client.close()
         raise BackendError(
             f"no Docker engine answers at {where} ({type(exc).__name__}: {exc}); start dockerd "
             "(or Docker Desktop) or point DOCKER_HOST at a running engine"
         ) from exc
     return client
+
+
+@contextlib.contextmanager
+def engine(client: Any = None) -> Iterator[Any]:
+    """``client`` as is, or a fresh :func:`connect` closed on exit (no socket left open)."""
+    if client is not None:
+        yield client
+        return
+    owned = connect()
+    try:
+        yield owned
+    finally:
+        owned.close()
 
 
 def sample_image_tag(version: str, flavor: str = "go") -> str:
@@ -211,9 +227,9 @@ def go_binary(version: str, output: Path) -> None:
             tag,
             "the Go toolchain (`go`) is not on PATH. The Go image is FROM scratch with a static "
             "binary compiled on this machine, because no golang image can be pulled offline: "
-            "install Go >= 1.19 (e.g. apt-get install golang-go), or, with network access, "
-            f"build it in Docker: docker build --build-arg VERSION={version} -t {tag} "
-            f"{SAMPLE_APP_DIR / 'go'}",
+            "install Go >= 1.19 (e.g. apt-get install golang-go), or, with network access to "
+            "pull the golang image, build it from sample_app/go/Dockerfile: docker build "
+            f"--build-arg VERSION={version} -t {tag} {SAMPLE_APP_DIR / 'go'}",
         )
     command = [
         go,
@@ -256,7 +272,10 @@ def _docker_build(
     """Build ``context`` (with its ``Dockerfile``) as ``tag``; return the image id."""
     log: list[str] = []
     image_id = ""
+    failure = ""
     try:
+        # Read the stream to its end even after an error chunk: the build is over then, and
+        # a fully read response gives its connection back.
         for chunk in client.api.build(
             path=str(context),
             tag=tag,
@@ -274,11 +293,11 @@ def _docker_build(
             if "error" in chunk:
                 detail = (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
                 log.append(str(detail))
-                raise ImageBuildError(tag, str(detail).strip(), "\n".join(log))
-    except ImageBuildError:
-        raise
+                failure = failure or str(detail).strip()
     except Exception as exc:  # the engine refused the request itself
         raise ImageBuildError(tag, f"{type(exc).__name__}: {exc}", "\n".join(log)) from exc
+    if failure:
+        raise ImageBuildError(tag, failure, "\n".join(log))
     if not image_id:
         image_id = str(client.images.get(tag).id)
     progress(f"built {tag} ({image_id[:19]})")
@@ -331,9 +350,8 @@ def build_sample_image(
             f"base_image={base_image!r}: the Go sample image is FROM scratch and takes no base "
             "image"
         )
-    client = client if client is not None else connect()
     content = content_hash(flavor, version, base_image)
-    with _build_lock(tag):
+    with engine(client) as client, _build_lock(tag):
         if not force and _existing_content(client, tag) == content:
             progress(f"{tag} is up to date (content {content[:12]})")
             return tag
@@ -359,7 +377,7 @@ def build_sample_image(
                 if flavor == "python" and not _image_exists(client, base_image or ""):
                     raise ImageBuildError(
                         tag,
-                        f"{exc.args[0].splitlines()[0]}; the base image {base_image} is not on "
+                        f"the base image {base_image} is not on "
                         "this engine (pulling it needs a registry): make one offline with "
                         f"`python -m pytest_canary.images python-base` and pass base_image="
                         f"'{OFFLINE_PYTHON_BASE}' (or set PYTEST_CANARY_PYTHON_BASE)",
@@ -435,10 +453,17 @@ def make_offline_python_base(
         raise CanaryConfigError(f"suite={suite!r}: must be one of {', '.join(DEBIAN_PYTHON)}")
     if tag.endswith(":latest") or ":" not in tag.rpartition("/")[2]:
         raise CanaryConfigError(f"tag={tag!r}: give an explicit tag other than 'latest'")
-    client = client if client is not None else connect()
-    if _image_exists(client, tag):
-        progress(f"{tag} exists (offline Python base, reused)")
-        return tag
+    with engine(client) as client:
+        if _image_exists(client, tag):
+            progress(f"{tag} exists (offline Python base, reused)")
+            return tag
+        _debootstrap_and_import(tag, suite, mirror, client, progress, timeout)
+    return tag
+
+
+def _debootstrap_and_import(
+    tag: str, suite: str, mirror: str | None, client: Any, progress: Progress, timeout: float
+) -> None:
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None:
         raise BackendError(
@@ -512,7 +537,6 @@ def make_offline_python_base(
             ],
         )
     progress(f"made {tag} in {time.perf_counter() - started:.1f}s")
-    return tag
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -538,25 +562,25 @@ def main(argv: list[str] | None = None) -> int:
     base.add_argument("--timeout", type=float, default=DEBOOTSTRAP_TIMEOUT)
     args = parser.parse_args(argv)
     try:
-        client = connect()
-        if args.what == "python-base":
-            make_offline_python_base(
-                args.tag,
-                suite=args.suite,
-                mirror=args.mirror,
-                client=client,
-                timeout=args.timeout,
-            )
-            return 0
-        for version in args.versions:
-            tag = build_sample_image(
-                version,
-                args.what,
-                base_image=getattr(args, "base", None),
-                client=client,
-                force=args.force,
-            )
-            print(f"{tag}: {image_size(client, tag) / 1e6:.1f} MB")
+        with engine() as client:
+            if args.what == "python-base":
+                make_offline_python_base(
+                    args.tag,
+                    suite=args.suite,
+                    mirror=args.mirror,
+                    client=client,
+                    timeout=args.timeout,
+                )
+                return 0
+            for version in args.versions:
+                tag = build_sample_image(
+                    version,
+                    args.what,
+                    base_image=getattr(args, "base", None),
+                    client=client,
+                    force=args.force,
+                )
+                print(f"{tag}: {image_size(client, tag) / 1e6:.1f} MB")
     except (BackendError, CanaryConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -16,27 +16,190 @@ import pytest
 
 from pytest_canary import config as settings_table
 from pytest_canary.backends.base import Backend
-from pytest_canary.errors import CanaryConfigError
+from pytest_canary.errors import BackendError, CanaryConfigError
 from pytest_canary.harness import Harness, Settings
 from pytest_canary.plots import plot_file_name, plot_verdict, require_matplotlib
 from pytest_canary.report import VerdictLog
 
 BACKENDS = ("local", "kind", "kube")
-NOT_YET = {
-    "kind": "the kind backend is not available yet in this version of pytest-canary",
-    "kube": "the kube backend is not available yet in this version of pytest-canary",
-}
 SEED_CACHE_KEY = "canary/seed"
+RUNTIMES = ("process", "docker")
+RUNTIME_HELP = (
+    "How the local backend runs pods: process (default; the Python sample app as local "
+    "processes) or docker (a container of each version's image, published on 127.0.0.1; "
+    "sample images are built on demand, nothing is pulled)."
+)
 
 backend_key = pytest.StashKey[Backend]()
 verdicts_key = pytest.StashKey[VerdictLog]()
 seed_key = pytest.StashKey[int]()
 harness_key = pytest.StashKey[Harness]()
+swept_key = pytest.StashKey[list[str]]()
+cluster_options_key = pytest.StashKey[Any]()  # KubeOptions or KindOptions
+run_id_key = pytest.StashKey[str]()
+kept_key = pytest.StashKey[list[str]]()
+
+# Options of the kind and kube backends: (flag, ini key or None, metavar, help, action).
+# One help text for the flag and its ini key; values resolve CLI > PYTEST_CANARY_* > ini.
+CLUSTER_OPTIONS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
+    (
+        "--kube-context",
+        None,
+        "NAME",
+        "Kubernetes context of --canary-backend=kube. Naming it is what allows a context that does "
+        "not look like a test cluster (kind-*, minikube, docker-desktop, k3d-*).",
+        "store",
+    ),
+    (
+        "--canary-kubeconfig",
+        "canary_kubeconfig",
+        "PATH",
+        "Kubeconfig of --canary-backend=kube (default: $KUBECONFIG or ~/.kube/config).",
+        "store",
+    ),
+    (
+        "--canary-entry-url",
+        "canary_entry_url",
+        "[STRATEGY=]URL",
+        "Where a strategy's traffic enters the kube cluster, e.g. nginx=http://203.0.113.10 (the "
+        "ingress controller) or istio=http://203.0.113.11 (the Istio gateway); without STRATEGY= "
+        "for all. Repeatable.",
+        "append",
+    ),
+    (
+        "--canary-ingress-class",
+        "canary_ingress_class",
+        "NAME",
+        "IngressClass to set on every Ingress (default: as rendered, nginx).",
+        "store",
+    ),
+    (
+        "--canary-gateway",
+        "canary_gateway",
+        "NAMESPACE/SERVICE",
+        "The Istio ingress gateway Service that istio and gateway traffic enters: Istio Gateways "
+        "select its pods and Gateway API Gateways bind to it (kind: istio-system/"
+        "istio-ingressgateway).",
+        "store",
+    ),
+    (
+        "--canary-node-address",
+        "canary_node_address",
+        "HOST",
+        "Address of a node, to reach the NodePort Services replicas, bluegreen and rolling "
+        "traffic enters (kube; default: a node's ExternalIP or InternalIP).",
+        "store",
+    ),
+    (
+        "--canary-keep",
+        "canary_keep",
+        "never|failed|always",
+        "Keep test namespaces after the test: never (default), failed (only failed tests'), or "
+        "always (the bare flag). Kept namespaces give up their hosts: their Ingress/routes move to "
+        "a ConfigMap.",
+        "keep",
+    ),
+    (
+        "--canary-artifacts",
+        "canary_artifacts",
+        "DIR",
+        "Write each failed test's canary diagnostics (manifests, events, pods, logs) to files "
+        "under DIR.",
+        "store",
+    ),
+    (
+        "--canary-wait-timeout",
+        "canary_wait_timeout",
+        "SECONDS",
+        "Deadline of each wait for workloads, endpoints and ingress admission (default 180).",
+        "store",
+    ),
+    (
+        "--canary-dataplane-timeout",
+        "canary_dataplane_timeout",
+        "SECONDS",
+        "Deadline for the data plane to serve a change before traffic is sampled (default 60).",
+        "store",
+    ),
+    (
+        "--canary-kind-cluster",
+        "canary_kind_cluster",
+        "NAME",
+        "Name of the kind cluster to create or reuse (default pytest-canary).",
+        "store",
+    ),
+    (
+        "--canary-keep-cluster",
+        "canary_keep_cluster",
+        None,
+        "Do not delete the kind cluster at the end, to reuse it next session (a cluster this run "
+        "did not create is never deleted).",
+        "store_true",
+    ),
+    (
+        "--canary-kind-image",
+        "canary_kind_image",
+        "IMAGE",
+        "kind node image, e.g. kindest/node:v1.35.0 (default: kind's own).",
+        "store",
+    ),
+    (
+        "--canary-kind-http-port",
+        "canary_kind_http_port",
+        "PORT",
+        "Host port (127.0.0.1) for ingress-nginx on a new kind cluster (default: a free one).",
+        "store",
+    ),
+    (
+        "--canary-kind-gateway-port",
+        "canary_kind_gateway_port",
+        "PORT",
+        "Host port (127.0.0.1) for the Istio ingress gateway on a new kind cluster (default: a "
+        "free one).",
+        "store",
+    ),
+    (
+        "--canary-addons",
+        "canary_addons",
+        "LIST",
+        "Add-ons to install on kind, comma-separated: gateway-api, ingress-nginx, istio (default "
+        "all three) or none.",
+        "store",
+    ),
+    (
+        "--canary-addon-file",
+        "canary_addon_file",
+        "NAME=PATH",
+        "Use a local file for an add-on instead of downloading it (air-gapped machines), e.g. "
+        "ingress-nginx=deploy.yaml or istio=istioctl-1.30.3-linux-amd64.tar.gz. Repeatable.",
+        "append",
+    ),
+    (
+        "--canary-cache-dir",
+        "canary_cache_dir",
+        "DIR",
+        "Downloads, kubeconfigs and locks of the kind backend (default ~/.cache/pytest-canary).",
+        "store",
+    ),
+    (
+        "--canary-setup-timeout",
+        "canary_setup_timeout",
+        "SECONDS",
+        "Deadline of kind cluster creation and of each add-on install (default 900).",
+        "store",
+    ),
+)
 
 
 def _backend_name(raw: str) -> str:
     if raw not in BACKENDS:
         raise pytest.UsageError(f"--canary-backend={raw}: must be one of {', '.join(BACKENDS)}")
+    return raw
+
+
+def _runtime_flag(raw: str) -> str:
+    if raw not in RUNTIMES:
+        raise pytest.UsageError(f"--canary-runtime={raw}: must be one of {', '.join(RUNTIMES)}")
     return raw
 
 
@@ -56,6 +219,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "kind or kube.",
     )
     parser.addini("canary_backend", "Default of --canary-backend.", default="local")
+    group.addoption("--canary-runtime", type=_runtime_flag, default=None, help=RUNTIME_HELP)
+    parser.addini("canary_runtime", RUNTIME_HELP, default=None)
     group.addoption(
         "--canary-seed",
         type=_seed,
@@ -79,6 +244,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for setting in settings_table.SETTINGS:
         group.addoption(setting.flag, default=None, help=setting.help)
         parser.addini(setting.ini, setting.help, default=None)
+    _add_cluster_options(group, parser)
+
+
+def _add_cluster_options(group: Any, parser: pytest.Parser) -> None:
+    for flag, ini, metavar, text, action in CLUSTER_OPTIONS:
+        if action == "store_true":
+            group.addoption(flag, action="store_true", default=None, help=text)
+        elif action == "keep":
+            group.addoption(
+                flag, nargs="?", const="always", default=None, metavar=metavar, help=text
+            )
+        else:
+            group.addoption(flag, action=action, default=None, metavar=metavar, help=text)
+        if ini is None:
+            continue
+        if action == "store_true":
+            parser.addini(ini, text, type="bool", default=None)
+        elif action == "append":
+            parser.addini(ini, text, type="linelist", default=None)
+        else:
+            parser.addini(ini, text, default=None)
 
 
 @pytest.hookimpl(trylast=True)  # after the cache provider
@@ -101,8 +287,74 @@ def pytest_configure(config: pytest.Config) -> None:
     except CanaryConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     name = _chosen_backend(config)
-    if name in NOT_YET:
-        raise pytest.UsageError(f"--canary-backend={name}: {NOT_YET[name]}; use local")
+    if name != "local":
+        from pytest_canary.backends.kind import cluster_options, new_run_id
+
+        workerinput = getattr(config, "workerinput", {})
+        config.stash[run_id_key] = workerinput.get("canary_run_id") or new_run_id()
+        try:
+            config.stash[cluster_options_key] = cluster_options(name, _cluster_values(config))
+        except CanaryConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    _chosen_runtime(config)
+
+
+def _cluster_values(config: pytest.Config) -> dict[str, tuple[str, Any]]:
+    """Each cluster option's value and where it came from: CLI > PYTEST_CANARY_* > ini."""
+    values: dict[str, tuple[str, Any]] = {}
+    for flag, ini, _, _, action in CLUSTER_OPTIONS:
+        name = flag.lstrip("-").replace("-", "_")
+        env = "PYTEST_CANARY_" + name.removeprefix("canary_").upper()
+        cli = config.getoption(name)
+        if cli is not None:
+            values[name] = (f"command line {flag}", cli)
+        elif os.environ.get(env):
+            raw = os.environ[env]
+            values[name] = (f"environment {env}", raw.split() if action == "append" else raw)
+        elif ini is not None and config.getini(ini) not in (None, [], ""):
+            values[name] = (f"ini {ini}", config.getini(ini))
+    return values
+
+
+def _chosen_runtime(config: pytest.Config) -> str:
+    """The local backend's runtime: CLI > ``PYTEST_CANARY_RUNTIME`` > ini > process."""
+    for origin, value in (
+        ("command line --canary-runtime", config.getoption("canary_runtime")),
+        ("environment PYTEST_CANARY_RUNTIME", os.environ.get("PYTEST_CANARY_RUNTIME")),
+        ("ini canary_runtime", config.getini("canary_runtime")),
+    ):
+        if value:
+            if value not in RUNTIMES:
+                raise pytest.UsageError(
+                    f"runtime {value!r} from {origin}: must be one of {', '.join(RUNTIMES)}"
+                )
+            return str(value)
+    return "process"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if (
+        _chosen_backend(config) == "kind"
+        and config.pluginmanager.has_plugin("dsession")  # the xdist controller
+        and backend_key not in config.stash
+    ):
+        # One cluster for all workers: created here, handed over in pytest_configure_node.
+        config.stash[backend_key] = _make_backend(config)
+    if _chosen_backend(config) != "local" or _chosen_runtime(config) != "docker":
+        return
+    from pytest_canary.backends.local.docker_runtime import sweep_dead_runs
+    from pytest_canary.images import connect
+
+    try:
+        client = connect()
+    except BackendError as exc:
+        raise pytest.UsageError(f"--canary-runtime=docker: {exc}") from None
+    try:
+        # Containers of runs whose pytest was killed (no teardown ran): removed before we start.
+        config.stash[swept_key] = sweep_dead_runs(client)
+    finally:
+        client.close()
 
 
 def _chosen_backend(config: pytest.Config) -> str:
@@ -161,24 +413,79 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = _resolve_settings(config, None)
     if name == "local":
         from pytest_canary.backends.local import MODELS
+        from pytest_canary.backends.local import RUNTIMES as RUNTIMES_TEXT
 
-        what = f"local backend modelling {MODELS}"
+        runtime = _chosen_runtime(config)
+        what = f"local backend modelling {MODELS}; pods as {RUNTIMES_TEXT[runtime]} " + (
+            f"(--canary-runtime={runtime})"
+        )
     else:
-        what = f"{name} backend"
-    return [
+        options = config.stash[cluster_options_key]
+        what = (
+            f"{name} backend ({options.describe()})"
+            if hasattr(options, "describe")
+            else (f"{name} backend")
+        )
+    lines = [
         f"canary: {what}",
         f"canary: --canary-seed={config.stash[seed_key]} alpha={settings.alpha:g} "
         f"tolerance={settings.tolerance:g}",
     ]
+    swept = config.stash.get(swept_key, [])
+    if swept:
+        lines.append(f"canary: removed {len(swept)} container(s) left by dead runs")
+    return lines
 
 
 def _make_backend(config: pytest.Config) -> Backend:
     name = _chosen_backend(config)
     if name == "local":
-        from pytest_canary.backends.local import LocalBackend
+        from pytest_canary.backends.local import LocalBackend, make_runtime
 
-        return LocalBackend(seed=config.stash[seed_key])
-    raise pytest.UsageError(f"--canary-backend={name}: {NOT_YET[name]}")
+        runtime = _chosen_runtime(config)
+        # The session start already swept leftovers of dead runs.
+        options: dict[str, Any] = {"sweep": False} if runtime == "docker" else {}
+        return LocalBackend(seed=config.stash[seed_key], runtime=make_runtime(runtime, **options))
+    from pytest_canary.backends.kind import make_cluster_backend
+
+    workerinput = getattr(config, "workerinput", {})
+    try:
+        return make_cluster_backend(
+            config.stash[cluster_options_key],
+            run_id=config.stash[run_id_key],
+            handoff=workerinput.get("canary_cluster"),
+            progress=_progress(config),
+        )
+    except (BackendError, CanaryConfigError) as exc:
+        # One clear error for the session instead of the same error in every test.
+        pytest.exit(f"canary: the {name} backend could not start: {exc}", returncode=3)
+
+
+def _progress(config: pytest.Config) -> Any:
+    """Progress lines of long steps (cluster, add-ons, images) on the terminal."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def show(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"canary: {message}")
+        else:
+            import sys
+
+            print(f"canary: {message}", file=sys.stderr)
+
+    return show
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: workers attach to the controller's cluster and share its run id."""
+    config = node.config
+    if run_id_key in config.stash:
+        node.workerinput["canary_run_id"] = config.stash[run_id_key]
+    backend = config.stash.get(backend_key, None)
+    handoff = getattr(backend, "handoff", None)
+    if handoff is not None:
+        node.workerinput["canary_cluster"] = handoff()
 
 
 @pytest.fixture(scope="session")
@@ -227,14 +534,35 @@ def pytest_runtest_makereport(
     report = yield
     harness = item.stash.get(harness_key, None)
     if harness is not None and report.when == "call" and report.failed:
+        # Collected now, while the test's namespace still exists (teardown deletes it).
+        record_failure = getattr(harness.environment, "record_failure", None)
+        if record_failure is not None:
+            record_failure()  # --canary-keep=failed
         try:
-            report.sections.append(("canary diagnostics", harness.diagnostics().render()))
+            diagnostics = harness.diagnostics()
+            report.sections.append(("canary diagnostics", diagnostics.render()))
+            artifacts = item.config.getoption("canary_artifacts") or item.config.getini(
+                "canary_artifacts"
+            )
+            if artifacts:
+                from pytest_canary.backends.artifacts import write_artifacts
+
+                folder = write_artifacts(diagnostics, Path(artifacts), item.nodeid)
+                report.sections.append(("canary artifacts", str(folder)))
         except Exception as exc:
             report.sections.append(("canary diagnostics", f"could not collect: {exc!r}"))
     return report
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    kept = config.stash.get(kept_key, [])
+    if kept:
+        terminalreporter.section("canary kept namespaces")
+        for namespace in kept:
+            terminalreporter.write_line(namespace)
+        terminalreporter.write_line(
+            "delete them with: kubectl delete namespace -l pytest-canary/kept=true"
+        )
     log = config.stash.get(verdicts_key, None)
     if log is None or not log.verdicts:
         return
@@ -260,5 +588,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Backstop for interrupted runs: whatever a fixture could not stop is stopped here.
     backend = config.stash.get(backend_key, None)
     if backend is not None:
-        backend.close()
-        del config.stash[backend_key]
+        try:
+            backend.close()
+        finally:
+            config.stash[kept_key] = list(getattr(backend, "kept", []))
+            del config.stash[backend_key]

@@ -45,7 +45,7 @@ def test_issue_example_passes(pytester: pytest.Pytester) -> None:
         [
             "*canary verdicts*",
             "result*test*strategy*check*expected*observed*n*errors*time",
-            "PASS*test_weighted_canary*nginx*split*1.0=0.80 2.0=0.20*",
+            "PASS*test_weighted_canary*nginx*split*2.0=0.20 1.0=0.80*",
             "PASS*test_weighted_canary*nginx*routed (X-Canary: always)*2.0=1.00*2.0=1.000*",
         ]
     )
@@ -59,7 +59,7 @@ def test_wrong_expectation_fails_with_the_table_in_bounded_requests(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*canary split expectation FAIL*the observed share is outside the band*",
+            "*canary split expectation FAIL: share of '2.0' is outside [[]0.550, 0.650[]]*",
             "*version*expected*band*observed*interval*count*",
             "*2.0*0.600*[[]0.550, 0.650[]]*",
             "*n=* classified, errors=0 (none), alpha=0.001, tolerance=0.05*",

@@ -51,6 +51,26 @@ class Environment(abc.ABC):
         release from inside the mesh (Istio ``sourceLabels`` scenarios)."""
         raise NotImplementedError(f"{type(self).__name__} cannot send traffic through a frontend")
 
+    # -- manifests written by the user (``canary.apply``) ------------------------------------
+
+    # Kinds this environment can realise from user manifests; None: any kind, applied as it
+    # is (a real cluster). The local backend stands in for workloads and models routing only.
+    understood_kinds: frozenset[str] | None = None
+
+    def apply_manifests(self, objects: Sequence[Manifest], *, version_label: str) -> None:
+        """Apply objects written outside pytest-canary (already in this namespace). A backend
+        that stands in for workloads runs, for each one, an app answering with its pods'
+        ``version_label``; a cluster applies them as they are."""
+        self.apply(objects)
+
+    def entry_for_objects(self, objects: Sequence[Manifest], host: str | None) -> Entry:
+        """Where traffic enters a set of user manifests: the data plane their routing objects
+        configure (Ingress, Istio Gateway, Gateway API Gateway) or a Service, with ``host``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot yet send traffic to manifests applied with "
+            "canary.apply(); use the local backend"
+        )
+
     def ready_pods(self, spec: ReleaseSpec) -> dict[str, int]:
         """Ready pods of the release (label ``app: spec.name``) per ``version`` label."""
         raise NotImplementedError(f"{type(self).__name__} cannot count pods")

@@ -105,6 +105,12 @@ class KubeOptions:
     wait_timeout: float = 180.0
     dataplane_timeout: float = 60.0
 
+    def describe(self) -> str:
+        """One line for the pytest header."""
+        context = self.context or "current context"
+        urls = ", ".join(f"{k}={v}" for k, v in self.entry_urls.items()) or "no entry URLs"
+        return f"context {context}; entries {urls}; keep namespaces {self.keep}"
+
 
 def parse_entry_urls(values: Iterable[str]) -> dict[str, str]:
     """``[STRATEGY=]URL`` items -> {strategy or ``*``: URL}.

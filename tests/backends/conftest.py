@@ -27,8 +27,8 @@ import asyncio
 import copy
 import gzip
 import hashlib
-import importlib.resources
 import http.server
+import importlib.resources
 import json
 import random
 import re

@@ -280,7 +280,7 @@ def test_an_ingress_the_webhook_denies_fails_at_once_with_its_message(
     api_server.fail_next(r"PATCH .*/ingresses/kubeapp$", 400, denied)
     env = kube_backend.environment("test_denied")
     started = time.monotonic()
-    with pytest.raises(BackendError, match="HTTP 400: admission webhook .* denied the request"):
+    with pytest.raises(BackendError, match=r"HTTP 400: admission webhook .* denied the request"):
         Harness(env).deploy("nginx", stable="1.0", canary="2.0", weight=20)
     assert time.monotonic() - started < 2
     env.close()
@@ -360,7 +360,7 @@ def test_node_ports_are_claimed_from_the_pool_and_exhaustion_is_explained(
             30100,
             30101,
         ]
-        with pytest.raises(BackendError, match="every NodePort this cluster maps .* is taken"):
+        with pytest.raises(BackendError, match=r"every NodePort this cluster maps .* is taken"):
             Harness(envs[2]).deploy("replicas", stable="1.0", canary="2.0")
     finally:
         for env in envs:
@@ -478,7 +478,7 @@ def test_host_locks_make_a_second_holder_wait_and_then_fail_with_the_host(tmp_pa
     first = HostLocks(tmp_path).hold(["foo.bar"], "ns-a")
     waiting: list[str] = []
     second = HostLocks(tmp_path, timeout=0.2, progress=waiting.append)
-    with pytest.raises(BackendError, match="host foo.bar stayed in use by another test"):
+    with pytest.raises(BackendError, match=r"host foo\.bar stayed in use by another test"):
         second.hold(["a.example", "foo.bar"], "ns-b")
     assert waiting == ["ns-b: waiting for host foo.bar (another test routes it)"]
     for lock in first:
@@ -507,7 +507,8 @@ def _reachable_context() -> str:
         check_context(context, explicit=False)
     except CanaryConfigError:
         pytest.skip(f"e2e: current context {context!r} is not a test cluster (kind-*, ...)")
-    from kubernetes import client, config as kconfig
+    from kubernetes import client
+    from kubernetes import config as kconfig
 
     try:
         api = kconfig.new_client_from_config(context=context)

@@ -37,7 +37,7 @@ from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
 from pytest_canary.errors import BackendError
 from pytest_canary.manifests import Manifest, rolling
 from pytest_canary.manifests import istio as istio_manifests
-from pytest_canary.spec import ReleaseSpec
+from pytest_canary.spec import SAMPLE_APP, ReleaseSpec
 
 WORKLOAD_KINDS = ("Deployment",)
 # Deletion order: routing first, then Services, then workloads (break after make).
@@ -165,6 +165,8 @@ class LocalEnvironment(Environment):
         self._snapshot = Snapshot(namespace, (), ())
         self._closed = False
         self.events: list[str] = []
+        # canary.apply: Deployment name -> the pod label its stand-in answers with.
+        self._stand_ins: dict[str, str] = {}
 
     # -- state ---------------------------------------------------------------------------
 
@@ -227,13 +229,25 @@ class LocalEnvironment(Environment):
         suffix = secrets.token_hex(3)[:5]
         name = f"{deployment['metadata']['name']}-{template_hash[:6]}-{suffix}"
         labels = dict(template["metadata"].get("labels") or {})
+        image = str(container.get("image", ""))
+        stand_in = self._stand_ins.get(deployment["metadata"]["name"])
+        if stand_in is not None:
+            # canary.apply: the sample app stands in for the user's container, whatever its
+            # image, ports, env or probes say, answering with the pods' version label.
+            version = labels[stand_in]
+            env = {
+                "APP_NAME": labels.get("app", deployment["metadata"]["name"]),
+                "APP_VERSION": version,
+                "PORT": str(SAMPLE_APP.port),
+            }
+            image, ports, probe = SAMPLE_APP.image_for(version), [{"containerPort": 8080}], {}
         # The pod's sidecar: its outgoing HTTP goes through a proxy that knows its labels
         # (Istio sourceLabels) and routes with the mesh model.
         env["HTTP_PROXY"] = f"http://127.0.0.1:{self._sidecar(name, labels).port}"
         return PodSpec(
             name=name,
             labels=labels,
-            image=str(container.get("image", "")),
+            image=image,
             env=env,
             port=int(ports[0]["containerPort"]),
             health=str(probe.get("path", "/health")),

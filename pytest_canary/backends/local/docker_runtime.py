@@ -38,7 +38,7 @@ from pytest_canary.backends.local.runtime import (
     RuntimeHandle,
 )
 from pytest_canary.errors import BackendError
-from pytest_canary.images import build_sample_image, connect, parse_sample_image
+from pytest_canary.images import build_sample_image, connect, engine, parse_sample_image
 
 RUN_LABEL = "pytest-canary/run"
 PID_LABEL = "pytest-canary/pid"
@@ -106,15 +106,15 @@ def sweep_dead_runs(client: Any = None, *, progress: Progress | None = None) -> 
     """
     import docker
 
-    client = client if client is not None else connect()
     removed: list[str] = []
-    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
-        labels = dict(container.labels or {})
-        if owner_alive(labels):
-            continue
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True, v=True)
-            removed.append(str(container.name))
+    with engine(client) as client:
+        for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+            labels = dict(container.labels or {})
+            if owner_alive(labels):
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+                removed.append(str(container.name))
     if removed and progress is not None:
         progress(f"removed {len(removed)} container(s) left by dead pytest runs")
     return removed
@@ -236,6 +236,7 @@ class DockerRuntime(Runtime):
         progress: Progress = print,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
+        self._owns_client = client is None
         self.client = client if client is not None else connect()
         self.run_id = run_id or f"{os.getpid()}-{secrets.token_hex(3)}"
         self.labels = owner_labels(self.run_id)
@@ -374,8 +375,13 @@ class DockerRuntime(Runtime):
         """Remove every container of this run, whether or not a pod still owns it."""
         import docker
 
-        for handle in self.containers:
-            handle.stop(grace=1.0)
-        for container in run_containers(self.client, self.run_id):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True, v=True)
+        try:
+            for handle in self.containers:
+                handle.stop(grace=1.0)
+            for container in run_containers(self.client, self.run_id):
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True, v=True)
+        finally:
+            if self._owns_client:
+                self.client.close()
+                self._owns_client = False  # idempotent: the next close() finds nothing

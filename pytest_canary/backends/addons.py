@@ -1,0 +1,624 @@
+"""Pinned cluster add-ons for the kind backend: download once, install idempotently, wait.
+
+Pins live in ``fixtures/addons.yaml`` (versions, URLs, digests). :class:`Downloads` keeps one
+copy of each file in a cache directory (``~/.cache/pytest-canary/downloads`` unless told
+otherwise), verifies it, and takes local files instead for air-gapped machines.
+:class:`AddonInstaller` installs, in order:
+
+1. **gateway-api** -- ``standard-install.yaml`` with ``kubectl apply --server-side`` (the CRDs
+   are too large for client-side apply's annotation), then every CRD ``Established``;
+2. **ingress-nginx** -- the kind provider manifest with ``kubectl apply``, then the controller
+   rolled out and ready (``kubectl wait -n ingress-nginx --for=condition=ready pod -l
+   app.kubernetes.io/component=controller``, UPSTREAM.md), then a server-side dry-run Ingress
+   retried until the admission webhook answers;
+3. **istio** -- ``istioctl install -y -f <overlay>`` (default profile, ingress gateway as a
+   NodePort Service with the nodePort kind maps), which waits for readiness itself, then the
+   ingress gateway rolled out.
+
+An add-on already present at the pinned version is left alone (only its readiness is waited
+for); another version is upgraded in place by the same install, with a progress line saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform as platform_module
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pytest_canary.backends import waits
+from pytest_canary.errors import BackendError, CanaryConfigError
+
+ADDONS = ("gateway-api", "ingress-nginx", "istio")
+"""Every add-on, in install order (Gateway API CRDs before Istio, which serves them)."""
+
+GATEWAY_API_CORE = ("gatewayclasses", "gateways", "httproutes")
+"""CRDs of the standard channel the gateway strategy uses."""
+
+ISTIO_GATEWAY = "istio-system/istio-ingressgateway"
+"""The Service the Istio overlay creates; istio and gateway traffic enters there."""
+
+Progress = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    """Default progress sink: drop the line."""
+
+
+def fixtures_dir() -> Path:
+    """The ``fixtures`` directory: next to the package in a checkout, or shipped inside it
+    as ``pytest_canary/data/fixtures`` in a wheel."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package.parent / "fixtures", package / "data" / "fixtures"):
+        if (candidate / "addons.yaml").is_file():
+            return candidate
+    raise BackendError(
+        f"cannot find fixtures/addons.yaml next to {package} (checkout) or in "
+        f"{package / 'data' / 'fixtures'} (installed package)"
+    )
+
+
+def host_platform() -> str:
+    """``<os>/<arch>`` in Go's spelling: ``linux/amd64``, ``darwin/arm64``, ..."""
+    system = platform_module.system().lower()
+    machine = platform_module.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        machine, machine
+    )
+    return f"{system}/{arch}"
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One pinned add-on file.
+
+    Attributes:
+        name: the add-on (``gateway-api``, ``ingress-nginx``, ``istio``).
+        version: the upstream version; an add-on at this version is kept as it is.
+        url: download URL; ``{platform}`` is replaced for per-platform binaries.
+        file: name of the cached copy (same placeholder).
+        sha256: expected digest; a mapping (platform -> digest) for per-platform files;
+            empty when none is pinned (see ``fixtures/addons.yaml``).
+        checksum_url: URL of a published ``sha256sum`` line to verify against (``{url}``).
+        platforms: Go platform -> the spelling in the URL.
+        extra: any other keys (e.g. ``operator``, the istioctl overlay).
+    """
+
+    name: str
+    version: str
+    url: str
+    file: str
+    sha256: str | Mapping[str, str] = ""
+    checksum_url: str | None = None
+    platforms: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self, platform: str) -> tuple[str, str, str]:
+        """(url, file, sha256) for ``platform``.
+
+        Raises:
+            BackendError: when the add-on has no build for that platform.
+        """
+        spelled = ""
+        if self.platforms:
+            if platform not in self.platforms:
+                raise BackendError(
+                    f"{self.name} {self.version} has no build for {platform} (pinned: "
+                    f"{', '.join(self.platforms)})"
+                )
+            spelled = self.platforms[platform]
+        digest = self.sha256.get(platform, "") if isinstance(self.sha256, Mapping) else self.sha256
+        return (
+            self.url.replace("{platform}", spelled),
+            self.file.replace("{platform}", spelled),
+            str(digest or ""),
+        )
+
+
+def load_pins(path: Path | None = None) -> dict[str, Pin]:
+    """The pins of ``fixtures/addons.yaml`` (or ``path``), by add-on name.
+
+    Raises:
+        BackendError: when the file lacks an add-on or a required key.
+    """
+    source = path or fixtures_dir() / "addons.yaml"
+    raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    pins: dict[str, Pin] = {}
+    for name in ADDONS:
+        entry = raw.get(name)
+        if not isinstance(entry, Mapping):
+            raise BackendError(f"{source}: no entry for add-on {name!r}")
+        missing = [k for k in ("version", "url", "file") if not entry.get(k)]
+        if missing:
+            raise BackendError(f"{source}: add-on {name!r} lacks {', '.join(missing)}")
+        known = {"version", "url", "file", "sha256", "checksum_url", "platforms"}
+        pins[name] = Pin(
+            name=name,
+            version=str(entry["version"]),
+            url=str(entry["url"]),
+            file=str(entry["file"]),
+            sha256=entry.get("sha256") or "",
+            checksum_url=entry.get("checksum_url"),
+            platforms=dict(entry.get("platforms") or {}),
+            extra={k: v for k, v in entry.items() if k not in known},
+        )
+    return pins
+
+
+def parse_addons(value: str) -> tuple[str, ...]:
+    """``ingress-nginx,istio`` -> the add-ons in install order (``none`` for none).
+
+    Raises:
+        CanaryConfigError: for an unknown add-on.
+    """
+    names = [n.strip() for n in value.split(",") if n.strip() and n.strip() != "none"]
+    unknown = [n for n in names if n not in ADDONS]
+    if unknown:
+        raise CanaryConfigError(
+            f"add-ons {value!r}: unknown {', '.join(unknown)}; known: {', '.join(ADDONS)} (or none)"
+        )
+    return tuple(n for n in ADDONS if n in names)
+
+
+def parse_addon_files(values: Sequence[str]) -> dict[str, str]:
+    """``NAME=PATH`` items -> {add-on: path}, for air-gapped installs.
+
+    Raises:
+        CanaryConfigError: for a malformed item, an unknown add-on or a missing file.
+    """
+    files: dict[str, str] = {}
+    for item in values:
+        name, sep, path = item.partition("=")
+        if not sep or name not in ADDONS:
+            raise CanaryConfigError(
+                f"add-on file {item!r}: must be NAME=PATH with NAME one of {', '.join(ADDONS)}"
+            )
+        if not Path(path).expanduser().is_file():
+            raise CanaryConfigError(f"add-on file {item!r}: {path} is not a file")
+        files[name] = str(Path(path).expanduser())
+    return files
+
+
+def sha256_of(path: Path) -> str:
+    """Hex digest of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- downloads ------------------------------------------------------------------------------
+
+
+class Downloads:
+    """One verified copy of each pinned file.
+
+    Args:
+        cache_dir: the cache root (files go to ``<cache_dir>/downloads``).
+        overrides: add-on -> local file to use instead of downloading (air-gapped machines).
+        progress: receives a line per download.
+        get: HTTP GET (``requests.get`` signature); injectable for tests.
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        overrides: Mapping[str, str] | None = None,
+        progress: Progress = _quiet,
+        get: Callable[..., Any] | None = None,
+    ) -> None:
+        self.directory = cache_dir / "downloads"
+        self.overrides = dict(overrides or {})
+        self.progress = progress
+        self._get = get
+
+    def _http_get(self, url: str, **kwargs: Any) -> Any:
+        if self._get is not None:
+            return self._get(url, **kwargs)
+        import requests
+
+        return requests.get(url, **kwargs)
+
+    def fetch(self, pin: Pin, platform: str) -> Path:
+        """The verified local file of ``pin`` for ``platform``.
+
+        Raises:
+            BackendError: when it cannot be downloaded (with the air-gapped alternative) or
+                does not match its digest.
+        """
+        url, name, pinned = pin.resolve(platform)
+        if pin.name in self.overrides:
+            path = Path(self.overrides[pin.name])
+            self._verify(path, pinned, f"{pin.name} file {path} (--canary-addon-file)")
+            return path
+        cached = self.directory / name
+        recorded = cached.with_name(cached.name + ".sha256")
+        if cached.is_file():
+            expected = pinned or (recorded.read_text().split()[0] if recorded.is_file() else "")
+            self._verify(cached, expected, f"cached {cached}")
+            return cached
+        import filelock
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(cached) + ".lock"):
+            if cached.is_file():  # another process finished it meanwhile
+                return self.fetch(pin, platform)
+            digest = self._download(pin, url, cached, pinned)
+            recorded.write_text(f"{digest}  {name}\n")
+        return cached
+
+    def _download(self, pin: Pin, url: str, target: Path, pinned: str) -> str:
+        self.progress(f"downloading {pin.name} {pin.version} from {url}")
+        started = time.monotonic()
+        partial = target.with_name(target.name + ".part")
+        try:
+            response = self._http_get(url, stream=True, timeout=(10, 120))
+            response.raise_for_status()
+            digest = hashlib.sha256()
+            size = 0
+            with partial.open("wb") as handle:
+                for chunk in response.iter_content(chunk_size=1 << 20):
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        except Exception as exc:
+            partial.unlink(missing_ok=True)
+            raise BackendError(
+                f"could not download {pin.name} {pin.version} from {url}: {exc}. Offline? "
+                f"Fetch that file on a connected machine and pass --canary-addon-file "
+                f"{pin.name}=PATH, or copy it to {target}"
+            ) from exc
+        actual = digest.hexdigest()
+        expected = pinned or self._published_digest(pin, url)
+        if expected and actual != expected:
+            partial.unlink(missing_ok=True)
+            raise BackendError(
+                f"{pin.name} {pin.version} from {url} has sha256 {actual}, expected {expected}: "
+                "refusing to use it"
+            )
+        partial.replace(target)
+        how = "verified" if expected else "recorded (no published digest)"
+        self.progress(
+            f"downloaded {pin.name} {pin.version} ({size / 1e6:.1f} MB, "
+            f"{time.monotonic() - started:.1f}s); sha256 {actual} {how}"
+        )
+        return actual
+
+    def _published_digest(self, pin: Pin, url: str) -> str:
+        if not pin.checksum_url:
+            return ""
+        checksum_url = pin.checksum_url.replace("{url}", url)
+        try:
+            response = self._http_get(checksum_url, timeout=(10, 30))
+            response.raise_for_status()
+            text = str(response.text)
+        except Exception as exc:
+            raise BackendError(
+                f"could not read the published checksum {checksum_url} of {pin.name}: {exc}"
+            ) from exc
+        words = text.split()
+        if not words or len(words[0]) != 64:
+            raise BackendError(f"{checksum_url} holds no sha256 digest: {text[:100]!r}")
+        return words[0].lower()
+
+    @staticmethod
+    def _verify(path: Path, expected: str, what: str) -> None:
+        if not path.is_file():
+            raise BackendError(f"{what} does not exist")
+        if expected:
+            actual = sha256_of(path)
+            if actual != expected.lower():
+                raise BackendError(
+                    f"{what} has sha256 {actual}, expected {expected}: delete it to download "
+                    "again, or check where it came from"
+                )
+
+
+def extract_istioctl(archive: Path, directory: Path) -> Path:
+    """The ``istioctl`` binary from its release tarball (extracted once, next to it).
+
+    Raises:
+        BackendError: when the archive holds no ``istioctl``.
+    """
+    binary = directory / f"{archive.name.removesuffix('.tar.gz')}" / "istioctl"
+    if binary.is_file():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "r:gz") as tar:
+        member = next((m for m in tar.getmembers() if Path(m.name).name == "istioctl"), None)
+        if member is None or not member.isfile():
+            raise BackendError(f"{archive} holds no istioctl binary")
+        source = tar.extractfile(member)
+        assert source is not None
+        partial = binary.with_name("istioctl.part")
+        with source, partial.open("wb") as handle:
+            handle.write(source.read())
+    partial.chmod(0o755)
+    partial.replace(binary)
+    return binary
+
+
+def istio_operator(pin: Pin, gateway_node_port: int) -> dict[str, Any]:
+    """The ``istioctl install -f`` overlay with the ingress gateway's nodePort set."""
+    overlay = json.loads(json.dumps(pin.extra.get("operator") or {}))
+    gateways = overlay["spec"]["components"]["ingressGateways"]
+    for port in gateways[0]["k8s"]["service"]["ports"]:
+        if port.get("port") == 80:
+            port["nodePort"] = gateway_node_port
+    return dict(overlay)
+
+
+def version_in_image(image: str) -> str:
+    """The tag of an image reference (digest dropped): ``...controller:v1.15.1@sha256:..``
+    -> ``v1.15.1``."""
+    reference = image.split("@", 1)[0]
+    name, _, tag = reference.rpartition(":")
+    return tag if name and "/" not in tag else ""
+
+
+# -- installing ---------------------------------------------------------------------------------
+
+
+class AddonInstaller:
+    """Installs pinned add-ons into a cluster with ``kubectl`` and ``istioctl``.
+
+    Args:
+        kubectl: path of kubectl.
+        kubeconfig: the cluster's kubeconfig file.
+        downloads: where the pinned files come from.
+        timeout: seconds for each install and each readiness wait.
+        progress: receives a line per step.
+        platform: ``os/arch`` of this machine (for istioctl).
+    """
+
+    def __init__(
+        self,
+        kubectl: str,
+        kubeconfig: Path,
+        downloads: Downloads,
+        *,
+        timeout: float = 600.0,
+        progress: Progress = _quiet,
+        platform: str | None = None,
+    ) -> None:
+        self.kubectl_path = kubectl
+        self.kubeconfig = kubeconfig
+        self.downloads = downloads
+        self.timeout = timeout
+        self.progress = progress
+        self.platform = platform or host_platform()
+
+    # -- tools ------------------------------------------------------------------------------
+
+    def run(self, *args: str, timeout: float | None = None, stdin: str | None = None) -> str:
+        """Run a command (kubectl or istioctl path first) and return stdout.
+
+        Raises:
+            BackendError: with the command and the tail of its output when it fails.
+        """
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        try:
+            done = subprocess.run(
+                list(args),
+                input=stdin,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=timeout or self.timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(
+                f"{' '.join(args[:4])} ... did not finish within {timeout or self.timeout:.0f}s"
+            ) from exc
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            raise BackendError(f"{' '.join(args)} failed (exit {done.returncode}):\n{tail}")
+        return done.stdout
+
+    def kubectl(self, *args: str, timeout: float | None = None, stdin: str | None = None) -> str:
+        """Run kubectl against the cluster."""
+        return self.run(
+            self.kubectl_path,
+            f"--kubeconfig={self.kubeconfig}",
+            *args,
+            timeout=timeout,
+            stdin=stdin,
+        )
+
+    def get_json(self, *args: str) -> dict[str, Any] | None:
+        """``kubectl get ... -o json``, or None when the object does not exist."""
+        try:
+            out = self.kubectl("get", *args, "-o", "json", "--ignore-not-found")
+        except BackendError:
+            return None
+        result: dict[str, Any] | None = json.loads(out) if out.strip() else None
+        return result
+
+    def _state(self, message: str) -> str:
+        return self.kubectl("get", "pods", "-A", "-o", "wide", timeout=30) + f"\n{message}"
+
+    # -- add-ons ----------------------------------------------------------------------------
+
+    def install(
+        self, names: Sequence[str], pins: Mapping[str, Pin], *, gateway_node_port: int
+    ) -> None:
+        """Install ``names`` (in :data:`ADDONS` order), each followed by its readiness wait."""
+        for name in ADDONS:
+            if name not in names:
+                continue
+            started = time.monotonic()
+            if name == "gateway-api":
+                self.gateway_api(pins[name])
+            elif name == "ingress-nginx":
+                self.ingress_nginx(pins[name])
+            else:
+                self.istio(pins[name], gateway_node_port=gateway_node_port)
+            self.progress(f"{name} {pins[name].version} ready ({time.monotonic() - started:.0f}s)")
+
+    def gateway_api(self, pin: Pin) -> None:
+        """Gateway API CRDs (standard channel), then each CRD Established."""
+        crd = self.get_json("crd", "httproutes.gateway.networking.k8s.io")
+        present = (
+            ((crd or {}).get("metadata") or {})
+            .get("annotations", {})
+            .get("gateway.networking.k8s.io/bundle-version")
+        )
+        if present == pin.version:
+            self.progress(f"gateway-api {pin.version} already installed")
+            names = [f"crd/{plural}.gateway.networking.k8s.io" for plural in GATEWAY_API_CORE]
+        else:
+            path = self.downloads.fetch(pin, self.platform)
+            self.progress(
+                f"installing gateway-api {pin.version}"
+                + (f" (replacing {present})" if present else "")
+            )
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+            names = [
+                f"crd/{doc['metadata']['name']}"
+                for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+                if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
+            ]
+        if names:
+            self.kubectl(
+                "wait", "--for=condition=Established", f"--timeout={int(self.timeout)}s", *names
+            )
+
+    def ingress_nginx(self, pin: Pin) -> None:
+        """The kind manifest; the controller rolled out and Ready; the webhook answering."""
+        deployment = self.get_json("deployment", "-n", "ingress-nginx", "ingress-nginx-controller")
+        containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get(
+            "spec", {}
+        ).get("containers") or [{}]
+        present = version_in_image(str(containers[0].get("image", "")))
+        wanted = pin.version.removeprefix("controller-")
+        if present == wanted:
+            self.progress(f"ingress-nginx {pin.version} already installed")
+        else:
+            path = self.downloads.fetch(pin, self.platform)
+            self.progress(
+                f"installing ingress-nginx {pin.version}"
+                + (f" (replacing {present})" if present else "")
+            )
+            self.kubectl("apply", "-f", str(path))
+        seconds = f"--timeout={int(self.timeout)}s"
+        self.kubectl(
+            "rollout",
+            "status",
+            "-n",
+            "ingress-nginx",
+            "deployment/ingress-nginx-controller",
+            seconds,
+        )
+        # UPSTREAM.md: wait for the controller pod, then retry while the webhook refuses.
+        self.kubectl(
+            "wait",
+            "-n",
+            "ingress-nginx",
+            "--for=condition=ready",
+            "pod",
+            "-l",
+            "app.kubernetes.io/component=controller",
+            seconds,
+        )
+        self.await_admission()
+
+    def await_admission(self) -> None:
+        """Retry a server-side dry-run Ingress until the admission webhook accepts it."""
+        probe = yaml.safe_dump(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "metadata": {"name": "pytest-canary-webhook-probe", "namespace": "default"},
+                "spec": {
+                    "ingressClassName": "nginx",
+                    "rules": [
+                        {
+                            "host": "webhook-probe.pytest-canary.invalid",
+                            "http": {
+                                "paths": [
+                                    {
+                                        "path": "/",
+                                        "pathType": "Prefix",
+                                        "backend": {
+                                            "service": {"name": "probe", "port": {"number": 80}}
+                                        },
+                                    }
+                                ]
+                            },
+                        }
+                    ],
+                },
+            }
+        )
+
+        def attempt() -> waits.Check:
+            try:
+                self.kubectl("apply", "--dry-run=server", "-f", "-", stdin=probe, timeout=30)
+            except BackendError as exc:
+                if "failed calling webhook" in str(exc):
+                    return waits.Check(False, str(exc).splitlines()[-1])
+                raise
+            return waits.Check(True, "accepted")
+
+        waits.wait_until(
+            "the ingress-nginx admission webhook",
+            "answering (a dry-run Ingress accepted)",
+            attempt,
+            timeout=self.timeout,
+            max_interval=3.0,
+        )
+
+    def istio(self, pin: Pin, *, gateway_node_port: int) -> None:
+        """istioctl install with the kind overlay, then the ingress gateway rolled out."""
+        istiod = self.get_json("deployment", "-n", "istio-system", "istiod")
+        containers = (((istiod or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get(
+            "containers"
+        ) or [{}]
+        present = version_in_image(str(containers[0].get("image", "")))
+        gateway = self.get_json("service", "-n", "istio-system", "istio-ingressgateway")
+        node_ports = {
+            p.get("nodePort") for p in ((gateway or {}).get("spec") or {}).get("ports") or []
+        }
+        if present == pin.version and gateway_node_port in node_ports:
+            self.progress(f"istio {pin.version} already installed")
+        else:
+            archive = self.downloads.fetch(pin, self.platform)
+            istioctl = extract_istioctl(archive, self.downloads.directory)
+            overlay = istio_operator(pin, gateway_node_port)
+            self.progress(
+                f"installing istio {pin.version} with istioctl (about 1-2 min)"
+                + (f" (replacing {present})" if present else "")
+            )
+            with tempfile.TemporaryDirectory() as scratch:
+                overlay_file = Path(scratch) / "istio-kind.yaml"
+                overlay_file.write_text(yaml.safe_dump(overlay), encoding="utf-8")
+                self.run(
+                    str(istioctl),
+                    "install",
+                    "-y",
+                    "-f",
+                    str(overlay_file),
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--readiness-timeout={int(self.timeout)}s",
+                )
+        self.kubectl(
+            "rollout",
+            "status",
+            "-n",
+            "istio-system",
+            "deployment/istio-ingressgateway",
+            f"--timeout={int(self.timeout)}s",
+        )

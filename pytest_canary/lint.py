@@ -1,0 +1,636 @@
+"""Findings: routing mistakes that upstream data planes accept silently, found before traffic.
+
+One job: look across a set of Kubernetes objects and report every configuration the real
+data plane would drop, reject or answer with an error page, each as a :class:`Finding` that
+names the rule and the upstream behaviour behind it. Where a data-plane model of
+``pytest_canary.dataplane`` already decides the behaviour, the finding is read from the
+model (its configuration and its ``log``) instead of being re-derived here, so the local
+backend and the linter cannot disagree.
+
+Example:
+    >>> from pytest_canary.byo import load               # doctest: +SKIP
+    >>> for finding in lint(load("deploy/shop").objects):  # doctest: +SKIP
+    ...     print(finding)
+    Ingress/shop-canary: canary path /shop/ (Prefix) on host shop.example.com matches no main
+    Ingress location (main: /shop Prefix); ingress-nginx drops the canary
+    [nginx-canary-path-mismatch; upstream: kubernetes/ingress-nginx ...]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_canary.byo import WORKLOAD_KINDS, pod_template_labels, rewrite_namespace
+from pytest_canary.dataplane import gateway as gateway_model
+from pytest_canary.dataplane import istio as istio_model
+from pytest_canary.dataplane import nginx as nginx_model
+
+__all__ = ["RULES", "Finding", "Rule", "format_findings", "lint"]
+
+# The namespace objects are moved into for linting (the models need one namespace).
+LINT_NAMESPACE = "default"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One kind of finding: its id, what goes wrong and the upstream behaviour behind it."""
+
+    id: str
+    summary: str
+    upstream: str
+
+
+INGRESS_NGINX = "kubernetes/ingress-nginx controller-v1.15.1"
+ISTIO = "istio 1.30"
+GATEWAY_API = "kubernetes-sigs/gateway-api v1.6.1"
+
+RULES: dict[str, Rule] = {
+    rule.id: rule
+    for rule in (
+        Rule(
+            "nginx-canary-path-mismatch",
+            "a canary Ingress path whose host, path and pathType match no main Ingress "
+            "location is dropped",
+            f"{INGRESS_NGINX} internal/ingress/controller/controller.go "
+            "mergeAlternativeBackends: a canary merges only into a main location with the same "
+            "host, path and pathType, else 'unable to find real backend for alternative "
+            "backend ... Deleting.'",
+        ),
+        Rule(
+            "nginx-canary-without-main",
+            "a canary Ingress on a host that no main Ingress serves is dropped (alone it "
+            "answers 404)",
+            f"{INGRESS_NGINX} internal/ingress/controller/controller.go "
+            "mergeAlternativeBackends: 'cannot merge alternative backend ... into hostname ... "
+            "that does not exist'",
+        ),
+        Rule(
+            "nginx-second-canary",
+            "a second canary Ingress on the same host and path",
+            f"{INGRESS_NGINX} internal/ingress/controller/controller.go checkOverlap (the "
+            "admission webhook): 'host ... and path ... is already defined in ingress ...'; "
+            "rootfs/etc/nginx/lua/balancer.lua route_to_alternative_balancer uses only the "
+            "first alternative backend",
+        ),
+        Rule(
+            "nginx-canary-service-is-main",
+            "the canary Ingress sends to a Service that a main Ingress also uses",
+            f"{INGRESS_NGINX} internal/ingress/controller/controller.go: upstreams are keyed "
+            "by namespace-service-port (createUpstreams), and mergeAlternativeBackends ignores "
+            "a canary whose upstream 'is primary upstream in Other Ingress'",
+        ),
+        Rule(
+            "nginx-canary-not-enabled",
+            'canary-* annotations without nginx.ingress.kubernetes.io/canary: "true"',
+            f"{INGRESS_NGINX} internal/ingress/annotations/canary/main.go Parse: canary "
+            "annotations configured but canary not enabled is an invalid configuration; the "
+            "Ingress is ignored",
+        ),
+        Rule(
+            "nginx-canary-invalid-value",
+            "a canary header name, header value or cookie name outside the allowed characters",
+            f"{INGRESS_NGINX} internal/ingress/annotations/canary/main.go: canary-by-header, "
+            "canary-by-header-value and canary-by-cookie must match "
+            r"^[/\-._~a-zA-Z0-9:]*$, otherwise they are silently reset to ''",
+        ),
+        Rule(
+            "nginx-dropped",
+            "anything else the ingress-nginx model logs as dropped or ignored",
+            f"{INGRESS_NGINX} (see pytest_canary/dataplane/nginx.py for the rule cited)",
+        ),
+        Rule(
+            "istio-no-default-route",
+            "the last http route of a VirtualService has a match, so unmatched requests 404",
+            f"{ISTIO} istio/api networking/v1/virtual_service.proto HTTPRoute (routes in "
+            "order, first match wins) and pilot/pkg/networking/core/route/route.go "
+            "BuildHTTPRoutesForVirtualService: no route matches -> 404 (Envoy NR); always end "
+            "with a default route",
+        ),
+        Rule(
+            "istio-all-weights-zero",
+            "every destination of a weighted route has weight 0",
+            f"{ISTIO} pilot/pkg/networking/core/route/route.go applyHTTPRouteDestination: "
+            "weight-0 destinations are dropped from Envoy weighted_clusters; with all at 0 "
+            "nothing is left to route to (503)",
+        ),
+        Rule(
+            "istio-undefined-subset",
+            "a route names a subset that no DestinationRule for that host defines",
+            f"{ISTIO} pilot/pkg/networking/core/route/route.go GetDestinationCluster: the "
+            "cluster outbound|port|subset|host exists only for subsets a DestinationRule "
+            "declares; otherwise Envoy answers 503 NC (cluster not found)",
+        ),
+        Rule(
+            "istio-source-labels-without-mesh",
+            "a match uses sourceLabels while the VirtualService's gateways lack 'mesh'",
+            f"{ISTIO} istio/api networking/v1/virtual_service.proto HTTPMatchRequest."
+            "sourceLabels: 'If the VirtualService has a list of gateways specified in the "
+            "top-level gateways field, it must include the reserved gateway mesh for this "
+            "field to be applicable'",
+        ),
+        Rule(
+            "istio-gateway-not-found",
+            "a VirtualService is bound to an Istio Gateway that is not in the set",
+            f"{ISTIO} istioctl analyze IST0101 ReferencedResourceNotFound "
+            "(virtualservice gateways): the VirtualService configures no gateway proxy",
+        ),
+        Rule(
+            "gateway-all-weights-zero",
+            "every backendRef of an HTTPRoute rule has weight 0",
+            f"{GATEWAY_API} apis/v1/httproute_types.go BackendRef.weight ('If weight is set to "
+            "0, no traffic should be forwarded for this entry') and HTTPRouteRule.backendRefs: "
+            "a rule with no usable backend answers 500",
+        ),
+        Rule(
+            "gateway-parent-not-found",
+            "an HTTPRoute parentRef names a Gateway that is not in the set",
+            f"{GATEWAY_API} apis/v1/shared_types.go ParentReference: a route attaches only to "
+            "the Gateway it names (status.parents Accepted=False otherwise); it serves nothing",
+        ),
+        Rule(
+            "service-not-found",
+            "an Ingress, HTTPRoute or VirtualService sends to a Service that is not in the set",
+            "ingress-nginx controller.go serviceEndpoints ('Error obtaining Service "
+            "endpoints' -> 503); gateway-api httproute_types.go BackendRef (ResolvedRefs=False "
+            "BackendNotFound -> 500); istio route.go (no Service for the host -> 503 NC)",
+        ),
+        Rule(
+            "service-selects-nothing",
+            "a Service whose selector matches the pods of no workload in the set",
+            "kubernetes pkg/controller/endpointslice: a Service's endpoints are the ready pods "
+            "its selector matches; with none, requests to it fail (ingress-nginx 503, Envoy "
+            "503 UH, kube-proxy rejects the connection)",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One routing mistake in a set of manifests.
+
+    Attributes:
+        rule: the rule id (a key of :data:`RULES`), e.g. ``nginx-canary-path-mismatch``.
+        object: the object at fault, ``Kind/name``.
+        message: what is wrong in this object and what upstream does with it.
+        upstream: the upstream source of the behaviour (repository, file, function).
+    """
+
+    rule: str
+    object: str
+    message: str
+    upstream: str
+
+    def __str__(self) -> str:
+        return f"{self.object}: {self.message} [{self.rule}; upstream: {self.upstream}]"
+
+
+def _finding(rule: str, obj: str, message: str, upstream: str | None = None) -> Finding:
+    return Finding(rule, obj, message, upstream or RULES[rule].upstream)
+
+
+# service-not-found: what each referrer's data plane does with a missing Service.
+SERVICE_NOT_FOUND_UPSTREAM = {
+    "Ingress": f"{INGRESS_NGINX} internal/ingress/controller/controller.go serviceEndpoints: "
+    "'Error obtaining Service endpoints', the upstream has no endpoints (503)",
+    "HTTPRoute": f"{GATEWAY_API} apis/v1/httproute_types.go BackendRef: an unresolvable "
+    "reference sets ResolvedRefs=False (BackendNotFound) and its requests get 500",
+    "VirtualService": f"{ISTIO} pilot/pkg/networking/core/route/route.go "
+    "GetDestinationCluster: no Service for the host, no cluster: Envoy 503 NC",
+}
+
+
+def format_findings(findings: Iterable[Finding], origins: Mapping[str, str] | None = None) -> str:
+    """Findings one per block: object (and its file), message, rule and upstream source."""
+    lines = []
+    for finding in findings:
+        where = f" ({origins[finding.object]})" if origins and finding.object in origins else ""
+        lines.append(
+            f"- {finding.object}{where}: {finding.message}\n"
+            f"  rule {finding.rule}; upstream: {finding.upstream}"
+        )
+    return "\n".join(lines)
+
+
+def lint(objects: Iterable[Mapping[str, Any]]) -> list[Finding]:
+    """Every finding of a set of objects, in a stable order (rule family, then object).
+
+    The objects are looked at as one namespace (their own namespaces are rewritten, as the
+    harness does when it applies them).
+    """
+    items = rewrite_namespace(objects, LINT_NAMESPACE)
+    found: list[Finding] = []
+    found += _nginx(items)
+    found += _istio(items)
+    found += _gateway_api(items)
+    found += _services(items)
+    unique: dict[tuple[str, str, str], Finding] = {}
+    for finding in found:
+        unique.setdefault((finding.rule, finding.object, finding.message), finding)
+    return list(unique.values())
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def _ref(kind: str, name: str) -> str:
+    return f"{kind}/{name}"
+
+
+# -- ingress-nginx ----------------------------------------------------------------------
+
+# The lines the ingress-nginx model logs (dataplane/nginx.py), read back as findings.
+_NOT_ENABLED = re.compile(r"^Ingress (?P<ingress>\S+): canary annotations configured but not")
+_NO_HOST = re.compile(
+    r"^Ingress (?P<ingress>\S+): cannot merge alternative backend (?P<alt>\S+) into hostname "
+    r"(?P<host>\S+) that does not exist"
+)
+_NO_LOCATION = re.compile(
+    r"^Ingress (?P<ingress>\S+): unable to find real backend for alternative backend "
+    r"(?P<alt>\S+) \(no main Ingress with host (?P<host>\S+), path (?P<path>\S+), pathType "
+    r"(?P<ptype>\S+)\)"
+)
+_ALT_IS_PRIMARY = re.compile(
+    r"^Ingress (?P<ingress>\S+): alternative upstream (?P<alt>\S+) is the primary upstream"
+)
+
+
+def _nginx(objects: list[dict[str, Any]]) -> list[Finding]:
+    ingresses = [o for o in objects if nginx_model.is_nginx_ingress(o)]
+    if not ingresses:
+        return []
+    config = nginx_model.load(ingresses, namespace=LINT_NAMESPACE)
+    by_name = {_name(o): o for o in ingresses}
+    mains = [o for o in ingresses if not nginx_model.canary_enabled(o)]
+    mains = [o for o in mains if not nginx_model.canary_misconfigured(o)]
+    canaries = [o for o in ingresses if nginx_model.canary_enabled(o)]
+    out: list[Finding] = []
+    for line in config.log:
+        if m := _NOT_ENABLED.match(line):
+            ing = by_name.get(m["ingress"], {})
+            knobs = sorted(
+                k.removeprefix(nginx_model.PREFIX)
+                for k in ((ing.get("metadata") or {}).get("annotations") or {})
+                if k.startswith(nginx_model.PREFIX + "canary-")
+            )
+            out.append(
+                _finding(
+                    "nginx-canary-not-enabled",
+                    _ref("Ingress", m["ingress"]),
+                    f"has {', '.join(knobs)} but not nginx.ingress.kubernetes.io/canary: "
+                    '"true"; ingress-nginx rejects its annotations and ignores the Ingress '
+                    '(add canary: "true", or remove the canary-* annotations)',
+                )
+            )
+        elif m := _NO_HOST.match(line):
+            out.append(
+                _finding(
+                    "nginx-canary-without-main",
+                    _ref("Ingress", m["ingress"]),
+                    f"canary for host {m['host']} but no main (non-canary) Ingress serves that "
+                    "host; ingress-nginx drops the canary and the host answers 404 (add the "
+                    "main Ingress with the same host, path and pathType)",
+                )
+            )
+        elif m := _NO_LOCATION.match(line):
+            out.append(_path_mismatch(m, mains))
+        elif m := _ALT_IS_PRIMARY.match(line):
+            continue  # reported by _canary_service_is_main with the main Ingress named
+        else:
+            out.append(
+                Finding(
+                    "nginx-dropped",
+                    _ingress_of_line(line),
+                    f"the ingress-nginx model logs: {line}",
+                    RULES["nginx-dropped"].upstream,
+                )
+            )
+    out += _second_canary(canaries)
+    out += _canary_service_is_main(canaries, mains)
+    out += _invalid_values(canaries)
+    return out
+
+
+def _ingress_of_line(line: str) -> str:
+    m = re.match(r"^Ingress (\S+):", line)
+    return _ref("Ingress", m[1]) if m else "Ingress/?"
+
+
+def _rule_paths(ing: Mapping[str, Any]) -> list[tuple[str, str, str, Mapping[str, Any]]]:
+    """(host or "_", path, pathType, backend) of every path of an Ingress."""
+    out = []
+    for rule in (ing.get("spec") or {}).get("rules") or []:
+        host = rule.get("host") or nginx_model.DEFAULT_SERVER
+        for p in (rule.get("http") or {}).get("paths") or []:
+            out.append(
+                (
+                    str(host),
+                    str(p.get("path") or "/"),
+                    str(p.get("pathType", "ImplementationSpecific")),
+                    p.get("backend") or {},
+                )
+            )
+    return out
+
+
+def _path_mismatch(m: re.Match[str], mains: list[dict[str, Any]]) -> Finding:
+    host = m["host"]
+    served = [
+        f"{path} ({ptype}, Ingress {_name(ing)})"
+        for ing in mains
+        for h, path, ptype, _ in _rule_paths(ing)
+        if h == host
+    ]
+    obj = _ref("Ingress", m["ingress"])
+    if not served:
+        return _finding(
+            "nginx-canary-without-main",
+            obj,
+            f"canary path {m['path']} ({m['ptype']}) on host {host} but no main (non-canary) "
+            "Ingress serves that host; ingress-nginx drops the canary and requests answer 404 "
+            "(add the main Ingress with the same host, path and pathType)",
+        )
+    return _finding(
+        "nginx-canary-path-mismatch",
+        obj,
+        f"canary path {m['path']} ({m['ptype']}) on host {host} matches no main Ingress "
+        f"location (main: {'; '.join(served)}); ingress-nginx drops the canary and every "
+        "request goes to the main backend (use exactly the main path and pathType)",
+    )
+
+
+def _second_canary(canaries: list[dict[str, Any]]) -> list[Finding]:
+    first: dict[tuple[str, str], str] = {}
+    out: list[Finding] = []
+    for ing in canaries:
+        name = _name(ing)
+        for host, path, _, _ in _rule_paths(ing):
+            owner = first.setdefault((host, path), name)
+            if owner != name:
+                out.append(
+                    _finding(
+                        "nginx-second-canary",
+                        _ref("Ingress", name),
+                        f"host {host} path {path} already has the canary Ingress {owner}; the "
+                        "admission webhook rejects this one, and if it got in only the first "
+                        "canary would ever be used (keep one canary Ingress per host and path)",
+                    )
+                )
+    return out
+
+
+def _service_port(backend: Mapping[str, Any]) -> tuple[str, str]:
+    svc = backend.get("service") or {}
+    port = svc.get("port") or {}
+    return str(svc.get("name", "")), str(port.get("number", port.get("name", "")))
+
+
+def _canary_service_is_main(
+    canaries: list[dict[str, Any]], mains: list[dict[str, Any]]
+) -> list[Finding]:
+    main_services: dict[tuple[str, str], str] = {}
+    for ing in mains:
+        for _, _, _, backend in _rule_paths(ing):
+            main_services.setdefault(_service_port(backend), _name(ing))
+        default = (ing.get("spec") or {}).get("defaultBackend")
+        if default:
+            main_services.setdefault(_service_port(default), _name(ing))
+    out: list[Finding] = []
+    for ing in canaries:
+        for _, _, _, backend in _rule_paths(ing):
+            key = _service_port(backend)
+            if key in main_services:
+                out.append(
+                    _finding(
+                        "nginx-canary-service-is-main",
+                        _ref("Ingress", _name(ing)),
+                        f"canary backend Service {key[0]} port {key[1]} is also the backend of "
+                        f"main Ingress {main_services[key]}; ingress-nginx has one upstream per "
+                        "Service port, so the canary is ignored (give the canary its own "
+                        "Service selecting only the canary pods)",
+                    )
+                )
+                break
+    return out
+
+
+def _invalid_values(canaries: list[dict[str, Any]]) -> list[Finding]:
+    out: list[Finding] = []
+    for ing in canaries:
+        notes = (ing.get("metadata") or {}).get("annotations") or {}
+        for key in ("canary-by-header", "canary-by-header-value", "canary-by-cookie"):
+            value = notes.get(nginx_model.PREFIX + key)
+            if value is not None and not nginx_model.ANNOTATION_CHARS.match(str(value)):
+                out.append(
+                    _finding(
+                        "nginx-canary-invalid-value",
+                        _ref("Ingress", _name(ing)),
+                        f"{key}={str(value)!r} has characters outside [/-._~a-zA-Z0-9:]; "
+                        "ingress-nginx silently resets it to '' so that routing rule never "
+                        "applies (use only letters, digits and / - . _ ~ :)",
+                    )
+                )
+    return out
+
+
+# -- Istio --------------------------------------------------------------------------------
+
+_CATCH_ALL_URIS = ({"prefix": "/"}, {"regex": ".*"}, {"regex": "/.*"})
+
+
+def _is_catch_all(block: Mapping[str, Any]) -> bool:
+    """A match block every request satisfies: nothing but a ``/`` prefix (or no) URI match."""
+    rest = {k for k in block if k not in ("name", "uri", "ignoreUriCase")}
+    return not rest and (block.get("uri") in (None, *_CATCH_ALL_URIS))
+
+
+def _istio(objects: list[dict[str, Any]]) -> list[Finding]:
+    vs_objects = [o for o in objects if o.get("kind") == "VirtualService"]
+    if not vs_objects:
+        return []
+    config = istio_model.load(objects, namespace=LINT_NAMESPACE)
+    out: list[Finding] = []
+    for raw in vs_objects:
+        http = (raw.get("spec") or {}).get("http") or []
+        if http:
+            last = http[-1]
+            blocks = last.get("match") or []
+            if blocks and not any(_is_catch_all(b) for b in blocks):
+                label = last.get("name") or f"http[{len(http) - 1}]"
+                out.append(
+                    _finding(
+                        "istio-no-default-route",
+                        _ref("VirtualService", _name(raw)),
+                        f"its last route ({label}) has a match, so a request that matches no "
+                        "route gets 404 (Envoy NR); end the http list with a route without "
+                        "match (the default)",
+                    )
+                )
+    for vs in config.virtual_services:
+        obj = _ref("VirtualService", vs.name)
+        for gateway in vs.gateways:
+            if gateway != istio_model.MESH and gateway not in config.gateways:
+                out.append(
+                    _finding(
+                        "istio-gateway-not-found",
+                        obj,
+                        f"bound to Gateway {gateway.split('/', 1)[-1]}, which is not in the "
+                        "manifests; no gateway proxy serves this VirtualService (add the "
+                        "Gateway, or lint it together with the manifests that define it)",
+                    )
+                )
+        for route in vs.routes:
+            out += _istio_route(config, vs, route)
+    return out
+
+
+def _istio_route(
+    config: istio_model.IstioConfig,
+    vs: istio_model.VirtualServiceRules,
+    route: istio_model.HttpRoute,
+) -> list[Finding]:
+    obj = _ref("VirtualService", vs.name)
+    label = route.name
+    out: list[Finding] = []
+    if len(route.destinations) > 1 and not any(d.weight > 0 for d in route.destinations):
+        out.append(
+            _finding(
+                "istio-all-weights-zero",
+                obj,
+                f"route {label}: every destination has weight 0, so the route has nowhere to "
+                "send requests (503); give at least one destination a weight above 0",
+            )
+        )
+    for block in route.matches:
+        if block.source_labels:
+            gateways = block.gateways or vs.gateways
+            if istio_model.MESH not in gateways:
+                out.append(
+                    _finding(
+                        "istio-source-labels-without-mesh",
+                        obj,
+                        f"route {label} matches sourceLabels {dict(block.source_labels)} but "
+                        f"the VirtualService's gateways {list(gateways)} lack 'mesh', so the "
+                        "match never applies to calls between workloads (add 'mesh' to "
+                        "gateways)",
+                    )
+                )
+    local_suffix = f".{LINT_NAMESPACE}.{istio_model.CLUSTER_DOMAIN}"
+    for dest in route.destinations:
+        if dest.host not in config.services:
+            if dest.host.endswith(local_suffix):
+                service = dest.host.removesuffix(local_suffix)
+                out.append(
+                    _finding(
+                        "service-not-found",
+                        obj,
+                        f"route {label} sends to host {service}, but no Service {service} is "
+                        "in the manifests; Envoy answers 503 NC (cluster not found)",
+                        SERVICE_NOT_FOUND_UPSTREAM["VirtualService"],
+                    )
+                )
+            continue
+        if dest.subset and dest.subset not in config.subsets.get(dest.host, {}):
+            defined = sorted(config.subsets.get(dest.host, {}))
+            short = dest.host.removesuffix(local_suffix)
+            out.append(
+                _finding(
+                    "istio-undefined-subset",
+                    obj,
+                    f"route {label} sends to subset {dest.subset!r} of {short}, but no "
+                    f"DestinationRule for {short} defines it (defined: "
+                    f"{', '.join(defined) or 'none'}); those requests get 503 NC",
+                )
+            )
+    return out
+
+
+# -- Gateway API --------------------------------------------------------------------------
+
+
+def _gateway_api(objects: list[dict[str, Any]]) -> list[Finding]:
+    if not any(o.get("kind") == "HTTPRoute" for o in objects):
+        return []
+    config = gateway_model.load(objects, namespace=LINT_NAMESPACE)
+    out: list[Finding] = []
+    for route in config.routes:
+        obj = _ref("HTTPRoute", route.name)
+        for parent in route.parents:
+            if f"{parent.namespace}/{parent.name}" not in config.gateways:
+                out.append(
+                    _finding(
+                        "gateway-parent-not-found",
+                        obj,
+                        f"parentRef names Gateway {parent.name}, which is not in the "
+                        "manifests; the route attaches to nothing and serves no request (add "
+                        "the Gateway, or lint it together with the manifests that define it)",
+                    )
+                )
+        for rule in route.rules:
+            label = rule.name or f"rules[{rule.index}]"
+            if rule.backends and not any(b.weight > 0 for b in rule.backends):
+                out.append(
+                    _finding(
+                        "gateway-all-weights-zero",
+                        obj,
+                        f"{label}: every backendRef has weight 0, so matching requests get "
+                        "500; give at least one backendRef a weight above 0",
+                    )
+                )
+            for backend in rule.backends:
+                if backend.invalid_reason.endswith(" not found"):
+                    out.append(
+                        _finding(
+                            "service-not-found",
+                            obj,
+                            f"{label}: backendRef {backend.invalid_reason} in the manifests; "
+                            "its share of the requests gets 500",
+                            SERVICE_NOT_FOUND_UPSTREAM["HTTPRoute"],
+                        )
+                    )
+    return out
+
+
+# -- Services -----------------------------------------------------------------------------
+
+
+def _services(objects: list[dict[str, Any]]) -> list[Finding]:
+    services = {_name(o): o for o in objects if o.get("kind") == "Service"}
+    pods = [pod_template_labels(o) for o in objects if o.get("kind") in WORKLOAD_KINDS]
+    out: list[Finding] = []
+    for ing in (o for o in objects if nginx_model.is_nginx_ingress(o)):
+        backends = [b for *_, b in _rule_paths(ing)]
+        default = (ing.get("spec") or {}).get("defaultBackend")
+        backends += [default] if default else []
+        for backend in backends:
+            name, _ = _service_port(backend)
+            if name and name not in services:
+                out.append(
+                    _finding(
+                        "service-not-found",
+                        _ref("Ingress", _name(ing)),
+                        f"backend Service {name} is not in the manifests; ingress-nginx has no "
+                        "endpoints for it and answers 503",
+                        SERVICE_NOT_FOUND_UPSTREAM["Ingress"],
+                    )
+                )
+    for name, svc in services.items():
+        spec = svc.get("spec") or {}
+        selector = spec.get("selector") or {}
+        if not selector or spec.get("type") == "ExternalName":
+            continue  # endpoints managed by hand, or a DNS alias
+        if not any(all(labels.get(k) == v for k, v in selector.items()) for labels in pods):
+            out.append(
+                _finding(
+                    "service-selects-nothing",
+                    _ref("Service", name),
+                    f"selector {dict(selector)} matches the pods of no workload in the "
+                    "manifests, so it has no endpoints and requests to it fail (pod labels: "
+                    f"{'; '.join(str(p) for p in pods) or 'no workloads'})",
+                )
+            )
+    return out

@@ -1,0 +1,391 @@
+"""Add-on pins, the download cache, and the install commands (against a fake kubectl)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_canary.backends import addons
+from pytest_canary.backends.addons import (
+    ADDONS,
+    AddonInstaller,
+    Downloads,
+    Pin,
+    extract_istioctl,
+    load_pins,
+    parse_addon_files,
+    parse_addons,
+    version_in_image,
+)
+from pytest_canary.errors import BackendError, CanaryConfigError
+
+# -- pins ------------------------------------------------------------------------------------------
+
+
+def test_pins_are_the_versions_the_project_targets() -> None:
+    pins = load_pins()
+    assert list(pins) == list(ADDONS) == ["gateway-api", "ingress-nginx", "istio"]
+    assert pins["ingress-nginx"].version == "controller-v1.15.1"
+    assert pins["ingress-nginx"].resolve("linux/amd64")[0] == (
+        "https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-v1.15.1/"
+        "deploy/static/provider/kind/deploy.yaml"
+    )
+    assert pins["gateway-api"].version == "v1.6.1"
+    assert pins["gateway-api"].resolve("linux/amd64")[0] == (
+        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.6.1/"
+        "standard-install.yaml"
+    )
+    assert pins["istio"].version == "1.30.3"
+
+
+@pytest.mark.parametrize(
+    ("platform", "asset"),
+    [
+        ("linux/amd64", "istioctl-1.30.3-linux-amd64.tar.gz"),
+        ("linux/arm64", "istioctl-1.30.3-linux-arm64.tar.gz"),
+        ("darwin/amd64", "istioctl-1.30.3-osx.tar.gz"),
+        ("darwin/arm64", "istioctl-1.30.3-osx-arm64.tar.gz"),
+    ],
+)
+def test_istioctl_comes_per_platform_with_its_published_checksum(platform: str, asset: str) -> None:
+    pin = load_pins()["istio"]
+    url, name, digest = pin.resolve(platform)
+    assert url == f"https://github.com/istio/istio/releases/download/1.30.3/{asset}"
+    assert name == asset
+    assert digest == ""  # not pinned here: verified against the published <asset>.sha256
+    assert pin.checksum_url == "{url}.sha256"
+
+
+def test_an_unsupported_platform_is_named() -> None:
+    with pytest.raises(BackendError, match=r"istio 1\.30\.3 has no build for windows/amd64"):
+        load_pins()["istio"].resolve("windows/amd64")
+
+
+def test_sha256_are_empty_or_real_digests() -> None:
+    for pin in load_pins().values():
+        digests = pin.sha256.values() if isinstance(pin.sha256, dict) else [pin.sha256]
+        for digest in digests:
+            assert digest == "" or (len(digest) == 64 and int(digest, 16) >= 0)
+
+
+def test_addon_selection_and_local_files(tmp_path: Path) -> None:
+    assert parse_addons("istio, ingress-nginx") == ("ingress-nginx", "istio")
+    assert parse_addons("none") == ()
+    with pytest.raises(CanaryConfigError, match="unknown linkerd"):
+        parse_addons("linkerd")
+    local = tmp_path / "deploy.yaml"
+    local.write_text("kind: List\n")
+    assert parse_addon_files([f"ingress-nginx={local}"]) == {"ingress-nginx": str(local)}
+    with pytest.raises(CanaryConfigError, match="is not a file"):
+        parse_addon_files([f"istio={tmp_path / 'missing.tar.gz'}"])
+    with pytest.raises(CanaryConfigError, match="must be NAME=PATH"):
+        parse_addon_files([str(local)])
+
+
+def test_version_in_image() -> None:
+    assert (
+        version_in_image("registry.k8s.io/ingress-nginx/controller:v1.15.1@sha256:abc") == "v1.15.1"
+    )
+    assert version_in_image("docker.io/istio/pilot:1.30.3") == "1.30.3"
+    assert version_in_image("localhost:5000/pilot") == ""
+
+
+# -- downloads ------------------------------------------------------------------------------------
+
+
+class FakeResponse:
+    def __init__(self, body: bytes, status: int = 200) -> None:
+        self.body = body
+        self.status = status
+        self.text = body.decode(errors="replace")
+
+    def raise_for_status(self) -> None:
+        if self.status >= 400:
+            raise OSError(f"HTTP {self.status}")
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+        for start in range(0, len(self.body), chunk_size):
+            yield self.body[start : start + chunk_size]
+
+
+def pin(**changes: Any) -> Pin:
+    values: dict[str, Any] = {
+        "name": "ingress-nginx",
+        "version": "controller-v1.15.1",
+        "url": "https://example.invalid/deploy.yaml",
+        "file": "deploy.yaml",
+    }
+    return Pin(**(values | changes))
+
+
+def test_a_download_is_cached_and_its_digest_recorded_then_verified(tmp_path: Path) -> None:
+    body = b"apiVersion: v1\nkind: Namespace\n"
+    gets: list[str] = []
+    lines: list[str] = []
+    downloads = Downloads(
+        tmp_path, progress=lines.append, get=lambda url, **_: gets.append(url) or FakeResponse(body)
+    )
+    path = downloads.fetch(pin(), "linux/amd64")
+    assert path == tmp_path / "downloads" / "deploy.yaml" and path.read_bytes() == body
+    digest = hashlib.sha256(body).hexdigest()
+    assert (tmp_path / "downloads" / "deploy.yaml.sha256").read_text().split()[0] == digest
+    assert lines[-1].endswith(f"sha256 {digest} recorded (no published digest)")
+    assert downloads.fetch(pin(), "linux/amd64") == path
+    assert gets == ["https://example.invalid/deploy.yaml"]  # once
+    path.write_bytes(b"tampered")
+    with pytest.raises(BackendError, match=f"has sha256 .*, expected {digest}"):
+        downloads.fetch(pin(), "linux/amd64")
+
+
+def test_a_download_that_does_not_match_its_published_checksum_is_refused(tmp_path: Path) -> None:
+    def get(url: str, **_: Any) -> FakeResponse:
+        if url.endswith(".sha256"):
+            return FakeResponse(b"0" * 64 + b"  istioctl.tar.gz\n")
+        return FakeResponse(b"not what was published")
+
+    downloads = Downloads(tmp_path, get=get)
+    with pytest.raises(BackendError, match="expected 0{64}: refusing to use it"):
+        downloads.fetch(pin(name="istio", checksum_url="{url}.sha256"), "linux/amd64")
+    assert list((tmp_path / "downloads").iterdir()) == [tmp_path / "downloads" / "deploy.yaml.lock"]
+
+
+def test_offline_downloads_explain_the_air_gapped_way(tmp_path: Path) -> None:
+    def get(url: str, **_: Any) -> FakeResponse:
+        raise OSError("Name or service not known")
+
+    with pytest.raises(BackendError) as caught:
+        Downloads(tmp_path, get=get).fetch(pin(), "linux/amd64")
+    message = str(caught.value)
+    assert "Name or service not known" in message
+    assert "--canary-addon-file ingress-nginx=PATH" in message
+    assert str(tmp_path / "downloads" / "deploy.yaml") in message
+
+
+def test_a_local_file_replaces_the_download_and_is_checked_against_a_pin(tmp_path: Path) -> None:
+    local = tmp_path / "mine.yaml"
+    local.write_bytes(b"kind: List\n")
+
+    def no_network(url: str, **_: Any) -> FakeResponse:
+        raise AssertionError("no download expected")
+
+    downloads = Downloads(tmp_path, overrides={"ingress-nginx": str(local)}, get=no_network)
+    assert downloads.fetch(pin(), "linux/amd64") == local
+    with pytest.raises(BackendError, match="--canary-addon-file"):
+        downloads.fetch(pin(sha256="f" * 64), "linux/amd64")
+
+
+def test_istioctl_is_extracted_from_its_tarball(tmp_path: Path) -> None:
+    archive = tmp_path / "istioctl-1.30.3-linux-amd64.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"#!/bin/sh\necho istioctl\n"
+        info = tarfile.TarInfo("istioctl")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    binary = extract_istioctl(archive, tmp_path)
+    assert binary.read_bytes().startswith(b"#!/bin/sh") and binary.stat().st_mode & 0o111
+    empty = tmp_path / "empty.tar.gz"
+    with tarfile.open(empty, "w:gz"):
+        pass
+    with pytest.raises(BackendError, match="holds no istioctl binary"):
+        extract_istioctl(empty, tmp_path)
+
+
+# -- installing, against a fake kubectl ------------------------------------------------------------
+
+FAKE_KUBECTL = """\
+import json, sys
+state_file = {state!r}
+state = json.load(open(state_file))
+args = [a for a in sys.argv[1:] if not a.startswith("--kubeconfig")]
+line = " ".join(args)
+state["log"].append(line)
+for rule in state["rules"]:
+    if rule["match"] in line and rule.get("times", 1) != 0:
+        rule["times"] = rule.get("times", -1) - 1 if rule.get("times", -1) > 0 else rule.get("times", -1)
+        json.dump(state, open(state_file, "w"))
+        sys.stdout.write(rule.get("out", ""))
+        sys.stderr.write(rule.get("err", ""))
+        sys.exit(rule.get("rc", 0))
+json.dump(state, open(state_file, "w"))
+"""
+
+
+class FakeKubectl:
+    """A kubectl that logs its arguments and answers from rules (first match wins)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.state = directory / "kubectl-state.json"
+        self.path = directory / "kubectl"
+        self.path.write_text(f"#!{sys.executable}\n" + FAKE_KUBECTL.format(state=str(self.state)))
+        self.path.chmod(0o755)
+        self.rules: list[dict[str, Any]] = []
+        self.save()
+
+    def rule(
+        self, match: str, *, out: Any = "", rc: int = 0, err: str = "", times: int = -1
+    ) -> None:
+        text = out if isinstance(out, str) else json.dumps(out)
+        self.rules.append({"match": match, "out": text, "rc": rc, "err": err, "times": times})
+        self.save()
+
+    def save(self) -> None:
+        self.state.write_text(json.dumps({"rules": self.rules, "log": []}))
+
+    @property
+    def log(self) -> list[str]:
+        return list(json.loads(self.state.read_text())["log"])
+
+
+@pytest.fixture
+def kubectl(tmp_path: Path) -> FakeKubectl:
+    return FakeKubectl(tmp_path)
+
+
+def installer(kubectl: FakeKubectl, tmp_path: Path, **overrides: str) -> AddonInstaller:
+    def no_network(url: str, **_: Any) -> FakeResponse:
+        raise AssertionError(f"unexpected download of {url}")
+
+    downloads = Downloads(tmp_path, overrides=overrides, get=no_network)
+    return AddonInstaller(str(kubectl.path), tmp_path / "kubeconfig", downloads, timeout=5)
+
+
+def test_gateway_api_at_the_pinned_version_is_kept(kubectl: FakeKubectl, tmp_path: Path) -> None:
+    crd = {"metadata": {"annotations": {"gateway.networking.k8s.io/bundle-version": "v1.6.1"}}}
+    kubectl.rule("get crd httproutes.gateway.networking.k8s.io", out=crd)
+    installer(kubectl, tmp_path).gateway_api(load_pins()["gateway-api"])
+    assert not any(line.startswith("apply") for line in kubectl.log)
+    assert kubectl.log[-1].startswith(
+        "wait --for=condition=Established --timeout=5s crd/gatewayclasses"
+    )
+
+
+def test_gateway_api_is_applied_server_side_and_every_crd_waited(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "standard-install.yaml"
+    bundle.write_text(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+        "metadata: {name: httproutes.gateway.networking.k8s.io}\n---\n"
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+        "metadata: {name: grpcroutes.gateway.networking.k8s.io}\n"
+    )
+    installer(kubectl, tmp_path, **{"gateway-api": str(bundle)}).gateway_api(
+        load_pins()["gateway-api"]
+    )
+    assert f"apply --server-side --force-conflicts -f {bundle}" in kubectl.log
+    assert kubectl.log[-1] == (
+        "wait --for=condition=Established --timeout=5s "
+        "crd/httproutes.gateway.networking.k8s.io crd/grpcroutes.gateway.networking.k8s.io"
+    )
+
+
+def test_ingress_nginx_install_waits_for_the_controller_then_the_webhook(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "deploy.yaml"
+    manifest.write_text("kind: List\n")
+    kubectl.rule(
+        "apply --dry-run=server",
+        rc=1,
+        err="Error from server (InternalError): Internal error occurred: failed calling webhook "
+        '"validate.nginx.ingress.kubernetes.io": connect: connection refused\n',
+        times=2,
+    )
+    installer(kubectl, tmp_path, **{"ingress-nginx": str(manifest)}).ingress_nginx(
+        load_pins()["ingress-nginx"]
+    )
+    log = kubectl.log
+    assert log[1] == f"apply -f {manifest}"
+    assert (
+        log[2] == "rollout status -n ingress-nginx deployment/ingress-nginx-controller --timeout=5s"
+    )
+    assert log[3] == (
+        "wait -n ingress-nginx --for=condition=ready pod -l "
+        "app.kubernetes.io/component=controller --timeout=5s"
+    )
+    assert log[4:] == ["apply --dry-run=server -f -"] * 3  # refused twice, then accepted
+
+
+def test_ingress_nginx_of_the_pinned_version_is_not_reapplied(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    image = "registry.k8s.io/ingress-nginx/controller:v1.15.1@sha256:" + "a" * 64
+    deployment = {"spec": {"template": {"spec": {"containers": [{"image": image}]}}}}
+    kubectl.rule("get deployment -n ingress-nginx ingress-nginx-controller", out=deployment)
+    installer(kubectl, tmp_path).ingress_nginx(load_pins()["ingress-nginx"])
+    assert not any(line.startswith("apply -f") for line in kubectl.log)
+
+
+def test_a_webhook_that_denies_the_probe_is_a_real_error(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    kubectl.rule("apply --dry-run=server", rc=1, err="admission webhook denied the request: nope\n")
+    with pytest.raises(BackendError, match="denied the request: nope"):
+        installer(kubectl, tmp_path).await_admission()
+
+
+def test_istio_at_the_pinned_version_with_the_node_port_is_kept(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    istiod = {
+        "spec": {"template": {"spec": {"containers": [{"image": "docker.io/istio/pilot:1.30.3"}]}}}
+    }
+    gateway = {"spec": {"ports": [{"port": 80, "nodePort": 30080}]}}
+    kubectl.rule("get deployment -n istio-system istiod", out=istiod)
+    kubectl.rule("get service -n istio-system istio-ingressgateway", out=gateway)
+    installer(kubectl, tmp_path).istio(load_pins()["istio"], gateway_node_port=30080)
+    assert kubectl.log[-1] == (
+        "rollout status -n istio-system deployment/istio-ingressgateway --timeout=5s"
+    )
+
+
+def test_istio_is_installed_with_istioctl_and_the_kind_overlay(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    calls = tmp_path / "istioctl-calls"
+    script = (
+        f"#!{sys.executable}\nimport sys, pathlib\n"
+        "overlay = pathlib.Path(sys.argv[sys.argv.index('-f') + 1]).read_text()\n"
+        f"pathlib.Path({str(calls)!r}).write_text(' '.join(sys.argv[1:]) + '\\n' + overlay)\n"
+    ).encode()
+    archive = tmp_path / "istioctl.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("istioctl")
+        info.size = len(script)
+        info.mode = 0o755
+        tar.addfile(info, io.BytesIO(script))
+    installer(kubectl, tmp_path, istio=str(archive)).istio(
+        load_pins()["istio"], gateway_node_port=30080
+    )
+    argv, overlay = calls.read_text().split("\n", 1)
+    assert argv.startswith("install -y -f ") and "--readiness-timeout=5s" in argv
+    assert "nodePort: 30080" in overlay and "type: NodePort" in overlay
+    assert kubectl.log[-1].startswith(
+        "rollout status -n istio-system deployment/istio-ingressgateway"
+    )
+
+
+def test_install_runs_the_chosen_addons_in_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    done: list[str] = []
+    lines: list[str] = []
+    inst = AddonInstaller("kubectl", tmp_path / "kc", Downloads(tmp_path), progress=lines.append)
+    monkeypatch.setattr(inst, "gateway_api", lambda pin: done.append(pin.name))
+    monkeypatch.setattr(inst, "ingress_nginx", lambda pin: done.append(pin.name))
+    monkeypatch.setattr(inst, "istio", lambda pin, gateway_node_port: done.append(pin.name))
+    inst.install(["istio", "gateway-api"], load_pins(), gateway_node_port=30080)
+    assert done == ["gateway-api", "istio"]
+    assert lines[0].startswith("gateway-api v1.6.1 ready (")
+
+
+def test_fixtures_are_found_from_the_package() -> None:
+    assert (addons.fixtures_dir() / "kind-config.yaml").is_file()
