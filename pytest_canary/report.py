@@ -110,10 +110,7 @@ class Verdict:
                     str(self.counts.get(v, 0)),
                 ]
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        out = [
-            "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows
-        ]
+        out = format_rows(rows, indent="  ")
         error_total = sum(self.errors.values())
         detail = ", ".join(f"{k}: {c}" for k, c in sorted(self.errors.items())) or "none"
         out.append(

@@ -141,7 +141,7 @@ def test_a_download_is_cached_and_its_digest_recorded_then_verified(tmp_path: Pa
     assert downloads.fetch(pin(), "linux/amd64") == path
     assert gets == ["https://example.invalid/deploy.yaml"]  # once
     path.write_bytes(b"tampered")
-    with pytest.raises(BackendError, match=f"has sha256 .*, expected {digest}"):
+    with pytest.raises(BackendError, match=rf"has sha256 .*, expected {digest}"):
         downloads.fetch(pin(), "linux/amd64")
 
 
@@ -152,7 +152,7 @@ def test_a_download_that_does_not_match_its_published_checksum_is_refused(tmp_pa
         return FakeResponse(b"not what was published")
 
     downloads = Downloads(tmp_path, get=get)
-    with pytest.raises(BackendError, match="expected 0{64}: refusing to use it"):
+    with pytest.raises(BackendError, match=r"expected 0{64}: refusing to use it"):
         downloads.fetch(pin(name="istio", checksum_url="{url}.sha256"), "linux/amd64")
     assert list((tmp_path / "downloads").iterdir()) == [tmp_path / "downloads" / "deploy.yaml.lock"]
 
@@ -209,7 +209,8 @@ line = " ".join(args)
 state["log"].append(line)
 for rule in state["rules"]:
     if rule["match"] in line and rule.get("times", 1) != 0:
-        rule["times"] = rule.get("times", -1) - 1 if rule.get("times", -1) > 0 else rule.get("times", -1)
+        if rule.get("times", -1) > 0:
+            rule["times"] -= 1
         json.dump(state, open(state_file, "w"))
         sys.stdout.write(rule.get("out", ""))
         sys.stderr.write(rule.get("err", ""))

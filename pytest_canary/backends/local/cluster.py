@@ -240,7 +240,8 @@ class LocalEnvironment(Environment):
                 "APP_VERSION": version,
                 "PORT": str(SAMPLE_APP.port),
             }
-            image, ports, probe = SAMPLE_APP.image_for(version), [{"containerPort": 8080}], {}
+            image, probe = SAMPLE_APP.image_for(version), {}
+            ports = [{"containerPort": SAMPLE_APP.port}]
         # The pod's sidecar: its outgoing HTTP goes through a proxy that knows its labels
         # (Istio sourceLabels) and routes with the mesh model.
         env["HTTP_PROXY"] = f"http://127.0.0.1:{self._sidecar(name, labels).port}"
@@ -408,6 +409,46 @@ class LocalEnvironment(Environment):
             description=f"{kind} model on 127.0.0.1:{port}",
         )
 
+    # -- manifests written by the user (canary.apply) -------------------------------------
+
+    understood_kinds = frozenset(
+        {"Deployment", "Service", "Ingress", "VirtualService", "DestinationRule", "Gateway"}
+        | {"HTTPRoute", "GatewayClass"}
+    )
+
+    def apply_manifests(self, objects: Sequence[Manifest], *, version_label: str) -> None:
+        for obj in objects:
+            if obj["kind"] in WORKLOAD_KINDS:
+                self._stand_ins[obj["metadata"]["name"]] = version_label
+        self.apply(objects)
+
+    def entry_for_objects(self, objects: Sequence[Manifest], host: str | None) -> Entry:
+        """The model the objects configure: an Ingress -> ingress-nginx; an Istio Gateway a
+        VirtualService binds -> that gateway; a Gateway API Gateway an HTTPRoute names -> that
+        Gateway; VirtualServices alone -> a sidecar in the mesh (``host`` is the destination
+        Service); otherwise the Service named ``host`` (or the first) through kube-proxy."""
+        kind = _entry_model(objects)
+        if kind is None:
+            services = [o["metadata"]["name"] for o in objects if o["kind"] == "Service"]
+            if not services:
+                raise BackendError(
+                    "nothing to send traffic to: the manifests have no Ingress, Gateway, "
+                    "VirtualService or Service"
+                )
+            service = host if host is not None and host in services else services[0]
+            port = self._connection_router(service).port
+            return Entry(
+                url=f"http://127.0.0.1:{port}",
+                per_connection=True,
+                description=f"Service {service} (kube-proxy model) on 127.0.0.1:{port}",
+            )
+        port = self._http_router(kind).port
+        return Entry(
+            url=f"http://127.0.0.1:{port}",
+            host=host,
+            description=f"{kind} model on 127.0.0.1:{port}",
+        )
+
     def _http_router(self, kind: str) -> HttpRouter:
         if kind not in self._http_routers:
             router = HttpRouter(
@@ -506,3 +547,37 @@ class LocalEnvironment(Environment):
         self._store.clear()
         if errors:
             raise BackendError(f"cleanup of {self.namespace} failed: {errors[0]!r}") from errors[0]
+
+
+def _group(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("apiVersion", "")).rpartition("/")[0]
+
+
+def _entry_model(objects: Sequence[Manifest]) -> str | None:
+    """Which data-plane model serves user manifests (``Snapshot.route`` kinds), or None for
+    a plain Service."""
+    if any(nginx_model.is_nginx_ingress(o) for o in objects):
+        return "nginx"
+    virtual_services = [o for o in objects if o["kind"] == "VirtualService"]
+    istio_gateways = {
+        o["metadata"]["name"]
+        for o in objects
+        if o["kind"] == "Gateway" and _group(o) == istio_model.ISTIO_GROUP
+    }
+    for vs in virtual_services:
+        for ref in (vs.get("spec") or {}).get("gateways") or []:
+            name = str(ref).rpartition("/")[2]
+            if name in istio_gateways:
+                return f"istio:{name}"
+    api_gateways = {
+        o["metadata"]["name"]
+        for o in objects
+        if o["kind"] == "Gateway" and _group(o) == gateway_model.GATEWAY_GROUP
+    }
+    for route in (o for o in objects if o["kind"] == "HTTPRoute"):
+        for parent in (route.get("spec") or {}).get("parentRefs") or []:
+            if parent.get("name") in api_gateways:
+                return f"gateway:{parent['name']}"
+    if virtual_services:
+        return MESH
+    return None
