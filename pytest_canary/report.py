@@ -61,6 +61,7 @@ class Verdict:
     test: str = ""
     request: str = ""
     history: list[tuple[int, dict[str, Interval]]] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
@@ -117,6 +118,11 @@ class Verdict:
             f"  n={self.n} classified, errors={error_total} ({detail}), alpha={self.alpha:g}"
             + (f", tolerance={self.tolerance:g}" if self.tolerance is not None else "")
             + f", {self.elapsed:.2f}s"
+            + (
+                f", latency p50 {self.latency_ms['p50']:.1f}ms p95 {self.latency_ms['p95']:.1f}ms"
+                if self.latency_ms
+                else ""
+            )
         )
         return "\n".join(out)
 

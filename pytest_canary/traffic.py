@@ -114,6 +114,17 @@ class Sample:
         """Observed share of ``version`` among classified responses (0 when there are none)."""
         return self.counts[version] / self.classified if self.classified else 0.0
 
+    def latency_summary(self) -> dict[str, float]:
+        """p50, p95 and max latency in milliseconds (empty when nothing was sent)."""
+        if not self.latencies:
+            return {}
+        ordered = sorted(self.latencies)
+
+        def at(q: float) -> float:
+            return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return {"p50": at(0.50), "p95": at(0.95), "max": 1000 * ordered[-1]}
+
     def merge(self, other: Sample) -> None:
         """Add another sample's observations to this one."""
         self.counts.update(other.counts)
