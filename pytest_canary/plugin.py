@@ -19,7 +19,7 @@ from pytest_canary.backends.base import Backend
 from pytest_canary.errors import BackendError, CanaryConfigError
 from pytest_canary.harness import Harness, Settings
 from pytest_canary.plots import plot_file_name, plot_verdict, require_matplotlib
-from pytest_canary.report import VerdictLog
+from pytest_canary.report import Verdict, VerdictLog
 
 BACKENDS = ("local", "kind", "kube")
 SEED_CACHE_KEY = "canary/seed"
@@ -32,6 +32,8 @@ RUNTIME_HELP = (
 
 backend_key = pytest.StashKey[Backend]()
 verdicts_key = pytest.StashKey[VerdictLog]()
+pending_verdicts_key = pytest.StashKey[list[Verdict]]()
+VERDICT_PROPERTY = "canary_verdict"
 seed_key = pytest.StashKey[int]()
 harness_key = pytest.StashKey[Harness]()
 swept_key = pytest.StashKey[list[str]]()
@@ -275,6 +277,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "timeout=None): statistical and traffic settings of pytest-canary for this test.",
     )
     config.stash[verdicts_key] = VerdictLog()
+    config.pluginmanager.register(VerdictCollector(config.stash[verdicts_key]), "canary-verdicts")
     if config.getoption("canary_plots"):
         try:
             require_matplotlib()
@@ -516,9 +519,9 @@ def canary(
     sample and assert on; everything deployed is deleted when the test ends.
     """
     environment = canary_backend.environment(request.node.nodeid)
-    log = request.config.stash[verdicts_key]
+    pending = request.node.stash.setdefault(pending_verdicts_key, [])
     harness = Harness(
-        environment, canary_settings, on_verdict=log.add, test_name=request.node.nodeid
+        environment, canary_settings, on_verdict=pending.append, test_name=request.node.nodeid
     )
     request.node.stash[harness_key] = harness
     try:
@@ -532,6 +535,11 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    # Verdicts travel on the report, so the controller of an xdist run sees them too.
+    pending = item.stash.get(pending_verdicts_key, [])
+    for verdict in pending:
+        report.user_properties.append((VERDICT_PROPERTY, verdict.to_json()))
+    pending.clear()
     harness = item.stash.get(harness_key, None)
     if harness is not None and report.when == "call" and report.failed:
         # Collected now, while the test's namespace still exists (teardown deletes it).
@@ -552,6 +560,19 @@ def pytest_runtest_makereport(
         except Exception as exc:
             report.sections.append(("canary diagnostics", f"could not collect: {exc!r}"))
     return report
+
+
+class VerdictCollector:
+    """Collects the verdicts carried by test reports into the session's log (in an xdist
+    run, the controller receives the workers' reports)."""
+
+    def __init__(self, log: VerdictLog) -> None:
+        self.log = log
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == VERDICT_PROPERTY:
+                self.log.add(Verdict.from_json(value))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -575,6 +596,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     report = config.getoption("canary_report")
     log = config.stash.get(verdicts_key, None)
+    if hasattr(config, "workerinput"):
+        log = None  # an xdist worker: the controller writes reports and plots
     if report and log is not None:
         log.write_json(
             Path(report),

@@ -126,6 +126,23 @@ class Verdict:
         )
         return "\n".join(out)
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Verdict:
+        """The verdict :meth:`to_json` described (how verdicts travel from xdist workers)."""
+        fields = dict(data)
+        fields.pop("requests", None)
+
+        def interval(pair: Any) -> Interval:
+            return Interval(float(pair[0]), float(pair[1]))
+
+        fields["intervals"] = {k: interval(v) for k, v in fields.get("intervals", {}).items()}
+        fields["bands"] = {k: interval(v) for k, v in fields.get("bands", {}).items()}
+        fields["history"] = [
+            (int(n), {k: interval(v) for k, v in ivs.items()})
+            for n, ivs in fields.get("history", [])
+        ]
+        return cls(**fields)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of the verdict (intervals as [low, high])."""
         data = asdict(self)

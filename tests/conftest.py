@@ -11,8 +11,9 @@ pytest_plugins = ["pytester"]
 def _quiet_unrelated_plugins(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Inner pytest runs (pytester) load every installed plugin; pytest-asyncio warns about
-    its own unset option there, which ``filterwarnings = error`` would turn into a crash."""
+    """Inner pytest runs (pytester) load every installed plugin; pytest-asyncio (unset
+    option) and pytest-benchmark (disabled under xdist) warn at configure time, which
+    ``filterwarnings = error`` turns into a crash of the inner run."""
     if "pytester" in request.fixturenames:
         request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
-        monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio")
+        monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:benchmark")

@@ -302,3 +302,25 @@ def test_a_wrong_expectation_fails_readably_in_every_family(
             "E *n=* classified, errors=0*",
         ]
     )
+
+
+def test_verdicts_reach_the_summary_and_report_from_xdist_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("weight", [10, 30])
+        def test_split(canary, weight):
+            rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=weight)
+            rel.expect_split(weight / 100)
+        """
+    )
+    result = pytester.runpytest("-n", "2", "--canary-seed=8", "--canary-report=report.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["*canary verdicts*", "PASS*test_split?10?*", "PASS*test_split?30?*"]
+    )
+    report = json.loads((pytester.path / "report.json").read_text())
+    assert sorted(v["expected"]["2.0"] for v in report["verdicts"]) == [0.1, 0.3]
