@@ -6,21 +6,27 @@ traffic and asserts the observed split, header/cookie routing, promotion and rol
 
 from __future__ import annotations
 
+from pytest_canary.byo import ManifestWarning
 from pytest_canary.errors import BackendError, CanaryConfigError, CanaryError, ConvergenceTimeout
-from pytest_canary.harness import Harness, Release, Settings, assert_split
+from pytest_canary.harness import AppliedManifests, Harness, Release, Settings, assert_split
+from pytest_canary.lint import Finding, FindingWarning
 from pytest_canary.report import CanaryAssertionError, Verdict
 from pytest_canary.spec import AppImage, ReleaseSpec, build_spec
 from pytest_canary.traffic import Entry, Sample, Sampler
 
 __all__ = [
     "AppImage",
+    "AppliedManifests",
     "BackendError",
     "CanaryAssertionError",
     "CanaryConfigError",
     "CanaryError",
     "ConvergenceTimeout",
     "Entry",
+    "Finding",
+    "FindingWarning",
     "Harness",
+    "ManifestWarning",
     "Release",
     "ReleaseSpec",
     "Sample",

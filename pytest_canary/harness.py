@@ -167,8 +167,9 @@ class Harness:
         for previous in self.applied:
             previous.close()
         self.applied = [handle]
-        env.apply_manifests(moved, version_label=version_label)
+        # The entry first: a backend that cannot serve these objects says so before applying.
         handle.entry = env.entry_for_objects(moved, host)
+        env.apply_manifests(moved, version_label=version_label)
         return handle
 
     def lint(self, paths: byo.PathsArg) -> list[lint.Finding]:
@@ -473,6 +474,7 @@ class TrafficChecks:
             n=n,
             errors=dict(sample.errors),
             alpha=alpha,
+            latency_ms=sample.latency_summary(),
             strategy=self._label(),
             test=self._harness.test_name,
             **extra,

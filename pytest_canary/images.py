@@ -380,7 +380,7 @@ def build_sample_image(
             try:
                 _docker_build(client, context, tag, buildargs, labels, progress)
             except ImageBuildError as exc:
-                if flavor == "python" and not _image_exists(client, base_image or ""):
+                if flavor == "python" and not image_exists(client, base_image or ""):
                     raise ImageBuildError(
                         tag,
                         f"the base image {base_image} is not on "
@@ -394,7 +394,8 @@ def build_sample_image(
     return tag
 
 
-def _image_exists(client: Any, reference: str) -> bool:
+def image_exists(client: Any, reference: str) -> bool:
+    """Whether ``reference`` is on the engine (nothing is pulled)."""
     import docker
 
     try:
@@ -460,7 +461,7 @@ def make_offline_python_base(
     if tag.endswith(":latest") or ":" not in tag.rpartition("/")[2]:
         raise CanaryConfigError(f"tag={tag!r}: give an explicit tag other than 'latest'")
     with engine(client) as client:
-        if _image_exists(client, tag):
+        if image_exists(client, tag):
             progress(f"{tag} exists (offline Python base, reused)")
             return tag
         _debootstrap_and_import(tag, suite, mirror, client, progress, timeout)

@@ -35,6 +35,7 @@ from pytest_canary.byo import (
 from pytest_canary.dataplane import gateway as gateway_model
 from pytest_canary.dataplane import istio as istio_model
 from pytest_canary.dataplane import nginx as nginx_model
+from pytest_canary.errors import CanaryConfigError
 
 __all__ = ["RULES", "Finding", "FindingWarning", "Rule", "format_findings", "lint", "lint_paths"]
 
@@ -248,13 +249,23 @@ def lint(objects: Iterable[Mapping[str, Any]]) -> list[Finding]:
 def lint_paths(paths: PathsArg) -> list[Finding]:
     """:func:`lint` of the manifests in ``paths`` (files, folders, kustomize folders).
 
+    Findings only: an object the API server would reject for another reason is
+    ``canary.apply``'s business (``byo.check_schemas``). Some findings are also admission
+    rules (Istio rejects a route whose weights are all 0): here they are reported with their
+    upstream rule either way.
+
     Raises:
-        CanaryConfigError: for paths or YAML that cannot be read, or objects the API server
-            would reject (``byo.check_schemas``): findings need valid objects.
+        CanaryConfigError: for paths or YAML that cannot be read, and for objects too
+            malformed to look at (then with every schema problem, file and document).
     """
     loaded = load(paths)
-    check_schemas(loaded)
-    return lint(loaded.objects)
+    try:
+        return lint(loaded.objects)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        check_schemas(loaded)  # raises the clear reason: a field of the wrong type or shape
+        raise CanaryConfigError(
+            f"cannot lint {loaded.describe()}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _name(obj: Mapping[str, Any]) -> str:
@@ -538,7 +549,8 @@ def _istio_route(
                         "istio-source-labels-without-mesh",
                         obj,
                         f"route {label} matches sourceLabels {dict(block.source_labels)} but "
-                        f"the VirtualService's gateways {list(gateways)} lack 'mesh', so the "
+                        f"the VirtualService's gateways {[g.rpartition('/')[2] for g in gateways]} "
+                        "lack 'mesh', so the "
                         "match never applies to calls between workloads (add 'mesh' to "
                         "gateways)",
                     )

@@ -541,17 +541,16 @@ def pytest_runtest_makereport(
         report.user_properties.append((VERDICT_PROPERTY, verdict.to_json()))
     pending.clear()
     harness = item.stash.get(harness_key, None)
-    if harness is not None and report.when == "call" and report.failed:
-        # Collected now, while the test's namespace still exists (teardown deletes it).
+    if harness is not None and report.when in ("setup", "call") and report.failed:
         record_failure = getattr(harness.environment, "record_failure", None)
         if record_failure is not None:
             record_failure()  # --canary-keep=failed
+    if harness is not None and report.when == "call" and report.failed:
+        # Collected now, while the test's namespace still exists (teardown deletes it).
         try:
             diagnostics = harness.diagnostics()
             report.sections.append(("canary diagnostics", diagnostics.render()))
-            artifacts = item.config.getoption("canary_artifacts") or item.config.getini(
-                "canary_artifacts"
-            )
+            artifacts = _cluster_values(item.config).get("canary_artifacts", ("", None))[1]
             if artifacts:
                 from pytest_canary.backends.artifacts import write_artifacts
 
@@ -571,7 +570,7 @@ class VerdictCollector:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
-            if name == VERDICT_PROPERTY:
+            if name == VERDICT_PROPERTY and isinstance(value, dict):
                 self.log.add(Verdict.from_json(value))
 
 

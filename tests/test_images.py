@@ -213,9 +213,11 @@ def test_unchanged_app_is_not_rebuilt(docker_client: Any) -> None:
 def test_changed_sources_are_rebuilt(docker_client: Any, sources_copy: Path) -> None:
     version = "0.0.0-rebuild-test"
     tag = images.sample_image_tag(version)
+    made: list[str] = [tag]
     try:
         first = images.build_sample_image(version, client=docker_client, progress=lambda _: None)
         first_id = docker_client.images.get(first).id
+        made.append(first_id)  # untagged by the rebuild: removed by id
         dockerfile = sources_copy / "go" / "Dockerfile.prebuilt"
         dockerfile.write_text(dockerfile.read_text() + 'LABEL test.changed="yes"\n')
         lines: list[str] = []
@@ -225,7 +227,9 @@ def test_changed_sources_are_rebuilt(docker_client: Any, sources_copy: Path) -> 
         assert rebuilt.attrs["Config"]["Labels"]["test.changed"] == "yes"
         assert any(line.startswith(f"built {tag}") for line in lines), lines
     finally:
-        docker_client.images.remove(tag, force=True)
+        for reference in made:
+            if _image_exists(docker_client, reference):
+                docker_client.images.remove(reference, force=True)
 
 
 @pytest.mark.docker

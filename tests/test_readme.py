@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SHOP = ROOT / "suites" / "manifests" / "shop" / "nginx"
 
 
 def python_blocks() -> list[str]:
@@ -23,6 +26,8 @@ def test_readme_example_passes(pytester: pytest.Pytester, index: int) -> None:
     block = python_blocks()[index]
     if "def test_" not in block:
         pytest.skip("not a test example")
+    if "deploy/shop/" in block:  # the README's own-manifests example: the shop example set
+        shutil.copytree(SHOP, pytester.path / "deploy" / "shop")
     pytester.makepyfile(block)
     result = pytester.runpytest("--canary-seed=11")
     outcomes = result.parseoutcomes()

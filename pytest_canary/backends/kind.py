@@ -425,6 +425,10 @@ def setup_cluster(options: KindOptions, *, progress: Progress = _quiet) -> Clust
 
     tools = find_tools()
     cache = Path(options.cache_dir)
+    if tools.kind is None:  # KIND_VERSION / KIND_DOWNLOAD_URL: let pytest-kind fetch it first
+        tools = Tools(
+            kind=_downloaded_kind(options.cluster, cache, tools, progress), kubectl=tools.kubectl
+        )
     home = cache / "clusters" / options.cluster
     home.mkdir(parents=True, exist_ok=True)
     kubeconfig = home / "kubeconfig"
@@ -483,32 +487,72 @@ def setup_cluster(options: KindOptions, *, progress: Progress = _quiet) -> Clust
                 str(cache),
                 options.addons,
             )
-        run_tool(
-            [
-                tools.kubectl,
-                f"--kubeconfig={kubeconfig}",
-                "wait",
-                "--for=condition=Ready",
-                "node",
-                "--all",
-                f"--timeout={int(options.setup_timeout)}s",
-            ],
-            timeout=options.setup_timeout + 30,
-        )
-        if options.addons:
-            installer = addons.AddonInstaller(
-                tools.kubectl,
-                kubeconfig,
-                addons.Downloads(cache, overrides=options.addon_files, progress=progress),
-                timeout=options.setup_timeout,
-                progress=progress,
-            )
-            installer.install(
-                options.addons, addons.load_pins(), gateway_node_port=GATEWAY_NODE_PORT
-            )
+        try:
+            _prepare(options, kubeconfig, tools, progress)
+        except BaseException as exc:
+            if not (created and not options.keep_cluster):
+                raise
+            delete_cluster(handle, progress=progress)
+            if not isinstance(exc, BackendError):
+                raise
+            raise BackendError(
+                f"{exc}\n(the new cluster {options.cluster} was deleted again; pass "
+                "--canary-keep-cluster to keep it for inspection)"
+            ) from exc
         return handle
     finally:
         lock.release()
+
+
+def _prepare(options: KindOptions, kubeconfig: Path, tools: Tools, progress: Progress) -> None:
+    """Nodes Ready, then the add-ons, each with its readiness wait."""
+    run_tool(
+        [
+            tools.kubectl,
+            f"--kubeconfig={kubeconfig}",
+            "wait",
+            "--for=condition=Ready",
+            "node",
+            "--all",
+            f"--timeout={int(options.setup_timeout)}s",
+        ],
+        timeout=options.setup_timeout + 30,
+    )
+    if options.addons:
+        installer = addons.AddonInstaller(
+            tools.kubectl,
+            kubeconfig,
+            addons.Downloads(
+                Path(options.cache_dir), overrides=options.addon_files, progress=progress
+            ),
+            timeout=options.setup_timeout,
+            progress=progress,
+        )
+        installer.install(options.addons, addons.load_pins(), gateway_node_port=GATEWAY_NODE_PORT)
+
+
+def _downloaded_kind(name: str, cache: Path, tools: Tools, progress: Progress) -> str:
+    """pytest-kind's download of kind (as KIND_VERSION / KIND_DOWNLOAD_URL say), so that
+    ``kind get clusters`` can tell whether the cluster exists before anything is created."""
+    progress(f"downloading kind {os.environ.get('KIND_VERSION', '')} with pytest-kind")
+    probe = ClusterHandle(
+        name,
+        str(cache / "kubeconfig"),
+        PortMap(0, 0, 0, {}),
+        False,
+        None,
+        tools.kubectl,
+        str(cache),
+        (),
+    )
+    cluster = kind_cluster(probe)
+    try:
+        with _inside(cache):
+            cluster.ensure_kind()
+    except Exception as exc:
+        raise BackendError(f"pytest-kind could not download kind: {exc}") from exc
+    path = Path(cluster.kind_path)
+    return str(path if path.is_absolute() else (cache / path).resolve())
 
 
 def delete_cluster(handle: ClusterHandle, *, progress: Progress = _quiet) -> None:
@@ -698,7 +742,9 @@ class KindBackend(KubeBackend):
     ) -> KindBackend:
         """Create or reuse the cluster, install add-ons, and return the owning backend."""
         handle = setup_cluster(options, progress=progress)
-        return cls(handle, options, run_id=run_id, owner=True, progress=progress)
+        backend = cls(handle, options, run_id=run_id, owner=True, progress=progress)
+        progress(f"ready: {backend.describe()}")
+        return backend
 
     @classmethod
     def attach(

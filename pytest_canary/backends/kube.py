@@ -664,9 +664,9 @@ def adapt(
     return copied
 
 
-def namespace_for(test_name: str, run_id: str) -> str:
-    """``canary-<slug of the test>-<5 random hex>``, a valid namespace name (<= 63 chars)."""
-    del run_id  # the run id is a label, not part of the name (names must stay short)
+def namespace_for(test_name: str) -> str:
+    """``canary-<slug of the test>-<5 random hex>``, a valid namespace name (<= 63 chars);
+    the run id goes into a label, names must stay short."""
     short = test_name.rsplit("::", 1)[-1] if "::" in test_name else test_name.rsplit("/", 1)[-1]
     slug = re.sub(r"[^a-z0-9-]+", "-", short.lower()).strip("-")
     slug = re.sub(r"-+", "-", slug)[:44].strip("-") or "test"
@@ -922,14 +922,14 @@ class KubeEnvironment(Environment):
         self.api = backend.api
         self.options = backend.options
         self.test_name = test_name
-        self.namespace = namespace_for(test_name, backend.run_id)
+        self.namespace = namespace_for(test_name)
         self.failed = False
         self._created = False
         self._closed = False
         self._mesh = False
         self._applied: dict[Key, dict[str, Any]] = {}
         self._entries: dict[str, EntryService] = {}
-        self._spec: ReleaseSpec | None = None
+        self._specs: dict[str, ReleaseSpec] = {}  # by release name (the objects' app label)
         self._history: list[str] = []
         self._hosts: set[str] = set()
         self._locks: list[Any] = []
@@ -971,7 +971,16 @@ class KubeEnvironment(Environment):
             return exc
         status = _status(exc)
         where = f"HTTP {status}: " if status else ""
-        return BackendError(f"{action} failed: {where}{api_error_message(exc)}")
+        hint = ""
+        if status == 404 and any(
+            g in action for g in ("VirtualService", "DestinationRule", "Gateway", "HTTPRoute")
+        ):
+            hint = (
+                " (are the CRDs installed? Istio provides VirtualService, DestinationRule and "
+                "Gateway, Gateway API HTTPRoute and Gateway; on kind: --canary-addons must "
+                "include istio and gateway-api)"
+            )
+        return BackendError(f"{action} failed: {where}{api_error_message(exc)}{hint}")
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -1133,8 +1142,10 @@ class KubeEnvironment(Environment):
         rest = sorted((k for k in stale if rank(k) <= ROUTING_RANK), key=rank, reverse=True)
         for key in sorted(routing, key=rank, reverse=True):
             self._delete(key)
-        if (stale or deferred) and self._spec is not None:
-            self._converge(self._spec, list(wanted.values()))
+        releases = {_app_label(o) for o in wanted.values()}
+        spec = self._specs.get(next(iter(releases)) or "") if len(releases) == 1 else None
+        if (stale or deferred) and spec is not None:
+            self._converge(spec, list(wanted.values()))
         for obj in deferred:
             self._apply_one(key_of(obj), obj)
         for key in rest:
@@ -1421,7 +1432,7 @@ class KubeEnvironment(Environment):
         return waits.plan_for(objects, namespace=self.namespace, host=spec.host, path=spec.path)
 
     def await_dataplane(self, spec: ReleaseSpec, objects: Sequence[Manifest]) -> None:
-        self._spec = spec
+        self._specs[spec.name] = spec
         self._converge(spec, self._adapt(objects))
 
     def _converge(self, spec: ReleaseSpec, objects: Sequence[Mapping[str, Any]]) -> None:
@@ -1884,11 +1895,8 @@ class KubeBackend(Backend):
         return signals
 
     def _gateway_pods(self) -> str:
-        if self.options.gateway:
-            _, name = parse_gateway(self.options.gateway)
-            if name != "pytest-canary":
-                return f"gateway.networking.k8s.io/gateway-name={name}"
-        return ISTIO_GATEWAY_PODS
+        selector = self.gateway_selector()
+        return _selector(selector) if selector else ISTIO_GATEWAY_PODS
 
     def _exec_signal(
         self,
@@ -1906,10 +1914,10 @@ class KubeBackend(Backend):
             self.unavailable_signals[name] = (
                 f"cannot list pods {selector}: {api_error_message(exc)}"
             )
-            return Check(True, f"{name}: not readable")
+            return Check(True, f"{name}: configuration not readable, skipped")
         if not pods:
             self.unavailable_signals[name] = f"no ready pod matches {selector}"
-            return Check(True, f"{name}: not readable")
+            return Check(True, f"{name}: configuration not readable, skipped")
         statuses = []
         for pod in pods:
             meta = pod["metadata"]
@@ -1924,7 +1932,7 @@ class KubeBackend(Backend):
                 self.unavailable_signals[name] = (
                     f"exec {' '.join(command)} in {meta['name']}: {exc}"
                 )
-                return Check(True, f"{name}: not readable")
+                return Check(True, f"{name}: configuration not readable, skipped")
             check = judge(data)
             statuses.append(f"{meta['name']}: {check.status}")
             if not check.done:

@@ -244,7 +244,8 @@ def settle(
 
 def pause_after(spec: ReleaseSpec) -> int:
     """New pods after which the rollout pauses: ``pause_after`` when given, else maxSurge
-    resolved against ``replicas``, at least 1 (a rollout with maxSurge 0 starts by replacing pods) and at most ``replicas``."""
+    resolved against ``replicas``, at least 1 (a rollout with maxSurge 0 starts by
+    replacing pods) and at most ``replicas``."""
     if spec.pause_after is not None:
         return spec.pause_after
     max_surge, _ = resolve_fenceposts(spec.surge, spec.unavailable, spec.replicas)

@@ -347,3 +347,60 @@ def test_live_kind_cluster_serves_a_weighted_canary(tmp_path: Path) -> None:
             release.expect_routed("2.0")
     finally:
         backend.close()
+
+
+FAKE_KIND = """#!/bin/sh
+echo "$@" >> "{log}"
+case "$1 $2" in
+  "get clusters") cat "{clusters}" 2>/dev/null || echo "No kind clusters found." >&2 ;;
+  "create cluster")
+    for arg in "$@"; do case "$arg" in --kubeconfig=*) kc="${{arg#--kubeconfig=}}" ;; esac; done
+    cat > "$kc" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{{name: kind-x, cluster: {{server: "https://127.0.0.1:6443"}}}}]
+users: [{{name: kind-x, user: {{token: t}}}}]
+contexts: [{{name: kind-x, context: {{cluster: kind-x, user: kind-x}}}}]
+current-context: kind-x
+KC
+    echo pytest-canary > "{clusters}" ;;
+esac
+"""
+
+
+def test_pytest_kind_creates_and_deletes_with_our_config_and_kind_binary(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The real pytest-kind KindCluster, driven with a stand-in ``kind`` on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "kind.log"
+    fake = bin_dir / "kind"
+    fake.write_text(FAKE_KIND.format(log=log, clusters=tmp_path / "clusters"))
+    fake.chmod(0o755)
+    (bin_dir / "kubectl").write_text("#!/bin/sh\n")
+    (bin_dir / "kubectl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setattr(kind, "_prepare", lambda *args: None)
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    options = KindOptions(cache_dir=str(cache), node_image="kindest/node:v1.35.0")
+    handle = kind.setup_cluster(options)
+    calls = log.read_text().splitlines()
+    home = cache / "clusters" / "pytest-canary"
+    assert calls == [
+        "get clusters",
+        "get clusters",  # pytest-kind's own check before creating
+        f"create cluster --name=pytest-canary --kubeconfig={home / 'kubeconfig'} "
+        f"--image=kindest/node:v1.35.0 --config {home / 'kind-config.yaml'}",
+    ]
+    assert handle.created and handle.kind == str(fake)
+    assert not (tmp_path / ".pytest-kind").exists()  # kept out of the user's project
+    assert (cache / ".pytest-kind" / "pytest-canary").is_dir()
+    kind.delete_cluster(handle)
+    assert log.read_text().splitlines()[-1] == (
+        f"delete cluster --name=pytest-canary --kubeconfig={home / 'kubeconfig'}"
+    )
+    monkeypatch.setattr(kind, "node_ports", lambda name: PORTS)  # Docker knows the real one
+    again = kind.setup_cluster(options)  # it exists now: reused, so never deleted
+    assert not again.created

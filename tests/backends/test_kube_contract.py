@@ -14,6 +14,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -434,7 +435,7 @@ def test_keep_policy_values() -> None:
 
 def test_namespace_names_are_valid_and_unique() -> None:
     long = "tests/test_x.py::" + "test_" + "a" * 100 + "[Weird Param/ü]"
-    names = {namespace_for(long, "r") for _ in range(20)}
+    names = {namespace_for(long) for _ in range(20)}
     assert len(names) == 20
     for name in names:
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
@@ -549,3 +550,71 @@ def test_live_cluster_namespace_lifecycle() -> None:
     finally:
         env.close()
         backend.close()
+
+
+# -- through pytest: options, guard, keep=failed, artifacts ----------------------------------------
+
+
+def test_the_plugin_runs_tests_on_the_kube_backend_with_guard_keep_and_artifacts(
+    pytester: pytest.Pytester,
+    api_server: ApiServer,
+    fake_ingress: FakeIngress,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("PYTEST_CANARY_CACHE_DIR", str(tmp_path / "cache"))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        f"""
+apiVersion: v1
+kind: Config
+clusters: [{{name: emu, cluster: {{server: "{api_server.url}"}}}}]
+users: [{{name: emu, user: {{token: t}}}}]
+contexts: [{{name: staging-eu, context: {{cluster: emu, user: emu}}}}]
+current-context: staging-eu
+"""
+    )
+    pytester.makepyfile(
+        """
+        def test_ok(canary):
+            canary.deploy("nginx", stable="1.0", canary="2.0", weight=20)
+
+        def test_bad(canary):
+            canary.deploy("nginx", stable="1.0", canary="2.0", weight=20, name="shop")
+            assert False, "boom"
+        """
+    )
+    args = [
+        "--canary-backend=kube",
+        f"--canary-kubeconfig={kubeconfig}",
+        f"--canary-entry-url={fake_ingress.url}",
+        "--canary-keep=failed",
+        f"--canary-artifacts={tmp_path / 'artifacts'}",
+        "--canary-wait-timeout=5",
+        "--canary-dataplane-timeout=5",
+        "-p",
+        "no:randomly",
+    ]
+    refused = pytester.runpytest(*args)
+    refused.stdout.fnmatch_lines(["*kube context 'staging-eu'*Pass --kube-context=staging-eu*"])
+    assert api_server.emulator.namespaces == {}
+
+    result = pytester.runpytest(*args, "--kube-context=staging-eu")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*canary: kube backend (context staging-eu; entries *=http://127.0.0.1:*; "
+            "keep namespaces failed)",
+            "*canary diagnostics*",
+            "*--- manifests of shop (canary) ---*",
+            "*canary kept namespaces*",
+            "canary-test-bad-*",
+        ]
+    )
+    (kept,) = api_server.emulator.namespaces
+    assert kept.startswith("canary-test-bad-")
+    (folder,) = (tmp_path / "artifacts").iterdir()
+    assert folder.name.endswith("test_bad")
+    names = sorted(p.name for p in folder.iterdir())
+    assert "01-namespace.txt" in names
+    assert any(n.endswith("manifests-of-shop-canary.txt") for n in names)

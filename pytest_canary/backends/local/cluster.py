@@ -43,7 +43,11 @@ WORKLOAD_KINDS = ("Deployment",)
 # Deletion order: routing first, then Services, then workloads (break after make).
 DELETE_ORDER = {"Deployment": 2, "Service": 1}
 # Which data-plane model serves a strategy's entry ("model" or "model:gateway name").
-ENTRY_MODEL = {"nginx": "nginx", "istio": "istio:{name}-gateway", "gateway": "gateway:{name}-gateway"}
+ENTRY_MODEL = {
+    "nginx": "nginx",
+    "istio": "istio:{name}-gateway",
+    "gateway": "gateway:{name}-gateway",
+}
 # Strategies whose traffic enters through a plain Service (kube-proxy, per connection).
 CONNECTION_ENTRY = ("replicas", "bluegreen", "rolling")
 # Model of the sidecar every local pod sends its outgoing HTTP through (HTTP_PROXY).
@@ -161,7 +165,9 @@ class LocalEnvironment(Environment):
         self.access_log: collections.deque[AccessRecord] = collections.deque(maxlen=200)
         self._http_routers: dict[str, HttpRouter] = {}
         self._sidecars: dict[str, HttpRouter] = {}
-        self._connection_routers: dict[tuple[str, tuple[tuple[str, str], ...]], ConnectionRouter] = {}
+        self._connection_routers: dict[
+            tuple[str, tuple[tuple[str, str], ...]], ConnectionRouter
+        ] = {}
         self._snapshot = Snapshot(namespace, (), ())
         self._closed = False
         self.events: list[str] = []
@@ -375,7 +381,9 @@ class LocalEnvironment(Environment):
         elif settled.new < now.new:
             self._stop_pods(state, sorted(new, key=lambda p: p.started_at)[settled.new :])
         if settled.old > now.old and old:
-            start(state.template_of[max(old, key=lambda p: p.started_at).name], settled.old - now.old)
+            start(
+                state.template_of[max(old, key=lambda p: p.started_at).name], settled.old - now.old
+            )
         elif settled.old < now.old:
             self._stop_pods(state, sorted(old, key=lambda p: p.started_at)[: now.old - settled.old])
         while pending:
@@ -531,7 +539,7 @@ class LocalEnvironment(Environment):
         for sidecar in self._sidecars.values():
             try:
                 self._loop.run(sidecar.stop(), timeout=10)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
         self._sidecars.clear()
         for conn_router in self._connection_routers.values():

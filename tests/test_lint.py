@@ -1,0 +1,162 @@
+"""Findings: every broken variant in ``fixtures/broken`` produces exactly its finding, each
+finding cites its upstream rule, and the mistakes are real (traffic through the local
+models shows what upstream does with them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_canary import CanaryConfigError, Harness, lint
+from pytest_canary.backends.local import LocalBackend
+
+ROOT = Path(__file__).resolve().parents[1]
+BROKEN = ROOT / "fixtures" / "broken"
+SHOP = ROOT / "suites" / "manifests" / "shop"
+VARIANTS = sorted(p.name for p in BROKEN.iterdir() if p.is_dir())
+
+# The upstream source each rule must cite: the function or file that makes the behaviour.
+UPSTREAM_OF = {
+    "nginx-canary-path-mismatch": "mergeAlternativeBackends",
+    "nginx-canary-without-main": "mergeAlternativeBackends",
+    "nginx-second-canary": "checkOverlap",
+    "nginx-canary-service-is-main": "createUpstreams",
+    "nginx-canary-not-enabled": "canary/main.go",
+    "nginx-canary-invalid-value": "canary/main.go",
+    "nginx-dropped": "dataplane/nginx.py",
+    "istio-no-default-route": "BuildHTTPRoutesForVirtualService",
+    "istio-all-weights-zero": "applyHTTPRouteDestination",
+    "istio-undefined-subset": "GetDestinationCluster",
+    "istio-source-labels-without-mesh": "HTTPMatchRequest.sourceLabels",
+    "istio-gateway-not-found": "IST0101",
+    "gateway-all-weights-zero": "BackendRef.weight",
+    "gateway-parent-not-found": "ParentReference",
+    "service-not-found": "BackendRef",
+    "service-selects-nothing": "endpointslice",
+}
+
+
+def expected_rule(variant: str) -> str:
+    return (BROKEN / variant / "expected.txt").read_text().strip()
+
+
+@pytest.fixture
+def canary() -> Iterator[Harness]:
+    backend = LocalBackend(seed=21)
+    try:
+        with Harness(backend.environment("lint")) as harness:
+            yield harness
+    finally:
+        backend.close()
+
+
+def variant_id(variant: str) -> str:
+    """``<variant>-<upstream symbol>``: the test id names the upstream rule."""
+    return f"{variant}-{UPSTREAM_OF[expected_rule(variant)]}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_broken_variant_produces_exactly_its_finding(variant: str) -> None:
+    """Each ``fixtures/broken/<variant>`` yields one finding, of the rule in expected.txt,
+    citing that rule's upstream source."""
+    findings = lint.lint_paths(BROKEN / variant)
+    rule = expected_rule(variant)
+    assert [f.rule for f in findings] == [rule], "\n".join(map(str, findings))
+    assert UPSTREAM_OF[rule] in findings[0].upstream
+    assert findings[0].upstream == lint.RULES[rule].upstream or rule == "service-not-found"
+
+
+def test_every_rule_has_a_broken_variant_and_an_upstream() -> None:
+    covered = {expected_rule(v) for v in VARIANTS}
+    assert set(lint.RULES) - covered == {"nginx-dropped"}  # the fallback: see its own test
+    assert set(UPSTREAM_OF) == set(lint.RULES)
+
+
+@pytest.mark.parametrize("folder", ["nginx", "istio", "gateway-api"])
+def test_realistic_sets_have_no_findings(folder: str) -> None:
+    assert lint.lint_paths(SHOP / folder) == []
+
+
+def test_model_log_lines_without_a_rule_still_surface() -> None:
+    """Anything the ingress-nginx model logs is a finding (here controller.go checkOverlap's
+    'already defined' for two main Ingresses on one host and path): the linter reads the
+    model's log instead of re-implementing its rules."""
+    main = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "shop"},
+        "spec": {
+            "rules": [
+                {
+                    "host": "shop.example.com",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/shop",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": "shop", "port": {"number": 80}}},
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+    }
+    twin = {**main, "metadata": {"name": "shop-again"}}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "shop"},
+        "spec": {"ports": [{"port": 80}]},
+    }
+    findings = lint.lint([main, twin, service])
+    assert [f.rule for f in findings] == ["nginx-dropped"]
+    assert findings[0].object == "Ingress/shop-again"
+    assert "already defined by Ingress shop" in findings[0].message
+
+
+# -- apply: findings before any traffic ------------------------------------------------------
+
+
+def test_apply_raises_on_findings_naming_rule_upstream_and_file(canary: Harness) -> None:
+    with pytest.raises(CanaryConfigError) as info:
+        canary.apply(BROKEN / "nginx-canary-path-mismatch")
+    message = str(info.value)
+    assert message.startswith("1 finding in ")
+    assert "before any traffic was sent" in message
+    assert "Ingress/shop-canary (" in message and "manifests.yaml, document 6)" in message
+    assert "rule nginx-canary-path-mismatch; upstream: kubernetes/ingress-nginx" in message
+    assert "mergeAlternativeBackends" in message
+    assert canary.environment.understood_kinds is not None
+    assert canary.applied == []  # nothing applied
+
+
+def test_path_mismatch_really_drops_the_canary(canary: Harness) -> None:
+    """controller.go mergeAlternativeBackends: the canary path /shop/ matches no main
+    location, so ingress-nginx never sends a request to v2; applied anyway, the local model
+    shows it."""
+    with pytest.warns(lint.FindingWarning, match="nginx-canary-path-mismatch"):
+        shop = canary.apply(BROKEN / "nginx-canary-path-mismatch", findings="warn")
+    assert [f.rule for f in shop.findings] == ["nginx-canary-path-mismatch"]
+    shop.expect_routed("v1", leak=0.1)
+    with pytest.raises(AssertionError, match="split"):
+        shop.expect_split({"v2": 0.10})
+
+
+def test_header_value_reset_really_disables_header_routing(canary: Harness) -> None:
+    """canary/main.go: 'yes please' is outside the character set, reset to '' upstream, so
+    x-beta-user: yes please does not select the canary (only the 10% weight does)."""
+    shop = canary.apply(BROKEN / "nginx-canary-invalid-value", findings="ignore")
+    with pytest.raises(AssertionError, match="routed"):
+        shop.expect_routed("v2", headers={"x-beta-user": "yes please"})
+
+
+def test_undefined_subset_really_fails_requests(canary: Harness) -> None:
+    """route.go GetDestinationCluster: subset 'canary' has no cluster, Envoy answers 503 NC
+    for the 10% sent there."""
+    shop = canary.apply(BROKEN / "istio-undefined-subset", findings="ignore")
+    sample = shop.sample(200)
+    assert sample.errors["HTTP 503"] > 0
+    assert set(sample.counts) == {"v1"}
