@@ -44,7 +44,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
+from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest, weighted_pick
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ASSUMED_METHOD = "GET"
@@ -263,14 +263,7 @@ class GatewayConfig:
         total = sum(b.weight for b in weighted)
         if total == 0:
             return Refusal(500, f"{why}: no backendRef with a weight above 0 (all invalid)")
-        draw = rng.randrange(total)
-        chosen = weighted[-1]
-        cumulative = 0
-        for backend in weighted:
-            cumulative += backend.weight
-            if draw < cumulative:
-                chosen = backend
-                break
+        chosen = weighted_pick(weighted, [b.weight for b in weighted], rng)
         if chosen.invalid_reason:
             return Refusal(500, f"{why}: backendRef invalid: {chosen.invalid_reason}")
         port: int | str = chosen.port if chosen.port is not None else 80

@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
+from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest, weighted_pick
 
 MESH = "mesh"
 CLUSTER_DOMAIN = "svc.cluster.local"
@@ -378,14 +378,7 @@ class IstioConfig:
             total = sum(d.weight for d in weighted)
             if total == 0:
                 return Refusal(503, f"{route.describe()}: every destination has weight 0")
-            draw = rng.randrange(total)
-            chosen = weighted[-1]
-            cumulative = 0
-            for dest in weighted:
-                cumulative += dest.weight
-                if draw < cumulative:
-                    chosen = dest
-                    break
+            chosen = weighted_pick(weighted, [d.weight for d in weighted], rng)
             detail = f"weight {chosen.weight}/{total}"
         return self._resolve(route, chosen, f"{why}, {detail}")
 

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import bisect
+import itertools
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def weighted_pick(items: Sequence[T], weights: Sequence[int], rng: random.Random) -> T:
+    """One item, chosen with probability weight / sum(weights) by a single integer draw
+    (Envoy ``weighted_clusters`` and Gateway API backendRefs both split per request)."""
+    cumulative = list(itertools.accumulate(weights))
+    return items[bisect.bisect_right(cumulative, rng.randrange(cumulative[-1]))]
 
 
 @dataclass(frozen=True)
