@@ -178,3 +178,13 @@ def test_same_seed_same_decisions(backend: LocalBackend) -> None:
             b.close()
 
     assert run(99) == run(99)
+
+
+def test_two_releases_in_one_test_keep_each_other(backend: LocalBackend) -> None:
+    with Harness(backend.environment("two-releases")) as canary:
+        shop = canary.deploy("nginx", stable="1.0", canary="2.0", name="shop", host="shop.bar")
+        cart = canary.deploy("nginx", stable="3.0", canary="4.0", name="cart", host="cart.bar")
+        shop.promote()
+        assert shop.sample(20).counts == {"2.0": 20}
+        assert set(cart.sample(200).counts) == {"3.0"}  # weight 0: all stable, still served
+        assert cart.sample(20, headers={"X-Canary": "always"}).counts == {"4.0": 20}

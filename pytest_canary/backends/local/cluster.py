@@ -56,6 +56,13 @@ MESH = "mesh"
 Key = tuple[str, str]
 
 
+def _app_of(obj: Mapping[str, Any]) -> str | None:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    app = labels.get("app")
+    # A frontend (``<app>-frontend``) belongs to its app's release.
+    return None if app is None else str(app).removesuffix("-frontend")
+
+
 def key_of(obj: Mapping[str, Any]) -> Key:
     """(kind, name) of an object."""
     return str(obj["kind"]), str(obj["metadata"]["name"])
@@ -208,7 +215,15 @@ class LocalEnvironment(Environment):
         for key, obj in wanted.items():
             if key[0] not in WORKLOAD_KINDS:
                 self._store[key] = obj
-        stale = [k for k in self._store if k not in wanted]
+        # Prune what this release applied before and no longer wants; other releases of the
+        # test (another ``app`` label) stay. Objects without an app label (your own
+        # manifests) replace everything.
+        apps = {_app_of(o) for o in wanted.values()}
+        stale = [
+            k
+            for k in self._store
+            if k not in wanted and (None in apps or _app_of(self._store[k]) in apps)
+        ]
         for key in sorted(stale, key=lambda k: DELETE_ORDER.get(k[0], 0)):
             if key[0] not in DELETE_ORDER:
                 del self._store[key]
