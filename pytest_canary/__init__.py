@@ -6,6 +6,7 @@ traffic and asserts the observed split, header/cookie routing, promotion and rol
 
 from __future__ import annotations
 
+from pytest_canary.apps import VersionFromHeader, VersionFromJson, VersionFromRegex
 from pytest_canary.byo import ManifestWarning
 from pytest_canary.errors import BackendError, CanaryConfigError, CanaryError, ConvergenceTimeout
 from pytest_canary.harness import AppliedManifests, Harness, Release, Settings, assert_split
@@ -33,6 +34,9 @@ __all__ = [
     "Sampler",
     "Settings",
     "Verdict",
+    "VersionFromHeader",
+    "VersionFromJson",
+    "VersionFromRegex",
     "assert_split",
     "build_spec",
 ]

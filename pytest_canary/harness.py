@@ -19,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from pytest_canary import byo, lint, manifests, stats
+from pytest_canary.apps import VERSION_READERS, VersionFromHeader, VersionReader
 from pytest_canary.backends.base import Diagnostics, Environment
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.manifests import Manifest, Phase
@@ -88,6 +89,7 @@ class Harness:
         version_label: str = "version",
         findings: Literal["error", "warn", "ignore"] = "error",
         path: str | None = None,
+        version_from: VersionReader | None = None,
     ) -> AppliedManifests:
         """Apply your own manifests (files, folders, a kustomize folder) and return a handle
         with the same expectations as a :class:`Release`.
@@ -98,7 +100,9 @@ class Harness:
         the test's. On the local backend every workload is stood in for by the sample app
         answering with its pods' ``version_label``, so the routing objects themselves are
         checked; kinds that do not affect routing (ConfigMap, HPA, ...) are left out with a
-        :class:`pytest_canary.byo.ManifestWarning`.
+        :class:`pytest_canary.byo.ManifestWarning`. On a cluster (``kube``, ``kind``) every
+        object is applied as it is, your images answer, and the call returns once traffic
+        through the entry is answered only by your workloads' versions.
 
         Args:
             paths: a file, a folder, or a list of them.
@@ -108,11 +112,16 @@ class Harness:
             findings: ``"error"`` raises on any finding, ``"warn"`` warns
                 (:class:`pytest_canary.lint.FindingWarning`) and applies, ``"ignore"`` applies.
             path: the request path (default: the first path the routing objects name).
+            version_from: how a response of your image says its version, a reader from
+                :mod:`pytest_canary.apps` (``VersionFromHeader``, ``VersionFromJson``,
+                ``VersionFromRegex``); default ``VersionFromHeader("X-App-Version")``. Not
+                used on the local backend, whose stand-ins answer with ``X-App-Version``.
 
         Raises:
             CanaryConfigError: unreadable paths or YAML (naming file and document), objects
                 the API would reject, kinds the backend cannot realise (in one error), pods
-                without ``version_label``, and findings when ``findings="error"``.
+                without ``version_label``, an invalid ``version_from``, and findings when
+                ``findings="error"``.
 
         Example:
             >>> shop = canary.apply("deploy/shop/", host="shop.example.com")  # doctest: +SKIP
@@ -128,7 +137,17 @@ class Harness:
                 "apply(...): this test already deployed a release with canary.deploy(); use "
                 "one or the other in a test"
             )
+        reader = VersionFromHeader() if version_from is None else version_from
+        if not isinstance(reader, VERSION_READERS):
+            raise CanaryConfigError(
+                f"version_from={version_from!r}: must be VersionFromHeader(name), "
+                "VersionFromJson('dotted.path') or VersionFromRegex(pattern) from "
+                "pytest_canary.apps"
+            )
+        reader.check("version_from")
         env = self.environment
+        if env.stands_in_for_workloads:
+            reader = VersionFromHeader()  # the sample app answers, not your image
         loaded = byo.load(paths)
         byo.check_schemas(loaded)
         objects = (
@@ -163,6 +182,7 @@ class Harness:
             canary=byo.canary_version(moved, version_label),
             path=path if path is not None else byo.default_path(moved),
             findings=found,
+            version_from=reader,
         )
         for previous in self.applied:
             previous.close()
@@ -170,6 +190,13 @@ class Harness:
         # The entry first: a backend that cannot serve these objects says so before applying.
         handle.entry = env.entry_for_objects(moved, host)
         env.apply_manifests(moved, version_label=version_label)
+        env.await_manifests(
+            moved,
+            handle.entry,
+            path=handle.path,
+            version_label=version_label,
+            version_from=reader,
+        )
         return handle
 
     def lint(self, paths: byo.PathsArg) -> list[lint.Finding]:
@@ -697,6 +724,7 @@ class AppliedManifests(TrafficChecks):
             one (a single-number ``expect_split(0.1)`` means its share); else ``None``.
         path: the request path traffic is sent to.
         findings: what the linter found (non-empty only with ``findings="warn"/"ignore"``).
+        version_from: how each response's version is read (:mod:`pytest_canary.apps`).
     """
 
     def __init__(
@@ -708,6 +736,7 @@ class AppliedManifests(TrafficChecks):
         canary: str | None,
         path: str,
         findings: list[lint.Finding],
+        version_from: VersionReader | None = None,
     ) -> None:
         self._harness = harness
         self._samplers = {}
@@ -716,6 +745,9 @@ class AppliedManifests(TrafficChecks):
         self.canary_version = canary
         self.path = path
         self.findings = findings
+        self.version_from: VersionReader = (
+            VersionFromHeader() if version_from is None else version_from
+        )
         self._entry: Entry | None = None
 
     @property
@@ -762,6 +794,7 @@ class AppliedManifests(TrafficChecks):
                 concurrency=settings.concurrency,
                 timeout=settings.timeout,
                 path=self.path,
+                classify=self.version_from.classifier(),
             )
         return self._samplers[None]
 

@@ -3,7 +3,6 @@ errors that name the file and the document (``pytest_canary.byo``)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import textwrap
@@ -254,19 +253,6 @@ def test_apply_and_deploy_do_not_mix(canary: Harness) -> None:
     canary.deploy("nginx", stable="1.0", canary="2.0", weight=10)
     with pytest.raises(CanaryConfigError, match=r"already deployed a release with canary\.deploy"):
         canary.apply(SHOP / "nginx")
-
-
-def test_docs_example_runs(pytester: pytest.Pytester) -> None:
-    """docs/own-manifests.md's example, run against the shop's ingress-nginx manifests copied
-    to deploy/shop/ (the docs cannot rot)."""
-    text = (ROOT / "docs" / "own-manifests.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "def test_" in b]
-    assert blocks
-    shutil.copytree(SHOP / "nginx", pytester.path / "deploy" / "shop")
-    for block in blocks:
-        pytester.makepyfile(block)
-        result = pytester.runpytest("--canary-seed=11")
-        result.assert_outcomes(passed=1)
 
 
 def test_apply_lists_unsupported_kinds_before_anything_runs(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from pytest_canary.apps import VersionReader
 from pytest_canary.manifests import Manifest
 from pytest_canary.spec import ReleaseSpec
 from pytest_canary.traffic import Entry
@@ -55,21 +56,46 @@ class Environment(abc.ABC):
 
     # Kinds this environment can realise from user manifests; None: any kind, applied as it
     # is (a real cluster). The local backend stands in for workloads and models routing only.
+    # ``Harness.apply`` calls, in order: entry_for_objects, apply_manifests, await_manifests.
     understood_kinds: frozenset[str] | None = None
+
+    @property
+    def stands_in_for_workloads(self) -> bool:
+        """Whether the workloads of user manifests are stood in for by the sample app (which
+        answers with ``X-App-Version``, whatever image the manifests name) rather than run as
+        they are. True exactly when :attr:`understood_kinds` limits the kinds."""
+        return self.understood_kinds is not None
 
     def apply_manifests(self, objects: Sequence[Manifest], *, version_label: str) -> None:
         """Apply objects written outside pytest-canary (already in this namespace). A backend
         that stands in for workloads runs, for each one, an app answering with its pods'
-        ``version_label``; a cluster applies them as they are."""
+        ``version_label``; a cluster applies them as they are, replacing the set applied
+        before in this test (objects no longer listed are deleted)."""
         self.apply(objects)
 
     def entry_for_objects(self, objects: Sequence[Manifest], host: str | None) -> Entry:
         """Where traffic enters a set of user manifests: the data plane their routing objects
-        configure (Ingress, Istio Gateway, Gateway API Gateway) or a Service, with ``host``."""
+        configure (Ingress, Istio Gateway, Gateway API Gateway) or a Service, with ``host``.
+        Called before :meth:`apply_manifests`, so that a backend that cannot serve the
+        objects says so before anything is applied."""
         raise NotImplementedError(
             f"{type(self).__name__} cannot yet send traffic to manifests applied with "
             "canary.apply(); use the local backend"
         )
+
+    def await_manifests(
+        self,
+        objects: Sequence[Manifest],
+        entry: Entry,
+        *,
+        path: str,
+        version_label: str,
+        version_from: VersionReader,
+    ) -> None:
+        """Return once traffic through ``entry`` to ``path`` is answered only by the
+        workloads of ``objects`` (versions read from each response with ``version_from``,
+        allowed ones from the pods' ``version_label``) and no request fails. No-op where
+        applying is synchronous (the local backend)."""
 
     def ready_pods(self, spec: ReleaseSpec) -> dict[str, int]:
         """Ready pods of the release (label ``app: spec.name``) per ``version`` label."""

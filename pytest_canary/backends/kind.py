@@ -674,9 +674,15 @@ def _in_local_docker(image: str) -> bool:
     try:
         import docker
 
-        docker.from_env(timeout=10).images.get(image)
+        client = docker.from_env(timeout=10)
     except Exception:
         return False
+    try:
+        client.images.get(image)
+    except Exception:
+        return False
+    finally:
+        client.close()
     return True
 
 

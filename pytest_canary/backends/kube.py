@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import fnmatch
 import http.client
 import json
@@ -37,9 +38,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from pytest_canary.apps import VersionClassifier, VersionReader
 from pytest_canary.backends import waits
 from pytest_canary.backends.base import Backend, Diagnostics, Entry, Environment
 from pytest_canary.backends.waits import Answer, Check, DataplanePlan, Route
+from pytest_canary.dataplane import nginx as nginx_model
 from pytest_canary.errors import BackendError, CanaryConfigError
 from pytest_canary.manifests import Manifest
 from pytest_canary.manifests.rolling import PAUSE_AFTER
@@ -266,6 +269,12 @@ _CUSTOM: dict[tuple[str, str], str] = {
 }
 
 
+def _typed_version(api_class: str) -> str:
+    """The API version a typed client class serves: ``AutoscalingV2Api`` -> ``v2``."""
+    found = re.search(r"V(\d+(?:(?:alpha|beta)\d+)?)Api$", api_class)
+    return f"v{found.group(1)}" if found else ""
+
+
 def split_api_version(api_version: str) -> tuple[str, str]:
     """``apps/v1`` -> (``apps``, ``v1``); ``v1`` -> (``""``, ``v1``)."""
     group, _, version = api_version.rpartition("/")
@@ -366,7 +375,12 @@ class KubeApi:
         builtin = _BUILTIN.get((group, kind))
         if builtin is not None:
             plural, api_class, suffix, namespaced = builtin
-            return ResourceType(group, version, kind, plural, namespaced, (api_class, suffix))
+            typed: tuple[str, str] | None = (api_class, suffix)
+            if group and _typed_version(api_class) != version:
+                # e.g. autoscaling/v1 in a user's file: the typed client (AutoscalingV2Api)
+                # would send it to the v2 URL, which the API server refuses for an apply.
+                typed = None
+            return ResourceType(group, version, kind, plural, namespaced, typed)
         custom = _CUSTOM.get((group, kind))
         if custom is not None:
             return ResourceType(group, version, kind, custom, True)
@@ -595,6 +609,12 @@ APPLY_RANK: dict[str, float] = {
     "ConfigMap": 0,
     "Secret": 0,
     "ServiceAccount": 0,
+    # What pods need to be admitted, scheduled or started (your own manifests).
+    "PersistentVolumeClaim": 0,
+    "Role": 0,
+    "RoleBinding": 0,
+    "LimitRange": 0,
+    "ResourceQuota": 0,
     "Deployment": 1,
     "StatefulSet": 1,
     "DaemonSet": 1,
@@ -679,7 +699,8 @@ def namespace_for(test_name: str) -> str:
 class EntryProbe:
     """Sends small synchronous batches through an entry and reports what answered.
 
-    The version comes from the release's version header; the pod from the sample app's JSON
+    The version comes from ``classify`` (a :mod:`pytest_canary.apps` reader's classifier),
+    else from the response header ``version_header``; the pod from the sample app's JSON
     body (``hostname``), when present. Connections are kept alive unless the entry routes per
     connection (kube-proxy), like the sampler.
     """
@@ -691,10 +712,12 @@ class EntryProbe:
         path: str = "/",
         version_header: str | None = "X-App-Version",
         timeout: float = 5.0,
+        classify: VersionClassifier | None = None,
     ) -> None:
         self.entry = entry
         self.path = path
         self.version_header = version_header
+        self.classify = classify
         self.timeout = timeout
         parts = urlsplit(entry.url)
         self._https = parts.scheme == "https"
@@ -738,10 +761,13 @@ class EntryProbe:
             return Answer(error=f"connection error ({type(exc).__name__})")
         if self.entry.per_connection or response.will_close:
             self.close()
-        version = response.getheader(self.version_header) if self.version_header else None
+        if self.classify is not None:
+            version = self.classify(response.status, dict(response.getheaders()), body)
+        else:
+            version = response.getheader(self.version_header) if self.version_header else None
         if response.status >= 500:
             return Answer(error=f"HTTP {response.status}")
-        if self.version_header and not version:
+        if (self.classify is not None or self.version_header) and not version:
             return Answer(error=f"HTTP {response.status} without a version")
         return Answer(version=version, pod=_pod_of(body))
 
@@ -775,13 +801,15 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
     return False
 
 
-def allowed_pods(route: Route, pods: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Ready pods that may answer ``route``: pod name -> version label."""
+def allowed_pods(
+    route: Route, pods: Iterable[Mapping[str, Any]], version_label: str = waits.VERSION_LABEL
+) -> dict[str, str]:
+    """Ready pods that may answer ``route``: pod name -> the value of ``version_label``."""
     allowed: dict[str, str] = {}
     for pod in pods:
         labels = (pod.get("metadata") or {}).get("labels") or {}
         if _pod_ready(pod) and any(waits.labels_match(sel, labels) for sel in route.selectors):
-            allowed[str(pod["metadata"]["name"])] = str(labels.get(waits.VERSION_LABEL, ""))
+            allowed[str(pod["metadata"]["name"])] = str(labels.get(version_label, ""))
     return allowed
 
 
@@ -933,6 +961,10 @@ class KubeEnvironment(Environment):
         self._history: list[str] = []
         self._hosts: set[str] = set()
         self._locks: list[Any] = []
+        # canary.apply: the data plane the entry goes through ("nginx", "istio", "gateway"),
+        # or the Service a NodePort entry was created for.
+        self._manifest_dataplane_key: str | None = None
+        self._manifest_target: str | None = None
 
     # -- namespace ------------------------------------------------------------------------
 
@@ -1006,6 +1038,12 @@ class KubeEnvironment(Environment):
         return adapted
 
     def apply(self, objects: Sequence[Manifest]) -> None:
+        self._apply_objects(objects, prune_all=False)
+
+    def _apply_objects(self, objects: Sequence[Manifest], *, prune_all: bool) -> None:
+        """Make ``objects`` the desired state. Objects applied before and no longer listed are
+        deleted: those of the releases being applied (their ``app`` label), or with
+        ``prune_all`` every one (a user's manifest set replaces the previous set)."""
         if self._closed:
             raise BackendError(f"environment {self.namespace} is closed")
         wanted = {key_of(o): o for o in self._adapt(objects)}
@@ -1017,7 +1055,11 @@ class KubeEnvironment(Environment):
         # Prune only the objects of the releases being applied (by their ``app`` label), so
         # that a second release in the same test keeps the first one.
         scope = {_app_label(o) for o in wanted.values()}
-        stale = [k for k, o in self._applied.items() if k not in wanted and _app_label(o) in scope]
+        stale = [
+            k
+            for k, o in self._applied.items()
+            if k not in wanted and (prune_all or _app_label(o) in scope)
+        ]
         deferred: list[dict[str, Any]] = []
         ordered = sorted(wanted.items(), key=lambda item: rank(item[1]))
         waited_workloads = waited_services = False
@@ -1210,25 +1252,39 @@ class KubeEnvironment(Environment):
             selector = waits.service_selector(obj)
             if not selector:
                 continue
-            self._wait_service_endpoints(key[2], self._counter(selector))
+            self._wait_service_endpoints(key[2], self._counter(selector, wanted.values()))
 
-    def _counter(self, selector: Mapping[str, str]) -> Callable[[], int]:
+    def _counter(
+        self, selector: Mapping[str, str], objects: Iterable[Mapping[str, Any]] = ()
+    ) -> Callable[[], int] | None:
+        """How many endpoints a Service selecting ``selector`` must have; None when it selects
+        pods of other workloads among ``objects`` (a StatefulSet of your own manifests), whose
+        count is not predicted: then at least one."""
+        for obj in objects:
+            labels = _template_labels(obj)
+            if key_of(obj)[1] != "Deployment" and labels and waits.labels_match(selector, labels):
+                return None
         return lambda: self._expected_endpoints(selector)
 
-    def _wait_service_endpoints(self, service: str, expected: Callable[[], int]) -> None:
+    def _wait_service_endpoints(self, service: str, expected: Callable[[], int] | None) -> None:
         def probe() -> Check:
-            count = expected()
             slices = self.api.list(
                 "discovery.k8s.io/v1",
                 "EndpointSlice",
                 namespace=self.namespace,
                 label_selector=f"kubernetes.io/service-name={service}",
             )
-            return waits.endpoints_check(service, slices, count)
+            if expected is None:
+                ready = waits.ready_endpoints(slices)
+                return Check(bool(ready), f"{len(ready)} endpoints ready")
+            return waits.endpoints_check(service, slices, expected())
 
         waits.wait_until(
             f"Service {self.namespace}/{service}",
-            "backed by exactly one ready endpoint per pod of the Deployments it selects",
+            "backed by exactly one ready endpoint per pod of the Deployments it selects"
+            if expected is not None
+            else "backed by at least one ready endpoint (it selects pods of workloads other "
+            "than Deployments)",
             probe,
             timeout=self.options.wait_timeout,
         )
@@ -1422,6 +1478,247 @@ class KubeEnvironment(Environment):
             except Exception as exc:
                 raise self._error(f"updating entry Service {claimed.name}", exc) from exc
 
+    # -- manifests written by the user (canary.apply) -------------------------------------
+
+    # Every kind, applied as it is: ConfigMaps, HPAs, NetworkPolicies reach the cluster too.
+    understood_kinds = None
+
+    def entry_for_objects(self, objects: Sequence[Manifest], host: str | None) -> Entry:
+        """Where traffic enters your manifests, chosen from the objects as the local backend
+        does: an Ingress -> ingress-nginx; an Istio Gateway a VirtualService binds -> the
+        Istio ingress gateway; a Gateway API Gateway an HTTPRoute names -> the gateway entry
+        (both bound to the shared gateway by :func:`adapt` when ``--canary-gateway`` is
+        set); otherwise a NodePort Service created for the test with the selector of the
+        Service named ``host`` (or the first Service), balanced per connection.
+
+        Called before anything is applied: objects this backend cannot apply per test and
+        a missing entry URL are reported first. The NodePort entry Service is created now
+        (its nodePort is the URL) and waited for once the workloads run.
+
+        Raises:
+            CanaryConfigError: cluster-scoped objects or kinds the cluster does not serve.
+            BackendError: no entry URL for the data plane, VirtualServices or HTTPRoutes that
+                no Gateway of the set binds (they route in-mesh calls only), nothing to
+                send traffic to.
+        """
+        if self._closed:
+            raise BackendError(f"environment {self.namespace} is closed")
+        self._check_applicable(objects)
+        dataplane = self._manifest_dataplane(objects)
+        self._manifest_dataplane_key = dataplane[0] if dataplane is not None else None
+        if dataplane is not None:
+            self._manifest_target = None
+            self._drop_entries(keep=None)
+            strategy, what = dataplane
+            points = self.backend.entry_points
+            if not points.has_url(strategy):
+                raise BackendError(
+                    f"your manifests route through {what}, but no entry URL is configured for "
+                    f"it: pass --canary-entry-url={strategy}=http://<its address, reachable "
+                    "from this machine> (the kind backend sets it up)"
+                )
+            url = points.url_for(strategy)
+            sent = f"Host: {host}" if host else "the URL's Host: no host in your manifests"
+            return Entry(url=url, host=host, description=f"{what} at {url} ({sent})")
+        services = {key_of(o)[2]: o for o in objects if key_of(o)[:2] == ("", "Service")}
+        if not services:
+            raise BackendError(
+                "nothing to send traffic to: the manifests have no Ingress, Gateway or Service"
+            )
+        target = host if host is not None and host in services else next(iter(services))
+        selector = waits.service_selector(services[target])
+        if not selector:
+            raise BackendError(
+                f"Service {target} has no selector: a NodePort entry cannot mirror it; name "
+                "a Service with a selector (host=<Service name>)"
+            )
+        self._manifest_target = target
+        self._ensure_namespace(objects)
+        self._drop_entries(keep=target)
+        claimed = self._claim_entry(target, selector, services[target], target)
+        node_host, port = self.backend.node_endpoint(claimed.node_port)
+        return Entry(
+            url=f"http://{node_host}:{port}",
+            per_connection=True,
+            description=f"NodePort Service {self.namespace}/{claimed.name} "
+            f"({claimed.node_port}, selector of Service {target}) at {node_host}:{port}",
+        )
+
+    def apply_manifests(self, objects: Sequence[Manifest], *, version_label: str) -> None:
+        """Apply your objects as they are (already moved into this namespace by
+        ``byo.rewrite_namespace``), every kind included, with the waits of a rendered
+        release: workloads available, Service endpoints ready, Ingresses admitted. A set
+        applied before in this test is replaced: what it had and this one lacks is deleted,
+        routing first. Pods keep their own ``version_label``; nothing stands in for them.
+
+        Raises:
+            CanaryConfigError: cluster-scoped objects or kinds the cluster does not serve.
+            BackendError, ConvergenceTimeout: as :meth:`apply`.
+        """
+        self._check_applicable(objects)
+        self._apply_objects(objects, prune_all=True)
+        # The NodePort entry was created before its pods existed (entry_for_objects).
+        for claimed in self._entries.values():
+            self._wait_service_endpoints(claimed.name, self._counter(claimed.selector, objects))
+
+    def await_manifests(
+        self,
+        objects: Sequence[Manifest],
+        entry: Entry,
+        *,
+        path: str,
+        version_label: str,
+        version_from: VersionReader,
+    ) -> None:
+        """Return once the data plane serves your manifests: the routes the objects configure
+        (:func:`waits.plan_for`, as for a rendered release; the default route plus forced
+        header, cookie and virtual-host routes) are each answered, in a short run through
+        ``entry``, only by pods of the workloads behind them -- versions read with
+        ``version_from``, allowed ones from the pods' ``version_label`` -- without a failed
+        request; the ingress-nginx and Envoy configuration is checked too where readable.
+
+        Raises:
+            ConvergenceTimeout: naming the entry, the routes and what was last served.
+            BackendError: when the routing objects route nothing for the entry's host.
+        """
+        plan = self._manifest_plan(objects, entry, path, version_label)
+        probe = EntryProbe(entry, path=path, classify=version_from.classifier())
+        self._await_plan(
+            entry,
+            plan,
+            probe,
+            version_label=version_label,
+            own_images=True,
+            note=f" (versions read from the {version_from.describe()}, pods' label "
+            f"{version_label})",
+        )
+
+    def _manifest_plan(
+        self, objects: Sequence[Manifest], entry: Entry, path: str, version_label: str
+    ) -> DataplanePlan:
+        try:
+            if self._manifest_target is not None:
+                plan = waits.service_plan(objects, self._manifest_target)
+            else:
+                plan = waits.plan_for(
+                    self._routed_by_entry(objects),
+                    namespace=self.namespace,
+                    host=entry.host,
+                    path=path,
+                )
+        except BackendError as exc:
+            raise BackendError(
+                f"cannot tell when the data plane serves your manifests: {exc}"
+            ) from exc
+        # plan_for reads versions from the pod label "version"; yours may be another one.
+        routes = tuple(
+            dataclasses.replace(
+                route,
+                versions=frozenset(s[version_label] for s in route.selectors if version_label in s),
+            )
+            for route in plan.routes
+        )
+        return dataclasses.replace(plan, routes=routes)
+
+    def _routed_by_entry(self, objects: Sequence[Manifest]) -> list[Manifest]:
+        """The objects without the routing objects of data planes other than the entry's
+        (and Ingresses ingress-nginx does not watch), so that the wait expects what the
+        entry's data plane serves."""
+        other = {
+            "nginx": ("VirtualService", "HTTPRoute"),
+            "istio": ("Ingress", "HTTPRoute"),
+            "gateway": ("Ingress", "VirtualService"),
+        }.get(self._manifest_dataplane_key or "", ())
+        return [
+            o
+            for o in objects
+            if key_of(o)[1] not in other
+            and (key_of(o)[1] != "Ingress" or self._watched_by_nginx(o))
+        ]
+
+    def _watched_by_nginx(self, obj: Mapping[str, Any]) -> bool:
+        """An Ingress ingress-nginx serves: class ``nginx`` or none, or any class when
+        ``--canary-ingress-class`` rewrites it (:func:`adapt`)."""
+        return key_of(obj)[:2] == ("networking.k8s.io", "Ingress") and bool(
+            self.options.ingress_class or nginx_model.is_nginx_ingress(obj)
+        )
+
+    def _check_applicable(self, objects: Sequence[Manifest]) -> None:
+        """Every object must be namespaced and served by the cluster: a cluster-scoped one
+        (IngressClass, GatewayClass, ClusterRole, ...) would outlive the test's namespace and
+        change the cluster for everyone, so it is not applied per test."""
+        problems: list[str] = []
+        for obj in objects:
+            key = key_of(obj)
+            try:
+                rtype = self.api.resource(str(obj.get("apiVersion", "")), key[1])
+            except BackendError as exc:
+                problems.append(f"  {obj.get('apiVersion')} {describe_key(key)}: {exc}")
+                continue
+            if not rtype.namespaced:
+                problems.append(
+                    f"  {obj.get('apiVersion')} {describe_key(key)}: cluster-scoped; it would "
+                    "outlive the test's namespace and change the cluster for every test"
+                )
+        if problems:
+            raise CanaryConfigError(
+                f"{len(problems)} object(s) of your manifests cannot be applied per test on "
+                f"this cluster:\n" + "\n".join(problems) + "\nInstall cluster-wide objects "
+                "once (they are part of the cluster) and remove them from the paths given."
+            )
+
+    def _manifest_dataplane(self, objects: Sequence[Manifest]) -> tuple[str, str] | None:
+        """(entry URL key, what it is) of the data plane the objects configure, or None when
+        they configure none and traffic enters through a Service."""
+        if any(self._watched_by_nginx(o) for o in objects):
+            return "nginx", "ingress-nginx"
+        istio_gateways = {
+            key_of(o)[2] for o in objects if key_of(o)[:2] == ("networking.istio.io", "Gateway")
+        }
+        virtual_services = [
+            o for o in objects if key_of(o)[:2] == ("networking.istio.io", "VirtualService")
+        ]
+        for vs in virtual_services:
+            for ref in (vs.get("spec") or {}).get("gateways") or []:
+                if str(ref).rpartition("/")[2] in istio_gateways:
+                    return "istio", "the Istio ingress gateway"
+        api_gateways = {
+            key_of(o)[2]
+            for o in objects
+            if key_of(o)[:2] == ("gateway.networking.k8s.io", "Gateway")
+        }
+        routes = [o for o in objects if key_of(o)[:2] == ("gateway.networking.k8s.io", "HTTPRoute")]
+        for route in routes:
+            for parent in (route.get("spec") or {}).get("parentRefs") or []:
+                if parent.get("kind", "Gateway") == "Gateway" and parent.get("name") in (
+                    api_gateways
+                ):
+                    return "gateway", "the Gateway API gateway (Istio)"
+        unbound = [describe_key(key_of(o)) for o in virtual_services + routes]
+        if unbound:
+            # Sidecars apply these to calls made inside the mesh; a request from this
+            # machine through a NodePort never passes a client sidecar, so it would not be
+            # routed by them (Istio: VirtualService "gateways", reserved name "mesh").
+            raise BackendError(
+                f"{', '.join(unbound)}: bound to no Gateway of your manifests, so they route "
+                "calls made inside the mesh only and traffic from this machine cannot pass "
+                "through them. Bind them to an Istio Gateway (or HTTPRoute parentRefs to a "
+                "Gateway) in the same paths, or check this routing on the local backend, "
+                "which models a sidecar."
+            )
+        return None
+
+    def _drop_entries(self, keep: str | None) -> None:
+        """Delete the NodePort entry Services of a previous manifest set (frees nodePorts)."""
+        for name, claimed in list(self._entries.items()):
+            if claimed.target == keep:
+                continue
+            try:
+                self.api.delete("v1", "Service", name, self.namespace)
+            except Exception as exc:
+                raise self._error(f"deleting entry Service {name}", exc) from exc
+            del self._entries[name]
+
     # -- data plane -----------------------------------------------------------------------
 
     def _plan(
@@ -1438,9 +1735,29 @@ class KubeEnvironment(Environment):
     def _converge(self, spec: ReleaseSpec, objects: Sequence[Mapping[str, Any]]) -> None:
         entry = self.entry(spec)
         plan = self._plan(spec, objects, entry)
+        self._await_plan(
+            entry, plan, EntryProbe(entry, path=spec.path, classify=spec.app.classifier())
+        )
+
+    def _await_plan(
+        self,
+        entry: Entry,
+        plan: DataplanePlan,
+        probe: EntryProbe,
+        *,
+        version_label: str = waits.VERSION_LABEL,
+        own_images: bool = False,
+        note: str = "",
+    ) -> None:
+        """Wait until the data plane's own configuration (where readable) holds ``plan`` and
+        every route is answered as it says, through ``entry``.
+
+        With ``own_images`` (your manifests' images) a response's ``hostname`` counts as the
+        answering pod only when a pod of the namespace has that name: your app's JSON may use
+        the field for something else.
+        """
         signals = self.backend.config_signals(plan)
         steady = waits.Steady(waits.NGINX_SYNC_INTERVAL)
-        probe = EntryProbe(entry, path=spec.path, version_header=spec.app.version_header)
         started = time.monotonic()
 
         def look() -> Check:
@@ -1464,11 +1781,16 @@ class KubeEnvironment(Environment):
                         f"{waits.NGINX_SYNC_INTERVAL:.0f}s worker sync)",
                     )
             pods = self.api.list("v1", "Pod", namespace=self.namespace)
+            names = {str((p.get("metadata") or {}).get("name")) for p in pods}
             for route in plan.routes:
                 size = waits.DEFAULT_WINDOW if route.name == "default" else waits.FORCED_WINDOW
-                check = waits.judge_route(
-                    route, probe.answers(route.headers, size), allowed_pods(route, pods)
-                )
+                answers = probe.answers(route.headers, size)
+                if own_images:
+                    answers = [
+                        a if a.pod is None or a.pod in names else dataclasses.replace(a, pod=None)
+                        for a in answers
+                    ]
+                check = waits.judge_route(route, answers, allowed_pods(route, pods, version_label))
                 seen.append(check.status)
                 if not check.done:
                     return Check(False, "; ".join(seen))
@@ -1477,7 +1799,7 @@ class KubeEnvironment(Environment):
         try:
             result = waits.wait_until(
                 f"the data plane behind {entry.description}",
-                plan.describe(),
+                plan.describe() + note,
                 look,
                 timeout=self.options.dataplane_timeout,
                 interval=0.2,
@@ -1656,6 +1978,12 @@ class KubeEnvironment(Environment):
 
 def _annotations(obj: Mapping[str, Any]) -> Mapping[str, str]:
     return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def _template_labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    """The pod labels of a workload's template (empty for objects without one)."""
+    template = (obj.get("spec") or {}).get("template") or {}
+    return dict((template.get("metadata") or {}).get("labels") or {})
 
 
 def _app_label(obj: Mapping[str, Any]) -> str | None:

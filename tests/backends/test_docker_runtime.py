@@ -196,10 +196,12 @@ def test_sweep_removes_containers_of_dead_runs_only(docker_client: Any) -> None:
     other_host = create(owner_labels("far-run", pid=_dead_pid()) | {"pytest-canary/host": "x"})
     alive = create(owner_labels("live-run"))
     try:
-        removed = sweep_dead_runs(docker_client)
-        assert {dead.name, recycled.name} <= set(removed)
-        assert {c.name for c in ours(docker_client)} >= {alive.name, other_host.name}
-        assert not {c.name for c in ours(docker_client)} & {dead.name, recycled.name}
+        sweep_dead_runs(docker_client)
+        # Checked on the engine, not on the returned names: a concurrent session's sweep
+        # may have removed some of them first.
+        left = {c.name for c in ours(docker_client)}
+        assert {alive.name, other_host.name} <= left
+        assert not left & {dead.name, recycled.name}
     finally:
         for container in (dead, recycled, other_host, alive):
             with contextlib.suppress(docker.errors.NotFound):  # swept ones are gone
@@ -297,8 +299,9 @@ def test_containers_of_a_killed_pytest_are_swept_by_the_next_session(
         pytester.makepyfile("def test_nothing(): pass")
         result = pytester.runpytest_subprocess("--canary-runtime=docker", timeout=60)
         result.assert_outcomes(passed=1)
-        result.stdout.fnmatch_lines(["canary: removed * container(s) left by dead runs"])
         assert ours(docker_client, **{PID_LABEL: str(run["pid"])}) == []
+        # (The header says "canary: removed N container(s) left by dead runs" unless a
+        # concurrent session on the same engine swept them first.)
     finally:
         for container in ours(docker_client, **{PID_LABEL: str(run["pid"])}):
             container.remove(force=True)

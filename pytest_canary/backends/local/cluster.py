@@ -34,7 +34,7 @@ from pytest_canary.dataplane import gateway as gateway_model
 from pytest_canary.dataplane import istio as istio_model
 from pytest_canary.dataplane import nginx as nginx_model
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
-from pytest_canary.errors import BackendError
+from pytest_canary.errors import BackendError, CanaryConfigError
 from pytest_canary.manifests import Manifest, rolling
 from pytest_canary.manifests import istio as istio_manifests
 from pytest_canary.spec import SAMPLE_APP, ReleaseSpec
@@ -263,6 +263,11 @@ class LocalEnvironment(Environment):
             }
             image, probe = SAMPLE_APP.image_for(version), {}
             ports = [{"containerPort": SAMPLE_APP.port}]
+        refusal = self._runtime.can_run(image)
+        if refusal is not None:
+            raise CanaryConfigError(
+                f"Deployment {deployment['metadata']['name']}: image {image!r}: {refusal}"
+            )
         # The pod's sidecar: its outgoing HTTP goes through a proxy that knows its labels
         # (Istio sourceLabels) and routes with the mesh model.
         env["HTTP_PROXY"] = f"http://127.0.0.1:{self._sidecar(name, labels).port}"

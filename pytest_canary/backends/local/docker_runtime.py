@@ -14,6 +14,11 @@ each container when its pod stops, and :meth:`DockerRuntime.close` removes whate
 is left, so a failed or interrupted (Ctrl-C) test leaves nothing. A container cannot die with
 pytest the way a child process does (``PR_SET_PDEATHSIG``): after a ``kill -9`` the next
 session's :func:`sweep_dead_runs` removes the containers of every run whose pytest is gone.
+
+Limit: a container's 127.0.0.1 is its own, so an app cannot reach the local backend's
+mesh sidecars (``HTTP_PROXY`` on the host's 127.0.0.1). Scenarios where a frontend pod calls
+through the mesh (Istio ``sourceLabels`` via ``/relay``) need the process runtime; every
+other suite runs unchanged on containers.
 """
 
 from __future__ import annotations

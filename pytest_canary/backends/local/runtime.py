@@ -109,6 +109,10 @@ class Runtime(abc.ABC):
     def start(self, pod: PodSpec) -> RunningPod:
         """Start ``pod`` and return once it listens (readiness is checked separately)."""
 
+    def can_run(self, image: str) -> str | None:
+        """``None`` when this runtime can run ``image``, else why not (for the error)."""
+        return None
+
     def start_many(self, pods: list[PodSpec]) -> list[RunningPod]:
         """Start several pods; runtimes that can overlap their start-up override this."""
         return [self.start(pod) for pod in pods]
@@ -215,6 +219,15 @@ class ProcessRuntime(Runtime):
 
     def start(self, pod: PodSpec) -> RunningPod:
         return self.start_many([pod])[0]
+
+    def can_run(self, image: str) -> str | None:
+        if image.startswith("pytest-canary/sample-"):
+            return None
+        return (
+            "the process runtime runs only the bundled sample app; run your own image with "
+            "--canary-runtime=docker (or check your manifests' routing with canary.apply, "
+            "where the sample app stands in for every workload)"
+        )
 
     def start_many(self, pods: list[PodSpec]) -> list[RunningPod]:
         """Spawn every process first, then wait for each one's listening line.
