@@ -190,10 +190,13 @@ def test_two_releases_in_one_test_keep_each_other(backend: LocalBackend) -> None
         assert cart.sample(20, headers={"X-Canary": "always"}).counts == {"4.0": 20}
 
 
-def test_own_image_on_the_process_runtime_is_refused_with_the_way_out(backend: LocalBackend) -> None:
+def test_own_image_on_the_process_runtime_is_refused_with_the_way_out(
+    backend: LocalBackend,
+) -> None:
     from pytest_canary import AppImage, CanaryConfigError
 
     with Harness(backend.environment("own-image")) as canary:
         app = AppImage("registry.example/shop:{version}", port=8080, health="/healthz")
-        with pytest.raises(CanaryConfigError, match=r"image 'registry.example/shop:1.0'.*--canary-runtime=docker"):
+        refusal = r"image 'registry.example/shop:1.0'.*--canary-runtime=docker"
+        with pytest.raises(CanaryConfigError, match=refusal):
             canary.deploy("nginx", stable="1.0", canary="2.0", app=app)
