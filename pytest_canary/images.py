@@ -50,7 +50,15 @@ FLAVOR_LABEL = "pytest-canary/flavor"
 BASE_LABEL = "pytest-canary/base"
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-SAMPLE_APP_DIR = PACKAGE_DIR.parent / "sample_app"
+# A checkout has sample_app/ next to the package; a wheel ships it as data/sample_app.
+SAMPLE_APP_DIR = next(
+    (
+        d
+        for d in (PACKAGE_DIR.parent / "sample_app", PACKAGE_DIR / "data" / "sample_app")
+        if d.is_dir()
+    ),
+    PACKAGE_DIR.parent / "sample_app",
+)
 PYTHON_APP = PACKAGE_DIR / "sample_app.py"
 
 DEFAULT_PYTHON_BASE = "python:3.12-slim"  # sample_app/python/Dockerfile's own default
