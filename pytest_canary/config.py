@@ -19,25 +19,40 @@ from typing import Any
 from pytest_canary.errors import CanaryConfigError
 
 
+def _number(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError("must be a number") from None
+
+
 def _fraction(low_open: bool = True, high: float = 1.0) -> Callable[[str], float]:
+    interval = f"({0 if low_open else '[0'}, {high:g})"
+
     def parse(raw: str) -> float:
-        value = float(raw)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number in {interval}") from None
         if not (0.0 < value < high if low_open else 0.0 <= value < high):
-            raise ValueError(f"must be in ({0 if low_open else '[0'}, {high:g})")
+            raise ValueError(f"must be in {interval}")
         return value
 
     return parse
 
 
 def _positive_int(raw: str) -> int:
-    value = int(raw)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("must be an integer of 1 or more") from None
     if value < 1:
         raise ValueError("must be an integer of 1 or more")
     return value
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw)
+    value = _number(raw)
     if value <= 0:
         raise ValueError("must be a number above 0")
     return value

@@ -289,6 +289,11 @@ class TrafficChecks:
     def _expected_shares(self, share: float | Mapping[str, float]) -> dict[str, float]:
         versions = self._served_versions()
         if isinstance(share, Mapping):
+            for version, value in share.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise CanaryConfigError(
+                        f"share[{version!r}]={value!r}: must be a number from 0 to 1"
+                    )
             given = {str(k): float(v) for k, v in share.items()}
             unknown = [v for v in given if v not in versions]
             if unknown:
@@ -357,6 +362,7 @@ class TrafficChecks:
         tolerance = settings.tolerance if tolerance is None else tolerance
         max_requests = settings.max_requests if max_requests is None else max_requests
         expected = self._expected_shares(share)
+        _check_max_error_rate(max_error_rate)
         try:
             test = stats.SplitTest(expected, tolerance, alpha, max_requests=max_requests)
         except ValueError as exc:
@@ -371,6 +377,10 @@ class TrafficChecks:
             test.update(batch.counts)
             if batch.classified == 0 and batch.error_count:
                 break  # nothing but errors: no evidence will come
+            if total.error_count and max_error_rate == 0:
+                break  # no failed request allowed: the verdict is FAIL already
+            if total.total >= max_requests:
+                break  # the budget counts failed requests too
         decision = test.decision
         reason = ""
         passed = decision is stats.Decision.PASS
@@ -379,8 +389,15 @@ class TrafficChecks:
                 f"undecided after {test.n} responses (max_requests={max_requests}); about "
                 f"{test.needed_requests()} would be needed at the observed share"
             )
-        elif decision is stats.Decision.CONTINUE:
+        elif decision is stats.Decision.CONTINUE and total.classified == 0:
             reason = "every request failed"
+        elif decision is stats.Decision.CONTINUE and total.total >= max_requests:
+            reason = (
+                f"undecided when the budget max_requests={max_requests} ran out "
+                f"({total.error_count} of {total.total} requests failed)"
+            )
+        elif decision is stats.Decision.CONTINUE:
+            reason = "stopped at the first failed request (max_error_rate=0)"
         elif test.unexpected:
             reason = f"responses from versions not in the release: {dict(test.unexpected)}"
         elif decision is stats.Decision.FAIL:
@@ -442,19 +459,33 @@ class TrafficChecks:
             needed = stats.routed_requests(leak, alpha)
         except ValueError as exc:
             raise CanaryConfigError(str(exc)) from None
+        _check_max_error_rate(max_error_rate)
         started = time.perf_counter()
         relayed = _relayed(headers, cookies) if source is not None else headers
-        sample = self._sampler_get(source).sample(
-            needed,
-            headers=relayed,
-            cookies=None if source is not None else cookies,
-            stop_when=lambda seen: seen != version,
-        )
-        self._harness.environment.check_health()
+        sampler = self._sampler_get(source)
+        sample = Sample()
+        # n classified answers are what the leak bound needs; failed requests (when allowed)
+        # do not count towards them. Bounded: at most 4 n + 100 requests in all.
+        while sample.classified < needed and sample.total < 4 * needed + 100:
+            batch = sampler.sample(
+                needed - sample.classified,
+                headers=relayed,
+                cookies=None if source is not None else cookies,
+                stop_when=lambda seen: seen != version,
+            )
+            sample.merge(batch)
+            self._harness.environment.check_health()
+            if set(sample.counts) - {version} or (sample.error_count and max_error_rate == 0):
+                break
         leaked = {v: c for v, c in sample.counts.items() if v != version}
-        passed = not leaked and sample.counts[version] >= needed - sample.error_count
+        passed = not leaked and sample.counts[version] >= needed
         if leaked:
             reason = f"responses from {', '.join(leaked)} where only {version} was expected"
+        elif sample.counts[version] < needed:
+            reason = (
+                f"only {sample.counts[version]} of the {needed} answers the leak bound needs "
+                f"came back ({sample.error_count} of {sample.total} requests failed)"
+            )
         else:
             reason = ""
         if sample.error_count and stats.error_rate_exceeded(
@@ -620,7 +651,10 @@ class Release(TrafficChecks):
             )
 
     def _switch(self, phase: Phase, check_errors: bool) -> Verdict | None:
-        self._require_phase("promote" if phase is Phase.PROMOTED else "rollback")
+        if phase is Phase.ROLLED_BACK and self.phase is Phase.PROMOTED:
+            pass  # undo a promotion (e.g. one whose check_errors failed): back to stable
+        else:
+            self._require_phase("promote" if phase is Phase.PROMOTED else "rollback")
         if not check_errors:
             self._apply(phase)
             return None
@@ -630,6 +664,7 @@ class Release(TrafficChecks):
             self.entry,
             timeout=self._harness.settings.timeout,
             classify=self.spec.app.classifier(),
+            path=self.spec.path,
         ).start()
         try:
             self._apply(phase)
@@ -809,6 +844,14 @@ class AppliedManifests(TrafficChecks):
 
     def _label(self) -> str:
         return "own manifests"
+
+
+def _check_max_error_rate(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise CanaryConfigError(
+            f"max_error_rate={value!r}: must be a fraction from 0 (no failed request allowed) "
+            "up to but excluding 1"
+        )
 
 
 def _relayed(

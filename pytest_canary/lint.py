@@ -95,8 +95,8 @@ RULES: dict[str, Rule] = {
             "nginx-canary-not-enabled",
             'canary-* annotations without nginx.ingress.kubernetes.io/canary: "true"',
             f"{INGRESS_NGINX} internal/ingress/annotations/canary/main.go Parse: canary "
-            "annotations configured but canary not enabled is an invalid configuration; the "
-            "Ingress is ignored",
+            "values configured but canary not enabled is an invalid configuration, which "
+            "annotations.go Extract skips: the Ingress serves as a main Ingress",
         ),
         Rule(
             "nginx-canary-invalid-value",
@@ -301,9 +301,9 @@ def _nginx(objects: list[dict[str, Any]]) -> list[Finding]:
     config = nginx_model.load(ingresses, namespace=LINT_NAMESPACE)
     by_name = {_name(o): o for o in ingresses}
     mains = [o for o in ingresses if not nginx_model.canary_enabled(o)]
-    mains = [o for o in mains if not nginx_model.canary_misconfigured(o)]
     canaries = [o for o in ingresses if nginx_model.canary_enabled(o)]
     out: list[Finding] = []
+    not_enabled = {_ingress_of_line(line) for line in config.log if _NOT_ENABLED.match(line)}
     for line in config.log:
         if m := _NOT_ENABLED.match(line):
             ing = by_name.get(m["ingress"], {})
@@ -317,8 +317,9 @@ def _nginx(objects: list[dict[str, Any]]) -> list[Finding]:
                     "nginx-canary-not-enabled",
                     _ref("Ingress", m["ingress"]),
                     f"has {', '.join(knobs)} but not nginx.ingress.kubernetes.io/canary: "
-                    '"true"; ingress-nginx rejects its annotations and ignores the Ingress '
-                    '(add canary: "true", or remove the canary-* annotations)',
+                    '"true"; ingress-nginx rejects its canary annotations and serves it as a '
+                    "main Ingress: if it is the older of two on one location it takes all the "
+                    'traffic (add canary: "true", or remove the canary-* annotations)',
                 )
             )
         elif m := _NO_HOST.match(line):
@@ -335,6 +336,8 @@ def _nginx(objects: list[dict[str, Any]]) -> list[Finding]:
             out.append(_path_mismatch(m, mains))
         elif m := _ALT_IS_PRIMARY.match(line):
             continue  # reported by _canary_service_is_main with the main Ingress named
+        elif _ingress_of_line(line) in not_enabled:
+            continue  # a consequence of serving as a main Ingress, already reported
         else:
             out.append(
                 Finding(

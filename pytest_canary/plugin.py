@@ -367,6 +367,10 @@ def _chosen_backend(config: pytest.Config) -> str:
 
 
 def _resolve_seed(config: pytest.Config) -> int:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "canary_seed" in workerinput:
+        # An xdist worker: the controller resolved (and recorded) the seed for everyone.
+        return int(workerinput["canary_seed"])
     raw = config.getoption("canary_seed") or os.environ.get("PYTEST_CANARY_SEED")
     cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
     if raw == "last":
@@ -481,8 +485,9 @@ def _progress(config: pytest.Config) -> Any:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist: workers attach to the controller's cluster and share its run id."""
+    """xdist: workers use the controller's seed, attach to its cluster and share its run id."""
     config = node.config
+    node.workerinput["canary_seed"] = config.stash[seed_key]
     if run_id_key in config.stash:
         node.workerinput["canary_run_id"] = config.stash[run_id_key]
     backend = config.stash.get(backend_key, None)

@@ -25,6 +25,7 @@ from pytest_canary.apps import (
     VersionReader,
 )
 from pytest_canary.errors import CanaryConfigError
+from pytest_canary.re2 import re2_problem
 
 Strategy = Literal["replicas", "nginx", "istio", "gateway", "bluegreen", "rolling"]
 STRATEGIES: tuple[str, ...] = ("replicas", "nginx", "istio", "gateway", "bluegreen", "rolling")
@@ -161,8 +162,10 @@ class AppImage:
                 "app.port", port, "must be an integer from 1 to 65535 (the port the app listens on)"
             )
         health = self.health
-        if not isinstance(health, str) or not health.startswith("/") or any(
-            c.isspace() for c in health
+        if (
+            not isinstance(health, str)
+            or not health.startswith("/")
+            or any(c.isspace() for c in health)
         ):
             raise _fail(
                 "app.health",
@@ -283,6 +286,12 @@ def _regex(fld: str, value: object) -> str:
     except re.error as exc:
         raise _fail(fld, value, f"is not a valid regular expression ({exc})") from None
     return value
+
+
+def _re2(fld: str, value: str, strategy: str) -> None:
+    problem = re2_problem(value)
+    if problem:
+        raise _fail(fld, value, f"{strategy} matches regexes with {problem}")
 
 
 def _check_unknown_knobs(strategy: str, given: Mapping[str, Any]) -> None:
@@ -429,6 +438,7 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
                 raise _fail("header_value", hv, "must be a non-empty string")
             if match == "regex":
                 _regex("header_value", hv)
+                _re2("header_value", hv, strategy)
         if "source" in values and not isinstance(values["source"], bool):
             raise _fail("source", values["source"], "must be True or False")
     elif strategy == "rolling":
@@ -438,7 +448,10 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
         _int_in("replicas", values["replicas"], 2, 50, "pods of the rolling Deployment")
         if "pause_after" in values:
             _int_in(
-                "pause_after", values["pause_after"], 1, values["replicas"],
+                "pause_after",
+                values["pause_after"],
+                1,
+                values["replicas"],
                 "new pods ready before the rollout pauses",
             )
         for fld in ("surge", "unavailable"):

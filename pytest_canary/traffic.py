@@ -24,6 +24,8 @@ from typing import Any
 
 import aiohttp
 
+from pytest_canary.errors import BackendError
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -267,6 +269,9 @@ class Sampler:
         except aiohttp.ClientConnectionError as exc:
             sample.errors[f"connection error ({type(exc).__name__})"] += 1
             return None
+        except aiohttp.ClientError as exc:  # truncated body, bad status line, ...
+            sample.errors[f"bad response ({type(exc).__name__})"] += 1
+            return None
         finally:
             sample.latencies.append(time.perf_counter() - began)
         if status >= 500:
@@ -348,14 +353,30 @@ class BackgroundTraffic:
 
         self._thread = threading.Thread(target=run, name="pytest-canary-traffic", daemon=True)
         self._thread.start()
-        first.wait(timeout=30)
+        if not first.wait(timeout=self._batch_deadline()):
+            self.stop()
+            raise BackendError(
+                f"background traffic to {self.entry.url}: the first batch of {self.batch} "
+                f"requests did not finish within {self._batch_deadline():.0f}s"
+            )
         return self
+
+    def _batch_deadline(self) -> float:
+        # One batch: at most batch / concurrency rounds of requests, each bounded by the
+        # request timeout, plus slack for the connection pool.
+        rounds = -(-self.batch // self.concurrency)
+        return rounds * float(self.sampler_args.get("timeout", DEFAULT_TIMEOUT)) + 5.0
 
     def stop(self) -> Sample:
         """Stop sending and return everything observed; re-raises a sampler error here."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=60)
+            self._thread.join(timeout=self._batch_deadline())
+            if self._thread.is_alive():
+                raise BackendError(
+                    f"background traffic to {self.entry.url} did not stop within "
+                    f"{self._batch_deadline():.0f}s of being asked to"
+                )
         if self._error is not None:
             raise self._error
         return self.sample

@@ -49,6 +49,7 @@ import jsonschema  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 
 from pytest_canary.errors import CanaryConfigError
+from pytest_canary.re2 import re2_problem
 
 __all__ = [
     "DEFAULT_KUBERNETES_VERSION",
@@ -1080,8 +1081,14 @@ ISTIO_GATEWAY_SCHEMA = _top_level(
                             {
                                 "number": _int(1, 65535),
                                 "protocol": _enum(
-                                    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO",
-                                    "TCP", "TLS",
+                                    "HTTP",
+                                    "HTTPS",
+                                    "GRPC",
+                                    "GRPC-WEB",
+                                    "HTTP2",
+                                    "MONGO",
+                                    "TCP",
+                                    "TLS",
                                 ),
                                 "name": _str(),
                                 "targetPort": _int(1, 65535),
@@ -1094,8 +1101,12 @@ ISTIO_GATEWAY_SCHEMA = _top_level(
                             {
                                 "httpsRedirect": {"type": "boolean"},
                                 "mode": _enum(
-                                    "PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH",
-                                    "ISTIO_MUTUAL", "OPTIONAL_MUTUAL",
+                                    "PASSTHROUGH",
+                                    "SIMPLE",
+                                    "MUTUAL",
+                                    "AUTO_PASSTHROUGH",
+                                    "ISTIO_MUTUAL",
+                                    "OPTIONAL_MUTUAL",
                                 ),
                                 "credentialName": _str(),
                             }
@@ -1268,6 +1279,8 @@ def _istio_string_match_findings(
             f"got {len(regex)} characters; must be at most {ISTIO_MAX_REGEX_LENGTH} (RE2 syntax)"
         )
         yield (*path, "regex"), message
+    elif isinstance(regex, str) and (problem := re2_problem(regex)):
+        yield (*path, "regex"), f"got {regex!r}: istiod compiles regexes with {problem}"
 
 
 def _istio_destination_findings(base: PathParts, destinations: object) -> Iterator[Finding]:

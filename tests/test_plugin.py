@@ -324,3 +324,49 @@ def test_verdicts_reach_the_summary_and_report_from_xdist_workers(
     )
     report = json.loads((pytester.path / "report.json").read_text())
     assert sorted(v["expected"]["2.0"] for v in report["verdicts"]) == [0.1, 0.3]
+
+
+def test_xdist_workers_use_the_seed_the_header_prints(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_counts(canary, i):
+            rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=30)
+            with open(f"counts-{i}.txt", "a") as f:
+                f.write(str(rel.sample(200).counts["2.0"]) + chr(10))
+        """
+    )
+    first = pytester.runpytest("-n", "2", "-p", "cacheprovider")
+    seed = next(line for line in first.stdout.lines if "--canary-seed=" in line)
+    seed = seed.split("--canary-seed=")[1].split()[0]
+    second = pytester.runpytest("-n", "2", f"--canary-seed={seed}")
+    first.assert_outcomes(passed=4)
+    second.assert_outcomes(passed=4)
+    for i in range(4):
+        runs = (pytester.path / f"counts-{i}.txt").read_text().split()
+        assert len(runs) == 2 and runs[0] == runs[1], (i, runs)
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (
+            "--canary-alpha=abc",
+            "alpha 'abc' from command line --canary-alpha: must be a number in (0, 0.5)",
+        ),
+        (
+            "--canary-max-requests=lots",
+            "max_requests 'lots' from command line --canary-max-requests: "
+            "must be an integer of 1 or more",
+        ),
+    ],
+)
+def test_non_numeric_options_say_what_is_allowed(
+    pytester: pytest.Pytester, flag: str, message: str
+) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest(flag)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()

@@ -106,3 +106,29 @@ def test_spec_is_frozen() -> None:
 def test_header_value_needs_a_header_where_there_is_no_default() -> None:
     with pytest.raises(CanaryConfigError, match=re.escape("header_value='beta' needs header=...")):
         build_spec("istio", stable="v1", canary="v2", header_value="beta")
+
+
+@pytest.mark.parametrize("pattern", ["(?!bot).*", "(?<=x)y", r"(a)\1", "a*+", "(?>a)"])
+def test_istio_and_gateway_regexes_must_be_re2(pattern: str) -> None:
+    for strategy in ("istio", "gateway"):
+        with pytest.raises(CanaryConfigError, match=r"header_value=.*RE2, which has no lookaround"):
+            build_spec(
+                strategy,
+                stable="v1",
+                canary="v2",
+                header="x-user",
+                header_value=pattern,
+                header_match="regex",
+            )
+
+
+def test_re2_compatible_regexes_are_accepted() -> None:
+    spec = build_spec(
+        "istio",
+        stable="v1",
+        canary="v2",
+        header="x-user",
+        header_value="(cd|sz)-[0-9]+",
+        header_match="regex",
+    )
+    assert spec.header_value == "(cd|sz)-[0-9]+"

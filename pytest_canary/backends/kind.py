@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -310,6 +311,40 @@ def find_tools(environ: Mapping[str, str] | None = None) -> Tools:
     return Tools(kind=kind, kubectl=kubectl)
 
 
+def _create_within(
+    cluster: Any, config: Path, name: str, kind: Path | str, deadline: float
+) -> None:
+    """pytest-kind's ``create`` has no deadline of its own: run it in a thread and, when
+    it overruns ``deadline`` or is interrupted (Ctrl-C), delete the half-made cluster —
+    which also ends the ``kind create`` still running — and raise."""
+    failure: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            cluster.create(config)
+        except BaseException as exc:  # re-raised in the calling thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=create, name="kind-create", daemon=True)
+    worker.start()
+    try:
+        worker.join(timeout=deadline)
+        if worker.is_alive():
+            raise BackendError(
+                f"creating kind cluster {name} did not finish within {deadline:.0f}s "
+                "(--canary-setup-timeout); the half-made cluster was deleted"
+            )
+    except BaseException:
+        with contextlib.suppress(BackendError):
+            run_tool([str(kind), "delete", "cluster", "--name", name], timeout=120)
+        worker.join(timeout=30)
+        raise
+    if failure:
+        with contextlib.suppress(BackendError):
+            run_tool([str(kind), "delete", "cluster", "--name", name], timeout=120)
+        raise BackendError(f"creating kind cluster {name} failed: {failure[0]}") from failure[0]
+
+
 def run_tool(args: Sequence[str], *, timeout: float, stdin: str | None = None) -> str:
     """Run a command; its stdout, or a BackendError with the tail of its output."""
     try:
@@ -459,14 +494,11 @@ def setup_cluster(options: KindOptions, *, progress: Progress = _quiet) -> Clust
             )
             started = time.monotonic()
             progress(f"creating kind cluster {options.cluster} (about 1 min; config {config})")
-            try:
-                cluster = kind_cluster(handle)
-                cluster.image = options.node_image
-                cluster.create(config)
-            except Exception as exc:
-                raise BackendError(
-                    f"creating kind cluster {options.cluster} failed: {exc}"
-                ) from exc
+            cluster = kind_cluster(handle)
+            cluster.image = options.node_image
+            _create_within(
+                cluster, config, options.cluster, tools.kind or "kind", options.setup_timeout
+            )
             progress(f"created kind cluster {options.cluster} in {time.monotonic() - started:.0f}s")
         else:
             progress(f"reusing kind cluster {options.cluster} (not deleted at the end)")

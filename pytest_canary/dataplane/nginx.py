@@ -17,8 +17,9 @@ What it reproduces, each rule with its upstream source (repository kubernetes/in
   first alternative backend is considered; header (value, then pattern, then always/never),
   then cookie (always/never), then ``math.random(total) <= weight``.
 - Annotation parsing (internal/ingress/annotations/canary/main.go): header name, header value
-  and cookie name outside ``^[/\\-._~a-zA-Z0-9:]*$`` silently become ""; canary-* annotations
-  without ``canary: "true"`` are an error and the Ingress is ignored.
+  and cookie name outside ``^[/\\-._~a-zA-Z0-9:]*$`` silently become ""; canary values set
+  without ``canary: "true"`` are an invalid configuration that ``Extract`` skips, so the
+  Ingress loads as a main Ingress (the first of two on one location wins).
 """
 
 from __future__ import annotations
@@ -206,10 +207,24 @@ def canary_enabled(obj: Mapping[str, Any]) -> bool:
 
 
 def canary_misconfigured(obj: Mapping[str, Any]) -> bool:
-    """canary-* annotations without ``canary: "true"`` ("configured but not enabled")."""
-    notes = (obj.get("metadata") or {}).get("annotations") or {}
-    has_canary_knobs = any(k.startswith(PREFIX + "canary-") for k in notes)
-    return has_canary_knobs and not canary_enabled(obj)
+    """Canary knobs set without ``canary: "true"`` ("configured but not enabled").
+
+    annotations/canary/main.go ``Parse``: an error only when a parsed value is set (weight
+    above 0, or a non-empty header, header value, header pattern or cookie), so
+    ``canary-weight: "0"`` or ``canary-weight-total`` alone are no error.
+    """
+    if canary_enabled(obj):
+        return False
+    meta = obj.get("metadata") or {}
+    return _int_annotation(meta, "canary-weight", 0) > 0 or any(
+        _annotation(meta, key)
+        for key in (
+            "canary-by-header",
+            "canary-by-header-value",
+            "canary-by-header-pattern",
+            "canary-by-cookie",
+        )
+    )
 
 
 def _backend_upstream(namespace: str, backend: Mapping[str, Any] | None) -> Upstream | None:
@@ -237,10 +252,12 @@ def load(
     for ing in ingresses:
         name = ing["metadata"]["name"]
         if canary_misconfigured(ing):
+            # annotations.go Extract skips an invalid annotation configuration: the Ingress
+            # loads without its canary config, i.e. as a main Ingress.
             config.log.append(
-                f"Ingress {name}: canary annotations configured but not enabled; ignored"
+                f"Ingress {name}: canary annotations configured but not enabled; the canary "
+                "annotations are rejected and the Ingress serves as a main Ingress"
             )
-            continue
         (canaries if canary_enabled(ing) else mains).append(ing)
 
     for ing in mains:

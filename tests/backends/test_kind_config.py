@@ -404,3 +404,35 @@ def test_pytest_kind_creates_and_deletes_with_our_config_and_kind_binary(
     monkeypatch.setattr(kind, "node_ports", lambda name: PORTS)  # Docker knows the real one
     again = kind.setup_cluster(options)  # it exists now: reused, so never deleted
     assert not again.created
+
+
+def test_a_cluster_creation_that_overruns_its_deadline_is_deleted_and_reported(
+    fake_kind: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import time
+
+    class SlowKindCluster(FakeKindCluster):
+        def create(self, config: Path) -> None:
+            # kind create, hanging until the cluster is deleted under it (bounded).
+            deadline = time.monotonic() + 10
+            while not any("delete" in line for line in self.log) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    monkeypatch.setattr(kind, "kind_cluster", lambda handle: SlowKindCluster(fake_kind["log"]))
+    options = KindOptions(cache_dir=str(tmp_path), setup_timeout=0.3)
+    with pytest.raises(BackendError, match=r"did not finish within 0s \(--canary-setup-timeout\)"):
+        kind.setup_cluster(options)
+    assert "/bin/kind delete cluster --name" in fake_kind["log"]
+
+
+def test_a_failed_cluster_creation_deletes_the_half_made_cluster(
+    fake_kind: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class BrokenKindCluster(FakeKindCluster):
+        def create(self, config: Path) -> None:
+            raise RuntimeError("node did not become ready")
+
+    monkeypatch.setattr(kind, "kind_cluster", lambda handle: BrokenKindCluster(fake_kind["log"]))
+    with pytest.raises(BackendError, match="creating kind cluster pytest-canary failed: node did"):
+        kind.setup_cluster(fake_kind["options"])
+    assert "/bin/kind delete cluster --name" in fake_kind["log"]

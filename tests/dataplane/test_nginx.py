@@ -226,13 +226,29 @@ def test_canary_applies_to_every_host_using_the_same_main_service() -> None:
     assert service_of(route(objects, host="other.bar")) == "canary"
 
 
-def test_canary_annotations_without_canary_true_are_an_error_and_ignored() -> None:
+def test_canary_values_without_canary_true_make_a_main_ingress() -> None:
+    """canary/main.go Parse + annotations.go Extract: the canary config is rejected, the
+    Ingress loads as a main one; the older Ingress keeps a shared location."""
     broken = ingress("app-canary", "canary", annotations={P + "canary-weight": "100"})
     config = nginx.load([MAIN, broken])
     assert (
         service_of(config.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))) == "stable"
     )
     assert any("configured but not enabled" in line for line in config.log)
+    older = nginx.load([broken, MAIN])  # the misconfigured one is older: it takes everything
+    assert (
+        service_of(older.route(RoutedRequest.build("foo.bar", "/"), random.Random(0))) == "canary"
+    )
+
+
+def test_canary_weight_zero_without_canary_true_is_no_error() -> None:
+    """canary/main.go: the error needs a parsed value (weight above 0, a header, a cookie)."""
+    harmless = ingress("other", "other", host="other.bar", annotations={P + "canary-weight": "0"})
+    config = nginx.load([MAIN, harmless])
+    assert not config.log
+    assert (
+        service_of(config.route(RoutedRequest.build("other.bar", "/"), random.Random(0))) == "other"
+    )
 
 
 def test_invalid_header_name_silently_disables_header_routing() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import ctypes
+import functools
 import http.client
 import os
 import select
@@ -21,6 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pytest_canary.errors import BackendError
 
@@ -121,10 +123,23 @@ class Runtime(abc.ABC):
         """Stop whatever the runtime still owns (idempotent)."""
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not glibc Linux: no parent-death signal
+        return None
+
+
+# Resolved once in the parent: the child between fork and exec must not dlopen (the
+# parent has threads, and a lock held by one of them at fork time would never be freed).
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent(parent: int) -> None:  # runs in the child between fork and exec
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 class ProcessHandle(RuntimeHandle):
@@ -264,7 +279,7 @@ class ProcessRuntime(Runtime):
                 stderr=log,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         return pod, ProcessHandle(process, log_path)
 

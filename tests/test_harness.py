@@ -1,0 +1,97 @@
+"""The harness's contracts a user relies on, beyond the happy path."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from pytest_canary import CanaryConfigError, Harness
+from pytest_canary.backends.local import LocalBackend
+from pytest_canary.stats import routed_requests
+from pytest_canary.traffic import Entry, Sampler
+
+
+@pytest.fixture
+def canary() -> Iterator[Harness]:
+    backend = LocalBackend(seed=5)
+    try:
+        with Harness(backend.environment("harness")) as harness:
+            yield harness
+    finally:
+        backend.close()
+
+
+def test_a_failed_zero_downtime_promotion_can_be_rolled_back(canary: Harness) -> None:
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50, canary_error_rate=0.3)
+    with pytest.raises(AssertionError, match=r"requests failed during the promoted switch"):
+        rel.promote(check_errors=True)
+    rel.rollback()
+    rel.expect_routed("1.0")
+
+
+def test_zero_downtime_traffic_uses_the_release_path(canary: Harness) -> None:
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50, path="/api")
+    verdict = rel.promote(check_errors=True)
+    assert verdict is not None and verdict.passed and verdict.n > 0
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1, 2, "0.1", True])
+def test_max_error_rate_is_validated_before_any_request(canary: Harness, rate: object) -> None:
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=20)
+    with pytest.raises(CanaryConfigError, match=r"max_error_rate=.*: must be a fraction from 0"):
+        rel.expect_split(0.2, max_error_rate=rate)  # type: ignore[arg-type]
+    with pytest.raises(CanaryConfigError, match=r"max_error_rate=.*: must be a fraction from 0"):
+        rel.expect_routed("1.0", max_error_rate=rate)  # type: ignore[arg-type]
+
+
+def test_share_mapping_values_must_be_numbers(canary: Harness) -> None:
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=20)
+    with pytest.raises(
+        CanaryConfigError, match=r"share\['2.0'\]='x': must be a number from 0 to 1"
+    ):
+        rel.expect_split({"2.0": "x"})  # type: ignore[dict-item]
+
+
+def test_expect_routed_collects_n_answers_when_errors_are_allowed(canary: Harness) -> None:
+    """With failed requests allowed, the leak bound still needs n classified answers."""
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", canary_error_rate=0.2)
+    verdict = rel.expect_routed("2.0", headers={"X-Canary": "always"}, max_error_rate=0.5)
+    assert verdict.counts["2.0"] >= routed_requests(0.02, 0.001)
+    assert sum(verdict.errors.values()) > 0
+
+
+def test_split_budget_counts_failed_requests(canary: Harness) -> None:
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50, canary_error_rate=0.5)
+    with pytest.raises(AssertionError, match=r"budget max_requests=300 ran out") as info:
+        rel.expect_split(0.5, max_requests=300, max_error_rate=0.9)
+    assert info.value.verdict.requests <= 300 + 64  # type: ignore[attr-defined]
+
+
+def test_a_truncated_answer_is_an_error_not_a_crash() -> None:
+    """A pod killed mid-response cuts the body short: counted as an error."""
+    loop = asyncio.new_event_loop()
+
+    async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-App-Version: 1.0\r\nContent-Length: 100\r\n\r\nshort")
+        await writer.drain()
+        writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(truncated, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        with Sampler(Entry(f"http://127.0.0.1:{port}"), concurrency=2) as sampler:
+            sample = sampler.sample(6)
+        assert sample.classified == 0
+        assert sum(sample.errors.values()) == 6
+        assert all("ClientPayloadError" in k or "connection" in k for k in sample.errors), sample
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
