@@ -1963,6 +1963,15 @@ class KubeEnvironment(Environment):
 
     def _delete_namespace(self) -> None:
         errors: list[str] = []
+        # Routing objects first, synchronously: a terminating namespace keeps its Ingress /
+        # routes until its pods are gone, and the next test on the same host (the host lock
+        # is released right after) would meet them on the shared data plane.
+        routing = [k for k in self._applied if rank(k) > ROUTING_RANK]
+        for key in sorted(routing, key=rank, reverse=True):
+            try:
+                self._delete(key)
+            except BackendError as exc:
+                errors.append(str(exc))
         for claimed in self._entries.values():
             try:  # release the nodePort now, not when the namespace finishes terminating
                 self.api.delete("v1", "Service", claimed.name, self.namespace)

@@ -161,9 +161,11 @@ def test_teardown_deletes_the_namespace_with_everything_applied(
         assert ("ConfigMap", "shop-config") in stored(api_server, namespace)
     assert namespace not in api_server.emulator.namespaces
     assert stored(api_server, namespace) == {}
-    assert [c.path for c in api_server.writes() if c.method == "DELETE"] == [
-        f"/api/v1/namespaces/{namespace}"
-    ]
+    # The routing objects go first (they hold the shared host), then the namespace.
+    deletes = [c.path for c in api_server.writes() if c.method == "DELETE"]
+    ingresses = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/"
+    assert sorted(deletes[:2]) == [ingresses + "shop", ingresses + "shop-canary"]
+    assert deletes[2:] == [f"/api/v1/namespaces/{namespace}"]
 
 
 def test_a_service_only_set_enters_through_a_node_port_service_selecting_the_named_one(
