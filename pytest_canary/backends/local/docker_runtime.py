@@ -347,7 +347,8 @@ class DockerRuntime(Runtime):
     def _published_port(self, handle: ContainerHandle, pod: PodSpec) -> int:
         deadline = time.monotonic() + self.start_timeout
         key = f"{pod.port}/tcp"
-        while True:
+        ports: dict[str, Any] = {}
+        while time.monotonic() < deadline:
             handle.container.reload()
             status = handle.container.status
             if status not in ("created", "running"):
@@ -359,12 +360,11 @@ class DockerRuntime(Runtime):
             for binding in ports.get(key) or []:
                 if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
                     return int(binding["HostPort"])
-            if time.monotonic() >= deadline:
-                raise BackendError(
-                    f"pod {pod.name}: container {handle.name} has no published port for {key} "
-                    f"after {self.start_timeout:.0f}s (ports: {ports})"
-                )
             time.sleep(0.05)
+        raise BackendError(
+            f"pod {pod.name}: container {handle.name} has no published port for {key} "
+            f"after {self.start_timeout:.0f}s (ports: {ports})"
+        )
 
     def _forget(self, handle: ContainerHandle) -> None:
         with self._owned_lock:

@@ -13,6 +13,7 @@ import functools
 import http.client
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,6 +228,7 @@ class ProcessRuntime(Runtime):
     name = "process"
 
     def __init__(self, log_dir: Path | None = None, command: list[str] | None = None) -> None:
+        self._own_log_dir = log_dir is None
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="pytest-canary-pods-"))
         # Run the app file itself (stdlib only, -S skips site-packages): importing the
         # package would cost each pod ~0.2 s of start-up.
@@ -234,6 +236,11 @@ class ProcessRuntime(Runtime):
 
     def start(self, pod: PodSpec) -> RunningPod:
         return self.start_many([pod])[0]
+
+    def close(self) -> None:
+        """Remove the pods' log folder it made (diagnostics were collected before)."""
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def can_run(self, image: str) -> str | None:
         if image.startswith("pytest-canary/sample-"):
