@@ -69,6 +69,9 @@ def test_promote_with_check_errors_refuses_a_faulty_canary(canary: Harness) -> N
     message = str(failure.value)
     assert "failed during the promoted switch" in message, message
     assert "HTTP 500" in message, message
+    # The switch happened; rollback() undoes it: 100% stable again.
+    rel.rollback()
+    rel.expect_routed("1.0")
 
 
 def test_rollback_restores_100_percent_stable(canary: Harness) -> None:
