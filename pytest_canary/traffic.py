@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from pytest_canary.apps import VersionClassifier, VersionFromHeader
 from pytest_canary.errors import BackendError
 
 
@@ -52,16 +53,7 @@ DEFAULT_CONCURRENCY = 16
 DEFAULT_TIMEOUT = 10.0
 
 # Reads the version from a response: (status, headers, body) -> version or None.
-Classifier = Callable[[int, Mapping[str, str], bytes], "str | None"]
-
-
-def header_classifier(header: str = "X-App-Version") -> Classifier:
-    """Classify by a response header (the sample app's ``X-App-Version``)."""
-
-    def classify(status: int, headers: Mapping[str, str], body: bytes) -> str | None:
-        return headers.get(header)
-
-    return classify
+Classifier = VersionClassifier
 
 
 def relay_classifier() -> Classifier:
@@ -176,7 +168,7 @@ class Sampler:
         self.entry = entry
         self.concurrency = concurrency
         self.timeout = timeout
-        self.classify = classify or header_classifier()
+        self.classify = classify or VersionFromHeader().classifier()
         self.path = path
         self._loop = asyncio.new_event_loop()
         self._session: aiohttp.ClientSession | None = None
