@@ -13,7 +13,11 @@ from pytest_canary.backends.local.router import LoopThread
 from pytest_canary.backends.local.runtime import ProcessRuntime, Runtime
 from pytest_canary.errors import CanaryConfigError
 
-MODELS = "ingress-nginx controller-v1.15.1 canary rules, kube-proxy per-connection balancing"
+MODELS = (
+    "ingress-nginx controller-v1.15.1 canary rules, Istio 1.30 VirtualService/DestinationRule "
+    "routing (gateway and sidecars), Gateway API v1.6.1 HTTPRoute, kube-proxy per-connection "
+    "balancing, the Deployment controller's rolling update"
+)
 # How pods run: name -> what the report header says.
 RUNTIMES: dict[str, str] = {
     "process": "processes of the Python sample app",
