@@ -26,6 +26,7 @@ from typing import Any
 
 import tenacity
 
+from pytest_canary.dataplane.nginx import ANNOTATION_CHARS
 from pytest_canary.errors import BackendError, ConvergenceTimeout
 
 Manifest = Mapping[str, Any]
@@ -525,6 +526,11 @@ def _nginx_int(notes: Mapping[str, str], key: str, default: int) -> int:
         return default
 
 
+def _nginx_chars(notes: Mapping[str, str], key: str) -> str:
+    value = str(notes.get(NGINX_PREFIX + key, ""))
+    return value if ANNOTATION_CHARS.match(value) else ""
+
+
 def _nginx_plan(
     objects: Sequence[Manifest], namespace: str, host: str | None, path: str
 ) -> DataplanePlan:
@@ -552,12 +558,15 @@ def _nginx_plan(
         canary = _behind_service(objects, canary_svc)
         notes = _annotations(canary_ing)
         weight = _nginx_int(notes, "canary-weight", 0)
-        total = _nginx_int(notes, "canary-weight-total", 100)
-        total = total if total >= 100 else 100  # a total below 100 is ignored upstream
-        header = notes.get(NGINX_PREFIX + "canary-by-header", "")
-        header_value = notes.get(NGINX_PREFIX + "canary-by-header-value", "")
+        # The controller reports the annotation as written (canary/main.go: 100 only when it is
+        # missing or not an integer); balancer.lua ignores a total of 100 or less.
+        reported_total = _nginx_int(notes, "canary-weight-total", 100)
+        total = reported_total if reported_total > 100 else 100
+        # canary/main.go validates these with BasicCharsRegex; an invalid value becomes "".
+        header = _nginx_chars(notes, "canary-by-header")
+        header_value = _nginx_chars(notes, "canary-by-header-value")
         header_pattern = notes.get(NGINX_PREFIX + "canary-by-header-pattern", "")
-        cookie = notes.get(NGINX_PREFIX + "canary-by-cookie", "")
+        cookie = _nginx_chars(notes, "canary-by-cookie")
         if weight <= 0:
             routes.append(Route("default", {}, main[0], main[1]))
         elif weight >= total:
@@ -578,7 +587,7 @@ def _nginx_plan(
             canary=f"{namespace}-{canary_svc}-{canary_port}",
             policy={
                 "weight": weight,
-                "weightTotal": total,
+                "weightTotal": reported_total,
                 "header": header,
                 "headerValue": header_value,
                 "headerPattern": header_pattern,

@@ -75,6 +75,27 @@ def test_the_gateway_node_port_is_the_one_the_istio_overlay_sets() -> None:
     service = overlay["spec"]["components"]["ingressGateways"][0]["k8s"]["service"]
     assert service["type"] == "NodePort"
     assert {p["port"]: p.get("nodePort") for p in service["ports"]}[80] == GATEWAY_NODE_PORT
+    # istio operator/pkg/render/manifest.go (applyComponentValuesToHelmValues): k8s.service.ports
+    # replaces values.gateways.istio-ingressgateway.ports wholesale, so the overlay must keep the
+    # chart's status port and targetPorts (manifests/charts/gateways/istio-ingress values).
+    assert {p["port"]: p["targetPort"] for p in service["ports"]} == {
+        15021: 15021,
+        80: 8080,
+        443: 8443,
+    }
+
+
+def test_data_plane_pods_are_selected_by_the_labels_upstream_sets() -> None:
+    from pytest_canary.backends.kube import INGRESS_NGINX_PODS, ISTIO_GATEWAY_PODS
+
+    # ingress-nginx deploy/static/provider/kind/deploy.yaml: controller pod template labels
+    # (app.kubernetes.io/{name: ingress-nginx, component: controller}, container "controller");
+    # istio manifests/charts/gateways/istio-ingress: labels {app: istio-ingressgateway,
+    # istio: ingressgateway}.
+    assert INGRESS_NGINX_PODS == (
+        "app.kubernetes.io/name=ingress-nginx,app.kubernetes.io/component=controller"
+    )
+    assert ISTIO_GATEWAY_PODS == "istio=ingressgateway"
 
 
 def test_choose_ports_uses_requested_free_ports_and_picks_distinct_free_ones() -> None:

@@ -267,6 +267,32 @@ def test_nginx_weighted_canary_plan() -> None:
     )
 
 
+def test_nginx_policy_is_what_the_controller_reports_for_hand_written_annotations() -> None:
+    # ingress-nginx internal/ingress/annotations/canary/main.go: canary-weight-total is reported
+    # as written (balancer.lua then ignores a total <= 100) and a header/cookie that fails
+    # BasicCharsRegex becomes "", so /dbg backends all never shows the raw values.
+    objects = nginx_objects(weight=20)
+    canary = next(
+        o
+        for o in objects
+        if o["kind"] == "Ingress"
+        and (o["metadata"].get("annotations") or {}).get("nginx.ingress.kubernetes.io/canary")
+        == "true"
+    )
+    notes = canary["metadata"]["annotations"]
+    notes["nginx.ingress.kubernetes.io/canary-weight-total"] = "50"
+    notes["nginx.ingress.kubernetes.io/canary-by-header"] = "X Canary"
+    notes["nginx.ingress.kubernetes.io/canary-by-cookie"] = "bad;cookie"
+    plan = plan_for(objects, namespace=NS, host="foo.bar")
+    assert plan.nginx is not None
+    assert plan.nginx.policy["weightTotal"] == 50
+    assert (plan.nginx.policy["header"], plan.nginx.policy["cookie"]) == ("", "")
+    assert routes_of(plan) == {"default": ({}, {"1.0", "2.0"})}  # 20 of 100, no forced route
+    backends = nginx_backends(20)
+    backends[1]["trafficShapingPolicy"].update(weightTotal=50, header="")
+    assert nginx_backends_check(backends, plan.nginx).done
+
+
 def test_nginx_weight_zero_and_full_weight_allow_one_version() -> None:
     assert routes_of(plan_for(nginx_objects(weight=0), namespace=NS, host="foo.bar"))[
         "default"
