@@ -2063,6 +2063,8 @@ class KubeBackend(Backend):
         self.progress = progress
         self.kept: list[str] = []
         self.unavailable_signals: dict[str, str] = {}
+        # Consecutive non-JSON answers per configuration signal (see _exec_signal).
+        self._non_json: dict[str, int] = {}
         self._open: dict[str, KubeEnvironment] = {}
         self._lock = threading.Lock()
         self._node_address: str | None = entry_points.node_address
@@ -2262,10 +2264,22 @@ class KubeBackend(Backend):
                 output = self.api.exec(
                     str(meta["name"]), str(meta["namespace"]), command, container=container
                 )
-                data = _json_in(output)
             except Exception as exc:  # a missing signal must not fail the run
                 if waits.is_transient(exc):
                     return Check(False, f"{name}: {api_error_message(exc)}")
+                self.unavailable_signals[name] = (
+                    f"exec {' '.join(command)} in {meta['name']}: {exc}"
+                )
+                return Check(True, f"{name}: configuration not readable, skipped")
+            try:
+                data = _json_in(output)
+                self._non_json[name] = 0
+            except Exception as exc:
+                # /dbg prints a passing error as plain text (exit 0): retry a few times
+                # before giving the signal up for the session.
+                self._non_json[name] = self._non_json.get(name, 0) + 1
+                if self._non_json[name] < NON_JSON_TOLERATED:
+                    return Check(False, f"{name}: answered {output[:80]!r}, not JSON yet")
                 self.unavailable_signals[name] = (
                     f"exec {' '.join(command)} in {meta['name']}: {exc}"
                 )
@@ -2292,6 +2306,10 @@ class KubeBackend(Backend):
         self.api.close()
         if errors:
             raise errors[0]
+
+
+# Consecutive answers that are not JSON before a configuration signal is given up.
+NON_JSON_TOLERATED = 3
 
 
 def _json_in(output: str) -> Any:

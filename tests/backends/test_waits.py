@@ -503,3 +503,47 @@ def test_judge_route_without_declared_versions_takes_the_pods_versions() -> None
     pods = {"a": "1.0", "b": "2.0"}
     assert judge_route(route, [Answer("1.0", "a"), Answer("2.0", "b")], pods).done
     assert not judge_route(route, [Answer("3.0", "a")], pods).done
+
+
+def test_a_configuration_signal_survives_a_passing_non_json_answer() -> None:
+    """/dbg prints a passing error as plain text and exits 0: the ingress-nginx signal is
+    retried, and given up for the session only after NON_JSON_TOLERATED such answers."""
+    from pytest_canary.backends import kube
+
+    answers = ["error: dial tcp 127.0.0.1:10246: connection refused", "[]"]
+
+    class FakeApi:
+        def list(self, *args: object, **kwargs: object) -> list[dict[str, object]]:
+            pod = {
+                "metadata": {"name": "controller-0", "namespace": "ingress-nginx"},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+            }
+            return [pod]
+
+        def exec(self, *args: object, **kwargs: object) -> str:
+            return answers.pop(0) if answers else "not json"
+
+    backend = kube.KubeBackend(
+        FakeApi(),  # type: ignore[arg-type]
+        kube.KubeOptions(),
+        kube.EntryPoints(),
+        run_id="r1",
+    )
+
+    def signal() -> waits.Check:
+        return backend._exec_signal(
+            "ingress-nginx",
+            "app=x",
+            ["/dbg", "backends", "all"],
+            "controller",
+            lambda data: waits.Check(True, f"{len(data)} backends"),
+        )
+
+    first = signal()
+    assert not first.done and "not JSON yet" in first.status
+    assert signal() == waits.Check(True, "controller-0: 0 backends")
+    for _ in range(kube.NON_JSON_TOLERATED - 1):
+        assert not signal().done
+    given_up = signal()
+    assert given_up.done and "configuration not readable, skipped" in given_up.status
+    assert "ingress-nginx" in backend.unavailable_signals
