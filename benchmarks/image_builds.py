@@ -75,43 +75,22 @@ def main() -> int:
     quiet: Callable[[str], None] = lambda line: None  # noqa: E731
     rows: list[tuple[str, str, float, float]] = []
     with images.engine() as client:
+
+        def measure(what: str, tag: str, build: Callable[[], object]) -> None:
+            """Time one build and record the size of the image it left."""
+            seconds = timed(build)
+            rows.append((what, tag, seconds, images.image_size(client, tag)))
+
+        def go(version: str) -> Callable[[], object]:
+            return lambda: images.build_sample_image(version, client=client, progress=quiet)
+
         go_cold, go_next = images.sample_image_tag("bench-1"), images.sample_image_tag("bench-2")
         remove(client, go_cold, go_next)
         try:
             with cold_go_cache():
-                seconds = timed(
-                    lambda: images.build_sample_image("bench-1", client=client, progress=quiet)
-                )
-            rows.append(
-                (
-                    "Go, cold (empty Go cache, no image)",
-                    go_cold,
-                    seconds,
-                    images.image_size(client, go_cold),
-                )
-            )
-            seconds = timed(
-                lambda: images.build_sample_image("bench-2", client=client, progress=quiet)
-            )
-            rows.append(
-                (
-                    "Go, new version (warm Go cache)",
-                    go_next,
-                    seconds,
-                    images.image_size(client, go_next),
-                )
-            )
-            seconds = timed(
-                lambda: images.build_sample_image("bench-2", client=client, progress=quiet)
-            )
-            rows.append(
-                (
-                    "Go, cached (content label matches)",
-                    go_next,
-                    seconds,
-                    images.image_size(client, go_next),
-                )
-            )
+                measure("Go, cold (empty Go cache, no image)", go_cold, go("bench-1"))
+            measure("Go, new version (warm Go cache)", go_next, go("bench-2"))
+            measure("Go, cached (content label matches)", go_next, go("bench-2"))
         finally:
             remove(client, go_cold, go_next)
 
@@ -120,16 +99,10 @@ def main() -> int:
         if args.python_base:
             base = "pytest-canary/python-base:bench"
             remove(client, base)
-            seconds = timed(
-                lambda: images.make_offline_python_base(base, client=client, progress=quiet)
-            )
-            rows.append(
-                (
-                    "offline Python base (debootstrap + import)",
-                    base,
-                    seconds,
-                    images.image_size(client, base),
-                )
+            measure(
+                "offline Python base (debootstrap + import)",
+                base,
+                lambda: images.make_offline_python_base(base, client=client, progress=quiet),
             )
             made_base = True
         try:
@@ -137,25 +110,14 @@ def main() -> int:
                 py = images.sample_image_tag("bench-1", "python")
                 remove(client, py)
                 try:
-                    build = lambda: images.build_sample_image(  # noqa: E731
-                        "bench-1", "python", base_image=base, client=client, progress=quiet
-                    )
-                    rows.append(
-                        (
-                            "Python, cold (no image, base present)",
-                            py,
-                            timed(build),
-                            images.image_size(client, py),
+
+                    def build() -> object:
+                        return images.build_sample_image(
+                            "bench-1", "python", base_image=base, client=client, progress=quiet
                         )
-                    )
-                    rows.append(
-                        (
-                            "Python, cached (content label matches)",
-                            py,
-                            timed(build),
-                            images.image_size(client, py),
-                        )
-                    )
+
+                    measure("Python, cold (no image, base present)", py, build)
+                    measure("Python, cached (content label matches)", py, build)
                 finally:
                     remove(client, py)
             else:
