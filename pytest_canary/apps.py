@@ -12,8 +12,11 @@ Example:
     >>> app.version_from.classifier()(200, {}, b'{"build": {"version": "2.0"}}')
     '2.0'
 
-Guarantee: a reader never raises on a response; an answer it cannot read gives ``None``,
-which the sampler counts as an error ("HTTP 200 without a version"), never as a version.
+Guarantee: a reader raises nothing but :class:`UnreadableVersion` on a response; an answer
+without a version gives ``None``, which the sampler counts as an error ("HTTP 200 without a
+version"), and an ambiguous one (two different version headers) or one the reader could not
+search in time raises :class:`UnreadableVersion`, counted as an error with its reason. Neither
+is ever counted as a version.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import regex
 
 from pytest_canary.errors import CanaryConfigError
 
@@ -34,6 +39,14 @@ VersionClassifier = Callable[[int, Mapping[str, str], bytes], "str | None"]
 _HTTP_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Longest version a reader returns: a Kubernetes label value is at most 63 characters.
 _MAX_VERSION = 63
+# Seconds a body regex may search one answer: a pattern that backtracks catastrophically
+# on some body costs at most this, never a frozen test.
+REGEX_TIME_LIMIT = 0.1
+
+
+class UnreadableVersion(Exception):
+    """An answer whose version cannot be told; the message is the reason the sampler counts
+    it under (e.g. "two different X-App-Version headers")."""
 
 
 def _clean(value: object) -> str | None:
@@ -65,11 +78,16 @@ class VersionFromHeader:
         header = self.header
 
         def classify(status: int, headers: Mapping[str, str], body: bytes) -> str | None:
-            value = headers.get(header)
-            if value is None:  # plain dicts (tests, other clients) are case-sensitive
+            getall = getattr(headers, "getall", None)
+            if getall is not None:  # a multidict: every occurrence of the header
+                values = [_clean(v) for v in getall(header, [])]
+            else:  # plain dicts (tests, other clients) are case-sensitive
                 lowered = header.lower()
-                value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-            return _clean(value)
+                values = [_clean(v) for k, v in headers.items() if k.lower() == lowered]
+            distinct = set(values)
+            if len(distinct) > 1:
+                raise UnreadableVersion(f"two different {header} headers")
+            return values[0] if values else None
 
         return classify
 
@@ -150,14 +168,25 @@ class VersionFromRegex:
     pattern: str
 
     def classifier(self) -> VersionClassifier:
-        """(status, headers, body) -> the captured version, or None when nothing matches."""
-        compiled = re.compile(self.pattern)
+        """(status, headers, body) -> the captured version, or None when nothing matches.
+
+        The search runs with the ``regex`` engine (``re``'s syntax) and a time limit of
+        :data:`REGEX_TIME_LIMIT` seconds per answer.
+        """
+        compiled = regex.compile(self.pattern)
         group: int | str = (
             "version" if "version" in compiled.groupindex else (1 if compiled.groups else 0)
         )
 
         def classify(status: int, headers: Mapping[str, str], body: bytes) -> str | None:
-            found = compiled.search(body.decode("utf-8", errors="replace"))
+            try:
+                found = compiled.search(
+                    body.decode("utf-8", errors="replace"), timeout=REGEX_TIME_LIMIT
+                )
+            except TimeoutError:
+                raise UnreadableVersion(
+                    f"body regex took over {REGEX_TIME_LIMIT:g}s (catastrophic backtracking)"
+                ) from None
             return _clean(found.group(group)) if found else None
 
         return classify
@@ -170,12 +199,12 @@ class VersionFromRegex:
                 "that captures the version, e.g. r'Version: (\\S+)'"
             )
         try:
-            compiled = re.compile(self.pattern)
-        except re.error as exc:
+            compiled = regex.compile(self.pattern)
+        except (regex.error, OverflowError, RecursionError, ValueError) as exc:
             raise CanaryConfigError(
                 f"{where}.pattern={self.pattern!r}: is not a valid regular expression ({exc})"
             ) from None
-        if compiled.match("") is not None and compiled.groups == 0:
+        if compiled.match("", timeout=REGEX_TIME_LIMIT) is not None and compiled.groups == 0:
             raise CanaryConfigError(
                 f"{where}.pattern={self.pattern!r}: matches the empty string, so it cannot "
                 "find a version; capture the version in a group, e.g. r'Version: (\\S+)'"
@@ -192,7 +221,9 @@ VersionReader = VersionFromHeader | VersionFromJson | VersionFromRegex
 VERSION_READERS: tuple[type, ...] = (VersionFromHeader, VersionFromJson, VersionFromRegex)
 
 __all__ = [
+    "REGEX_TIME_LIMIT",
     "VERSION_READERS",
+    "UnreadableVersion",
     "VersionClassifier",
     "VersionFromHeader",
     "VersionFromJson",

@@ -25,6 +25,7 @@ from pytest_canary.apps import (
     VersionReader,
 )
 from pytest_canary.errors import CanaryConfigError
+from pytest_canary.pcre import pcre_problem
 from pytest_canary.re2 import re2_problem
 
 Strategy = Literal["replicas", "nginx", "istio", "gateway", "bluegreen", "rolling"]
@@ -281,17 +282,38 @@ def _version(fld: str, value: object) -> str:
 def _regex(fld: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise _fail(fld, value, "must be a non-empty regular expression")
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise _fail(fld, value, f"is not a valid regular expression ({exc})") from None
     return value
 
 
+def _pcre(fld: str, value: object) -> None:
+    # ingress-nginx balancer.lua matches canary-by-header-pattern with PCRE (ngx.re.match).
+    pattern = _regex(fld, value)
+    problem = pcre_problem(pattern)
+    if problem:
+        raise _fail(
+            fld,
+            _short(pattern),
+            f"is not a valid PCRE regular expression (ingress-nginx matches it with "
+            f"ngx.re.match): {problem}",
+        )
+
+
+# istio/istio pkg/config/validation validateStringRegexp: at most 1024 characters;
+# Gateway API HTTPHeaderMatch.value: at most 4096 (CRD maxLength).
+RE2_MAX_LENGTH = {"istio": 1024, "gateway": 4096}
+
+
 def _re2(fld: str, value: str, strategy: str) -> None:
+    limit = RE2_MAX_LENGTH[strategy]
+    if len(value) > limit:
+        raise _fail(fld, _short(value), f"{strategy} accepts regexes of at most {limit} characters")
     problem = re2_problem(value)
     if problem:
-        raise _fail(fld, value, f"{strategy} matches regexes with {problem}")
+        raise _fail(fld, value, f"{strategy} matches regexes with Envoy's RE2, and {problem}")
+
+
+def _short(value: str, limit: int = 80) -> str:
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
 
 
 def _check_unknown_knobs(strategy: str, given: Mapping[str, Any]) -> None:
@@ -408,7 +430,7 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
             if fld in values:
                 _nginx_token(fld, values[fld])
         if "header_pattern" in values:
-            _regex("header_pattern", values["header_pattern"])
+            _pcre("header_pattern", values["header_pattern"])
         if "header_value" in values and "header_pattern" in values:
             raise CanaryConfigError(
                 f"header_value={values['header_value']!r} and header_pattern="
@@ -437,7 +459,6 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
             if not isinstance(hv, str) or not hv:
                 raise _fail("header_value", hv, "must be a non-empty string")
             if match == "regex":
-                _regex("header_value", hv)
                 _re2("header_value", hv, strategy)
         if "source" in values and not isinstance(values["source"], bool):
             raise _fail("source", values["source"], "must be True or False")

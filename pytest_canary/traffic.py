@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from pytest_canary.apps import VersionClassifier, VersionFromHeader
+from pytest_canary.apps import UnreadableVersion, VersionClassifier, VersionFromHeader
 from pytest_canary.errors import BackendError
 
 
@@ -51,6 +51,9 @@ class Entry:
 
 DEFAULT_CONCURRENCY = 16
 DEFAULT_TIMEOUT = 10.0
+# Longest answer body read: what a version reader needs is at the start of an answer; a
+# longer body is an error ("body over 4 MiB"), never unbounded memory.
+MAX_BODY_BYTES = 4 * 1024 * 1024
 
 # Reads the version from a response: (status, headers, body) -> version or None.
 Classifier = VersionClassifier
@@ -131,6 +134,22 @@ class Sample:
             f"Sample(n={self.total}, counts={dict(self.counts)}, errors={dict(self.errors)}, "
             f"elapsed={self.elapsed:.2f}s)"
         )
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body of ``response``, or None when it is longer than ``limit`` bytes.
+
+    Raises:
+        aiohttp.ClientPayloadError: the body is truncated or its chunking is broken.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _cookie_header(cookies: Mapping[str, str] | None) -> dict[str, str]:
@@ -249,8 +268,15 @@ class Sampler:
         began = time.perf_counter()
         try:
             async with session.get(url, headers=headers, allow_redirects=False) as response:
-                body = await response.read()
                 status = response.status
+                body = await read_bounded(response, MAX_BODY_BYTES)
+                if body is None:
+                    response.close()  # the rest is never read: drop the connection
+                    sample.errors[f"HTTP {status} with a body over {MAX_BODY_BYTES} bytes"] += 1
+                    return None
+                if status >= 500:
+                    sample.errors[f"HTTP {status}"] += 1
+                    return None
                 version = self.classify(status, response.headers, body)
         except asyncio.TimeoutError:
             sample.errors["timeout"] += 1
@@ -264,11 +290,11 @@ class Sampler:
         except aiohttp.ClientError as exc:  # truncated body, bad status line, ...
             sample.errors[f"bad response ({type(exc).__name__})"] += 1
             return None
+        except UnreadableVersion as exc:
+            sample.errors[f"HTTP {status}: {exc}"] += 1
+            return None
         finally:
             sample.latencies.append(time.perf_counter() - began)
-        if status >= 500:
-            sample.errors[f"HTTP {status}"] += 1
-            return None
         if not version:
             sample.errors[f"HTTP {status} without a version"] += 1
             return None

@@ -1280,7 +1280,7 @@ def _istio_string_match_findings(
         )
         yield (*path, "regex"), message
     elif isinstance(regex, str) and (problem := re2_problem(regex)):
-        yield (*path, "regex"), f"got {regex!r}: istiod compiles regexes with {problem}"
+        yield (*path, "regex"), f"got {regex!r}: Envoy matches regexes with RE2, and {problem}"
 
 
 def _istio_destination_findings(base: PathParts, destinations: object) -> Iterator[Finding]:

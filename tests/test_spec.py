@@ -108,10 +108,15 @@ def test_header_value_needs_a_header_where_there_is_no_default() -> None:
         build_spec("istio", stable="v1", canary="v2", header_value="beta")
 
 
-@pytest.mark.parametrize("pattern", ["(?!bot).*", "(?<=x)y", r"(a)\1", "a*+", "(?>a)"])
+@pytest.mark.parametrize(
+    "pattern",
+    # What Python's re accepts and RE2 refuses: lookaround, backreferences, possessive and
+    # atomic groups, \\Z, comments, repetitions above 1000.
+    ["(?!bot).*", "(?<=x)y", r"(a)\1", "a*+", "(?>a)", r"a\Z", "(?#note)a", "a{1001}"],
+)
 def test_istio_and_gateway_regexes_must_be_re2(pattern: str) -> None:
     for strategy in ("istio", "gateway"):
-        with pytest.raises(CanaryConfigError, match=r"header_value=.*RE2, which has no lookaround"):
+        with pytest.raises(CanaryConfigError, match=r"header_value=.*Envoy's RE2, and RE2 refuses"):
             build_spec(
                 strategy,
                 stable="v1",
@@ -120,6 +125,42 @@ def test_istio_and_gateway_regexes_must_be_re2(pattern: str) -> None:
                 header_value=pattern,
                 header_match="regex",
             )
+
+
+@pytest.mark.parametrize("pattern", [r"\p{Greek}+", r"\x{41}b", r"\Qa.b\E", "a{1000}", r"(a+)+$"])
+def test_valid_re2_that_python_re_refuses_is_accepted(pattern: str) -> None:
+    spec = build_spec(
+        "gateway",
+        stable="v1",
+        canary="v2",
+        header="x-user",
+        header_value=pattern,
+        header_match="regex",
+    )
+    assert spec.header_value == pattern
+
+
+def test_istio_regex_longer_than_istiod_allows_is_refused() -> None:
+    with pytest.raises(CanaryConfigError, match="at most 1024 characters"):
+        build_spec(
+            "istio",
+            stable="v1",
+            canary="v2",
+            header="x-user",
+            header_value="a" * 1025,
+            header_match="regex",
+        )
+
+
+@pytest.mark.parametrize("pattern", ["(?<=x)y", r"(a)\1", "a*+", r"\p{Greek}"])
+def test_nginx_header_pattern_is_pcre(pattern: str) -> None:
+    spec = build_spec("nginx", stable="1.0", canary="2.0", header_pattern=pattern)
+    assert spec.header_pattern == pattern
+
+
+def test_nginx_header_pattern_that_pcre_cannot_compile_is_refused() -> None:
+    with pytest.raises(CanaryConfigError, match=r"header_pattern='a\(': is not a valid PCRE"):
+        build_spec("nginx", stable="1.0", canary="2.0", header_pattern="a(")
 
 
 def test_re2_compatible_regexes_are_accepted() -> None:

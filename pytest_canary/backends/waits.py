@@ -28,6 +28,8 @@ import tenacity
 
 from pytest_canary.dataplane.nginx import ANNOTATION_CHARS
 from pytest_canary.errors import BackendError, ConvergenceTimeout
+from pytest_canary.re2 import fullmatch as re2_fullmatch
+from pytest_canary.re2 import re2_problem
 
 Manifest = Mapping[str, Any]
 
@@ -661,15 +663,14 @@ def _regex_sample(pattern: str) -> str | None:
     """A header value that ``pattern`` matches fully (Envoy safe_regex matches the whole
     value): the first literal of a simple alternation, or a common value the pattern
     accepts (``.*`` -> ``always``); None when we cannot tell."""
-    try:
-        compiled = re.compile(pattern)
-    except re.error:
+    # RE2, as Envoy matches it: linear time, whatever the pattern.
+    if re2_problem(pattern) is not None:
         return None
     body = pattern.removeprefix("^").removesuffix("$")
     first = body.strip("()").split("|")[0]
-    if first and re.escape(first) == first and compiled.fullmatch(first):
+    if first and re.escape(first) == first and re2_fullmatch(pattern, first):
         return first
-    return next((c for c in _REGEX_CANDIDATES if compiled.fullmatch(c)), None)
+    return next((c for c in _REGEX_CANDIDATES if re2_fullmatch(pattern, c)), None)
 
 
 def _header_values(conditions: Mapping[str, Mapping[str, str]]) -> dict[str, str] | None:

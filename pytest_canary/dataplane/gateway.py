@@ -39,12 +39,12 @@ never match (the router sees the path without its query); filters are not applie
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest, weighted_pick
+from pytest_canary.re2 import Re2Error, fullmatch, re2_problem
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ASSUMED_METHOD = "GET"
@@ -64,8 +64,8 @@ class HeaderMatch:
         if actual is None:
             return False
         if self.kind == "RegularExpression":
-            # Envoy safe_regex: the whole value must match.
-            return re.fullmatch(self.value, actual) is not None
+            # Envoy safe_regex: the whole value must match (RE2, linear time).
+            return fullmatch(self.value, actual)
         return actual == self.value
 
 
@@ -104,7 +104,7 @@ def path_matches(path_type: str, value: str, path: str) -> bool:
     if path_type == "Exact":
         return path == value
     if path_type == "RegularExpression":
-        return re.fullmatch(value, path) is not None
+        return fullmatch(value, path)
     prefix = value.rstrip("/")
     if not prefix:
         return True
@@ -292,12 +292,12 @@ def _parse_match(raw: Mapping[str, Any]) -> RouteMatch:
         kind = str(header.get("type") or "Exact")
         value = str(header.get("value", ""))
         if kind == "RegularExpression":
-            re.compile(value)
+            _check_regex(value)
         headers.append(HeaderMatch(name, kind, value))
     path_type = str(path.get("type") or "PathPrefix")
     path_value = str(path.get("value") or "/")
     if path_type == "RegularExpression":
-        re.compile(path_value)
+        _check_regex(path_value)
     return RouteMatch(
         path_type=path_type,
         path=path_value,
@@ -305,6 +305,14 @@ def _parse_match(raw: Mapping[str, Any]) -> RouteMatch:
         headers=tuple(headers),
         query_params=len(raw.get("queryParams") or []),
     )
+
+
+def _check_regex(pattern: str) -> None:
+    # Istio turns RegularExpression into an Envoy safe_regex: a pattern RE2 refuses makes
+    # Envoy reject the route configuration.
+    problem = re2_problem(pattern)
+    if problem:
+        raise Re2Error(problem)
 
 
 def _backend(
@@ -368,7 +376,7 @@ def load(objects: Iterable[Mapping[str, Any]], namespace: str = "default") -> Ga
                 stamp = str(meta.get("creationTimestamp") or "")
                 age_key = (stamp, 0 if stamp else age)
                 config.routes.append(_http_route(spec, name, ns, age_key, config.services))
-            except re.error as exc:
+            except Re2Error as exc:
                 config.log.append(f"HTTPRoute {name}: invalid regex ({exc}); rejected")
     return config
 

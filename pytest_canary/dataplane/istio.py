@@ -37,19 +37,19 @@ envoyproxy/envoy):
 Simplifications, stated: the request method is taken as ``GET`` (the harness sends GETs),
 the scheme as ``http``, the listener port as 80; query parameter matches never match (the
 router sees the path without its query); delegate VirtualServices, redirects and direct
-responses are not modelled (routes using them are skipped with a log line); Python ``re``
-stands in for RE2 (same full-match semantics for the RE2 subset).
+responses are not modelled (routes using them are skipped with a log line). Regexes run on
+the real RE2 engine (``pytest_canary.re2``), linear in the header's length.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest, weighted_pick
+from pytest_canary.re2 import Re2Error, fullmatch, re2_problem
 
 MESH = "mesh"
 CLUSTER_DOMAIN = "svc.cluster.local"
@@ -57,6 +57,8 @@ LISTENER_PORT = 80
 ASSUMED_METHOD = "GET"
 ASSUMED_SCHEME = "http"
 ISTIO_GROUP = "networking.istio.io"
+# istio/istio pkg/config/validation validateStringRegexp: "max length allowed is 1024".
+ISTIO_MAX_REGEX_LENGTH = 1024
 
 
 # -- string matching --------------------------------------------------------------------
@@ -82,9 +84,9 @@ class StringMatch:
             return value == wanted
         if self.kind == "prefix":
             return value.startswith(wanted)
-        # Envoy safe_regex: the regex must match the entire value (RegexMatcher docs).
-        flags = re.IGNORECASE if ignore_case else 0
-        return re.fullmatch(self.value, candidate, flags) is not None
+        # Envoy safe_regex: the regex must match the entire value (RegexMatcher docs), with
+        # RE2, in time linear in the value.
+        return fullmatch(self.value, candidate, ignore_case=ignore_case)
 
 
 def parse_string_match(raw: Mapping[str, Any] | None) -> StringMatch:
@@ -97,7 +99,13 @@ def parse_string_match(raw: Mapping[str, Any] | None) -> StringMatch:
             if kind == "regex" and value == "*":
                 return StringMatch("present")
             if kind == "regex":
-                re.compile(value)  # an invalid regex makes the whole object invalid
+                # pkg/config/validation validateStringRegexp: an invalid regex (or one over
+                # 1024 characters) makes the whole object invalid.
+                if len(value) > ISTIO_MAX_REGEX_LENGTH:
+                    raise Re2Error(f"longer than {ISTIO_MAX_REGEX_LENGTH} characters")
+                problem = re2_problem(value)
+                if problem:
+                    raise Re2Error(problem)
             return StringMatch(kind, value)
     return StringMatch("present")
 
@@ -526,6 +534,6 @@ def load(objects: Iterable[Mapping[str, Any]], namespace: str = "default") -> Is
         elif _is_istio(obj, "VirtualService"):
             try:
                 config.virtual_services.append(_virtual_service(obj, namespace, config.log))
-            except re.error as exc:
+            except Re2Error as exc:
                 config.log.append(f"VirtualService {name}: invalid regex ({exc}); rejected")
     return config

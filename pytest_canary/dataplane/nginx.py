@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
+from pytest_canary.pcre import PcreError, PcreMatchLimit
+from pytest_canary.pcre import search as pcre_search
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 # internal/ingress/annotations/canary/main.go: the character class of header/cookie fields.
@@ -123,17 +125,27 @@ class NginxConfig:
             # balancer.lua: "TODO: support traffic shaping for n > 1 alternative backends".
             alternative = alternatives[0]
             policy = self.policies[alternative]
-            verdict, why = decide_canary(policy, request, rng)
-            if verdict:
-                return Destination(alternative.service, alternative.port, reason=why)
-            return Destination(primary.service, primary.port, reason=why)
+            errors: list[str] = []
+            verdict, why = decide_canary(policy, request, rng, log=errors)
+            chosen_upstream = alternative if verdict else primary
+            return Destination(
+                chosen_upstream.service, chosen_upstream.port, reason=why, log=tuple(errors)
+            )
         return Destination(primary.service, primary.port, reason=f"Ingress {chosen.ingress}")
 
 
 def decide_canary(
-    policy: CanaryPolicy, request: RoutedRequest, rng: random.Random
+    policy: CanaryPolicy,
+    request: RoutedRequest,
+    rng: random.Random,
+    *,
+    log: list[str] | None = None,
 ) -> tuple[bool, str]:
-    """balancer.lua ``route_to_alternative_balancer``: True sends the request to the canary."""
+    """balancer.lua ``route_to_alternative_balancer``: True sends the request to the canary.
+
+    A header pattern that errors (does not compile, or hits PCRE's backtracking limit) sends
+    the request to the main backend and adds nginx's error log line to ``log``.
+    """
     if policy.header:
         # nginx exposes headers as $http_<name> with '-' turned into '_', case-insensitively.
         wanted = policy.header.lower().replace("-", "_")
@@ -144,12 +156,20 @@ def decide_canary(
                 if value == policy.header_value:
                     return True, f"header {policy.header}={value!r} equals canary-by-header-value"
             elif policy.header_pattern:
-                # ngx.re.match is an unanchored PCRE search.
+                # ngx.re.match is an unanchored PCRE search, bounded by PCRE's match limit.
                 try:
-                    if re.search(policy.header_pattern, value):
+                    if pcre_search(policy.header_pattern, value):
                         return True, f"header {policy.header}={value!r} matches the pattern"
-                except re.error:
-                    return False, "canary-by-header-pattern does not compile: main backend"
+                except (PcreError, PcreMatchLimit) as exc:
+                    # balancer.lua: ngx.log(ngx.ERR, ...) and `return false`: the main backend,
+                    # without looking at the cookie or the weight.
+                    line = (
+                        f"error when matching canary-by-header-pattern: "
+                        f"'{policy.header_pattern}', error: {exc}"
+                    )
+                    if log is not None:
+                        log.append(line)
+                    return False, f"{line}: main backend"
             elif value == "always":
                 return True, f"header {policy.header}=always"
             elif value == "never":

@@ -86,12 +86,17 @@ def _lenient_cookies(raw: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Destination:
-    """A request goes to ``port`` of Service ``service`` (optionally only pods with ``labels``)."""
+    """A request goes to ``port`` of Service ``service`` (optionally only pods with ``labels``).
+
+    ``log`` holds the lines the data plane writes to its error log while deciding (e.g.
+    ingress-nginx's "error when matching canary-by-header-pattern").
+    """
 
     service: str
     port: int | str = 80
     labels: Mapping[str, str] | None = None
     reason: str = ""
+    log: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         subset = (
