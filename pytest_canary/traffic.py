@@ -274,7 +274,7 @@ class Sampler:
                     response.close()  # the rest is never read: drop the connection
                     sample.errors[f"HTTP {status} with a body over {MAX_BODY_BYTES} bytes"] += 1
                     return None
-                if status >= 500:
+                if status >= 500 or status < 100:  # 5xx, or no HTTP status at all
                     sample.errors[f"HTTP {status}"] += 1
                     return None
                 version = self.classify(status, response.headers, body)

@@ -338,6 +338,39 @@ def test_header_regex_is_a_full_match(value: str, hit: bool) -> None:
     assert routed(config, request(headers={"x-a": value})) == ("v2" if hit else "v1")
 
 
+@pytest.mark.parametrize(
+    ("pattern", "value", "hit"),
+    [(r"\p{Greek}+", "αβγ", True), ("(a+)+$", "a" * 100_000 + "!", False)],
+)
+def test_header_regex_runs_on_re2(pattern: str, value: str, hit: bool) -> None:
+    config = config_of(
+        http_route(
+            [
+                {
+                    "matches": [{"headers": [header("x-a", pattern, "RegularExpression")]}],
+                    "backendRefs": [ref("v2")],
+                },
+                {"backendRefs": [ref("v1")]},
+            ]
+        )
+    )
+    assert routed(config, request(headers={"x-a": value})) == ("v2" if hit else "v1")
+
+
+def test_a_regex_re2_refuses_leaves_the_route_out() -> None:
+    config = config_of(
+        http_route(
+            [
+                {
+                    "matches": [{"headers": [header("x-a", "a{1001}", "RegularExpression")]}],
+                    "backendRefs": [ref("v2")],
+                }
+            ]
+        )
+    )
+    assert config.routes == [] and "invalid regex" in config.log[0]
+
+
 def test_a_missing_header_never_matches() -> None:
     config = config_of(
         http_route(

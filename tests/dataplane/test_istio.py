@@ -8,6 +8,7 @@ binomial standard deviation is at most 0.0036, so ±0.02 is more than 5 sigma).
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -318,6 +319,35 @@ def test_ignore_uri_case_applies_to_the_uri() -> None:
 def test_a_match_on_another_port_never_applies() -> None:
     config = mesh([{"match": [{"port": 8080}], "route": [to("v2")]}, {"route": [to("v1")]}])
     assert version_of(routed(config, request())) == "v1"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "hit"),
+    [
+        (r"\p{Greek}+", "αβγ", True),  # RE2 syntax Python's re refuses
+        (r"\x{41}+", "AAA", True),
+        (r"\Qa.b\E", "a.b", True),
+        (r"\Qa.b\E", "axb", False),
+        ("(a+)+$", "a" * 100_000 + "!", False),  # linear time: no catastrophic backtracking
+    ],
+)
+def test_header_regex_runs_on_re2(pattern: str, value: str, hit: bool) -> None:
+    config = mesh(
+        [
+            {"match": [{"headers": {"end-user": {"regex": pattern}}}], "route": [to("v2")]},
+            {"route": [to("v1")]},
+        ]
+    )
+    started = time.perf_counter()
+    version = version_of(routed(config, request(headers={"end-user": value})))
+    assert time.perf_counter() - started < 2.0
+    assert version == ("v2" if hit else "v1")
+
+
+@pytest.mark.parametrize("pattern", ["a{1001}", r"a\Z", "(?#c)a", "(?=a)a", "a" * 1025])
+def test_a_regex_re2_or_istiod_refuses_rejects_the_virtual_service(pattern: str) -> None:
+    config = mesh([{"match": [{"headers": {"x": {"regex": pattern}}}], "route": [to("v2")]}])
+    assert config.virtual_services == [] and "invalid regex" in config.log[0]
 
 
 def test_an_invalid_regex_rejects_the_virtual_service() -> None:

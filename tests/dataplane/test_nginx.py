@@ -8,6 +8,7 @@ internal/ingress/annotations/canary/main.go.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from typing import Any
 
@@ -132,6 +133,40 @@ def test_header_pattern_that_does_not_compile_sends_to_main_and_stops() -> None:
     assert service_of(route(objects, headers={"Region": "cd"})) == "stable"
     # Without the header the weight still applies.
     assert service_of(route(objects)) == "canary"
+
+
+def test_header_pattern_at_pcres_backtracking_limit_sends_to_main_and_logs() -> None:
+    """balancer.lua: ngx.re.match errors (pcre_exec -8, the match limit) -> ngx.log(ERR,
+    "error when matching canary-by-header-pattern") and the main backend, weight unused."""
+    objects = [
+        MAIN,
+        canary_ingress(
+            canary_by_header="Region", canary_by_header_pattern="(a|aa)+$", canary_weight="100"
+        ),
+    ]
+    config = nginx.load(objects)
+    request = RoutedRequest.build("foo.bar", "/", {"Region": "a" * 5000 + "!"})
+    started = time.perf_counter()
+    result = config.route(request, random.Random(0))
+    assert time.perf_counter() - started < 2.0  # bounded by the match limit, not 2**5000
+    assert isinstance(result, Destination) and result.service == "stable"
+    assert len(result.log) == 1
+    assert result.log[0].startswith(
+        "error when matching canary-by-header-pattern: '(a|aa)+$', error: pcre_exec() failed: -8"
+    )
+    # The same pattern on an ordinary value matches as PCRE does.
+    matched = config.route(RoutedRequest.build("foo.bar", "/", {"Region": "aaa"}), random.Random(0))
+    assert service_of(matched) == "canary"
+
+
+def test_header_pattern_speaks_pcre() -> None:
+    # Lookbehind and backreferences: PCRE has them (RE2 and Go's regexp do not).
+    objects = [
+        MAIN,
+        canary_ingress(canary_by_header="Region", canary_by_header_pattern=r"(?<=x)(cd)\1"),
+    ]
+    assert service_of(route(objects, headers={"Region": "xcdcd"})) == "canary"
+    assert service_of(route(objects, headers={"Region": "cdcd"})) == "stable"
 
 
 def test_header_name_matches_case_insensitively_with_dash_as_underscore() -> None:

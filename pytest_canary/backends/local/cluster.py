@@ -170,6 +170,8 @@ class LocalEnvironment(Environment):
         self._workloads: dict[str, WorkloadState] = {}
         self._errors = RouterErrors()
         self.access_log: collections.deque[AccessRecord] = collections.deque(maxlen=200)
+        # What the proxies log while serving (e.g. a header pattern at PCRE's limit).
+        self.error_log: collections.deque[str] = collections.deque(maxlen=100)
         self._http_routers: dict[str, HttpRouter] = {}
         self._sidecars: dict[str, HttpRouter] = {}
         self._connection_routers: dict[
@@ -302,7 +304,13 @@ class LocalEnvironment(Environment):
 
     def _sidecar(self, pod: str, labels: dict[str, str]) -> HttpRouter:
         router = HttpRouter(
-            MESH, lambda: self._snapshot, self._rng, self._errors, self.access_log, labels
+            MESH,
+            lambda: self._snapshot,
+            self._rng,
+            self._errors,
+            self.access_log,
+            labels,
+            error_log=self.error_log,
         )
         self._loop.run(router.start())
         self._sidecars[pod] = router
@@ -480,7 +488,12 @@ class LocalEnvironment(Environment):
     def _http_router(self, kind: str) -> HttpRouter:
         if kind not in self._http_routers:
             router = HttpRouter(
-                kind, lambda: self._snapshot, self._rng, self._errors, self.access_log
+                kind,
+                lambda: self._snapshot,
+                self._rng,
+                self._errors,
+                self.access_log,
+                error_log=self.error_log,
             )
             self._loop.run(router.start())
             self._http_routers[kind] = router
@@ -538,7 +551,7 @@ class LocalEnvironment(Environment):
             ),
         )
         diag.add("events", "\n".join(self.events[-40:]))
-        diag.add("data-plane log", "\n".join(self._snapshot.dataplane_log()))
+        diag.add("data-plane log", "\n".join([*self._snapshot.dataplane_log(), *self.error_log]))
         diag.add(
             "router access log (last 25)", "\n".join(str(r) for r in list(self.access_log)[-25:])
         )

@@ -8,7 +8,11 @@
   exactly as it does through a real Service.
 
 Both run on one asyncio loop in a daemon thread (:class:`LoopThread`); their errors are kept
-and re-raised in the test thread by the environment.
+and re-raised in the test thread by the environment. Nothing slow runs on that loop: route
+decisions (which may run a header regex) run on a small thread pool, and every byte a client
+or a pod sends passes a bound first (``dataplane.limits``): an oversized request body, a
+malformed or oversized upstream answer get the status the real proxy answers (413, 502),
+recorded in the access log and counted by the sampler as errors.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
 
+from pytest_canary.dataplane.limits import ProxyLimits, limits_for
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
 from pytest_canary.errors import BackendError
+from pytest_canary.traffic import read_bounded
 
 T = TypeVar("T")
 
@@ -48,6 +54,18 @@ HOP_BY_HOP = frozenset(
 )
 # ingress-nginx default proxy_next_upstream "error timeout" with proxy-next-upstream-tries 3.
 UPSTREAM_TRIES = 3
+# Threads that take route decisions off the loop: a slow decision (a header regex at its
+# limit) holds one of them, never the loop that carries every other request.
+DECISION_THREADS = 4
+# Request bodies up to this size are read before forwarding (so a failed connection can be
+# retried); a larger one is streamed (Envoy) or refused (ingress-nginx, 413).
+BUFFERED_REQUEST_BYTES = 1024 * 1024
+# Largest upstream answer body the router holds: it buffers whole answers.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+# The upstream HTTP parser's own bounds, above every modelled proxy's limit (which is then
+# checked on the parsed answer).
+PARSER_MAX_FIELD = 64 * 1024 + 1024
+PARSER_MAX_HEADERS = 200
 
 
 class LoopThread:
@@ -55,6 +73,11 @@ class LoopThread:
 
     def __init__(self, name: str = "pytest-canary-router") -> None:
         self.loop = asyncio.new_event_loop()
+        # run_in_executor(None, ...) on this loop: route decisions, bounded.
+        self.decisions = concurrent.futures.ThreadPoolExecutor(
+            DECISION_THREADS, thread_name_prefix=f"{name}-decision"
+        )
+        self.loop.set_default_executor(self.decisions)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -77,6 +100,8 @@ class LoopThread:
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+        # Decisions are bounded (regex time limits): waiting for them ends.
+        self.decisions.shutdown(wait=True, cancel_futures=True)
         if not self._thread.is_alive():
             self.loop.close()
 
@@ -152,12 +177,17 @@ class HttpRouter:
         errors: RouterErrors,
         access_log: collections.deque[AccessRecord],
         source_labels: dict[str, str] | None = None,
+        error_log: collections.deque[str] | None = None,
     ) -> None:
         self.kind = kind
+        self.limits: ProxyLimits = limits_for(kind)
         self._view = view
         self._rng = rng
         self._errors = errors
         self._log = access_log
+        self._error_log: collections.deque[str] = (
+            error_log if error_log is not None else collections.deque(maxlen=100)
+        )
         self._source_labels = source_labels
         self._round_robin: dict[str, int] = collections.defaultdict(int)
         self._session: aiohttp.ClientSession | None = None
@@ -171,6 +201,9 @@ class HttpRouter:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=30, sock_connect=2),
+            max_line_size=PARSER_MAX_FIELD,
+            max_field_size=PARSER_MAX_FIELD,
+            max_headers=PARSER_MAX_HEADERS,
         )
         self._web_server = web.Server(self._handle, access_log=None)
         loop = asyncio.get_running_loop()
@@ -202,8 +235,15 @@ class HttpRouter:
         routed = RoutedRequest.build(
             request.headers.get("Host"), request.path, request.headers, self._source_labels
         )
+        limit = self.limits.max_request_body
+        if limit is not None and (request.content_length or 0) > limit:
+            return self._too_large(routed, limit)
         view = self._view()
-        decision = view.route(self.kind, routed, self._rng)
+        # A decision may run a header regex: on the decision threads, never on this loop.
+        loop = asyncio.get_running_loop()
+        decision = await loop.run_in_executor(None, view.route, self.kind, routed, self._rng)
+        if isinstance(decision, Destination) and decision.log:
+            self._error_log.extend(f"{self.limits.name}: {line}" for line in decision.log)
         if isinstance(decision, Refusal):
             self._record(routed, "-", "-", decision.status, decision.reason)
             return web.Response(status=decision.status, text=decision.reason + "\n")
@@ -212,32 +252,112 @@ class HttpRouter:
             reason = f"no ready endpoints for {decision}"
             self._record(routed, str(decision), "-", 503, reason)
             return web.Response(status=503, text=reason + "\n")
-        body = await request.read()
+        body = await self._request_body(request)
+        if body is None:
+            assert limit is not None
+            return self._too_large(routed, limit)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["Host"] = request.headers.get("Host", "")
+        tries = min(UPSTREAM_TRIES, len(endpoints))
+        if not isinstance(body, bytes):
+            # A streamed body cannot be sent twice, and its connection is not reused.
+            tries, headers["Connection"] = 1, "close"
         assert self._session is not None
         last_error = ""
-        for attempt in range(min(UPSTREAM_TRIES, len(endpoints))):
+        for attempt in range(tries):
             endpoint = self._pick(str(decision), endpoints, attempt)
             url = f"http://{endpoint.host}:{endpoint.port}{request.rel_url}"
             try:
                 async with self._session.request(
                     request.method, url, headers=headers, data=body or None, allow_redirects=False
                 ) as upstream:
-                    payload = await upstream.read()
-                    out = web.Response(status=upstream.status, body=payload)
-                    for name, value in upstream.headers.items():
-                        if name.lower() not in HOP_BY_HOP:
-                            out.headers.add(name, value)
-                    self._record(
-                        routed, str(decision), endpoint.pod, upstream.status, decision.reason
-                    )
-                    return out
+                    return await self._answer(routed, decision, endpoint, upstream)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 # proxy_next_upstream error timeout: try the next endpoint.
                 last_error = f"{type(exc).__name__}: {exc}"
+            except aiohttp.ClientError as exc:
+                # An answer the proxy cannot parse: no retry (nginx's default
+                # proxy_next_upstream has no invalid_header), 502 to the client.
+                reason = self._unparseable(exc)
+                self._record(routed, str(decision), endpoint.pod, 502, reason)
+                return web.Response(status=502, text=f"{reason}\n")
         self._record(routed, str(decision), "-", 502, last_error)
         return web.Response(status=502, text=f"upstream failed: {last_error}\n")
+
+    async def _request_body(self, request: web.BaseRequest) -> bytes | AsyncIterator[bytes] | None:
+        """The request body: bytes when it fits the buffer, a stream of its bytes when the
+        proxy streams larger bodies (Envoy), ``None`` when it is over the proxy's limit."""
+        buffered = bytearray()
+        limit = self.limits.max_request_body
+        cap = BUFFERED_REQUEST_BYTES if limit is None else limit
+        while len(buffered) <= cap:
+            chunk = await request.content.readany()
+            if not chunk:
+                return bytes(buffered)
+            buffered += chunk
+        if limit is not None:
+            return None
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield bytes(buffered)
+            while chunk := await request.content.readany():
+                yield chunk
+
+        return stream()
+
+    def _too_large(self, routed: RoutedRequest, limit: int) -> web.Response:
+        reason = f"client intended to send too large body (over {limit} bytes): 413"
+        self._record(routed, "-", "-", 413, reason)
+        response = web.Response(status=413, text="413 Request Entity Too Large\n")
+        response.force_close()  # the rest of the body is never read
+        return response
+
+    async def _answer(
+        self,
+        routed: RoutedRequest,
+        decision: Destination,
+        endpoint: Endpoint,
+        upstream: aiohttp.ClientResponse,
+    ) -> web.Response:
+        """The upstream's answer as the proxy passes it on, or the proxy's own 502."""
+        problem = self._header_problem(upstream)
+        payload = None if problem else await read_bounded(upstream, MAX_ANSWER_BYTES)
+        if payload is None:
+            problem = problem or (
+                f"upstream answer body over {MAX_ANSWER_BYTES} bytes (the local router "
+                "buffers whole answers)"
+            )
+        if problem:
+            self._record(routed, str(decision), endpoint.pod, 502, problem)
+            return web.Response(status=502, text=f"{problem}\n")
+        assert payload is not None
+        out = web.Response(status=upstream.status, body=payload)
+        for name, value in upstream.headers.items():
+            if name.lower() not in HOP_BY_HOP:
+                out.headers.add(name, value)
+        self._record(routed, str(decision), endpoint.pod, upstream.status, decision.reason)
+        return out
+
+    def _header_problem(self, upstream: aiohttp.ClientResponse) -> str | None:
+        """Why the proxy refuses the upstream's status line and headers, or None."""
+        if not 200 <= upstream.status <= 599:
+            return f"{self.limits.bad_upstream} (status {upstream.status})"
+        count = len(upstream.raw_headers)
+        size = len(f"HTTP/1.1 {upstream.status} {upstream.reason or ''}\r\n") + sum(
+            len(name) + len(value) + 4 for name, value in upstream.raw_headers
+        )
+        limits = self.limits
+        if size > limits.max_response_header_bytes or (
+            limits.max_response_headers is not None and count > limits.max_response_headers
+        ):
+            return f"{limits.too_big_header} ({count} headers, {size} bytes)"
+        return None
+
+    def _unparseable(self, exc: aiohttp.ClientError) -> str:
+        detail = str(exc).replace("\n", " ")[:200]
+        if any(word in detail for word in ("too long", "Got more than", "Too many headers")):
+            return f"{self.limits.too_big_header} ({type(exc).__name__}: {detail})"
+        return f"{self.limits.bad_upstream} ({type(exc).__name__}: {detail})"
 
     def _pick(self, key: str, endpoints: list[Endpoint], attempt: int) -> Endpoint:
         # ingress-nginx load-balance default: round_robin within the chosen upstream.
