@@ -5,6 +5,7 @@ and a slow route decision never stalls other requests."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import random
 import socket
@@ -222,10 +223,8 @@ def _post(port: int, size: int, *, chunked: bool = False) -> tuple[int, bytes]:
             except OSError:
                 pass  # the proxy answered and closed before reading it all
         else:
-            try:
+            with contextlib.suppress(OSError):  # the proxy answered before reading it all
                 conn.request("POST", "/", body=b"x" * size)
-            except OSError:
-                pass
         response = conn.getresponse()
         return response.status, response.read()
     finally:
