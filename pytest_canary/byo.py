@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
-
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.validate import validate_objects
+from pytest_canary.yaml_loader import DEFAULT_LIMITS, YamlBudget, YamlLimits, load_all, read_text
 
 __all__ = [
     "IGNORED_KINDS",
@@ -148,15 +147,21 @@ def _as_paths(paths: PathsArg) -> list[Path]:
     raise CanaryConfigError(f"paths={paths!r}: must be a file or folder path, or a list of them")
 
 
-def load(paths: PathsArg) -> LoadedManifests:
+def load(paths: PathsArg, *, limits: YamlLimits = DEFAULT_LIMITS) -> LoadedManifests:
     """Read every Kubernetes object from ``paths`` (files, folders, kustomize folders).
+
+    Everything is read by ``pytest_canary.yaml_loader`` within ``limits``, shared by all the
+    files: input size, documents, nesting, expanded size (aliases counted where used), and a
+    key given twice in one mapping is an error.
 
     Raises:
         CanaryConfigError: a path that does not exist, a folder without manifests, YAML that
-            does not parse or a document that is not an object, naming the file and the
-            document (counted from 1); a kustomize folder that cannot be rendered.
+            does not parse, passes a limit or repeats a key, or a document that is not an
+            object, naming the file and the document (counted from 1); a kustomize folder
+            that cannot be rendered.
     """
     loaded = LoadedManifests()
+    budget = YamlBudget(limits)
     for path in _as_paths(paths):
         loaded.paths.append(str(path))
         if not path.exists():
@@ -170,20 +175,25 @@ def load(paths: PathsArg) -> LoadedManifests:
             )
             if kustomization is not None:
                 text = render_kustomization(path)
-                _read_documents(text, f"kustomize output of {path}", loaded)
+                _read_documents(text, f"kustomize output of {path}", loaded, budget)
                 continue
             files = sorted(
                 p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES
             )
+            if len(files) > limits.max_documents:
+                raise CanaryConfigError(
+                    f"manifests folder {str(path)!r} has {len(files)} manifest files, more "
+                    f"than the {limits.max_documents} documents one call reads"
+                )
             if not files:
                 raise CanaryConfigError(
                     f"manifests folder {str(path)!r} has no *.yaml, *.yml or *.json file (its "
                     "sub-folders are not read: name them one by one)"
                 )
             for file in files:
-                _read_file(file, loaded)
+                _read_documents(read_text(file, budget), str(file), loaded, budget)
         else:
-            _read_file(path, loaded)
+            _read_documents(read_text(path, budget), str(path), loaded, budget)
     if not loaded.objects:
         raise CanaryConfigError(
             f"no Kubernetes objects in {loaded.describe()}: every document is empty"
@@ -191,26 +201,9 @@ def load(paths: PathsArg) -> LoadedManifests:
     return loaded
 
 
-def _read_file(path: Path, loaded: LoadedManifests) -> None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CanaryConfigError(f"manifests file {str(path)!r} cannot be read: {exc}") from None
-    _read_documents(text, str(path), loaded)
-
-
-def _read_documents(text: str, source: str, loaded: LoadedManifests) -> None:
-    index = 0
-    try:
-        for index, document in enumerate(yaml.safe_load_all(text), start=1):
-            _add_document(document, f"{source}, document {index}", loaded)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise CanaryConfigError(
-            f"{source}, document {index + 1}: not valid YAML{where}: {problem}"
-        ) from None
+def _read_documents(text: str, source: str, loaded: LoadedManifests, budget: YamlBudget) -> None:
+    for index, document in enumerate(load_all(text, source, budget), start=1):
+        _add_document(document, f"{source}, document {index}", loaded)
 
 
 def _add_document(document: object, origin: str, loaded: LoadedManifests) -> None:

@@ -50,6 +50,7 @@ from referencing import Registry, Resource
 
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.re2 import re2_problem
+from pytest_canary.yaml_loader import check_bounded
 
 __all__ = [
     "DEFAULT_KUBERNETES_VERSION",
@@ -103,13 +104,24 @@ class Problem:
 # --------------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """Mappings as dicts (jsonschema only treats dict as an object); everything else as is."""
+def _plain(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """Mappings as dicts (jsonschema only treats dict as an object); everything else as is.
+
+    A part shared by several places (a YAML alias) is converted once and stays shared: the
+    copy is as small as the input, never its expansion (``check_bounded`` ran first).
+    """
+    memo = {} if memo is None else memo
+    if not isinstance(value, (Mapping, list)):
+        return value
+    done = memo.get(id(value))
+    if done is not None:
+        return done
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
+        plain: Any = {key: _plain(item, memo) for key, item in value.items()}
+    else:
+        plain = [_plain(item, memo) for item in value]
+    memo[id(value)] = plain
+    return plain
 
 
 def _mapping(value: object) -> dict[Any, Any]:
@@ -289,6 +301,10 @@ def _validate_one(obj: object, index: int, schema_dir: str) -> list[Problem]:
                 f"got {_typed(obj)}; each manifest must be a mapping",
             )
         ]
+    try:
+        check_bounded(obj, f"<item {index}>")
+    except CanaryConfigError as exc:
+        return [Problem("<too large>", f"<item {index}>", "(object)", str(exc))]
     plain = _plain(obj)
     kind_value = plain.get("kind")
     kind = kind_value if isinstance(kind_value, str) and kind_value else "<no kind>"

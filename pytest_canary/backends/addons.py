@@ -38,8 +38,13 @@ import yaml
 
 from pytest_canary.backends import waits
 from pytest_canary.errors import BackendError, CanaryConfigError
+from pytest_canary.yaml_loader import YamlBudget, YamlLimits, load_all, read_text
 
 ADDONS = ("gateway-api", "ingress-nginx", "istio")
+# Bounds of an add-on file read here: CRD bundles are large (deep OpenAPI schemas).
+ADDON_FILE_LIMITS = YamlLimits(
+    max_bytes=64 * 1024 * 1024, max_documents=1000, max_nodes=5_000_000, max_depth=200
+)
 """Every add-on, in install order (Gateway API CRDs before Istio, which serves them)."""
 
 GATEWAY_API_CORE = ("gatewayclasses", "gateways", "httproutes")
@@ -486,9 +491,12 @@ class AddonInstaller:
                 + (f" (replacing {present})" if present else "")
             )
             self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+            # A file the user may have given (--canary-addon-file): read within bounds sized
+            # for CRD bundles.
+            budget = YamlBudget(ADDON_FILE_LIMITS)
             names = [
                 f"crd/{doc['metadata']['name']}"
-                for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+                for doc in load_all(read_text(path, budget), str(path), budget)
                 if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
             ]
         if names:
