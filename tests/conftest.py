@@ -17,3 +17,12 @@ def _quiet_unrelated_plugins(
     if "pytester" in request.fixturenames:
         request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
         monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:benchmark")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Tests that kill a pytest run on purpose (kill -9) leave its pods' log folder behind,
+    as a real killed run does; the next run would sweep it. Sweep it now so that this test
+    run leaves nothing in the temporary directory."""
+    from pytest_canary.backends.local.runtime import sweep_dead_pod_dirs
+
+    sweep_dead_pod_dirs()

@@ -75,14 +75,22 @@ class LocalBackend(Backend):
     def environment(self, test_name: str) -> LocalEnvironment:
         namespace = _namespace_for(test_name)
         rng = random.Random(f"{self.seed}:{test_name}")
-        env = LocalEnvironment(namespace, self.runtime, self.loop, rng)
-        self._open.append(env)
+        env = LocalEnvironment(namespace, self.runtime, self.loop, rng, on_close=self._release)
+        with self._lock:
+            self._open.append(env)
         return env
+
+    def _release(self, env: LocalEnvironment) -> None:
+        with self._lock:
+            if env in self._open:
+                self._open.remove(env)
 
     def close(self) -> None:
         """Close environments a test left open (interrupted runs), then the loop."""
         first_error: BaseException | None = None
-        for env in self._open:
+        with self._lock:
+            still_open = list(self._open)
+        for env in still_open:
             try:
                 env.close()
             except BaseException as exc:

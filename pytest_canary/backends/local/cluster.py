@@ -29,7 +29,13 @@ from pytest_canary.backends.local.router import (
     LoopThread,
     RouterErrors,
 )
-from pytest_canary.backends.local.runtime import PodSpec, RunningPod, Runtime, wait_healthy
+from pytest_canary.backends.local.runtime import (
+    PodSpec,
+    RunningPod,
+    Runtime,
+    stop_pods,
+    wait_healthy,
+)
 from pytest_canary.dataplane import gateway as gateway_model
 from pytest_canary.dataplane import istio as istio_model
 from pytest_canary.dataplane import nginx as nginx_model
@@ -161,8 +167,10 @@ class LocalEnvironment(Environment):
         runtime: Runtime,
         loop: LoopThread,
         rng: random.Random,
+        on_close: Callable[[LocalEnvironment], None] | None = None,
     ) -> None:
         self.namespace = namespace
+        self._on_close = on_close
         self._runtime = runtime
         self._loop = loop
         self._rng = rng
@@ -322,11 +330,9 @@ class LocalEnvironment(Environment):
             state.pods.remove(pod)
             state.template_of.pop(pod.name, None)
         self._publish()
-        for pod in pods:  # ...then drains and stops (SIGTERM, grace period)
-            pod.stopper.terminate()
+        stop_pods(pods, grace=5.0)  # ...then drain and stop together (SIGTERM, grace period)
         still_ready = sum(1 for p in state.pods if p.ready)
         for pod in pods:
-            pod.stop()
             self.events.append(f"pod {pod.name} stopped ({still_ready} ready left)")
             sidecar = self._sidecars.pop(pod.name, None)
             if sidecar is not None:
@@ -580,12 +586,14 @@ class LocalEnvironment(Environment):
                 self._loop.run(conn_router.stop(), timeout=10)
             except BaseException as exc:
                 errors.append(exc)
-        for pod in self.pods:
-            pod.stopper.terminate()
-        for pod in self.pods:
-            pod.stop(grace=2.0)
+        try:
+            stop_pods(self.pods, grace=2.0)  # all at once: one grace period, not one per pod
+        except BaseException as exc:
+            errors.append(exc)
         self._workloads.clear()
         self._store.clear()
+        if self._on_close is not None:
+            self._on_close(self)  # the backend lets go of a closed environment
         if errors:
             raise BackendError(f"cleanup of {self.namespace} failed: {errors[0]!r}") from errors[0]
 

@@ -32,7 +32,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pytest_canary.backends.local.runtime import (
@@ -41,6 +40,7 @@ from pytest_canary.backends.local.runtime import (
     RunningPod,
     Runtime,
     RuntimeHandle,
+    process_start_time,
 )
 from pytest_canary.errors import BackendError
 from pytest_canary.images import build_sample_image, connect, engine, parse_sample_image
@@ -56,21 +56,6 @@ MAX_PARALLEL_STARTS = 8
 ALIVE_CACHE_SECONDS = 0.2
 
 Progress = Callable[[str], None]
-
-
-def process_start_time(pid: int) -> str | None:
-    """The start time (clock ticks after boot) of a running process, or None when ``pid``
-    does not run (zombies included). With the pid it identifies one process: pids are
-    recycled, (pid, start time) pairs are not."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the command name, which may itself contain spaces and parentheses.
-    fields = stat.rpartition(")")[2].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return fields[19] if len(fields) > 19 else None
 
 
 def owner_labels(run_id: str, pid: int | None = None) -> dict[str, str]:

@@ -2,34 +2,48 @@
 
 Every process is started in its own session (Ctrl-C on the terminal reaches pytest, which
 stops them in order) with ``PR_SET_PDEATHSIG`` so the kernel ends it if pytest itself dies.
+That signal fires when the *thread* that forked the process ends, so every process is forked
+by one long-lived thread the runtime owns (:class:`Spawner`): pods live as long as the test
+whatever thread deployed them.
+
+The pods' log folder (``pytest-canary-pods-<pid>-*`` in the temporary directory) records its
+owner; a run killed before it could remove its folder (SIGTERM, ``kill -9``) has it removed by
+the next run's :func:`sweep_dead_pod_dirs`, as the Docker runtime sweeps its containers.
 """
 
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
 import http.client
 import os
+import queue
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_canary.errors import BackendError
 
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "sample_app.py"
 HEALTH_TIMEOUT = 15.0
 START_TIMEOUT = 15.0
+POD_DIR_PREFIX = "pytest-canary-pods-"
+OWNER_FILE = "owner"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,103 @@ class Runtime(abc.ABC):
 
     def close(self) -> None:
         """Stop whatever the runtime still owns (idempotent)."""
+
+
+def stop_pods(pods: Sequence[RunningPod], grace: float) -> None:
+    """Stop several pods at once: SIGTERM to all, one shared grace period, then SIGKILL to
+    those still running. Stopping n pods takes ``grace`` at most, not n times ``grace``."""
+    for pod in pods:
+        pod.ready = False
+        pod.stopper.terminate()
+    deadline = time.monotonic() + grace
+    for pod in pods:
+        pod.stopper.stop(max(0.0, deadline - time.monotonic()))
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time (clock ticks after boot) of a running process, or None when ``pid``
+    does not run (zombies included). With the pid it identifies one process: pids are
+    recycled, (pid, start time) pairs are not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which may itself contain spaces and parentheses.
+    fields = stat.rpartition(")")[2].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def _owner_record(pid: int) -> str:
+    return f"{pid} {process_start_time(pid) or ''} {socket.gethostname()}\n"
+
+
+def _owner_gone(record: str) -> bool:
+    """Whether the process an owner record names is gone (other hosts' folders: never)."""
+    parts = record.split()
+    if len(parts) != 3 or parts[2] != socket.gethostname() or not parts[0].isdigit():
+        return False
+    return process_start_time(int(parts[0])) != parts[1]
+
+
+def sweep_dead_pod_dirs(root: Path | None = None) -> list[Path]:
+    """Remove the pods' log folders of runs whose pytest process is gone; return them.
+
+    Only folders with an owner record are considered, and only those whose owner (pid and
+    start time, on this host) no longer runs: folders of live runs, of other hosts and of
+    unknown origin are left alone. Safe to call from several sessions at once.
+    """
+    root = Path(tempfile.gettempdir()) if root is None else root
+    removed: list[Path] = []
+    for folder in root.glob(f"{POD_DIR_PREFIX}*"):
+        try:
+            record = (folder / OWNER_FILE).read_text()
+        except OSError:
+            continue
+        if _owner_gone(record):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+class Spawner:
+    """A long-lived thread that forks every pod process.
+
+    ``PR_SET_PDEATHSIG`` ends a child when the thread that forked it ends, not the process:
+    a pod forked by a test's worker thread would die with that thread. Forking here ties
+    every pod to this thread, which lives until :meth:`close` (after the pods are stopped).
+    """
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="pytest-canary-spawner", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, future = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # re-raised in the calling thread
+                    future.set_exception(exc)
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the spawner thread and return its result (or raise its error)."""
+        if not self._thread.is_alive():
+            raise BackendError("the pod spawner is closed")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._calls.put((function, future))
+        return future.result()
+
+    def close(self) -> None:
+        """End the thread (idempotent); pods it forked and that still run get SIGTERM."""
+        if self._thread.is_alive():
+            self._calls.put(None)
+            self._thread.join(timeout=10)
 
 
 def _load_prctl() -> Any:
@@ -229,16 +340,23 @@ class ProcessRuntime(Runtime):
 
     def __init__(self, log_dir: Path | None = None, command: list[str] | None = None) -> None:
         self._own_log_dir = log_dir is None
-        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="pytest-canary-pods-"))
+        if log_dir is None:
+            sweep_dead_pod_dirs()  # folders of runs that were killed before cleaning up
+            log_dir = Path(tempfile.mkdtemp(prefix=f"{POD_DIR_PREFIX}{os.getpid()}-"))
+            (log_dir / OWNER_FILE).write_text(_owner_record(os.getpid()))
+        self.log_dir = log_dir
         # Run the app file itself (stdlib only, -S skips site-packages): importing the
         # package would cost each pod ~0.2 s of start-up.
         self.command = command or [sys.executable, "-S", str(SAMPLE_APP)]
+        self._spawner = Spawner()
 
     def start(self, pod: PodSpec) -> RunningPod:
         return self.start_many([pod])[0]
 
     def close(self) -> None:
-        """Remove the pods' log folder it made (diagnostics were collected before)."""
+        """End the spawner thread and remove the pods' log folder it made (diagnostics were
+        collected before)."""
+        self._spawner.close()
         if self._own_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
@@ -252,12 +370,9 @@ class ProcessRuntime(Runtime):
         )
 
     def start_many(self, pods: list[PodSpec]) -> list[RunningPod]:
-        """Spawn every process first, then wait for each one's listening line.
-
-        Must run on a thread that outlives the pods (``PR_SET_PDEATHSIG`` fires when the
-        spawning thread ends): the harness calls it from the test's thread.
-        """
-        spawned = [self._spawn(pod) for pod in pods]
+        """Spawn every process first (on the spawner thread, so pods outlive the calling
+        thread), then wait for each one's listening line."""
+        spawned = self._spawner.call(lambda: [self._spawn(pod) for pod in pods])
         running: list[RunningPod] = []
         try:
             deadline = time.monotonic() + START_TIMEOUT
