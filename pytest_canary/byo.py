@@ -42,6 +42,7 @@ __all__ = [
     "ManifestWarning",
     "PathsArg",
     "canary_version",
+    "check_replicas",
     "check_schemas",
     "default_host",
     "default_path",
@@ -96,6 +97,10 @@ CLUSTER_SCOPED = frozenset(
 
 WORKLOAD_KINDS = ("Deployment",)
 CLUSTER_DOMAIN = "svc.cluster.local"
+# The caps of canary.deploy (spec.py: replicas 1-50 per workload, two workloads): a test
+# starts at most this many pods, whoever wrote the manifests.
+MAX_REPLICAS = 50
+MAX_TOTAL_REPLICAS = 100
 
 
 class ManifestWarning(UserWarning):
@@ -359,6 +364,41 @@ def pod_template_labels(obj: Mapping[str, Any]) -> dict[str, str]:
     return {
         str(k): str(v) for k, v in ((template.get("metadata") or {}).get("labels") or {}).items()
     }
+
+
+def check_replicas(
+    loaded: LoadedManifests,
+    *,
+    max_replicas: int = MAX_REPLICAS,
+    max_total: int = MAX_TOTAL_REPLICAS,
+) -> None:
+    """Refuse workloads that would start more pods than a test may: ``replicas`` above
+    ``max_replicas`` in one Deployment (the cap of ``canary.deploy``) or above ``max_total``
+    in all.
+
+    Raises:
+        CanaryConfigError: naming the file, the Deployment, its replicas and the cap.
+    """
+    total = 0
+    for obj, origin in zip(loaded.objects, loaded.origins, strict=True):
+        if obj.get("kind") not in WORKLOAD_KINDS:
+            continue
+        replicas = (obj.get("spec") or {}).get("replicas", 1)
+        if isinstance(replicas, bool) or not isinstance(replicas, int):
+            continue  # check_schemas reports it
+        name = (obj.get("metadata") or {}).get("name")
+        if replicas > max_replicas:
+            raise CanaryConfigError(
+                f"{origin}: {obj['kind']} {name} has replicas: {replicas}; a test starts at "
+                f"most {max_replicas} pods per workload (as canary.deploy); lower it for the test"
+            )
+        total += replicas
+        if total > max_total:
+            raise CanaryConfigError(
+                f"{origin}: {obj['kind']} {name} brings the pods of {loaded.describe()} to "
+                f"{total}; a test starts at most {max_total} pods in all; lower the replicas "
+                "for the test"
+            )
 
 
 def workload_versions(

@@ -24,7 +24,7 @@ from pytest_canary.backends.base import Diagnostics, Environment
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.manifests import Manifest, Phase
 from pytest_canary.report import CanaryAssertionError, Verdict
-from pytest_canary.spec import ReleaseSpec, build_spec
+from pytest_canary.spec import ReleaseSpec, build_spec, check_path
 from pytest_canary.traffic import BackgroundTraffic, Entry, Sample, Sampler, relay_classifier
 
 
@@ -148,8 +148,11 @@ class Harness:
         env = self.environment
         if env.stands_in_for_workloads:
             reader = VersionFromHeader()  # the sample app answers, not your image
+        if path is not None:
+            check_path("path", path)
         loaded = byo.load(paths)
         byo.check_schemas(loaded)
+        byo.check_replicas(loaded)
         objects = (
             loaded.objects
             if env.understood_kinds is None

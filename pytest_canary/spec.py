@@ -316,6 +316,63 @@ def _short(value: str, limit: int = 80) -> str:
     return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
 
 
+# Gateway API HTTPPathMatch.value: maxLength 1024 and this pattern (httproute_types.go): RFC
+# 3986 path characters and %XX escapes, so no space, control character, '?' or '#'.
+MAX_PATH_LENGTH = 1024
+PATH_CHARS = re.compile(r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+")
+# kubernetes pkg/apis/networking/validation validateIngressHTTPIngressPath (Exact, Prefix)
+# and Gateway API HTTPPathMatch (CEL rules): sequences and suffixes a path must not have.
+INVALID_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F")
+INVALID_PATH_SUFFIXES = ("/..", "/.")
+# ingress-nginx internal/ingress/inspector/rules.go validPathType, enforced by the admission
+# webhook for Exact and Prefix paths (strict-validate-path-type, default true).
+NGINX_STRICT_PATH = re.compile(r"/[A-Za-z0-9._\-/]*")
+
+
+def check_path(
+    fld: str, path: object, *, strategy: str | None = None, path_type: str = "Prefix"
+) -> str:
+    """Validate a URL path the way the Ingress and HTTPRoute APIs do (and ingress-nginx's
+    admission webhook for ``strategy="nginx"``); return it.
+
+    Raises:
+        CanaryConfigError: naming ``fld``, the value and the rule it breaks.
+    """
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise _fail(fld, path, "must be an absolute URL path starting with '/'")
+    if len(path) > MAX_PATH_LENGTH:
+        raise _fail(
+            fld, _short(path), f"must be at most {MAX_PATH_LENGTH} characters (Gateway API limit)"
+        )
+    if not PATH_CHARS.fullmatch(path):
+        raise _fail(
+            fld,
+            path,
+            "may hold only URL path characters (letters, digits, -/._~!$&'()*+,;=:@ and %XX "
+            "escapes): no spaces, control characters, '?' or '#' (the Ingress and HTTPRoute "
+            "APIs refuse them)",
+        )
+    bad = next((seq for seq in INVALID_PATH_SEQUENCES if seq in path), None)
+    bad = bad or next((end for end in INVALID_PATH_SUFFIXES if path.endswith(end)), None)
+    if bad is not None:
+        raise _fail(
+            fld,
+            path,
+            f"must not contain {bad!r} (Kubernetes refuses '//', '/./', '/../', '%2f' and a "
+            "trailing '/..' or '/.' in Exact and Prefix paths, as does Gateway API)",
+        )
+    strict = strategy == "nginx" and path_type != "ImplementationSpecific"
+    if strict and not NGINX_STRICT_PATH.fullmatch(path):
+        raise _fail(
+            fld,
+            path,
+            f"ingress-nginx refuses a {path_type} path with characters other than letters, "
+            "digits, '.', '_', '-' and '/' (strict-validate-path-type); use "
+            "path_type='ImplementationSpecific' for others",
+        )
+    return path
+
+
 def _check_unknown_knobs(strategy: str, given: Mapping[str, Any]) -> None:
     allowed = set(COMMON_KNOBS) | set(STRATEGY_KNOBS[strategy])
     for knob in given:
@@ -361,12 +418,10 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
     host = values.get("host", "foo.bar")
     if not isinstance(host, str) or not DNS_SUBDOMAIN.match(host) or len(host) > 253:
         raise _fail("host", host, "must be a lowercase DNS name such as 'foo.bar'")
-    path = values.get("path", "/")
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise _fail("path", path, "must be an absolute URL path starting with '/'")
     path_type = values.get("path_type", "Prefix")
     if path_type not in ("Prefix", "Exact", "ImplementationSpecific"):
         raise _fail("path_type", path_type, "must be 'Prefix', 'Exact' or 'ImplementationSpecific'")
+    check_path("path", values.get("path", "/"), strategy=strategy, path_type=path_type)
     app = values.get("app", SAMPLE_APP)
     if app is None:  # app=None: the bundled sample app
         app = values["app"] = SAMPLE_APP

@@ -272,3 +272,30 @@ def test_apply_moves_objects_into_the_test_namespace(canary: Harness) -> None:
     assert namespaces == {canary.environment.namespace} != {"shop-prod"}
     assert (shop.versions, shop.canary_version, shop.path) == (("v1", "v2"), "v2", "/shop")
     assert "nginx model" in repr(shop)
+
+
+def test_apply_caps_replicas_like_deploy_before_anything_runs(
+    canary: Harness, tmp_path: Path
+) -> None:
+    shutil.copytree(SHOP / "nginx", tmp_path / "shop")
+    many = DEPLOYMENT.replace("spec:\n", "spec:\n  replicas: 60\n", 1).replace("web-v1", "big")
+    write(tmp_path, "shop/zz-big.yaml", many)
+    with pytest.raises(CanaryConfigError) as caught:
+        canary.apply(tmp_path / "shop")
+    assert "zz-big.yaml, document 1: Deployment big has replicas: 60" in str(caught.value)
+    assert "at most 50 pods per workload" in str(caught.value)
+    assert canary.applied == [] and canary.environment.pods == []
+
+
+def test_apply_caps_the_pods_of_all_workloads_together(tmp_path: Path) -> None:
+    for number in range(3):
+        text = DEPLOYMENT.replace("spec:\n", "spec:\n  replicas: 40\n", 1)
+        write(tmp_path, f"d{number}.yaml", text.replace("web-v1", f"web-{number}"))
+    loaded = byo.load(tmp_path)
+    with pytest.raises(CanaryConfigError, match=r"d2\.yaml.*to 120; a test starts at most 100"):
+        byo.check_replicas(loaded)
+
+
+def test_apply_validates_its_path_argument(canary: Harness) -> None:
+    with pytest.raises(CanaryConfigError, match=r"path='/shop\?x': may hold only URL path"):
+        canary.apply(SHOP / "nginx", path="/shop?x")

@@ -173,3 +173,37 @@ def test_re2_compatible_regexes_are_accepted() -> None:
         header_match="regex",
     )
     assert spec.header_value == "(cd|sz)-[0-9]+"
+
+
+@pytest.mark.parametrize(
+    ("path", "rule"),
+    [
+        ("/a\r\nb", "only URL path characters"),
+        ("/a?x=1", "only URL path characters"),
+        ("/a#frag", "only URL path characters"),
+        ("/a b", "only URL path characters"),
+        ("/" + "a" * 9000, "at most 1024 characters"),
+        ("/a//b", "must not contain '//'"),
+        ("/a/../b", "must not contain '/../'"),
+        ("/a/.", "must not contain '/.'"),
+        ("/x%2Fy", "must not contain '%2F'"),
+        ("shop", "must be an absolute URL path"),
+    ],
+)
+@pytest.mark.parametrize("strategy", ["nginx", "istio", "gateway", "replicas"])
+def test_path_is_validated_like_the_ingress_and_httproute_apis(
+    strategy: str, path: str, rule: str
+) -> None:
+    with pytest.raises(CanaryConfigError, match=re.escape(rule)) as caught:
+        build_spec(strategy, stable="v1", canary="v2", path=path)
+    assert str(caught.value).startswith("path=")
+
+
+def test_nginx_prefix_paths_follow_strict_validate_path_type() -> None:
+    with pytest.raises(CanaryConfigError, match="strict-validate-path-type"):
+        build_spec("nginx", stable="v1", canary="v2", path="/caf%C3%A9")
+    spec = build_spec(
+        "nginx", stable="v1", canary="v2", path="/caf%C3%A9", path_type="ImplementationSpecific"
+    )
+    assert spec.path == "/caf%C3%A9"
+    assert build_spec("gateway", stable="v1", canary="v2", path="/a:b@c").path == "/a:b@c"
