@@ -316,3 +316,45 @@ def test_slow_route_decision_never_stalls_other_requests(
         slow.join(30)
     assert slow_answer == [200]
     router.errors.raise_first()
+
+
+def test_a_header_pattern_at_pcres_limit_goes_to_main_logged_while_traffic_flows() -> None:
+    """ingress-nginx: a canary-by-header-pattern match that hits PCRE's backtracking limit is
+    logged and routed to the main backend (balancer.lua); traffic keeps flowing meanwhile,
+    and the diagnostics' data-plane log shows nginx's error line."""
+    from pytest_canary import Harness
+    from pytest_canary.backends.local import LocalBackend
+
+    backend = LocalBackend(seed=3)
+    try:
+        with Harness(backend.environment("pcre-limit")) as canary:
+            rel = canary.deploy(
+                "nginx", stable="1.0", canary="2.0", header="Region", header_pattern="(a|aa)+$"
+            )
+            port = int(rel.url.rsplit(":", 1)[1])
+            hostile: list[tuple[int, str | None]] = []
+
+            def send_hostile() -> None:
+                for _ in range(4):
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    try:
+                        conn.request(
+                            "GET", "/", headers={"Host": "foo.bar", "Region": "a" * 2000 + "!"}
+                        )
+                        answer = conn.getresponse()
+                        answer.read()
+                        hostile.append((answer.status, answer.getheader("X-App-Version")))
+                    finally:
+                        conn.close()
+
+            sender = threading.Thread(target=send_hostile)
+            sender.start()
+            normal = rel.sample(60, headers={"Region": "aa"})
+            sender.join(30)
+            assert dict(normal.counts) == {"2.0": 60}  # the pattern still matches normally
+            assert hostile == [(200, "1.0")] * 4  # errored match: the main backend
+            log = canary.environment.diagnostics().sections["data-plane log"]
+            assert "error when matching canary-by-header-pattern: '(a|aa)+$'" in log
+            assert "pcre_exec() failed: -8" in log
+    finally:
+        backend.close()
