@@ -129,7 +129,7 @@ class VersionFromJson:
         def classify(status: int, headers: Mapping[str, str], body: bytes) -> str | None:
             try:
                 node: Any = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting
                 return None
             for segment in segments:
                 if isinstance(node, dict) and segment in node:

@@ -66,9 +66,11 @@ def relay_classifier() -> Classifier:
     def classify(status: int, headers: Mapping[str, str], body: bytes) -> str | None:
         try:
             answer = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a deeply nested body
             return None
-        seen = answer.get("seen") if isinstance(answer, dict) else None
+        if not isinstance(answer, dict):
+            return None
+        seen = answer.get("seen")
         if answer.get("errors") or not isinstance(seen, dict) or len(seen) != 1:
             return None
         return str(next(iter(seen)))

@@ -237,6 +237,12 @@ def load_all(text: str, source: str, budget: YamlBudget | None = None) -> list[A
             documents.append(None if node is None else loader.construct_document(node))
     except yaml.YAMLError as exc:
         raise _config_error(exc, source, len(documents) + 1) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # A value the safe constructor cannot build: an integer of more than 4300 digits,
+        # a timestamp with month 13, ...
+        raise CanaryConfigError(
+            f"{source}, document {len(documents) + 1}: a value cannot be read: {exc}"
+        ) from None
     except RecursionError:  # pragma: no cover - max_depth keeps the composer shallow
         raise CanaryConfigError(
             f"{source}, document {len(documents) + 1}: nested too deeply"

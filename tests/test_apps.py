@@ -154,3 +154,33 @@ def test_the_release_samples_with_the_apps_reader(harness: Harness) -> None:
     other = harness.deploy("nginx", "1.0", "2.0", name="tracked", host="t.bar", app=wrong)
     sample = other.sample(20, headers={"X-Canary": "always"})
     assert dict(sample.counts) == {"canary": 20}, sample
+
+
+def test_readers_never_crash_on_hostile_bodies() -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    assert VersionFromJson("version").classifier()(200, {}, deep) is None
+    from pytest_canary.traffic import relay_classifier
+
+    assert relay_classifier()(200, {}, deep) is None
+    assert relay_classifier()(200, {}, b"[1, 2]") is None
+
+
+def test_two_different_version_headers_are_unreadable_not_the_first() -> None:
+    from multidict import CIMultiDict
+
+    from pytest_canary.apps import UnreadableVersion
+
+    classify = VersionFromHeader().classifier()
+    same = CIMultiDict([("X-App-Version", "2.0"), ("x-app-version", "2.0")])
+    assert classify(200, same, b"") == "2.0"
+    with pytest.raises(UnreadableVersion, match="two different X-App-Version headers"):
+        classify(200, CIMultiDict([("X-App-Version", "1.0"), ("X-App-Version", "2.0")]), b"")
+
+
+def test_a_catastrophic_body_regex_is_unreadable_in_bounded_time() -> None:
+    from pytest_canary.apps import REGEX_TIME_LIMIT, UnreadableVersion
+
+    classify = VersionFromRegex(r"(a|aa)+$").classifier()
+    with pytest.raises(UnreadableVersion, match="body regex took over"):
+        classify(200, {}, b"a" * 200 + b"!")
+    assert REGEX_TIME_LIMIT <= 0.1

@@ -158,3 +158,9 @@ def test_shared_parts_within_bounds_validate_as_usual(tmp_path: Path) -> None:
     loaded = byo.load(path)
     byo.check_schemas(loaded)
     assert loaded.objects[0]["spec"]["selector"] == {"app": "web"}
+
+
+@pytest.mark.parametrize("value", ["1" * 5000, "2001-13-45"])
+def test_values_the_constructor_cannot_build_are_config_errors(value: str) -> None:
+    with pytest.raises(CanaryConfigError, match=r"^v\.yaml, document 1: a value cannot be read"):
+        load_all(f"a: {value}\n", "v.yaml")

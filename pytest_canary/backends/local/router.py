@@ -238,16 +238,14 @@ class HttpRouter:
         limit = self.limits.max_request_body
         if limit is not None and (request.content_length or 0) > limit:
             return self._too_large(routed, limit)
-        view = self._view()
         # A decision may run a header regex: on the decision threads, never on this loop.
         loop = asyncio.get_running_loop()
-        decision = await loop.run_in_executor(None, view.route, self.kind, routed, self._rng)
+        decision, endpoints = await loop.run_in_executor(None, self._decide, routed)
         if isinstance(decision, Destination) and decision.log:
             self._error_log.extend(f"{self.limits.name}: {line}" for line in decision.log)
         if isinstance(decision, Refusal):
             self._record(routed, "-", "-", decision.status, decision.reason)
             return web.Response(status=decision.status, text=decision.reason + "\n")
-        endpoints = view.endpoints(decision)
         if not endpoints:
             reason = f"no ready endpoints for {decision}"
             self._record(routed, str(decision), "-", 503, reason)
@@ -283,6 +281,15 @@ class HttpRouter:
                 return web.Response(status=502, text=f"{reason}\n")
         self._record(routed, str(decision), "-", 502, last_error)
         return web.Response(status=502, text=f"upstream failed: {last_error}\n")
+
+    def _decide(self, routed: RoutedRequest) -> tuple[Destination | Refusal, list[Endpoint]]:
+        """Where a request goes and the endpoints it may use, read from one snapshot at
+        once (as the proxy reads one configuration), on a decision thread."""
+        view = self._view()
+        decision = view.route(self.kind, routed, self._rng)
+        if isinstance(decision, Refusal):
+            return decision, []
+        return decision, view.endpoints(decision)
 
     async def _request_body(self, request: web.BaseRequest) -> bytes | AsyncIterator[bytes] | None:
         """The request body: bytes when it fits the buffer, a stream of its bytes when the
