@@ -59,6 +59,8 @@ def compile_re2(pattern: str) -> Any:
         raise Re2Error(f"longer than {MAX_PATTERN_LENGTH} characters ({len(pattern)})")
     try:
         compiled = _engine.compile(pattern, _options())
+    except UnicodeEncodeError:
+        raise Re2Error("not valid UTF-8 text (it holds a lone surrogate)") from None
     except _engine.error as exc:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):
@@ -90,4 +92,10 @@ def fullmatch(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
     """
     if ignore_case:
         pattern = f"(?i:{pattern})"
-    return compile_re2(pattern).fullmatch(value) is not None
+    # Header bytes that are not UTF-8 arrive as surrogate escapes: match the original bytes,
+    # as Envoy does.
+    try:
+        text = value.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        text = value.encode("utf-8", errors="surrogatepass")
+    return compile_re2(pattern).fullmatch(text) is not None

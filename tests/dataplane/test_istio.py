@@ -344,6 +344,18 @@ def test_header_regex_runs_on_re2(pattern: str, value: str, hit: bool) -> None:
     assert version == ("v2" if hit else "v1")
 
 
+@pytest.mark.parametrize("value", ["\udcff\udcfe", "\ud800", "x" * 8000])
+def test_header_bytes_that_are_not_utf8_never_crash_the_match(value: str) -> None:
+    # aiohttp hands non-UTF-8 header bytes over as surrogate escapes.
+    config = mesh(
+        [
+            {"match": [{"headers": {"end-user": {"regex": ".*"}}}], "route": [to("v2")]},
+            {"route": [to("v1")]},
+        ]
+    )
+    assert version_of(routed(config, request(headers={"end-user": value}))) in ("v1", "v2")
+
+
 @pytest.mark.parametrize("pattern", ["a{1001}", r"a\Z", "(?#c)a", "(?=a)a", "a" * 1025])
 def test_a_regex_re2_or_istiod_refuses_rejects_the_virtual_service(pattern: str) -> None:
     config = mesh([{"match": [{"headers": {"x": {"regex": pattern}}}], "route": [to("v2")]}])
