@@ -37,15 +37,42 @@ from typing import Any
 import yaml
 
 from pytest_canary.backends import waits
-from pytest_canary.errors import BackendError, CanaryConfigError
+from pytest_canary.backends.versions import Window, window_of
+from pytest_canary.errors import BackendError, CanaryConfigError, ConvergenceTimeout
 from pytest_canary.yaml_loader import YamlBudget, YamlLimits, load_all, read_text
 
-ADDONS = ("gateway-api", "ingress-nginx", "istio")
-# Bounds of an add-on file read here: CRD bundles are large (deep OpenAPI schemas).
+
+@dataclass(frozen=True)
+class Addon:
+    """One row of the add-on table.
+
+    Attributes:
+        name: the add-on (its key in ``fixtures/addons.yaml``).
+        install: the :class:`AddonInstaller` method that installs it and waits for it.
+        namespace: where its pods run: watched while it installs, so that a pod stuck for a
+            reason that will not heal fails the install within a minute (None: no pods).
+    """
+
+    name: str
+    install: str
+    namespace: str | None
+
+
+ADDON_TABLE: tuple[Addon, ...] = (
+    Addon("gateway-api", "gateway_api", None),
+    Addon("ingress-nginx", "ingress_nginx", "ingress-nginx"),
+    Addon("istio", "istio", "istio-system"),
+)
+"""Every add-on, in install order (Gateway API CRDs before Istio, which serves them). One
+more add-on is one more row, one entry in ``fixtures/addons.yaml`` and one install method."""
+
+ADDONS = tuple(addon.name for addon in ADDON_TABLE)
+BY_NAME = {addon.name: addon for addon in ADDON_TABLE}
+
 ADDON_FILE_LIMITS = YamlLimits(
     max_bytes=64 * 1024 * 1024, max_documents=1000, max_nodes=5_000_000, max_depth=200
 )
-"""Every add-on, in install order (Gateway API CRDs before Istio, which serves them)."""
+"""Bounds of an add-on file read here: CRD bundles are large (deep OpenAPI schemas)."""
 
 GATEWAY_API_CORE = ("gatewayclasses", "gateways", "httproutes")
 """CRDs of the standard channel the gateway strategy uses."""
@@ -53,11 +80,50 @@ GATEWAY_API_CORE = ("gatewayclasses", "gateways", "httproutes")
 ISTIO_GATEWAY = "istio-system/istio-ingressgateway"
 """The Service the Istio overlay creates; istio and gateway traffic enters there."""
 
+TOOL_GRACE = 30.0
+"""Seconds a tool may run past its own ``--timeout`` before it is stopped: it prints why it
+gave up, and that output reaches the error."""
+WATCH_EVERY = 2.0
+"""Seconds between two looks at an add-on's pods while it installs."""
+QUICK_TIMEOUT = 30.0
+"""Seconds for a short kubectl read (object state, pods, events)."""
+
 Progress = Callable[[str], None]
 
 
 def _quiet(message: str) -> None:
     """Default progress sink: drop the line."""
+
+
+class AddonFailure(BackendError):
+    """An add-on did not install: the message carries the command, why it stopped, the
+    add-on's pods and warning events, and the tool's output."""
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
+
+def _pod_state(pod: Mapping[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    reasons = [
+        str(((cs.get("state") or {}).get("waiting") or {}).get("reason"))
+        for cs in list(status.get("initContainerStatuses") or [])
+        + list(status.get("containerStatuses") or [])
+        if ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+    ]
+    return f"{meta.get('name')} {status.get('phase', '?')}" + (
+        f" ({', '.join(reasons)})" if reasons else ""
+    )
+
+
+def _event_line(event: Mapping[str, Any]) -> str:
+    obj = event.get("involvedObject") or {}
+    return (
+        f"{event.get('reason', '')} {obj.get('kind', '')}/{obj.get('name', '')}: "
+        f"{event.get('message', '')}"
+    )
 
 
 def fixtures_dir() -> Path:
@@ -97,6 +163,7 @@ class Pin:
         checksum_url: URL of a published ``sha256sum`` line to verify against (``{url}``).
         platforms: Go platform -> the spelling in the URL.
         extra: any other keys (e.g. ``operator``, the istioctl overlay).
+        kubernetes: the Kubernetes versions it supports (None: not pinned).
     """
 
     name: str
@@ -107,6 +174,7 @@ class Pin:
     checksum_url: str | None = None
     platforms: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    kubernetes: Window | None = None
 
     def resolve(self, platform: str) -> tuple[str, str, str]:
         """(url, file, sha256) for ``platform``.
@@ -146,7 +214,8 @@ def load_pins(path: Path | None = None) -> dict[str, Pin]:
         missing = [k for k in ("version", "url", "file") if not entry.get(k)]
         if missing:
             raise BackendError(f"{source}: add-on {name!r} lacks {', '.join(missing)}")
-        known = {"version", "url", "file", "sha256", "checksum_url", "platforms"}
+        known = {"version", "url", "file", "sha256", "checksum_url", "platforms", "kubernetes"}
+        window = entry.get("kubernetes")
         pins[name] = Pin(
             name=name,
             version=str(entry["version"]),
@@ -156,8 +225,33 @@ def load_pins(path: Path | None = None) -> dict[str, Pin]:
             checksum_url=entry.get("checksum_url"),
             platforms=dict(entry.get("platforms") or {}),
             extra={k: v for k, v in entry.items() if k not in known},
+            kubernetes=window_of(f"{name} {entry['version']}", window)
+            if isinstance(window, Mapping)
+            else None,
         )
     return pins
+
+
+@dataclass(frozen=True)
+class KindPin:
+    """The kind release pytest-canary needs and the node image from its release notes."""
+
+    minimum: str
+    node_image: str
+
+
+def load_kind_pin(path: Path | None = None) -> KindPin:
+    """The ``kind`` entry of ``fixtures/addons.yaml`` (or ``path``).
+
+    Raises:
+        BackendError: when it is missing or incomplete.
+    """
+    source = path or fixtures_dir() / "addons.yaml"
+    raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    entry = raw.get("kind")
+    if not isinstance(entry, Mapping) or not entry.get("minimum") or not entry.get("node_image"):
+        raise BackendError(f"{source}: the kind entry needs minimum and node_image")
+    return KindPin(str(entry["minimum"]), str(entry["node_image"]))
 
 
 def parse_addons(value: str) -> tuple[str, ...]:
@@ -379,13 +473,22 @@ def version_in_image(image: str) -> str:
 class AddonInstaller:
     """Installs pinned add-ons into a cluster with ``kubectl`` and ``istioctl``.
 
+    Every tool that waits gets its own ``--timeout`` (``timeout``); the process itself may run
+    :data:`TOOL_GRACE` seconds longer, so that a tool that gives up prints why before it is
+    stopped. While a tool runs, the add-on's pods are watched: one stuck for a reason that
+    will not heal (:class:`~pytest_canary.backends.waits.TerminalWatch`: an image that cannot
+    be pulled, a crash loop, a pod no node can take) stops the install within a minute, and the
+    error carries those pods, the namespace's warning events and the tool's output.
+
     Args:
         kubectl: path of kubectl.
         kubeconfig: the cluster's kubeconfig file.
         downloads: where the pinned files come from.
-        timeout: seconds for each install and each readiness wait.
+        timeout: seconds for each install and each readiness wait (the tools' own timeout).
         progress: receives a line per step.
         platform: ``os/arch`` of this machine (for istioctl).
+        watch_every: seconds between two looks at the add-on's pods.
+        lasting: seconds a reason a retry may still clear must last to count as terminal.
     """
 
     def __init__(
@@ -397,6 +500,8 @@ class AddonInstaller:
         timeout: float = 600.0,
         progress: Progress = _quiet,
         platform: str | None = None,
+        watch_every: float = WATCH_EVERY,
+        lasting: float = waits.LASTING,
     ) -> None:
         self.kubectl_path = kubectl
         self.kubeconfig = kubeconfig
@@ -404,74 +509,178 @@ class AddonInstaller:
         self.timeout = timeout
         self.progress = progress
         self.platform = platform or host_platform()
+        self.watch_every = watch_every
+        self.lasting = lasting
+        self._addon: Addon | None = None
+        self._watch = waits.TerminalWatch(lasting)
+        self.gateway_node_port: int | None = None
 
     # -- tools ------------------------------------------------------------------------------
 
-    def run(self, *args: str, timeout: float | None = None, stdin: str | None = None) -> str:
-        """Run a command (kubectl or istioctl path first) and return stdout.
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+
+    def run(
+        self,
+        *args: str,
+        timeout: float | None = None,
+        stdin: str | None = None,
+        evidence: bool = True,
+    ) -> str:
+        """Run a command (kubectl or istioctl path first) and return stdout; while it runs,
+        watch the current add-on's pods.
+
+        ``timeout`` is the tool's own (default: the installer's); the process is stopped
+        :data:`TOOL_GRACE` seconds after it. Without ``evidence`` a failure carries the
+        tool's output only (for attempts that are expected to fail and are retried).
 
         Raises:
-            BackendError: with the command and the tail of its output when it fails.
+            AddonFailure: when it fails, overruns, or a pod of the add-on is stuck; with the
+                command, its output, the pods and the events.
         """
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        limit = (timeout or self.timeout) + TOOL_GRACE
         try:
-            done = subprocess.run(
+            process = subprocess.Popen(
                 list(args),
-                input=stdin,
-                capture_output=True,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                env=env,
-                timeout=timeout or self.timeout,
-                check=False,
+                env=self._env(),
             )
-        except subprocess.TimeoutExpired as exc:
-            raise BackendError(
-                f"{' '.join(args[:4])} ... did not finish within {timeout or self.timeout:.0f}s"
-            ) from exc
-        if done.returncode != 0:
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-            raise BackendError(f"{' '.join(args)} failed (exit {done.returncode}):\n{tail}")
-        return done.stdout
+        except OSError as exc:
+            raise AddonFailure(f"cannot run {args[0]}: {exc}") from exc
+        started = time.monotonic()
+        pending = stdin
+        while True:
+            left = limit - (time.monotonic() - started)
+            try:
+                out, err = process.communicate(
+                    input=pending, timeout=max(0.0, min(self.watch_every, left))
+                )
+                break
+            except subprocess.TimeoutExpired:
+                pending = None  # sent with the first call; the output is kept between calls
+            stuck = self._stuck_pods()
+            if stuck or time.monotonic() - started >= limit:
+                process.kill()
+                out, err = process.communicate()
+                why = (
+                    "stopped: a pod of the add-on will not become ready"
+                    if stuck
+                    else f"did not finish within {limit:.0f}s (its own timeout + {TOOL_GRACE:.0f}s)"
+                )
+                raise self.failure(" ".join(args), why, out, err, stuck)
+        if process.returncode != 0:
+            why = f"failed (exit {process.returncode})"
+            if not evidence:
+                tail = "\n".join((err.strip() + "\n" + out.strip()).strip().splitlines()[-15:])
+                raise AddonFailure(f"{' '.join(args)} {why}:\n{tail}")
+            raise self.failure(" ".join(args), why, out, err, self._stuck_pods())
+        return out
 
-    def kubectl(self, *args: str, timeout: float | None = None, stdin: str | None = None) -> str:
-        """Run kubectl against the cluster."""
+    def kubectl(
+        self,
+        *args: str,
+        timeout: float | None = None,
+        stdin: str | None = None,
+        evidence: bool = True,
+    ) -> str:
+        """Run kubectl against the cluster (see :meth:`run`)."""
         return self.run(
             self.kubectl_path,
             f"--kubeconfig={self.kubeconfig}",
             *args,
             timeout=timeout,
             stdin=stdin,
+            evidence=evidence,
         )
+
+    def _quick(self, *args: str) -> str:
+        """A short kubectl read, outside the watch (its failure is returned as its text)."""
+        try:
+            done = subprocess.run(
+                [self.kubectl_path, f"--kubeconfig={self.kubeconfig}", *args],
+                capture_output=True,
+                text=True,
+                env=self._env(),
+                timeout=QUICK_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"(kubectl {' '.join(args)}: {exc})"
+        if done.returncode != 0:
+            return f"(kubectl {' '.join(args)}: {(done.stderr or done.stdout).strip()[-300:]})"
+        return done.stdout
 
     def get_json(self, *args: str) -> dict[str, Any] | None:
         """``kubectl get ... -o json``, or None when the object does not exist."""
-        try:
-            out = self.kubectl("get", *args, "-o", "json", "--ignore-not-found")
-        except BackendError:
+        out = self._quick("get", *args, "-o", "json", "--ignore-not-found")
+        if not out.strip() or out.startswith("(kubectl"):
             return None
-        result: dict[str, Any] | None = json.loads(out) if out.strip() else None
+        try:
+            result: dict[str, Any] = json.loads(out)
+        except ValueError:
+            return None
         return result
 
-    def _state(self, message: str) -> str:
-        return self.kubectl("get", "pods", "-A", "-o", "wide", timeout=30) + f"\n{message}"
+    # -- watching ---------------------------------------------------------------------------
+
+    def _pods(self, namespace: str) -> list[dict[str, Any]]:
+        listing = self.get_json("pods", "-n", namespace)
+        return list((listing or {}).get("items") or [])
+
+    def _stuck_pods(self) -> list[str]:
+        """The current add-on's pods stuck for a reason that will not heal (empty: none)."""
+        if self._addon is None or self._addon.namespace is None:
+            return []
+        return self._watch.look(self._pods(self._addon.namespace))
+
+    def failure(
+        self, command: str, why: str, out: str, err: str, stuck: Sequence[str] = ()
+    ) -> AddonFailure:
+        """An :class:`AddonFailure` carrying the evidence: the stuck pods, the add-on's pods
+        and warning events, and the tail of the tool's output."""
+        addon = self._addon.name if self._addon is not None else "add-on"
+        parts = [f"installing {addon}: {command} {why}"]
+        if stuck:
+            parts.append("stuck:\n" + "\n".join(f"  {line}" for line in stuck))
+        tail = "\n".join((err.strip() + "\n" + out.strip()).strip().splitlines()[-25:])
+        if tail:
+            parts.append("its output (last lines):\n" + _indent(tail))
+        namespace = self._addon.namespace if self._addon is not None else None
+        if namespace is not None:
+            pods = self._pods(namespace)
+            lines = [_pod_state(p) for p in pods] or ["(none)"]
+            parts.append(f"pods in {namespace}:\n" + _indent("\n".join(lines)))
+            events = self.get_json("events", "-n", namespace)
+            warnings = [e for e in (events or {}).get("items") or [] if e.get("type") == "Warning"]
+            parts.append(
+                f"warning events in {namespace}:\n"
+                + _indent("\n".join(_event_line(e) for e in warnings[-15:]) or "(none)")
+            )
+        return AddonFailure("\n".join(parts))
 
     # -- add-ons ----------------------------------------------------------------------------
 
     def install(
         self, names: Sequence[str], pins: Mapping[str, Pin], *, gateway_node_port: int
     ) -> None:
-        """Install ``names`` (in :data:`ADDONS` order), each followed by its readiness wait."""
-        for name in ADDONS:
-            if name not in names:
+        """Install ``names`` (in :data:`ADDON_TABLE` order), each followed by its readiness
+        wait."""
+        for addon in ADDON_TABLE:
+            if addon.name not in names:
                 continue
             started = time.monotonic()
-            if name == "gateway-api":
-                self.gateway_api(pins[name])
-            elif name == "ingress-nginx":
-                self.ingress_nginx(pins[name])
-            else:
-                self.istio(pins[name], gateway_node_port=gateway_node_port)
-            self.progress(f"{name} {pins[name].version} ready ({time.monotonic() - started:.0f}s)")
+            self._addon, self._watch = addon, waits.TerminalWatch(self.lasting)
+            self.gateway_node_port = gateway_node_port
+            try:
+                getattr(self, addon.install)(pins[addon.name])
+            finally:
+                self._addon = None
+            self.progress(
+                f"{addon.name} {pins[addon.name].version} ready ({time.monotonic() - started:.0f}s)"
+            )
 
     def gateway_api(self, pin: Pin) -> None:
         """Gateway API CRDs (standard channel), then each CRD Established."""
@@ -574,23 +783,40 @@ class AddonInstaller:
 
         def attempt() -> waits.Check:
             try:
-                self.kubectl("apply", "--dry-run=server", "-f", "-", stdin=probe, timeout=30)
-            except BackendError as exc:
-                if "failed calling webhook" in str(exc):
-                    return waits.Check(False, str(exc).splitlines()[-1])
-                raise
+                self.kubectl(
+                    "apply", "--dry-run=server", "-f", "-", stdin=probe, timeout=30, evidence=False
+                )
+            except AddonFailure as exc:
+                if "failed calling webhook" not in str(exc):
+                    raise self.failure(
+                        "kubectl apply --dry-run=server (a probe Ingress)", "failed", str(exc), ""
+                    ) from None
+                stuck = self._stuck_pods()
+                if stuck:
+                    raise self.failure(
+                        "the admission webhook", "does not answer", str(exc), "", stuck
+                    ) from None
+                return waits.Check(False, str(exc).splitlines()[-1])
             return waits.Check(True, "accepted")
 
-        waits.wait_until(
-            "the ingress-nginx admission webhook",
-            "answering (a dry-run Ingress accepted)",
-            attempt,
-            timeout=self.timeout,
-            max_interval=3.0,
-        )
+        try:
+            waits.wait_until(
+                "the ingress-nginx admission webhook",
+                "answering (a dry-run Ingress accepted)",
+                attempt,
+                timeout=self.timeout,
+                max_interval=3.0,
+            )
+        except ConvergenceTimeout as exc:
+            raise self.failure("the admission webhook", str(exc), "", "") from exc
 
-    def istio(self, pin: Pin, *, gateway_node_port: int) -> None:
-        """istioctl install with the kind overlay, then the ingress gateway rolled out."""
+    def istio(self, pin: Pin, *, gateway_node_port: int | None = None) -> None:
+        """istioctl install with the kind overlay (the ingress gateway's nodePort
+        ``gateway_node_port``, default the one :meth:`install` was given), then the ingress
+        gateway rolled out."""
+        gateway_node_port = gateway_node_port or self.gateway_node_port
+        if gateway_node_port is None:
+            raise BackendError("installing istio needs the ingress gateway's nodePort")
         istiod = self.get_json("deployment", "-n", "istio-system", "istiod")
         containers = (((istiod or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get(
             "containers"

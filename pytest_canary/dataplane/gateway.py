@@ -198,11 +198,35 @@ class GatewayConfig:
         self, request: RoutedRequest, rng: random.Random, *, gateway: str
     ) -> Destination | Refusal:
         """Where one request entering through Gateway ``gateway`` (name or namespace/name) goes."""
+        chosen = self._matched(request, gateway)
+        if isinstance(chosen, Refusal):
+            return chosen
+        return self._pick(*chosen, rng)
+
+    def outcomes(
+        self, request: RoutedRequest, *, gateway: str
+    ) -> list[tuple[Destination | Refusal, float]]:
+        """Where one request may go, with the probability of each place: the distribution
+        :meth:`route` draws from (weight / sum of the weights above 0)."""
+        chosen = self._matched(request, gateway)
+        if isinstance(chosen, Refusal):
+            return [(chosen, 1.0)]
+        rule, m_index = chosen
+        choices = self.weighted_backends(rule)
+        total = sum(weight for _, weight in choices)
+        if not total:
+            return [(self._refusal(rule, m_index), 1.0)]
+        return [(self._resolve(rule, m_index, b, total), w / total) for b, w in choices]
+
+    def route_table(self, gateway: str, host: str) -> list[tuple[Rule, int]] | Refusal:
+        """Every (rule, match index) attached to ``gateway`` for ``host``, highest precedence
+        first: the order in which a request is matched (``HTTPRouteRule.matches``
+        precedence; Istio's conversion.go ``sortHTTPRoutes`` orders the Envoy routes so)."""
         key = gateway if "/" in gateway else f"{self.namespace}/{gateway}"
         gw = self.gateways.get(key)
         if gw is None:
             return Refusal(404, f"no Gateway {key}")
-        host = (request.host or "").lower()
+        host = host.lower()
         listeners = [
             lst
             for lst in gw.listeners
@@ -218,8 +242,6 @@ class GatewayConfig:
             exact_len = 0 if matched_host.startswith("*") else len(matched_host)
             for rule in route.rules:
                 for m_index, match in enumerate(rule.matches):
-                    if not match.matches(request):
-                        continue
                     key_ = (
                         -exact_len,
                         -len(matched_host),
@@ -230,10 +252,30 @@ class GatewayConfig:
                         m_index,
                     )
                     candidates.append((key_, rule, m_index))
-        if not candidates:
-            return Refusal(404, f"no HTTPRoute rule attached to Gateway {key} matches")
-        _, rule, m_index = min(candidates, key=lambda c: c[0])
-        return self._pick(rule, m_index, rng)
+        return [(rule, m_index) for _, rule, m_index in sorted(candidates, key=lambda c: c[0])]
+
+    def _matched(self, request: RoutedRequest, gateway: str) -> tuple[Rule, int] | Refusal:
+        table = self.route_table(gateway, request.host or "")
+        if isinstance(table, Refusal):
+            return table
+        for rule, m_index in table:
+            if rule.matches[m_index].matches(request):
+                return rule, m_index
+        key = gateway if "/" in gateway else f"{self.namespace}/{gateway}"
+        return Refusal(404, f"no HTTPRoute rule attached to Gateway {key} matches")
+
+    @staticmethod
+    def weighted_backends(rule: Rule) -> list[tuple[BackendRef, int]]:
+        """The backendRefs a request of ``rule`` is shared among, with their weights: weight
+        0 gets nothing (``BackendRef.weight``; Istio conversion.go ``buildHTTPDestination``
+        drops them)."""
+        return [(b, b.weight) for b in rule.backends if b.weight > 0]
+
+    def cluster_name(self, backend: BackendRef) -> str:
+        """The Envoy cluster Istio routes a backendRef to: ``outbound|<port>||<Service FQDN>``
+        (conversion.go ``buildDestination`` -> route.go ``GetDestinationCluster``)."""
+        port = backend.port if backend.port is not None else 80
+        return f"outbound|{port}||{backend.service}.{self.namespace}.svc.cluster.local"
 
     def _attached_host(
         self, route: HttpRouteRules, gw: GatewayEntry, listeners: list[Listener], host: str
@@ -258,12 +300,21 @@ class GatewayConfig:
         return None
 
     def _pick(self, rule: Rule, m_index: int, rng: random.Random) -> Destination | Refusal:
-        why = f"{rule.describe()} match[{m_index}]"
-        weighted = [b for b in rule.backends if b.weight > 0]
-        total = sum(b.weight for b in weighted)
+        choices = self.weighted_backends(rule)
+        total = sum(weight for _, weight in choices)
         if total == 0:
-            return Refusal(500, f"{why}: no backendRef with a weight above 0 (all invalid)")
-        chosen = weighted_pick(weighted, [b.weight for b in weighted], rng)
+            return self._refusal(rule, m_index)
+        chosen = weighted_pick([b for b, _ in choices], [w for _, w in choices], rng)
+        return self._resolve(rule, m_index, chosen, total)
+
+    @staticmethod
+    def _refusal(rule: Rule, m_index: int) -> Refusal:
+        why = f"{rule.describe()} match[{m_index}]"
+        return Refusal(500, f"{why}: no backendRef with a weight above 0 (all invalid)")
+
+    @staticmethod
+    def _resolve(rule: Rule, m_index: int, chosen: BackendRef, total: int) -> Destination | Refusal:
+        why = f"{rule.describe()} match[{m_index}]"
         if chosen.invalid_reason:
             return Refusal(500, f"{why}: backendRef invalid: {chosen.invalid_reason}")
         port: int | str = chosen.port if chosen.port is not None else 80

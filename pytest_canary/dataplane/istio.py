@@ -191,8 +191,67 @@ class HttpRoute:
 
     def describe(self) -> str:
         """``VirtualService kubeapp route weighted`` for reasons and logs."""
+        if not self.virtual_service:
+            return self.name  # the plain route of a Service without VirtualService
         label = self.name or "(unnamed)"
         return f"VirtualService {self.virtual_service} route {label}"
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    """One Envoy route as istiod builds it for a proxy: an HTTP route of a VirtualService
+    with one of its match blocks (``index``), or with none (a route without ``match``)."""
+
+    route: HttpRoute
+    block: MatchBlock | None
+    index: int | None
+    namespace: str = ""  # of the VirtualService
+
+    @property
+    def catch_all(self) -> bool:
+        """route.go ``IsCatchAllRoute``: the path matches everything (no URI match, prefix
+        ``/`` or regex ``.*``) and there is no header or query parameter matcher (method,
+        scheme and authority matches are header matchers in Envoy)."""
+        block = self.block
+        if block is None:
+            return True
+        uri = block.uri
+        everything = uri is None or (uri.kind, uri.value) in (("prefix", "/"), ("regex", ".*"))
+        return (
+            everything
+            and not block.headers
+            and not block.without_headers
+            and not block.query_params
+            and block.method is None
+            and block.scheme is None
+            and block.authority is None
+        )
+
+
+def _translate(
+    vs: VirtualServiceRules,
+    caller_labels: Mapping[str, str],
+    caller_namespace: str,
+    gateway_names: frozenset[str],
+) -> list[RouteEntry]:
+    """The Envoy routes of one VirtualService for one proxy (route.go
+    ``BuildHTTPRoutesForVirtualService``): a route without ``match`` is one catch-all entry;
+    otherwise one entry per match block that applies to the proxy (``sourceMatchHTTP``);
+    nothing after the first catch-all entry (it would never be reached)."""
+    entries: list[RouteEntry] = []
+    for route in vs.routes:
+        if not route.matches:
+            entries.append(RouteEntry(route, None, None, vs.namespace))
+            break
+        for index, block in enumerate(route.matches):
+            if not block.applies_to(caller_labels, caller_namespace, gateway_names):
+                continue  # istiod does not even send this match to that proxy
+            entries.append(RouteEntry(route, block, index, vs.namespace))
+            if entries[-1].catch_all:
+                break
+        if entries and entries[-1].catch_all:
+            break
+    return entries
 
 
 @dataclass(frozen=True)
@@ -272,19 +331,60 @@ class IstioConfig:
             gateway: the Istio Gateway the request entered through (``name`` or
                 ``namespace/name``), or ``None`` for traffic from a sidecar in the mesh.
         """
+        chosen = self._matched(request, gateway)
+        if isinstance(chosen, Refusal):
+            return chosen
+        entry, why = chosen
+        return self._pick(entry.route, rng, why)
+
+    def outcomes(
+        self, request: RoutedRequest, *, gateway: str | None
+    ) -> list[tuple[Destination | Refusal, float]]:
+        """Where one request may go, with the probability of each place: the distribution
+        :meth:`route` draws from (weight / sum of the weights above 0)."""
+        chosen = self._matched(request, gateway)
+        if isinstance(chosen, Refusal):
+            return [(chosen, 1.0)]
+        entry, why = chosen
+        choices = self.weighted_destinations(entry.route)
+        total = sum(weight for _, weight in choices)
+        if not total:
+            return [(self._no_weight(entry.route), 1.0)]
+        return [(self._resolve(entry.route, d, why), weight / total) for d, weight in choices]
+
+    def _matched(
+        self, request: RoutedRequest, gateway: str | None
+    ) -> tuple[RouteEntry, str] | Refusal:
+        """The route entry a request matches first, and why; or the refusal."""
         if gateway is not None:
-            return self._route_at_gateway(request, rng, _gateway_key(gateway, self.namespace))
-        return self._route_in_mesh(request, rng)
+            table = self.gateway_table(gateway, request.host or "")
+        else:
+            table = self._mesh_table(request)
+        if isinstance(table, Refusal):
+            return table
+        for entry in table:
+            if entry.block is None:
+                return entry, "catch-all"
+            if entry.block.matches(request):
+                return entry, f"match[{entry.index}]"
+        return Refusal(404, "no VirtualService route matches the request (Envoy NR)")
 
-    # -- ingress gateway ------------------------------------------------------------------
+    # -- route tables: the Envoy routes istiod builds for one proxy ------------------------
 
-    def _route_at_gateway(
-        self, request: RoutedRequest, rng: random.Random, key: str
-    ) -> Destination | Refusal:
+    def gateway_table(self, gateway: str, host: str) -> list[RouteEntry] | Refusal:
+        """The routes the ingress gateway's Envoy holds for ``host``, in order.
+
+        VirtualServices bound to the Gateway whose hosts match are merged in creation order
+        (istio.io IST0109), each translated on its own (route.go
+        ``BuildHTTPRoutesForVirtualService``), then the catch-all routes of all of them moved
+        to the end, keeping their order (pilot/pkg/networking/core/gateway.go
+        ``buildGatewayHTTPRouteConfig`` -> route.go ``SortVHostRoutes``).
+        """
+        key = _gateway_key(gateway, self.namespace)
         gw = self.gateways.get(key)
         if gw is None:
             return Refusal(404, f"no Istio Gateway {key}: the ingress gateway serves no route")
-        host = (request.host or "").lower()
+        host = host.lower()
         if not any(host_matches(pattern, host) for pattern in gw.hosts):
             return Refusal(404, f"Host {host!r} is not among Gateway {key} hosts {list(gw.hosts)}")
         applicable = [
@@ -294,15 +394,17 @@ class IstioConfig:
         ]
         if not applicable:
             return Refusal(404, f"no VirtualService bound to Gateway {key} for host {host!r}")
-        routes = [r for vs in applicable for r in vs.routes]  # merged at gateways (IST0109)
         # The gateway proxy's own labels are what sourceLabels compare with.
-        return self._first_match(
-            routes, request, rng, dict(gw.selector), gw.namespace, frozenset({key})
-        )
+        entries = [
+            entry
+            for vs in applicable
+            for entry in _translate(vs, dict(gw.selector), gw.namespace, frozenset({key}))
+        ]
+        ordinary = [e for e in entries if not e.catch_all]
+        return ordinary + [e for e in entries if e.catch_all]
 
-    # -- mesh ----------------------------------------------------------------------------
-
-    def _route_in_mesh(self, request: RoutedRequest, rng: random.Random) -> Destination | Refusal:
+    def _mesh_table(self, request: RoutedRequest) -> list[RouteEntry] | Refusal:
+        """The routes a caller's sidecar holds for the request's destination host."""
         host = self._request_fqdn(request.host)
         if host is None:
             return Refusal(404, "no Host header: a sidecar cannot tell the destination")
@@ -318,21 +420,18 @@ class IstioConfig:
                     f"{host} to the mesh (IST0109); using the oldest, {applicable[0].name}"
                 )
             caller = dict(request.source_labels or {})
-            return self._first_match(
-                list(applicable[0].routes),
-                request,
-                rng,
-                caller,
-                self.namespace,
-                frozenset({MESH}),
-            )
+            return _translate(applicable[0], caller, self.namespace, frozenset({MESH}))
         svc = self.services.get(host)
         if svc is None:
             return Refusal(503, f"no Service and no VirtualService for host {host}")
         # No VirtualService: the default route to the whole Service.
-        return Destination(
-            svc.name, self._port(svc, None), reason=f"Service {svc.name} (no VirtualService)"
+        plain = HttpRoute(
+            "",
+            f"Service {svc.name} (no VirtualService)",
+            (),
+            (RouteDestination(host, "", None, 0),),
         )
+        return [RouteEntry(plain, None, None)]
 
     def _request_fqdn(self, host: str | None) -> str | None:
         """The sidecar's virtual host domains for a Service in this namespace: ``svc``,
@@ -352,48 +451,49 @@ class IstioConfig:
             return candidate
         return host
 
-    # -- routes --------------------------------------------------------------------------
+    # -- destinations --------------------------------------------------------------------
 
-    def _first_match(
-        self,
-        routes: list[HttpRoute],
-        request: RoutedRequest,
-        rng: random.Random,
-        caller_labels: Mapping[str, str],
-        caller_namespace: str,
-        gateway_names: frozenset[str],
-    ) -> Destination | Refusal:
-        for route in routes:
-            if not route.matches:
-                return self._pick(route, rng, "catch-all")
-            for index, block in enumerate(route.matches):
-                if not block.applies_to(caller_labels, caller_namespace, gateway_names):
-                    continue  # istiod does not even send this match to that proxy
-                if block.matches(request):
-                    return self._pick(route, rng, f"match[{index}]")
-        return Refusal(404, "no VirtualService route matches the request (Envoy NR)")
+    @staticmethod
+    def weighted_destinations(route: HttpRoute) -> list[tuple[RouteDestination, int]]:
+        """The destinations Envoy chooses from, with their weights (route.go
+        ``applyHTTPRouteDestination``): a single destination is a plain cluster, whatever
+        its weight; several become ``weighted_clusters`` without the weight-0 ones."""
+        if len(route.destinations) == 1:
+            return [(route.destinations[0], 1)]
+        return [(d, d.weight) for d in route.destinations if d.weight > 0]
+
+    def cluster_name(self, dest: RouteDestination) -> str:
+        """The Envoy cluster of a destination: ``outbound|<port>|<subset>|<host FQDN>``
+        (route.go ``GetDestinationCluster``)."""
+        port = self._port(self.services.get(dest.host), dest.port)
+        return f"outbound|{port}|{dest.subset}|{dest.host}"
 
     def _pick(self, route: HttpRoute, rng: random.Random, why: str) -> Destination | Refusal:
         if not route.destinations:
             return Refusal(500, f"{route.describe()} has no destination")
+        choices = self.weighted_destinations(route)
         if len(route.destinations) == 1:
-            # applyHTTPRouteDestination: a single destination is a plain cluster.
-            chosen = route.destinations[0]
+            chosen = choices[0][0]
             detail = "the only destination"
         else:
-            # weighted_clusters without the weight-0 entries.
-            weighted = [d for d in route.destinations if d.weight > 0]
-            total = sum(d.weight for d in weighted)
+            # weighted_clusters: one draw per request, share = weight / sum.
+            total = sum(weight for _, weight in choices)
             if total == 0:
-                return Refusal(503, f"{route.describe()}: every destination has weight 0")
-            chosen = weighted_pick(weighted, [d.weight for d in weighted], rng)
+                return self._no_weight(route)
+            chosen = weighted_pick([d for d, _ in choices], [w for _, w in choices], rng)
             detail = f"weight {chosen.weight}/{total}"
         return self._resolve(route, chosen, f"{why}, {detail}")
+
+    @staticmethod
+    def _no_weight(route: HttpRoute) -> Refusal:
+        if not route.destinations:
+            return Refusal(500, f"{route.describe()} has no destination")
+        return Refusal(503, f"{route.describe()}: every destination has weight 0")
 
     def _resolve(self, route: HttpRoute, dest: RouteDestination, why: str) -> Destination | Refusal:
         svc = self.services.get(dest.host)
         port = self._port(svc, dest.port)
-        cluster = f"outbound|{port}|{dest.subset}|{dest.host}"
+        cluster = self.cluster_name(dest)
         if svc is None:
             return Refusal(
                 503, f"{route.describe()}: cluster {cluster} not found (NC): no Service {dest.host}"

@@ -108,23 +108,36 @@ class NginxConfig:
                     return self.servers[candidate]
         return self.servers[DEFAULT_SERVER]
 
-    def route(self, request: RoutedRequest, rng: random.Random) -> Destination | Refusal:
-        """Where one request goes: a Service port, or a refusal answered by nginx itself."""
+    def location(self, request: RoutedRequest) -> Location | None:
+        """The nginx location serving a request: an exact location first, then the longest
+        matching prefix (None: nothing matches, the default backend answers)."""
         locations = self.server_for(request.host)
-        # nginx picks an exact location first, then the longest matching prefix.
         exact = [loc for loc in locations if loc.path_type == "Exact" and loc.matches(request.path)]
         prefix = [
             loc for loc in locations if loc.path_type != "Exact" and loc.matches(request.path)
         ]
-        chosen = exact[0] if exact else max(prefix, key=lambda loc: len(loc.path), default=None)
+        return exact[0] if exact else max(prefix, key=lambda loc: len(loc.path), default=None)
+
+    def alternative(self, primary: Upstream) -> tuple[Upstream, CanaryPolicy] | None:
+        """The alternative upstream a primary one shares its traffic with, and its policy.
+
+        balancer.lua: "TODO: support traffic shaping for n > 1 alternative backends" -- only
+        the first alternative backend is considered.
+        """
+        alternatives = self.alternatives.get(primary, [])
+        if not alternatives:
+            return None
+        return alternatives[0], self.policies[alternatives[0]]
+
+    def route(self, request: RoutedRequest, rng: random.Random) -> Destination | Refusal:
+        """Where one request goes: a Service port, or a refusal answered by nginx itself."""
+        chosen = self.location(request)
         if chosen is None or chosen.upstream is None:
             return Refusal(404, "no Ingress rule matches: answered by the default backend")
         primary = chosen.upstream
-        alternatives = self.alternatives.get(primary, [])
-        if alternatives:
-            # balancer.lua: "TODO: support traffic shaping for n > 1 alternative backends".
-            alternative = alternatives[0]
-            policy = self.policies[alternative]
+        shared = self.alternative(primary)
+        if shared is not None:
+            alternative, policy = shared
             errors: list[str] = []
             verdict, why = decide_canary(policy, request, rng, log=errors)
             chosen_upstream = alternative if verdict else primary
@@ -132,6 +145,33 @@ class NginxConfig:
                 chosen_upstream.service, chosen_upstream.port, reason=why, log=tuple(errors)
             )
         return Destination(primary.service, primary.port, reason=f"Ingress {chosen.ingress}")
+
+    def reachable(self, request: RoutedRequest) -> list[Destination | Refusal]:
+        """Every place one request may go, each once: :meth:`route` decided at the lowest and
+        at the highest weight draw. The only random step of the decision is balancer.lua's
+        ``math.random(total) <= weight``, which is monotone in the draw, so these two
+        decisions cover every outcome (both sides when 0 < weight < total)."""
+        outcomes: dict[tuple[object, ...], Destination | Refusal] = {}
+        for highest in (False, True):
+            outcome = self.route(request, _EdgeDraw(highest))
+            key = (
+                (outcome.service, outcome.port, tuple(sorted((outcome.labels or {}).items())))
+                if isinstance(outcome, Destination)
+                else (outcome.status,)
+            )
+            outcomes.setdefault(key, outcome)
+        return list(outcomes.values())
+
+
+class _EdgeDraw(random.Random):
+    """A "random" source that always draws the lowest or the highest value allowed."""
+
+    def __init__(self, highest: bool) -> None:
+        super().__init__(0)
+        self.highest = highest
+
+    def randint(self, a: int, b: int) -> int:
+        return b if self.highest else a
 
 
 def decide_canary(

@@ -54,6 +54,7 @@ OBJECT = re.compile(
     r"/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)/(?P<name>[^/]+)$"
 )
 SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp")
+EMULATED = "emulator/owned"  # pods the emulated Deployment controller made
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     failures: list[tuple[re.Pattern[str], int, str]] = attrs.field(factory=list)
     snapshots: list[tuple[float, list[dict[str, Any]]]] = attrs.field(factory=list)
     snapshot_lock: threading.Lock = attrs.field(factory=threading.Lock)
+    version: dict[str, str] = attrs.field(
+        factory=lambda: {"major": "1", "minor": "35", "gitVersion": "v1.35.0"}
+    )
     _serial: int = 0
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
@@ -101,6 +105,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if call.is_write and pattern.search(f"{call.method} {call.path}"):
                 del self.failures[index]
                 return _status(status, message)
+        if raw_request.path == "/version":
+            return aiohttp.web.json_response(self.version)
         namespace_match = NAMESPACES.match(raw_request.path)
         if namespace_match:
             return self._namespace(call, namespace_match.group("name"))
@@ -187,7 +193,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def _namespace(self, call: Call, name: str | None) -> aiohttp.web.StreamResponse:
         if name is None:
-            return aiohttp.web.json_response({"items": list(self.namespaces.values())})
+            items = [n for n in self.namespaces.values() if _selected(n, call.params)]
+            return aiohttp.web.json_response({"items": items})
         if call.method == "GET":
             if name not in self.namespaces:
                 return _status(404, f'namespaces "{name}" not found')
@@ -213,17 +220,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         listing = await super()._serve_list(request)
-        selector = request.params.get("labelSelector")
-        if selector:
-            terms = dict(term.split("=", 1) for term in selector.split(","))
-            listing["items"] = [
-                item
-                for item in listing["items"]
-                if all(
-                    ((item.get("metadata") or {}).get("labels") or {}).get(k) == v
-                    for k, v in terms.items()
-                )
-            ]
+        listing["items"] = [i for i in listing["items"] if _selected(i, request.params)]
         return listing
 
     # -- controllers --------------------------------------------------------------------------
@@ -256,7 +253,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 wanted_pods[(namespace, pod_name)] = {
                     "apiVersion": "v1",
                     "kind": "Pod",
-                    "metadata": {"name": pod_name, "namespace": namespace, "labels": labels},
+                    "metadata": {
+                        "name": pod_name,
+                        "namespace": namespace,
+                        "labels": labels,
+                        "annotations": {EMULATED: "true"},
+                    },
                     "spec": {"containers": [{"name": "app"}], "nodeName": "emulated"},
                     "status": {
                         "phase": "Running",
@@ -272,8 +274,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 "availableReplicas": replicas,
             }
         for (res, namespace, name), obj in list(self.objects.items()):
-            if res.plural == "pods" and not obj.deleted and (namespace, name) not in wanted_pods:
-                obj.delete()
+            if (
+                res.plural == "pods"
+                and not obj.deleted
+                and (namespace, name) not in wanted_pods
+                and ((obj.raw.get("metadata") or {}).get("annotations") or {}).get(EMULATED)
+            ):
+                obj.delete()  # only the pods the emulated Deployments own
         for (namespace, name), pod in wanted_pods.items():
             key = (pods_resource, namespace, name)
             if key not in self.objects or self.objects[key].deleted:
@@ -326,6 +333,25 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if older:
                 return older[-1]
             return self.snapshots[0][1] if self.snapshots else []
+
+
+def _selected(obj: dict[str, Any], params: Any) -> bool:
+    """Whether an object matches the request's ``labelSelector`` (equality terms and
+    ``key!=value``)."""
+    selector = params.get("labelSelector") if params else None
+    if not selector:
+        return True
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in selector.split(","):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        else:
+            key, value = term.split("=", 1)
+            if labels.get(key) != value:
+                return False
+    return True
 
 
 def _status(code: int, message: str) -> aiohttp.web.Response:
@@ -407,6 +433,17 @@ class ApiServer:
     def writes(self, since: int = 0) -> list[Call]:
         """Mutating requests from index ``since`` on (the backend's own, not controllers')."""
         return [c for c in self.emulator.calls[since:] if c.is_write]
+
+    def put(self, obj: dict[str, Any], plural: str) -> None:
+        """Store an object as another client or controller would have made it (a controller
+        pod, an IngressClass, another run's namespace)."""
+        group, _, version = str(obj["apiVersion"]).rpartition("/")
+        meta = obj["metadata"]
+        if plural == "namespaces":
+            self.emulator.namespaces[meta["name"]] = copy.deepcopy(obj)
+            return
+        key = (kmock.resource(group, version, plural), meta.get("namespace"), meta["name"])
+        self.emulator.objects[key] = copy.deepcopy(obj)
 
     def fail_next(self, pattern: str, status: int, message: str, times: int = 1) -> None:
         """Answer the next ``times`` writes matching ``"METHOD /path"`` with an error."""

@@ -42,6 +42,7 @@ from pytest_canary.backends.local.runtime import (
     RuntimeHandle,
     process_start_time,
 )
+from pytest_canary.backends.owner import process_start_time
 from pytest_canary.errors import BackendError
 from pytest_canary.images import build_sample_image, connect, engine, parse_sample_image
 
@@ -85,7 +86,7 @@ def owner_alive(labels: dict[str, str]) -> bool:
     if started is None:
         return False
     recorded = labels.get(PID_START_LABEL, "")
-    return not recorded or recorded == started
+    return not recorded or not started or recorded == started
 
 
 def sweep_dead_runs(client: Any = None, *, progress: Progress | None = None) -> list[str]:

@@ -21,19 +21,9 @@ import pytest
 
 from conftest import ApiServer, Call, FakeIngress
 from pytest_canary import manifests
-from pytest_canary.backends.kube import (
-    FIELD_MANAGER,
-    KEPT_ROUTING,
-    EntryPoints,
-    HostLocks,
-    KubeBackend,
-    adapt,
-    check_context,
-    namespace_for,
-    parse_entry_urls,
-    parse_keep,
-    routed_hosts,
-)
+from pytest_canary.backends.kube import KubeBackend
+from pytest_canary.backends.kube.api import FIELD_MANAGER
+from pytest_canary.backends.kube.keep import KEPT_ROUTING
 from pytest_canary.errors import BackendError, CanaryConfigError, ConvergenceTimeout
 from pytest_canary.harness import Harness
 from pytest_canary.manifests import Phase
@@ -357,7 +347,7 @@ def test_node_ports_are_claimed_from_the_pool_and_exhaustion_is_explained(
     try:
         for env in envs[:2]:
             Harness(env).deploy("replicas", stable="1.0", canary="2.0")
-        assert sorted(e.node_port for env in envs[:2] for e in env._entries.values()) == [
+        assert sorted(e.node_port for env in envs[:2] for e in env.entries.claimed.values()) == [
             30100,
             30101,
         ]
@@ -390,231 +380,9 @@ def test_rolling_canary_starts_the_rollout_then_pauses_it(
 
 def test_a_second_release_in_the_same_test_keeps_the_first() -> None:
     """Pruning is scoped by the objects' ``app`` label (one per release)."""
-    from pytest_canary.backends.kube import _app_label
+    from pytest_canary.backends.kube.apply import app_label as _app_label
 
     first = manifests.render(build_spec("nginx", "1.0", "2.0", name="shop"), Phase.CANARY)
     second = manifests.render(build_spec("nginx", "1.0", "2.0", name="cart"), Phase.CANARY)
     assert {_app_label(o) for o in first} == {"shop"}
     assert {_app_label(o) for o in second} == {"cart"}
-
-
-# -- options and pure helpers ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("context", ["kind-pytest-canary", "minikube", "docker-desktop", "k3d-dev"])
-def test_test_cluster_contexts_are_accepted(context: str) -> None:
-    check_context(context, explicit=False)
-
-
-def test_other_contexts_need_kube_context_and_the_message_says_so() -> None:
-    with pytest.raises(CanaryConfigError, match=r"Pass --kube-context=prod-eu to confirm"):
-        check_context("prod-eu", explicit=False)
-    check_context("prod-eu", explicit=True)
-
-
-def test_entry_urls_parse_per_strategy_and_reject_garbage() -> None:
-    assert parse_entry_urls(["http://10.0.0.5/", "istio=https://gw.example:8443"]) == {
-        "*": "http://10.0.0.5",
-        "istio": "https://gw.example:8443",
-    }
-    with pytest.raises(CanaryConfigError, match="'nginks' is not a strategy"):
-        parse_entry_urls(["nginks=http://x"])
-    with pytest.raises(CanaryConfigError, match=r"must be \[STRATEGY=\]http"):
-        parse_entry_urls(["10.0.0.5"])
-    assert EntryPoints(urls={"*": "http://a"}).url_for("istio") == "http://a"
-    with pytest.raises(BackendError, match="--canary-entry-url=nginx="):
-        EntryPoints().url_for("nginx")
-
-
-def test_keep_policy_values() -> None:
-    assert parse_keep("Failed") == "failed"
-    assert parse_keep("true") == "always"
-    with pytest.raises(CanaryConfigError, match="never, failed, always"):
-        parse_keep("sometimes")
-
-
-def test_namespace_names_are_valid_and_unique() -> None:
-    long = "tests/test_x.py::" + "test_" + "a" * 100 + "[Weird Param/ü]"
-    names = {namespace_for(long) for _ in range(20)}
-    assert len(names) == 20
-    for name in names:
-        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
-
-
-def test_adapt_binds_objects_to_the_cluster_and_namespace_without_touching_the_input() -> None:
-    ingress = manifests.render(build_spec("nginx", "1.0", "2.0"), Phase.CANARY)[2]
-    original = copy.deepcopy(ingress)
-    adapted = adapt(ingress, "ns", ingress_class="public-nginx")
-    assert ingress == original
-    assert adapted["metadata"]["namespace"] == "ns"
-    assert adapted["spec"]["ingressClassName"] == "public-nginx"
-    gateway = next(
-        o
-        for o in manifests.render(build_spec("gateway", "1.0", "2.0"), Phase.CANARY)
-        if o["kind"] == "Gateway"
-    )
-    bound = adapt(gateway, "ns", gateway="istio-system/istio-ingressgateway")
-    assert bound["spec"]["addresses"] == [
-        {"type": "Hostname", "value": "istio-ingressgateway.istio-system.svc.cluster.local"}
-    ]
-    istio_gateway = next(
-        o
-        for o in manifests.render(build_spec("istio", "1.0", "2.0"), Phase.CANARY)
-        if o["kind"] == "Gateway"
-    )
-    selected = adapt(istio_gateway, "ns", gateway_selector={"app": "public-gw"})
-    assert selected["spec"]["selector"] == {"app": "public-gw"}
-
-
-def test_routed_hosts_cover_every_way_a_host_is_claimed() -> None:
-    nginx = manifests.render(build_spec("nginx", "1.0", "2.0", canary_host="canary.foo.bar"))
-    assert routed_hosts(nginx) == {"foo.bar", "canary.foo.bar", "_"}
-    istio = manifests.render(build_spec("istio", "1.0", "2.0"))
-    assert routed_hosts(istio) == {"foo.bar"}  # "kubeapp" is an in-mesh short name
-    gateway = manifests.render(build_spec("gateway", "1.0", "2.0", host="shop.example"))
-    assert routed_hosts(gateway) == {"shop.example"}
-
-
-def test_host_locks_make_a_second_holder_wait_and_then_fail_with_the_host(tmp_path: Any) -> None:
-    first = HostLocks(tmp_path).hold(["foo.bar"], "ns-a")
-    waiting: list[str] = []
-    second = HostLocks(tmp_path, timeout=0.2, progress=waiting.append)
-    with pytest.raises(BackendError, match=r"host foo\.bar stayed in use by another test"):
-        second.hold(["a.example", "foo.bar"], "ns-b")
-    assert waiting == ["ns-b: waiting for host foo.bar (another test routes it)"]
-    for lock in first:
-        lock.release()
-    held = second.hold(["a.example", "foo.bar"], "ns-b")  # a.example was released on failure
-    assert len(held) == 2
-    for lock in held:
-        lock.release()
-
-
-# -- live tier -----------------------------------------------------------------------------------
-
-
-def _reachable_context() -> str:
-    """The current kube context if a cluster answers, else the reason to skip."""
-    if shutil.which("kubectl") is None:
-        pytest.skip("e2e: kubectl is not on PATH")
-    try:
-        from kubernetes import config
-
-        _, current = config.list_kube_config_contexts()
-    except Exception as exc:
-        pytest.skip(f"e2e: no kubeconfig ({exc}); create a cluster, e.g. kind create cluster")
-    context = str(current["name"])
-    try:
-        check_context(context, explicit=False)
-    except CanaryConfigError:
-        pytest.skip(f"e2e: current context {context!r} is not a test cluster (kind-*, ...)")
-    from kubernetes import client
-    from kubernetes import config as kconfig
-
-    try:
-        api = kconfig.new_client_from_config(context=context)
-        client.VersionApi(api).get_code(_request_timeout=3)
-    except Exception as exc:
-        pytest.skip(f"e2e: no cluster reachable through context {context!r} ({type(exc).__name__})")
-    return context
-
-
-@pytest.mark.e2e
-def test_live_cluster_namespace_lifecycle() -> None:
-    """Against the current test cluster (kind-*, minikube, ...): a namespace appears with its
-    labels and disappears at teardown. Enable: a reachable test cluster in your kubeconfig."""
-    from pytest_canary.backends.kube import KubeOptions
-
-    context = _reachable_context()
-    backend = KubeBackend.from_kubeconfig(
-        KubeOptions(
-            context=context, entry_urls={"*": os.environ.get("CANARY_ENTRY", "http://127.0.0.1")}
-        ),
-        run_id="e2e",
-    )
-    env = backend.environment("test_live_cluster_namespace_lifecycle")
-    try:
-        env.apply(
-            [
-                {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {"name": "probe"},
-                    "data": {"a": "b"},
-                }
-            ]
-        )
-        namespace = backend.api.get("v1", "Namespace", env.namespace)
-        assert namespace is not None
-        assert namespace["metadata"]["labels"]["pytest-canary/run"] == "e2e"
-    finally:
-        env.close()
-        backend.close()
-
-
-# -- through pytest: options, guard, keep=failed, artifacts ----------------------------------------
-
-
-def test_the_plugin_runs_tests_on_the_kube_backend_with_guard_keep_and_artifacts(
-    pytester: pytest.Pytester,
-    api_server: ApiServer,
-    fake_ingress: FakeIngress,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    monkeypatch.setenv("PYTEST_CANARY_CACHE_DIR", str(tmp_path / "cache"))
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        f"""
-apiVersion: v1
-kind: Config
-clusters: [{{name: emu, cluster: {{server: "{api_server.url}"}}}}]
-users: [{{name: emu, user: {{token: t}}}}]
-contexts: [{{name: staging-eu, context: {{cluster: emu, user: emu}}}}]
-current-context: staging-eu
-"""
-    )
-    pytester.makepyfile(
-        """
-        def test_ok(canary):
-            canary.deploy("nginx", stable="1.0", canary="2.0", weight=20)
-
-        def test_bad(canary):
-            canary.deploy("nginx", stable="1.0", canary="2.0", weight=20, name="shop")
-            assert False, "boom"
-        """
-    )
-    args = [
-        "--canary-backend=kube",
-        f"--canary-kubeconfig={kubeconfig}",
-        f"--canary-entry-url={fake_ingress.url}",
-        "--canary-keep=failed",
-        f"--canary-artifacts={tmp_path / 'artifacts'}",
-        "--canary-wait-timeout=5",
-        "--canary-dataplane-timeout=5",
-        "-p",
-        "no:randomly",
-    ]
-    refused = pytester.runpytest(*args)
-    refused.stdout.fnmatch_lines(["*kube context 'staging-eu'*Pass --kube-context=staging-eu*"])
-    assert api_server.emulator.namespaces == {}
-
-    result = pytester.runpytest(*args, "--kube-context=staging-eu")
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*canary: kube backend (context staging-eu; entries *=http://127.0.0.1:*; "
-            "keep namespaces failed)",
-            "*canary diagnostics*",
-            "*--- manifests of shop (canary) ---*",
-            "*canary kept namespaces*",
-            "canary-test-bad-*",
-        ]
-    )
-    (kept,) = api_server.emulator.namespaces
-    assert kept.startswith("canary-test-bad-")
-    (folder,) = (tmp_path / "artifacts").iterdir()
-    assert folder.name.endswith("test_bad")
-    names = sorted(p.name for p in folder.iterdir())
-    assert "01-namespace.txt" in names
-    assert any(n.endswith("manifests-of-shop-canary.txt") for n in names)

@@ -26,7 +26,7 @@ from pytest_canary.backends.kube import EntryPoints, KubeBackend, KubeOptions
 from pytest_canary.errors import BackendError, CanaryConfigError, ConvergenceTimeout
 from pytest_canary.harness import Harness
 
-SHOP = Path(__file__).parents[2] / "suites" / "manifests" / "shop"
+SHOP = Path(__file__).parents[3] / "suites" / "manifests" / "shop"
 
 EXTRAS = """
 # Kinds that do not route: a cluster gets them all the same.
