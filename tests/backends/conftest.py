@@ -462,6 +462,7 @@ class FakeIngress:
     server_api: ApiServer
     node_port: int | None = None
     lag: float = 0.0
+    ingress_class: str = "nginx"  # the class this controller serves
     frozen: list[dict[str, Any]] | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     requests: int = 0
@@ -489,7 +490,8 @@ class FakeIngress:
             in_ns = [o for o in objects if o["metadata"].get("namespace") == namespace]
             if not any(o["kind"] == "Ingress" for o in in_ns):
                 continue
-            outcome = nginx_model.load(in_ns, namespace=namespace).route(request, self.rng)
+            config = nginx_model.load(in_ns, namespace=namespace, ingress_class=self.ingress_class)
+            outcome = config.route(request, self.rng)
             if not isinstance(outcome, Destination):
                 continue
             services = {o["metadata"]["name"]: o for o in in_ns if o["kind"] == "Service"}

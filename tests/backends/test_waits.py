@@ -1,4 +1,4 @@
-"""Waits and convergence rules of the cluster backends, on plain objects (no cluster)."""
+"""Waits of the cluster backends and the conditions they read, on plain objects (no cluster)."""
 
 from __future__ import annotations
 
@@ -7,28 +7,19 @@ from typing import Any
 
 import pytest
 
-from pytest_canary import manifests
 from pytest_canary.backends import waits
+from pytest_canary.backends.kube.converge import Answer, judge_route
+from pytest_canary.backends.kube.plan import Route
 from pytest_canary.backends.waits import (
-    Answer,
     Check,
-    EnvoyWant,
-    NginxWant,
-    Route,
     Steady,
+    TerminalWatch,
     deployment_check,
     endpoints_check,
-    envoy_route_check,
-    judge_route,
-    nginx_backends_check,
-    plan_for,
-    service_plan,
     wait_until,
     webhook_unavailable,
 )
 from pytest_canary.errors import BackendError, ConvergenceTimeout
-from pytest_canary.manifests import Phase
-from pytest_canary.spec import build_spec
 
 NS = "canary-t-abcde"
 
@@ -235,249 +226,6 @@ def test_webhook_unavailable_recognises_only_failures_to_call_the_webhook() -> N
     assert not webhook_unavailable(500, "etcdserver: request timed out")
 
 
-# -- what convergence means ---------------------------------------------------------------------
-
-
-def routes_of(plan: waits.DataplanePlan) -> dict[str, tuple[dict[str, str], set[str]]]:
-    return {r.name: (dict(r.headers), set(r.versions)) for r in plan.routes}
-
-
-def nginx_objects(phase: Phase = Phase.CANARY, **knobs: Any) -> list[dict[str, Any]]:
-    return manifests.render(build_spec("nginx", "1.0", "2.0", **knobs), phase)
-
-
-def test_nginx_weighted_canary_plan() -> None:
-    plan = plan_for(nginx_objects(weight=20), namespace=NS, host="foo.bar")
-    assert routes_of(plan) == {
-        "default": ({}, {"1.0", "2.0"}),
-        "X-Canary: always": ({"X-Canary": "always"}, {"2.0"}),
-        "X-Canary: never": ({"X-Canary": "never"}, {"1.0"}),
-    }
-    assert plan.nginx == NginxWant(
-        main=f"{NS}-kubeapp-stable-80",
-        canary=f"{NS}-kubeapp-canary-80",
-        policy={
-            "weight": 20,
-            "weightTotal": 100,
-            "header": "X-Canary",
-            "headerValue": "",
-            "headerPattern": "",
-            "cookie": "",
-        },
-    )
-
-
-def test_nginx_policy_is_what_the_controller_reports_for_hand_written_annotations() -> None:
-    # ingress-nginx internal/ingress/annotations/canary/main.go: canary-weight-total is reported
-    # as written (balancer.lua then ignores a total <= 100) and a header/cookie that fails
-    # BasicCharsRegex becomes "", so /dbg backends all never shows the raw values.
-    objects = nginx_objects(weight=20)
-    canary = next(
-        o
-        for o in objects
-        if o["kind"] == "Ingress"
-        and (o["metadata"].get("annotations") or {}).get("nginx.ingress.kubernetes.io/canary")
-        == "true"
-    )
-    notes = canary["metadata"]["annotations"]
-    notes["nginx.ingress.kubernetes.io/canary-weight-total"] = "50"
-    notes["nginx.ingress.kubernetes.io/canary-by-header"] = "X Canary"
-    notes["nginx.ingress.kubernetes.io/canary-by-cookie"] = "bad;cookie"
-    plan = plan_for(objects, namespace=NS, host="foo.bar")
-    assert plan.nginx is not None
-    assert plan.nginx.policy["weightTotal"] == 50
-    assert (plan.nginx.policy["header"], plan.nginx.policy["cookie"]) == ("", "")
-    assert routes_of(plan) == {"default": ({}, {"1.0", "2.0"})}  # 20 of 100, no forced route
-    backends = nginx_backends(20)
-    backends[1]["trafficShapingPolicy"].update(weightTotal=50, header="")
-    assert nginx_backends_check(backends, plan.nginx).done
-
-
-def test_nginx_weight_zero_and_full_weight_allow_one_version() -> None:
-    assert routes_of(plan_for(nginx_objects(weight=0), namespace=NS, host="foo.bar"))[
-        "default"
-    ] == ({}, {"1.0"})
-    assert routes_of(plan_for(nginx_objects(weight=100), namespace=NS, host="foo.bar"))[
-        "default"
-    ] == ({}, {"2.0"})
-
-
-def test_nginx_header_value_pattern_and_cookie_routes() -> None:
-    plan = plan_for(
-        nginx_objects(header="Region", header_value="cd", cookie="user_from_cd"),
-        namespace=NS,
-        host="foo.bar",
-    )
-    assert routes_of(plan) == {
-        "default": ({}, {"1.0"}),
-        "Region: cd": ({"Region": "cd"}, {"2.0"}),
-        "cookie user_from_cd=always": ({"Cookie": "user_from_cd=always"}, {"2.0"}),
-    }
-    patterned = plan_for(
-        nginx_objects(header="Region", header_pattern="cd|sz"), namespace=NS, host="foo.bar"
-    )
-    assert set(routes_of(patterned)) == {"default"}  # a pattern gives no value to force
-
-
-def test_nginx_promoted_plan_has_one_version_and_no_alternative() -> None:
-    plan = plan_for(nginx_objects(Phase.PROMOTED, weight=20), namespace=NS, host="foo.bar")
-    assert routes_of(plan) == {"default": ({}, {"2.0"})}
-    assert plan.nginx == NginxWant(main=f"{NS}-kubeapp-stable-80")
-    assert "without alternative backends" in plan.describe()
-
-
-def test_nginx_virtual_host_canary_is_a_host_route() -> None:
-    plan = plan_for(nginx_objects(canary_host="canary.foo.bar"), namespace=NS, host="foo.bar")
-    assert routes_of(plan)["Host: canary.foo.bar"] == ({"Host": "canary.foo.bar"}, {"2.0"})
-    assert routes_of(plan)["default"] == ({}, {"1.0"})
-
-
-def test_a_plan_without_a_main_ingress_for_the_host_is_an_error() -> None:
-    with pytest.raises(BackendError, match=r"no non-canary Ingress routes host 'other\.host'"):
-        plan_for(nginx_objects(weight=20), namespace=NS, host="other.host")
-
-
-def test_istio_plan_default_route_header_route_and_envoy_clusters() -> None:
-    objects = manifests.render(
-        build_spec("istio", "1.0", "2.0", weight=10, header="canary", header_value="tester")
-    )
-    plan = plan_for(objects, namespace=NS, host="foo.bar")
-    assert routes_of(plan) == {
-        "default": ({}, {"1.0", "2.0"}),
-        "canary: tester": ({"canary": "tester"}, {"2.0"}),
-    }
-    fqdn = f"kubeapp.{NS}.svc.cluster.local"
-    assert plan.envoy == EnvoyWant(
-        host="foo.bar",
-        clusters={f"outbound|80|v1-0|{fqdn}": 0.9, f"outbound|80|v2-0|{fqdn}": 0.1},
-    )
-
-
-def test_istio_presence_match_and_promotion() -> None:
-    presence = manifests.render(build_spec("istio", "1.0", "2.0", weight=0, header="x-beta"))
-    assert routes_of(plan_for(presence, namespace=NS, host="foo.bar")) == {
-        "default": ({}, {"1.0"}),  # weight 0 gets nothing
-        "x-beta: always": ({"x-beta": "always"}, {"2.0"}),
-    }
-    promoted = manifests.render(build_spec("istio", "1.0", "2.0", weight=10), Phase.PROMOTED)
-    plan = plan_for(promoted, namespace=NS, host="foo.bar")
-    assert routes_of(plan) == {"default": ({}, {"2.0"})}
-    assert plan.envoy is not None
-    assert plan.envoy.clusters == {f"outbound|80|v2-0|kubeapp.{NS}.svc.cluster.local": 1.0}
-
-
-def test_gateway_plan_weights_and_any_value_header() -> None:
-    objects = manifests.render(build_spec("gateway", "1.0", "2.0", weight=25, header="X-Canary"))
-    plan = plan_for(objects, namespace=NS, host="foo.bar")
-    assert routes_of(plan) == {
-        "default": ({}, {"1.0", "2.0"}),
-        "X-Canary: always": ({"X-Canary": "always"}, {"2.0"}),
-    }
-    assert plan.envoy is not None
-    assert plan.envoy.clusters == {
-        f"outbound|80||kubeapp-v1-0.{NS}.svc.cluster.local": 0.75,
-        f"outbound|80||kubeapp-v2-0.{NS}.svc.cluster.local": 0.25,
-    }
-
-
-def test_service_plan_lets_any_selected_pod_answer() -> None:
-    objects = manifests.render(build_spec("replicas", "1.0", "2.0"))
-    plan = service_plan(objects, "kubeapp")
-    assert plan.routes == (Route("default", {}, ({"app": "kubeapp"},)),)
-
-
-# -- data-plane configuration ----------------------------------------------------------------------
-
-
-def nginx_backends(weight: int, *, alternative: bool = True) -> list[dict[str, Any]]:
-    main: dict[str, Any] = {
-        "name": f"{NS}-kubeapp-stable-80",
-        "endpoints": [{"address": "10.0.0.1"}],
-    }
-    canary = {
-        "name": f"{NS}-kubeapp-canary-80",
-        "noServer": True,
-        "endpoints": [{"address": "10.0.0.2"}],
-        "trafficShapingPolicy": {
-            "weight": weight,
-            "weightTotal": 100,
-            "header": "X-Canary",
-            "headerValue": "",
-            "headerPattern": "",
-            "cookie": "",
-        },
-    }
-    if alternative:
-        main["alternativeBackends"] = [canary["name"]]
-    return [main, canary]
-
-
-def test_nginx_backends_check_compares_the_traffic_shaping_policy() -> None:
-    want = plan_for(nginx_objects(weight=50), namespace=NS, host="foo.bar").nginx
-    assert want is not None
-    assert nginx_backends_check(nginx_backends(50), want).done
-    stale = nginx_backends_check(nginx_backends(20), want)
-    assert stale == Check(False, f"alternative {NS}-kubeapp-canary-80 has weight=20 (want 50)")
-    assert not nginx_backends_check(nginx_backends(50, alternative=False), want).done
-    assert nginx_backends_check([], want) == Check(False, f"no backend {NS}-kubeapp-stable-80 yet")
-
-
-def test_nginx_backends_check_after_promotion_wants_no_alternative() -> None:
-    want = NginxWant(main=f"{NS}-kubeapp-stable-80")
-    assert not nginx_backends_check(nginx_backends(20), want).done
-    assert nginx_backends_check(nginx_backends(20, alternative=False), want).done
-
-
-def envoy_dump(clusters: dict[str, int] | str) -> dict[str, Any]:
-    action: dict[str, Any] = (
-        {"cluster": clusters}
-        if isinstance(clusters, str)
-        else {
-            "weighted_clusters": {
-                "clusters": [{"name": k, "weight": w} for k, w in clusters.items()]
-            }
-        }
-    )
-    return {
-        "configs": [
-            {
-                "@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump.DynamicRouteConfig",
-                "route_config": {
-                    "name": "http.8080",
-                    "virtual_hosts": [
-                        {"name": "other:80", "domains": ["other"], "routes": []},
-                        {
-                            "name": "foo.bar:80",
-                            "domains": ["foo.bar", "foo.bar:*"],
-                            "routes": [
-                                {
-                                    "match": {"prefix": "/", "headers": [{"name": "canary"}]},
-                                    "route": {"cluster": "outbound|80|v2|x"},
-                                },
-                                {"match": {"prefix": "/"}, "route": action},
-                            ],
-                        },
-                    ],
-                },
-            }
-        ]
-    }
-
-
-def test_envoy_route_check_compares_default_route_shares() -> None:
-    want = EnvoyWant("foo.bar", {"outbound|80|v1|x": 0.9, "outbound|80|v2|x": 0.1})
-    assert envoy_route_check(
-        envoy_dump({"outbound|80|v1|x": 90, "outbound|80|v2|x": 10}), want
-    ).done
-    stale = envoy_route_check(envoy_dump({"outbound|80|v1|x": 50, "outbound|80|v2|x": 50}), want)
-    assert not stale.done and "0.5" in stale.status
-    single = EnvoyWant("foo.bar", {"outbound|80|v2|x": 1.0})
-    assert envoy_route_check(envoy_dump("outbound|80|v2|x"), single).done
-    zero = envoy_dump({"outbound|80|v1|x": 0, "outbound|80|v2|x": 100})
-    assert envoy_route_check(zero, single).done  # weight 0 gets nothing
-    assert envoy_route_check({}, want) == Check(False, "no Envoy virtual host for foo.bar yet")
-
-
 # -- judging answers ----------------------------------------------------------------------
 
 
@@ -505,45 +253,56 @@ def test_judge_route_without_declared_versions_takes_the_pods_versions() -> None
     assert not judge_route(route, [Answer("3.0", "a")], pods).done
 
 
-def test_a_configuration_signal_survives_a_passing_non_json_answer() -> None:
-    """/dbg prints a passing error as plain text and exits 0: the ingress-nginx signal is
-    retried, and given up for the session only after NON_JSON_TOLERATED such answers."""
-    from pytest_canary.backends import kube
+# -- failures that will not heal ------------------------------------------------------------
 
-    answers = ["error: dial tcp 127.0.0.1:10246: connection refused", "[]"]
 
-    class FakeApi:
-        def list(self, *args: object, **kwargs: object) -> list[dict[str, object]]:
-            pod = {
-                "metadata": {"name": "controller-0", "namespace": "ingress-nginx"},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-            }
-            return [pod]
+def waiting(name: str, reason: str, message: str = "") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "containerStatuses": [
+                {"name": "controller", "state": {"waiting": {"reason": reason, "message": message}}}
+            ]
+        },
+    }
 
-        def exec(self, *args: object, **kwargs: object) -> str:
-            return answers.pop(0) if answers else "not json"
 
-    backend = kube.KubeBackend(
-        FakeApi(),  # type: ignore[arg-type]
-        kube.KubeOptions(),
-        kube.EntryPoints(),
-        run_id="r1",
-    )
+def test_image_pull_back_off_and_crash_loops_are_terminal_at_once() -> None:
+    watch = TerminalWatch(lasting=20, clock=lambda: 0.0)
+    pods = [
+        waiting("a", "ImagePullBackOff", 'Back-off pulling image "registry.k8s.io/x:v1"'),
+        waiting("b", "CrashLoopBackOff", "back-off 10s restarting failed container"),
+        waiting("c", "ContainerCreating"),
+    ]
+    assert watch.look(pods) == [
+        'pod a: container controller: ImagePullBackOff (Back-off pulling image "registry.k8s.io/x:v1")',
+        "pod b: container controller: CrashLoopBackOff (back-off 10s restarting failed container)",
+    ]
 
-    def signal() -> waits.Check:
-        return backend._exec_signal(
-            "ingress-nginx",
-            "app=x",
-            ["/dbg", "backends", "all"],
-            "controller",
-            lambda data: waits.Check(True, f"{len(data)} backends"),
-        )
 
-    first = signal()
-    assert not first.done and "not JSON yet" in first.status
-    assert signal() == waits.Check(True, "controller-0: 0 backends")
-    for _ in range(kube.NON_JSON_TOLERATED - 1):
-        assert not signal().done
-    given_up = signal()
-    assert given_up.done and "configuration not readable, skipped" in given_up.status
-    assert "ingress-nginx" in backend.unavailable_signals
+def test_reasons_a_retry_may_clear_are_terminal_only_when_they_last() -> None:
+    now = [0.0]
+    watch = TerminalWatch(lasting=20, clock=lambda: now[0])
+    pull = waiting("a", "ErrImagePull", "connection reset by peer")
+    unschedulable = {
+        "metadata": {"name": "istiod-1"},
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/1 nodes are available: 1 Insufficient cpu.",
+                }
+            ]
+        },
+    }
+    assert watch.look([pull, unschedulable]) == []
+    now[0] = 10.0
+    assert watch.look([unschedulable]) == []  # the pull error cleared: forgotten
+    now[0] = 25.0
+    assert watch.look([pull, unschedulable]) == [
+        "pod istiod-1: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu."
+    ]
+    now[0] = 45.0
+    assert len(watch.look([pull, unschedulable])) == 2

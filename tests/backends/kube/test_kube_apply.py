@@ -48,6 +48,13 @@ def test_adapt_binds_objects_to_the_cluster_and_namespace_without_touching_the_i
 
 def test_routing_objects_rank_last_and_configuration_first() -> None:
     routing = {k for k, v in APPLY_RANK.items() if v > ROUTING_RANK}
-    assert routing == {"VirtualService", "HTTPRoute", "GRPCRoute", "Ingress", "Gateway", "ReferenceGrant"}
+    assert routing == {
+        "VirtualService",
+        "HTTPRoute",
+        "GRPCRoute",
+        "Ingress",
+        "Gateway",
+        "ReferenceGrant",
+    }
     assert rank({"kind": "ConfigMap"}) < rank({"kind": "Deployment"}) < rank({"kind": "Service"})
     assert rank({"kind": "DestinationRule"}) < rank({"kind": "VirtualService"})

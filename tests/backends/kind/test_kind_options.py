@@ -1,0 +1,92 @@
+"""Options of the kind backend, from the values the plugin resolved."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from pytest_canary.backends.kind.options import (
+    KindOptions,
+    cluster_options,
+    parse_keep_cluster,
+)
+from pytest_canary.backends.kube.options import KubeOptions
+from pytest_canary.errors import CanaryConfigError
+
+
+def test_cluster_options_from_resolved_values() -> None:
+    values = {
+        "kube_context": ("command line --kube-context", "staging"),
+        "canary_entry_url": ("ini canary_entry_url", ["http://10.0.0.5", "istio=http://10.0.0.6"]),
+        "canary_keep": ("command line --canary-keep", "always"),
+        "canary_wait_timeout": ("environment PYTEST_CANARY_WAIT_TIMEOUT", "30"),
+        "canary_gateway": ("ini canary_gateway", "istio-ingress/public"),
+    }
+    kube = cluster_options("kube", values)
+    assert kube == KubeOptions(
+        context="staging",
+        context_explicit=True,
+        entry_urls={"*": "http://10.0.0.5", "istio": "http://10.0.0.6"},
+        gateway="istio-ingress/public",
+        keep="always",
+        wait_timeout=30.0,
+    )
+    kind_options = cluster_options(
+        "kind",
+        {
+            "canary_addons": ("command line --canary-addons", "istio,ingress-nginx"),
+            "canary_keep_cluster": ("ini canary_keep_cluster", True),
+            "canary_kind_http_port": ("command line --canary-kind-http-port", "8080"),
+        },
+    )
+    assert isinstance(kind_options, KindOptions)
+    assert kind_options.addons == ("ingress-nginx", "istio")
+    assert kind_options.keep_cluster == "always" and kind_options.http_port == 8080
+    assert pickle.loads(pickle.dumps(kind_options)) == kind_options
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("canary_wait_timeout", "soon", "canary_wait_timeout='soon': must be a number of seconds"),
+        ("canary_kind_http_port", "99999", "must be a TCP port from 1 to 65535"),
+        ("canary_addons", "linkerd", "unknown linkerd"),
+        ("canary_kind_cluster", "My_Cluster", "lowercase letters, digits and '-'"),
+        ("canary_gateway", "public", "must be NAMESPACE/NAME"),
+    ],
+)
+def test_bad_option_values_name_the_value_and_where_it_came_from(
+    name: str, raw: str, message: str
+) -> None:
+    with pytest.raises(CanaryConfigError, match=message) as caught:
+        cluster_options("kind", {name: ("ini canary_x", raw)})
+    assert str(caught.value).endswith("(from ini canary_x)")
+
+
+def test_keep_cluster_is_a_policy_whose_default_keeps_a_failed_setup() -> None:
+    assert KindOptions().keep_cluster == "failed"
+    assert parse_keep_cluster(True) == "always"  # the bare flag, pytest-kind's --keep-cluster
+    assert parse_keep_cluster("never") == "never"
+    assert parse_keep_cluster("false") == "failed"
+    with pytest.raises(CanaryConfigError, match="must be one of never, failed, always"):
+        parse_keep_cluster("sometimes")
+
+
+def test_the_kubeconfig_option_names_where_kinds_kubeconfig_goes(tmp_path: Path) -> None:
+    kind_bin = tmp_path / "kind"
+    kind_bin.write_text("#!/bin/sh\n")
+    kind_bin.chmod(0o755)
+    values = {
+        "canary_kubeconfig": ("command line --kubeconfig", str(tmp_path / "kc")),
+        "canary_kind_bin": ("command line --kind-bin", str(kind_bin)),
+    }
+    options = cluster_options("kind", values)
+    assert isinstance(options, KindOptions)
+    assert options.kubeconfig == str(tmp_path / "kc") and options.kind_path == str(kind_bin)
+    assert options.kube.kubeconfig is None  # the cluster's own, not a kube backend's file
+    kube = cluster_options("kube", values)
+    assert isinstance(kube, KubeOptions) and kube.kubeconfig == str(tmp_path / "kc")
+    with pytest.raises(CanaryConfigError, match=r"not an executable file \(from ini x\)"):
+        cluster_options("kind", {"canary_kubectl_bin": ("ini x", str(tmp_path / "nope"))})
