@@ -7,6 +7,7 @@ import io
 import json
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from pytest_canary.backends import addons
 from pytest_canary.backends.addons import (
     ADDONS,
+    AddonFailure,
     AddonInstaller,
     Downloads,
     Pin,
@@ -201,7 +203,7 @@ def test_istioctl_is_extracted_from_its_tarball(tmp_path: Path) -> None:
 # -- installing, against a fake kubectl ------------------------------------------------------------
 
 FAKE_KUBECTL = """\
-import json, sys
+import json, sys, time
 state_file = {state!r}
 state = json.load(open(state_file))
 args = [a for a in sys.argv[1:] if not a.startswith("--kubeconfig")]
@@ -214,6 +216,9 @@ for rule in state["rules"]:
         json.dump(state, open(state_file, "w"))
         sys.stdout.write(rule.get("out", ""))
         sys.stderr.write(rule.get("err", ""))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(rule.get("sleep", 0))
         sys.exit(rule.get("rc", 0))
 json.dump(state, open(state_file, "w"))
 """
@@ -231,10 +236,19 @@ class FakeKubectl:
         self.save()
 
     def rule(
-        self, match: str, *, out: Any = "", rc: int = 0, err: str = "", times: int = -1
+        self,
+        match: str,
+        *,
+        out: Any = "",
+        rc: int = 0,
+        err: str = "",
+        times: int = -1,
+        sleep: float = 0,
     ) -> None:
         text = out if isinstance(out, str) else json.dumps(out)
-        self.rules.append({"match": match, "out": text, "rc": rc, "err": err, "times": times})
+        self.rules.append(
+            {"match": match, "out": text, "rc": rc, "err": err, "times": times, "sleep": sleep}
+        )
         self.save()
 
     def save(self) -> None:
@@ -250,12 +264,21 @@ def kubectl(tmp_path: Path) -> FakeKubectl:
     return FakeKubectl(tmp_path)
 
 
-def installer(kubectl: FakeKubectl, tmp_path: Path, **overrides: str) -> AddonInstaller:
+def installer(
+    kubectl: FakeKubectl, tmp_path: Path, timeout: float = 5, **overrides: str
+) -> AddonInstaller:
     def no_network(url: str, **_: Any) -> FakeResponse:
         raise AssertionError(f"unexpected download of {url}")
 
     downloads = Downloads(tmp_path, overrides=overrides, get=no_network)
-    return AddonInstaller(str(kubectl.path), tmp_path / "kubeconfig", downloads, timeout=5)
+    return AddonInstaller(
+        str(kubectl.path),
+        tmp_path / "kubeconfig",
+        downloads,
+        timeout=timeout,
+        watch_every=0.2,
+        lasting=1.0,
+    )
 
 
 def test_gateway_api_at_the_pinned_version_is_kept(kubectl: FakeKubectl, tmp_path: Path) -> None:
@@ -382,7 +405,7 @@ def test_install_runs_the_chosen_addons_in_order(
     inst = AddonInstaller("kubectl", tmp_path / "kc", Downloads(tmp_path), progress=lines.append)
     monkeypatch.setattr(inst, "gateway_api", lambda pin: done.append(pin.name))
     monkeypatch.setattr(inst, "ingress_nginx", lambda pin: done.append(pin.name))
-    monkeypatch.setattr(inst, "istio", lambda pin, gateway_node_port: done.append(pin.name))
+    monkeypatch.setattr(inst, "istio", lambda pin: done.append(pin.name))
     inst.install(["istio", "gateway-api"], load_pins(), gateway_node_port=30080)
     assert done == ["gateway-api", "istio"]
     assert lines[0].startswith("gateway-api v1.6.1 ready (")
@@ -390,3 +413,136 @@ def test_install_runs_the_chosen_addons_in_order(
 
 def test_fixtures_are_found_from_the_package() -> None:
     assert (addons.fixtures_dir() / "kind-config.yaml").is_file()
+
+
+# -- failures that explain themselves ----------------------------------------------------------
+
+CONTROLLER_IMAGE = (
+    "registry.k8s.io/ingress-nginx/controller:v1.15.1@sha256:"
+    "594ceea76b01c592858f803f9ff4d2cb40542cae2060410b2c95f75907d659e1"
+)
+PULL_FAILED = (
+    f'Failed to pull image "{CONTROLLER_IMAGE}": failed to pull and unpack image: failed to '
+    "resolve reference: dial tcp: lookup registry.k8s.io on 10.96.0.10:53: no such host"
+)
+
+
+def stuck_controller(reason: str = "ImagePullBackOff") -> dict[str, Any]:
+    """``kubectl get pods -n ingress-nginx -o json`` while the controller image cannot be
+    pulled (kubelet: ErrImagePull, then ImagePullBackOff)."""
+    return {
+        "items": [
+            {
+                "metadata": {
+                    "name": "ingress-nginx-controller-6d9f-x2x",
+                    "namespace": "ingress-nginx",
+                },
+                "status": {
+                    "phase": "Pending",
+                    "containerStatuses": [
+                        {
+                            "name": "controller",
+                            "ready": False,
+                            "restartCount": 0,
+                            "image": CONTROLLER_IMAGE,
+                            "state": {
+                                "waiting": {
+                                    "reason": reason,
+                                    "message": f'Back-off pulling image "{CONTROLLER_IMAGE}"',
+                                }
+                            },
+                        }
+                    ],
+                },
+            }
+        ]
+    }
+
+
+EVENTS = {
+    "items": [
+        {
+            "type": "Normal",
+            "reason": "Pulling",
+            "involvedObject": {"kind": "Pod", "name": "ingress-nginx-controller-6d9f-x2x"},
+            "message": f'Pulling image "{CONTROLLER_IMAGE}"',
+        },
+        {
+            "type": "Warning",
+            "reason": "Failed",
+            "involvedObject": {"kind": "Pod", "name": "ingress-nginx-controller-6d9f-x2x"},
+            "message": PULL_FAILED,
+        },
+    ]
+}
+
+
+def test_an_add_on_pod_in_image_pull_back_off_fails_in_seconds_with_its_event(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    """The controller cannot pull its image: ``kubectl rollout status`` would wait its whole
+    timeout (here 600 s). The install stops at the next look at the pods instead, and the
+    error carries the stuck pod, the warning event and what kubectl printed so far."""
+    manifest = tmp_path / "deploy.yaml"
+    manifest.write_text("kind: List\n")
+    kubectl.rule(
+        "rollout status",
+        out='Waiting for deployment "ingress-nginx-controller" rollout to finish: 0 of 1 '
+        "updated replicas are available...\n",
+        sleep=600,
+    )
+    kubectl.rule("get pods -n ingress-nginx", out=stuck_controller())
+    kubectl.rule("get events -n ingress-nginx", out=EVENTS)
+    inst = installer(kubectl, tmp_path, timeout=600, **{"ingress-nginx": str(manifest)})
+    started = time.monotonic()
+    with pytest.raises(AddonFailure) as caught:
+        inst.install(["ingress-nginx"], load_pins(), gateway_node_port=30080)
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert (
+        message.startswith("installing ingress-nginx: ")
+        and "stopped: a pod of the add-on will not become ready" in message
+    )
+    assert (
+        "pod ingress-nginx-controller-6d9f-x2x: container controller: ImagePullBackOff" in message
+    )
+    assert f"Failed Pod/ingress-nginx-controller-6d9f-x2x: {PULL_FAILED}" in message
+    assert "0 of 1 updated replicas are available" in message  # the tool's own output
+    assert "Pulling image" not in message  # normal events are left out
+
+
+def test_err_image_pull_fails_the_install_only_once_it_lasts(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "deploy.yaml"
+    manifest.write_text("kind: List\n")
+    kubectl.rule("rollout status", sleep=600)
+    kubectl.rule("get pods -n ingress-nginx", out=stuck_controller("ErrImagePull"))
+    kubectl.rule("get events -n ingress-nginx", out=EVENTS)
+    inst = installer(kubectl, tmp_path, timeout=600, **{"ingress-nginx": str(manifest)})
+    started = time.monotonic()
+    with pytest.raises(AddonFailure, match="container controller: ErrImagePull"):
+        inst.install(["ingress-nginx"], load_pins(), gateway_node_port=30080)
+    assert 1.0 <= time.monotonic() - started < 10  # lasting=1 s in this installer
+
+
+def test_a_tool_gets_its_own_timeout_and_its_output_is_kept(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    """kubectl's ``--timeout`` is the installer's; the process is stopped only
+    TOOL_GRACE seconds later, so a kubectl that gives up prints why and that reaches the
+    error."""
+    kubectl.rule(
+        "wait --for=condition=Established",
+        rc=1,
+        err="error: timed out waiting for the condition on customresourcedefinitions/httproutes\n",
+    )
+    crd = {"metadata": {"annotations": {"gateway.networking.k8s.io/bundle-version": "v1.6.1"}}}
+    kubectl.rule("get crd httproutes.gateway.networking.k8s.io", out=crd)
+    inst = installer(kubectl, tmp_path, timeout=7)
+    with pytest.raises(AddonFailure) as caught:
+        inst.install(["gateway-api"], load_pins(), gateway_node_port=30080)
+    message = str(caught.value)
+    assert "--timeout=7s" in message and "failed (exit 1)" in message
+    assert "timed out waiting for the condition on customresourcedefinitions/httproutes" in message
+    assert addons.TOOL_GRACE > 0
