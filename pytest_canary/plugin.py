@@ -56,7 +56,9 @@ CLUSTER_OPTIONS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
         "--canary-kubeconfig",
         "canary_kubeconfig",
         "PATH",
-        "Kubeconfig of --canary-backend=kube (default: $KUBECONFIG or ~/.kube/config).",
+        "Kubeconfig of --canary-backend=kube (default: $KUBECONFIG or ~/.kube/config); with "
+        "kind, the file the cluster's kubeconfig is written to (default: in the cache). "
+        "pytest-kind's --kubeconfig means the same.",
         "store",
     ),
     (
@@ -89,8 +91,17 @@ CLUSTER_OPTIONS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
         "canary_node_address",
         "HOST",
         "Address of a node, to reach the NodePort Services replicas, bluegreen and rolling "
-        "traffic enters (kube; default: a node's ExternalIP or InternalIP).",
+        "traffic enters (kube; default: a node's ExternalIP or InternalIP, which Docker Desktop "
+        "on macOS and Windows does not route: name a host that forwards the NodePorts).",
         "store",
+    ),
+    (
+        "--canary-any-kubernetes-version",
+        "canary_any_kubernetes_version",
+        None,
+        "Run on a cluster outside the Kubernetes versions the pinned add-ons support (checked "
+        "before anything is installed or applied) instead of stopping.",
+        "store_true",
     ),
     (
         "--canary-keep",
@@ -127,22 +138,41 @@ CLUSTER_OPTIONS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
         "--canary-kind-cluster",
         "canary_kind_cluster",
         "NAME",
-        "Name of the kind cluster to create or reuse (default pytest-canary).",
+        "Name of the kind cluster to create or reuse (default pytest-canary). pytest-kind's "
+        "--cluster-name means the same.",
         "store",
     ),
     (
         "--canary-keep-cluster",
         "canary_keep_cluster",
-        None,
-        "Do not delete the kind cluster at the end, to reuse it next session (a cluster this run "
-        "did not create is never deleted).",
-        "store_true",
+        "always|failed|never",
+        "When the kind cluster this run created outlives it: always (the bare flag; reuse it next "
+        "session), failed (the default: only when its setup failed, for inspection) or never. "
+        "A cluster this run did not create, or another run still uses, is never deleted. "
+        "pytest-kind's --keep-cluster means always.",
+        "keep",
     ),
     (
         "--canary-kind-image",
         "canary_kind_image",
         "IMAGE",
-        "kind node image, e.g. kindest/node:v1.35.0 (default: kind's own).",
+        "kind node image of a new cluster (default: the pinned kindest/node:v1.35.0@sha256:...). "
+        "pytest-kind's --kind-image means the same.",
+        "store",
+    ),
+    (
+        "--canary-kind-bin",
+        "canary_kind_bin",
+        "PATH",
+        "The kind binary (default: kind on PATH). pytest-kind's --kind-bin means the same.",
+        "store",
+    ),
+    (
+        "--canary-kubectl-bin",
+        "canary_kubectl_bin",
+        "PATH",
+        "The kubectl binary of the kind backend (default: kubectl on PATH). pytest-kind's "
+        "--kind-kubectl-bin means the same.",
         "store",
     ),
     (
@@ -190,6 +220,19 @@ CLUSTER_OPTIONS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
         "Deadline of kind cluster creation and of each add-on install (default 900).",
         "store",
     ),
+)
+
+
+# pytest-kind's options (visible in pytest --help next to ours): with --canary-backend=kind
+# (and, for --kubeconfig, kube) each means the option of ours it names; never accepted and
+# ignored. (pytest-kind dest, our option dest, pytest-kind's default).
+PYTEST_KIND_ALIASES: tuple[tuple[str, str, Any], ...] = (
+    ("keep_cluster", "canary_keep_cluster", False),
+    ("cluster_name", "canary_kind_cluster", "pytest-kind"),
+    ("kubeconfig", "canary_kubeconfig", None),
+    ("kind_image", "canary_kind_image", None),
+    ("kind_bin", "canary_kind_bin", None),
+    ("kind_kubectl_bin", "canary_kubectl_bin", None),
 )
 
 
@@ -316,7 +359,34 @@ def _cluster_values(config: pytest.Config) -> dict[str, tuple[str, Any]]:
             values[name] = (f"environment {env}", raw.split() if action == "append" else raw)
         elif ini is not None and config.getini(ini) not in (None, [], ""):
             values[name] = (f"ini {ini}", config.getini(ini))
+    backend = _chosen_backend(config)
+    for alias, name, default in PYTEST_KIND_ALIASES if backend != "local" else ():
+        if backend == "kube" and alias != "kubeconfig":
+            continue  # pytest-kind's own kind_cluster fixture reads the rest
+        flag = "--" + alias.replace("_", "-")
+        value = config.getoption(alias, default=default)
+        if value == default and not _given(config, flag):
+            continue
+        ours = values.get(name)
+        if ours is not None and ours[0].startswith("command line") and str(ours[1]) != str(
+            value if value is not True else "always"
+        ):
+            raise CanaryConfigError(
+                f"{flag}={value!r} (pytest-kind) and {ours[0].removeprefix('command line ')}="
+                f"{ours[1]!r} name the same setting with different values: pass one of them"
+            )
+        values[name] = (f"command line {flag} (pytest-kind)", value)
     return values
+
+
+def _given(config: pytest.Config, flag: str) -> bool:
+    """Whether ``flag`` is on the command line (or in addopts), even at its default value."""
+    import shlex
+
+    args = [str(a) for a in config.invocation_params.args]
+    args += shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    args += [str(a) for a in config.getini("addopts") or []]
+    return any(a == flag or a.startswith(flag + "=") for a in args)
 
 
 def _chosen_runtime(config: pytest.Config) -> str:

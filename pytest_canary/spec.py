@@ -94,6 +94,10 @@ class AppImage:
         version_from: how a response says which version answered (see
             ``pytest_canary.apps``): ``VersionFromHeader("X-App-Version")`` (the default),
             ``VersionFromJson("build.version")`` or ``VersionFromRegex(r"Version: (\\S+)")``.
+        run_as_user: the uid the container runs as on a cluster (its pods pass the Pod
+            Security "restricted" profile, which forbids root): None runs the image's own
+            ``USER``, which must then be a numeric uid other than 0 (the sample images run
+            as 65532).
 
     Example:
         >>> from pytest_canary.apps import VersionFromJson
@@ -107,6 +111,7 @@ class AppImage:
     port: int = 8080
     health: str = "/health"
     version_from: VersionReader = field(default_factory=VersionFromHeader)
+    run_as_user: int | None = None
 
     # Docker image reference: [domain[:port]/]path[:tag][@digest] (distribution/reference).
     REFERENCE: ClassVar[re.Pattern[str]] = re.compile(
@@ -173,6 +178,16 @@ class AppImage:
                 health,
                 "must be an HTTP path starting with '/' that answers 200 when the app is "
                 "ready, e.g. '/healthz'",
+            )
+        uid = self.run_as_user
+        if uid is not None and (
+            isinstance(uid, bool) or not isinstance(uid, int) or not 1 <= uid <= 2147483647
+        ):
+            raise _fail(
+                "app.run_as_user",
+                uid,
+                "must be None (the image's own numeric USER) or a uid from 1 to 2147483647 "
+                "(Pod Security 'restricted' forbids root, uid 0)",
             )
         if not isinstance(self.version_from, VERSION_READERS):
             raise _fail(

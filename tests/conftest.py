@@ -26,3 +26,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from pytest_canary.backends.local.runtime import sweep_dead_pod_dirs
 
     sweep_dead_pod_dirs()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Live-cluster tests (``e2e``) run last: they are the slowest and need the most."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

@@ -11,6 +11,25 @@ Manifest = dict[str, Any]
 # Labels every object of a release carries, so a backend can find (and clean up) what it owns.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "pytest-canary"}
 
+SAMPLE_UID = 65532
+"""The uid of the sample images (``USER 65532:65532`` in sample_app/go/Dockerfile,
+Dockerfile.prebuilt and sample_app/python/Dockerfile)."""
+
+
+def pod_security(spec: ReleaseSpec) -> tuple[Manifest, Manifest]:
+    """(pod, container) ``securityContext`` that pass the Pod Security Standards'
+    "restricted" profile (kubernetes.io/docs/concepts/security/pod-security-standards):
+    ``runAsNonRoot: true`` with a numeric ``runAsUser`` (the sample app's uid, or
+    ``app.run_as_user``; else the image's own numeric USER), ``seccompProfile:
+    RuntimeDefault``, ``allowPrivilegeEscalation: false`` and every capability dropped."""
+    pod: Manifest = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    uid = spec.app.run_as_user or (SAMPLE_UID if spec.app.is_sample else None)
+    if uid is not None:
+        pod["runAsUser"] = uid
+        pod["runAsGroup"] = uid
+    container: Manifest = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    return pod, container
+
 
 def pod_labels(spec: ReleaseSpec, version: str, track: str) -> dict[str, str]:
     """Labels of the pods of one workload: the app, its version and its track."""
@@ -44,6 +63,7 @@ def deployment(
     ]
     if spec.canary_error_rate and version == spec.canary:
         env.append({"name": "ERROR_RATE", "value": repr(float(spec.canary_error_rate))})
+    pod_context, container_context = pod_security(spec)
     body: Manifest = {
         "replicas": replicas,
         "selector": {"matchLabels": selector_labels(spec, track)},
@@ -62,8 +82,10 @@ def deployment(
                             "periodSeconds": 1,
                             "failureThreshold": 2,
                         },
+                        "securityContext": container_context,
                     }
                 ],
+                "securityContext": pod_context,
                 "terminationGracePeriodSeconds": 10,
             },
         },

@@ -275,7 +275,8 @@ def test_image_pull_back_off_and_crash_loops_are_terminal_at_once() -> None:
         waiting("c", "ContainerCreating"),
     ]
     assert watch.look(pods) == [
-        'pod a: container controller: ImagePullBackOff (Back-off pulling image "registry.k8s.io/x:v1")',
+        "pod a: container controller: ImagePullBackOff "
+        '(Back-off pulling image "registry.k8s.io/x:v1")',
         "pod b: container controller: CrashLoopBackOff (back-off 10s restarting failed container)",
     ]
 

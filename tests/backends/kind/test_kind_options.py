@@ -90,3 +90,66 @@ def test_the_kubeconfig_option_names_where_kinds_kubeconfig_goes(tmp_path: Path)
     assert isinstance(kube, KubeOptions) and kube.kubeconfig == str(tmp_path / "kc")
     with pytest.raises(CanaryConfigError, match=r"not an executable file \(from ini x\)"):
         cluster_options("kind", {"canary_kubectl_bin": ("ini x", str(tmp_path / "nope"))})
+
+
+# -- through pytest: pytest-kind's options are ours -----------------------------------------------
+
+
+def kind_options_of(pytester: pytest.Pytester, *args: str) -> KindOptions:
+    from pytest_canary.plugin import cluster_options_key
+
+    config = pytester.parseconfigure("--canary-backend=kind", *args)
+    options = config.stash[cluster_options_key]
+    assert isinstance(options, KindOptions)
+    return options
+
+
+def test_pytest_kinds_options_mean_ours_on_the_kind_backend(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    kind_bin = tmp_path / "kind"
+    kind_bin.write_text("#!/bin/sh\n")
+    kind_bin.chmod(0o755)
+    options = kind_options_of(
+        pytester,
+        "--keep-cluster",
+        "--cluster-name=shop-e2e",
+        "--kind-image=kindest/node:v1.34.3",
+        f"--kind-bin={kind_bin}",
+        f"--kubeconfig={tmp_path / 'kc'}",
+    )
+    assert options.keep_cluster == "always"
+    assert options.cluster == "shop-e2e"
+    assert options.node_image == "kindest/node:v1.34.3"
+    assert options.kind_path == str(kind_bin)
+    assert options.kubeconfig == str(tmp_path / "kc")
+
+
+def test_pytest_kinds_default_cluster_name_counts_only_when_given(
+    pytester: pytest.Pytester,
+) -> None:
+    assert kind_options_of(pytester).cluster == "pytest-canary"
+    assert kind_options_of(pytester, "--cluster-name=pytest-kind").cluster == "pytest-kind"
+
+
+def test_the_same_setting_twice_with_different_values_is_refused(
+    pytester: pytest.Pytester,
+) -> None:
+    with pytest.raises(pytest.UsageError) as caught:
+        kind_options_of(pytester, "--cluster-name=a", "--canary-kind-cluster=b")
+    assert "--cluster-name='a' (pytest-kind) and --canary-kind-cluster='b'" in str(caught.value)
+    assert kind_options_of(pytester, "--keep-cluster", "--canary-keep-cluster").keep_cluster == (
+        "always"
+    )
+
+
+def test_pytest_kinds_options_are_in_help_with_their_meaning(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    for line in (
+        "*--canary-keep-cluster=*always|failed|never*",
+        "*kind's --keep-cluster means always.",
+        "*pytest-kind's --cluster-name means the",
+        "*--canary-any-kubernetes-version*",
+        "*--keep-cluster*Keep the Kubernetes kind cluster*",
+    ):
+        result.stdout.fnmatch_lines([line])

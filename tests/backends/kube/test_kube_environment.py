@@ -9,12 +9,9 @@ controllers, a real ingress-nginx or Envoy -- that is the e2e tier at the bottom
 from __future__ import annotations
 
 import copy
-import os
 import re
-import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +21,7 @@ from pytest_canary import manifests
 from pytest_canary.backends.kube import KubeBackend
 from pytest_canary.backends.kube.api import FIELD_MANAGER
 from pytest_canary.backends.kube.keep import KEPT_ROUTING
-from pytest_canary.errors import BackendError, CanaryConfigError, ConvergenceTimeout
+from pytest_canary.errors import BackendError, ConvergenceTimeout
 from pytest_canary.harness import Harness
 from pytest_canary.manifests import Phase
 from pytest_canary.manifests.rolling import PAUSE_AFTER, baseline

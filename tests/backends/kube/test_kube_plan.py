@@ -370,7 +370,7 @@ def test_nginx_promoted_plan_has_one_version_and_no_alternative() -> None:
 
 
 def test_a_release_the_model_answers_with_an_error_page_is_explained() -> None:
-    spec, objects = objects_of(Scenario("x", "nginx", "1.0", "2.0", {"weight": 20}))
+    _, objects = objects_of(Scenario("x", "nginx", "1.0", "2.0", {"weight": 20}))
     with pytest.raises(
         BackendError, match=r"answers a request for host 'other\.host' path '/' itself \(HTTP 404"
     ):

@@ -21,7 +21,6 @@ cluster (none can start here):
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -325,7 +324,7 @@ def test_a_route_left_by_another_namespace_before_ours_does_not_converge() -> No
     its catch-all, built before ours, takes the default requests."""
     leftover = envoy_route(
         [],
-        f"outbound|80|v1|kubeapp.canary-old-12345.svc.cluster.local",
+        "outbound|80|v1|kubeapp.canary-old-12345.svc.cluster.local",
         "/apis/networking.istio.io/v1/namespaces/canary-old-12345/virtual-service/kubeapp",
     )
     dump = config_dump(
@@ -612,7 +611,8 @@ def test_a_class_no_controller_serves_gives_the_signal_up_with_the_reason(
     )
     assert check == Check(True, "ingress-nginx: configuration not readable, skipped")
     assert signals.unavailable["ingress-nginx"].startswith(
-        "no pod of the ingress-nginx controller of IngressClass internal (k8s.io/internal) among the pods"
+        "no pod of the ingress-nginx controller of IngressClass internal (k8s.io/internal) "
+        "among the pods"
     )
 
 
