@@ -368,8 +368,10 @@ def _cluster_values(config: pytest.Config) -> dict[str, tuple[str, Any]]:
         if value == default and not _given(config, flag):
             continue
         ours = values.get(name)
-        if ours is not None and ours[0].startswith("command line") and str(ours[1]) != str(
-            value if value is not True else "always"
+        if (
+            ours is not None
+            and ours[0].startswith("command line")
+            and str(ours[1]) != str(value if value is not True else "always")
         ):
             raise CanaryConfigError(
                 f"{flag}={value!r} (pytest-kind) and {ours[0].removeprefix('command line ')}="

@@ -28,7 +28,7 @@ from pytest_canary.backends.kube.api import (
 from pytest_canary.backends.kube.options import parse_gateway
 from pytest_canary.backends.kube.ready import Readiness
 from pytest_canary.backends.waits import Check
-from pytest_canary.errors import BackendError
+from pytest_canary.errors import BackendError, CanaryConfigError
 from pytest_canary.manifests.rolling import PAUSE_AFTER
 
 APPLY_RANK: dict[str, float] = {
@@ -142,6 +142,35 @@ def api_failure(action: str, exc: BaseException) -> BackendError:
             "include istio and gateway-api)"
         )
     return BackendError(f"{action} failed: {where}{api_error_message(exc)}{hint}")
+
+
+def refuse_unapplicable(api: KubeApi, objects: Sequence[Mapping[str, Any]]) -> None:
+    """Every object must be namespaced and served by the cluster: a cluster-scoped one
+    (IngressClass, GatewayClass, ClusterRole, ...) would outlive the test's namespace and
+    change the cluster for everyone, so it is not applied per test.
+
+    Raises:
+        CanaryConfigError: listing every object that cannot be applied, and why.
+    """
+    problems: list[str] = []
+    for obj in objects:
+        key = key_of(obj)
+        try:
+            rtype = api.resource(str(obj.get("apiVersion", "")), key[1])
+        except BackendError as exc:
+            problems.append(f"  {obj.get('apiVersion')} {describe_key(key)}: {exc}")
+            continue
+        if not rtype.namespaced:
+            problems.append(
+                f"  {obj.get('apiVersion')} {describe_key(key)}: cluster-scoped; it would "
+                "outlive the test's namespace and change the cluster for every test"
+            )
+    if problems:
+        raise CanaryConfigError(
+            f"{len(problems)} object(s) of your manifests cannot be applied per test on "
+            f"this cluster:\n" + "\n".join(problems) + "\nInstall cluster-wide objects "
+            "once (they are part of the cluster) and remove them from the paths given."
+        )
 
 
 class Applier:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from pytest_canary.apps import VersionReader
 from pytest_canary.backends import waits
 from pytest_canary.backends.base import Diagnostics, Entry, Environment
 from pytest_canary.backends.kube import diagnostics as diagnostics_module
-from pytest_canary.backends.kube.api import Key, api_error_message, describe_key, key_of
+from pytest_canary.backends.kube.api import Key, KubeApi, api_error_message, key_of
 from pytest_canary.backends.kube.apply import (
     ROUTING_RANK,
     Applier,
@@ -25,12 +25,14 @@ from pytest_canary.backends.kube.apply import (
     api_failure,
     app_label,
     rank,
+    refuse_unapplicable,
 )
 from pytest_canary.backends.kube.converge import Convergence, EntryProbe
-from pytest_canary.backends.kube.entry import EntryServices, gateway_address, slug
+from pytest_canary.backends.kube.entry import EntryPoints, EntryServices, gateway_address, slug
 from pytest_canary.backends.kube.hosts import routed_hosts
 from pytest_canary.backends.kube.keep import set_routing_aside
 from pytest_canary.backends.kube.namespace import MESH_GROUPS, namespace_for, namespace_object
+from pytest_canary.backends.kube.options import KubeOptions
 from pytest_canary.backends.kube.plan import (
     Dataplane,
     DataplanePlan,
@@ -40,18 +42,51 @@ from pytest_canary.backends.kube.plan import (
 )
 from pytest_canary.backends.kube.ready import Readiness
 from pytest_canary.backends.kube.signals import (
-    GATEWAY_NAME_LABEL,
-    PodSet,
-    label_selector,
-    nginx_controller_pods,
+    ConfigSignals,
+    PodsOf,
+    controller_pods_of,
+    gateway_pods_of,
     pod_ready,
 )
-from pytest_canary.errors import BackendError, CanaryConfigError
+from pytest_canary.backends.kube.sweep import LeaseRenewer
+from pytest_canary.backends.owner import Owner
+from pytest_canary.errors import BackendError
 from pytest_canary.manifests import Manifest
 from pytest_canary.spec import ReleaseSpec
 
-if TYPE_CHECKING:
-    from pytest_canary.backends.kube.backend import KubeBackend
+
+class Session(Protocol):
+    """What an environment uses of the session's backend
+    (:class:`~pytest_canary.backends.kube.backend.KubeBackend`)."""
+
+    api: KubeApi
+    options: KubeOptions
+    entry_points: EntryPoints
+    run_id: str
+    owner: Owner
+    lease_seconds: float
+    signals: ConfigSignals
+    leases: LeaseRenewer
+    kept: list[str]
+
+    def opened(self, env: KubeEnvironment) -> None:
+        """The environment created its namespace."""
+
+    def closed(self, env: KubeEnvironment) -> None:
+        """The environment was closed."""
+
+    def prepare(self, objects: Sequence[Mapping[str, Any]]) -> None:
+        """Called before objects are applied."""
+
+    def gateway_selector(self) -> dict[str, str] | None:
+        """Pod selector of the shared gateway Service."""
+
+    def hold_hosts(self, hosts: Iterable[str], owner: str) -> list[Any]:
+        """Locks on virtual hosts."""
+
+    def node_endpoint(self, node_port: int) -> tuple[str, int]:
+        """(host, port) reaching a nodePort."""
+
 
 SERVICE_ENTRY_STRATEGIES = ("replicas", "bluegreen", "rolling")
 """Strategies whose traffic enters through a NodePort Service (kube-proxy)."""
@@ -60,7 +95,7 @@ SERVICE_ENTRY_STRATEGIES = ("replicas", "bluegreen", "rolling")
 class KubeEnvironment(Environment):
     """One test's namespace on a cluster. Created lazily on the first apply."""
 
-    def __init__(self, backend: KubeBackend, test_name: str) -> None:
+    def __init__(self, backend: Session, test_name: str) -> None:
         self.backend = backend
         self.api = backend.api
         self.options = backend.options
@@ -429,28 +464,7 @@ class KubeEnvironment(Environment):
         return dataclasses.replace(plan, routes=routes)
 
     def _check_applicable(self, objects: Sequence[Manifest]) -> None:
-        """Every object must be namespaced and served by the cluster: a cluster-scoped one
-        (IngressClass, GatewayClass, ClusterRole, ...) would outlive the test's namespace and
-        change the cluster for everyone, so it is not applied per test."""
-        problems: list[str] = []
-        for obj in objects:
-            key = key_of(obj)
-            try:
-                rtype = self.api.resource(str(obj.get("apiVersion", "")), key[1])
-            except BackendError as exc:
-                problems.append(f"  {obj.get('apiVersion')} {describe_key(key)}: {exc}")
-                continue
-            if not rtype.namespaced:
-                problems.append(
-                    f"  {obj.get('apiVersion')} {describe_key(key)}: cluster-scoped; it would "
-                    "outlive the test's namespace and change the cluster for every test"
-                )
-        if problems:
-            raise CanaryConfigError(
-                f"{len(problems)} object(s) of your manifests cannot be applied per test on "
-                f"this cluster:\n" + "\n".join(problems) + "\nInstall cluster-wide objects "
-                "once (they are part of the cluster) and remove them from the paths given."
-            )
+        refuse_unapplicable(self.api, objects)
 
     # -- data plane -----------------------------------------------------------------------
 
@@ -507,43 +521,15 @@ class KubeEnvironment(Environment):
 
         self.convergence.await_plan(entry, plan, probe, signals, hold_for_nginx=hold, **options)
 
-    def _controller_pods(self, objects: Sequence[Mapping[str, Any]]) -> Any:
-        """The ingress-nginx controller pods serving the first Ingress of ``objects``."""
-        ingress = next((o for o in objects if key_of(o)[1] == "Ingress"), None)
-        if ingress is None:
-            return None
-        return lambda: nginx_controller_pods(self.api, ingress)
+    def _controller_pods(self, objects: Sequence[Mapping[str, Any]]) -> PodsOf | None:
+        return controller_pods_of(self.api, objects)
 
-    def _gateway_pods(self, objects: Sequence[Mapping[str, Any]], dataplane: Dataplane) -> Any:
-        """The gateway pods that serve the release's Gateway: the shared gateway's
-        (``--canary-gateway``), the pods an Istio Gateway selects, or the Deployment Istio
-        creates for a Gateway API Gateway."""
-        namespace, _, name = dataplane.name.partition("/")
-        shared = self.backend.gateway_selector()
-        if dataplane.kind == "gateway" and shared is None:
-            return lambda: PodSet(
-                f"the gateway Deployment Istio created for Gateway {namespace}/{name}",
-                f"{GATEWAY_NAME_LABEL}={name}",
-                namespace,
-                "istio-proxy",
-            )
-        if shared is not None:
-            selector = dict(shared)
-            what = f"the gateway Service {self.options.gateway}"
-        else:
-            gateway = next(
-                (
-                    o
-                    for o in objects
-                    if key_of(o)[:2] == ("networking.istio.io", "Gateway") and key_of(o)[2] == name
-                ),
-                None,
-            )
-            selector = dict(((gateway or {}).get("spec") or {}).get("selector") or {})
-            what = f"the pods Istio Gateway {namespace}/{name} selects"
-        if not selector:
-            return None
-        return lambda: PodSet(what, label_selector(selector), None, "istio-proxy")
+    def _gateway_pods(
+        self, objects: Sequence[Mapping[str, Any]], dataplane: Dataplane
+    ) -> PodsOf | None:
+        return gateway_pods_of(
+            objects, dataplane, self.backend.gateway_selector(), self.options.gateway
+        )
 
     # -- diagnostics ----------------------------------------------------------------------
 

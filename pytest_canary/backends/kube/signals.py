@@ -50,6 +50,7 @@ from typing import Any
 from pytest_canary.backends import waits
 from pytest_canary.backends.kube.api import KubeApi, api_error_message
 from pytest_canary.backends.kube.plan import (
+    Dataplane,
     DataplanePlan,
     EnvoyHeader,
     EnvoyRouteWant,
@@ -194,6 +195,58 @@ def nginx_controller_pods(api: KubeApi, ingress: Mapping[str, Any]) -> PodSet:
         return flags is not None and serves(flags, ingress, class_controller)
 
     return PodSet(what, INGRESS_NGINX_PODS, None, "controller", keep)
+
+
+PodsOf = Callable[[], PodSet]
+"""Finds the pods of a data plane when asked (each look: pods come and go)."""
+
+
+def controller_pods_of(api: KubeApi, objects: Sequence[Mapping[str, Any]]) -> PodsOf | None:
+    """The ingress-nginx controller pods serving the first Ingress of ``objects`` (None: no
+    Ingress)."""
+    ingress = next((o for o in objects if o.get("kind") == "Ingress"), None)
+    if ingress is None:
+        return None
+    return lambda: nginx_controller_pods(api, ingress)
+
+
+def gateway_pods_of(
+    objects: Sequence[Mapping[str, Any]],
+    dataplane: Dataplane,
+    shared_selector: Mapping[str, str] | None,
+    shared: str | None,
+) -> PodsOf | None:
+    """The gateway pods serving the release's Gateway (``dataplane.name``): the shared
+    gateway Service's (``--canary-gateway``: ``shared``, whose pods ``shared_selector``
+    selects), the pods an Istio Gateway selects, or the Deployment Istio creates for a
+    Gateway API Gateway. None when no pods can be told."""
+    namespace, _, name = dataplane.name.partition("/")
+    if dataplane.kind == "gateway" and shared_selector is None:
+        return lambda: PodSet(
+            f"the gateway Deployment Istio created for Gateway {namespace}/{name}",
+            f"{GATEWAY_NAME_LABEL}={name}",
+            namespace,
+            "istio-proxy",
+        )
+    if shared_selector is not None:
+        selector = dict(shared_selector)
+        what = f"the gateway Service {shared}"
+    else:
+        gateway = next(
+            (
+                o
+                for o in objects
+                if o.get("kind") == "Gateway"
+                and str(o.get("apiVersion", "")).startswith("networking.istio.io/")
+                and (o.get("metadata") or {}).get("name") == name
+            ),
+            None,
+        )
+        selector = dict(((gateway or {}).get("spec") or {}).get("selector") or {})
+        what = f"the pods Istio Gateway {namespace}/{name} selects"
+    if not selector:
+        return None
+    return lambda: PodSet(what, label_selector(selector), None, "istio-proxy")
 
 
 def label_selector(labels: Mapping[str, str]) -> str:
