@@ -450,6 +450,59 @@ def test_virtual_services_bound_to_one_gateway_and_host_are_merged_in_creation_o
     assert version_of(routed(config, request("foo.bar", "/b"), gateway=GATEWAY)) == "v1"
 
 
+def test_catch_all_routes_of_merged_virtual_services_go_last_at_the_gateway() -> None:
+    """pilot/pkg/networking/core/gateway.go ``buildGatewayHTTPRouteConfig`` ->
+    route.go ``SortVHostRoutes``: at a gateway the catch-all routes of every merged
+    VirtualService move behind the others, so an older VirtualService's catch-all does not
+    shadow a newer one's header route."""
+    older = virtual_service(
+        [{"route": [to("v1")]}], name="older", hosts=("foo.bar",), gateways=(GATEWAY,)
+    )
+    newer = virtual_service(
+        [{"match": [{"headers": {"x-beta": {"exact": "yes"}}}], "route": [to("v2")]}],
+        name="newer",
+        hosts=("foo.bar",),
+        gateways=(GATEWAY,),
+    )
+    config = istio.load([service("kubeapp"), destination_rule(), ingress_gateway(), older, newer])
+    beta = request("foo.bar", "/", {"x-beta": "yes"})
+    assert version_of(routed(config, beta, gateway=GATEWAY)) == "v2"
+    assert version_of(routed(config, request("foo.bar", "/"), gateway=GATEWAY)) == "v1"
+    table = config.gateway_table(GATEWAY, "foo.bar")
+    assert not isinstance(table, Refusal)
+    assert [(e.route.virtual_service, e.catch_all) for e in table] == [
+        ("newer", False),
+        ("older", True),
+    ]
+
+
+def test_nothing_after_a_catch_all_route_reaches_the_proxy() -> None:
+    """route.go ``BuildHTTPRoutesForVirtualService``: routes after a catch-all are never
+    sent (they could never match)."""
+    vs = virtual_service(
+        [
+            {"route": [to("v1")]},
+            {"match": [{"headers": {"x-beta": {"exact": "yes"}}}], "route": [to("v2")]},
+        ],
+        hosts=("foo.bar",),
+        gateways=(GATEWAY,),
+    )
+    config = istio.load([service("kubeapp"), destination_rule(), ingress_gateway(), vs])
+    table = config.gateway_table(GATEWAY, "foo.bar")
+    assert not isinstance(table, Refusal) and len(table) == 1
+
+
+def test_outcomes_are_the_shares_route_draws_from() -> None:
+    vs = virtual_service(
+        [{"route": [to("v1", 30), to("v2", 10), to("v3", 0)]}],
+        hosts=("foo.bar",),
+        gateways=(GATEWAY,),
+    )
+    config = istio.load([service("kubeapp"), destination_rule(), ingress_gateway(), vs])
+    outcomes = config.outcomes(request("foo.bar", "/"), gateway=GATEWAY)
+    assert [(version_of(d), share) for d, share in outcomes] == [("v1", 0.75), ("v2", 0.25)]
+
+
 def test_in_the_mesh_the_oldest_of_conflicting_virtual_services_is_used() -> None:
     newer = virtual_service([{"route": [to("v3")]}], name="newer")
     config = mesh([{"route": [to("v2")]}], newer)

@@ -339,3 +339,23 @@ def test_ingress_without_class_is_watched() -> None:
 def test_first_ingress_wins_a_duplicate_location() -> None:
     objects = [ingress("old", "first"), ingress("new", "second")]
     assert service_of(route(objects)) == "first"
+
+
+def test_reachable_covers_both_sides_of_the_weight_draw() -> None:
+    """balancer.lua ``math.random(total) <= weight`` is monotone in the draw: its lowest and
+    highest draws reach every side a request can go to, and no more."""
+    from pytest_canary.dataplane import nginx as model
+    from pytest_canary.dataplane.request import Destination, RoutedRequest
+    from pytest_canary.manifests import Phase, render
+    from pytest_canary.spec import build_spec
+
+    def sides(**knobs: object) -> set[str]:
+        objects = render(build_spec("nginx", "1.0", "2.0", **knobs), Phase.CANARY)
+        reached = model.load(objects).reachable(RoutedRequest.build("foo.bar", "/"))
+        return {d.service for d in reached if isinstance(d, Destination)}
+
+    assert sides(weight=0) == {"kubeapp-stable"}
+    assert sides(weight=1) == {"kubeapp-stable", "kubeapp-canary"}
+    assert sides(weight=99) == {"kubeapp-stable", "kubeapp-canary"}
+    assert sides(weight=100) == {"kubeapp-canary"}
+    assert sides(weight=100, weight_total=1000) == {"kubeapp-stable", "kubeapp-canary"}

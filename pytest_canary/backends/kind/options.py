@@ -81,9 +81,10 @@ class KindOptions:
             "failed": "deleted at the end if created by this run (kept if its setup fails)",
             "never": "deleted at the end if created by this run",
         }[self.keep_cluster]
+        image = (self.node_image or addons.load_kind_pin().node_image).split("@")[0]
         return (
-            f"cluster {self.cluster}, {keep}; add-ons {', '.join(self.addons) or 'none'}; "
-            f"keep namespaces {self.kube.keep}"
+            f"cluster {self.cluster} ({image} if created), {keep}; add-ons "
+            f"{', '.join(self.addons) or 'none'}; keep namespaces {self.kube.keep}"
         )
 
 
