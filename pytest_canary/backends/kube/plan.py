@@ -362,8 +362,8 @@ def _nginx_plan(
             routes.append(forced)
     # Other virtual hosts of the same objects (a canary on its own host).
     for other in config.servers:
-        if other in (nginx_model.DEFAULT_SERVER, host):
-            continue
+        if other in (nginx_model.DEFAULT_SERVER, host) or other.startswith("*"):
+            continue  # a wildcard server has no one Host to send
         forced = route(f"Host: {other}", {"Host": other}, other)
         if isinstance(forced, Route):
             routes.append(forced)
