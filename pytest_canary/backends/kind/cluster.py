@@ -287,6 +287,10 @@ def setup_cluster(
         return handle
 
 
+class SetupLockBusy(BackendError):
+    """Another session holds a cluster's setup lock past the deadline."""
+
+
 def cluster_home(cache_dir: str | Path, name: str) -> Path:
     """Where a cluster's config, kubeconfig and setup lock live in the cache."""
     return Path(cache_dir) / "clusters" / name
@@ -308,7 +312,7 @@ def setup_lock(
         try:
             lock.acquire(timeout=timeout)
         except filelock.Timeout:
-            raise BackendError(
+            raise SetupLockBusy(
                 f"another session kept kind cluster {name}'s setup lock for "
                 f"{timeout:.0f}s ({lock.lock_file})"
             ) from None
@@ -530,16 +534,19 @@ def delete_cluster(
         return False
     if not force:
         # Under the setup lock: a session joining the cluster records itself under it.
-        with setup_lock(cluster_home(handle.cache_dir, handle.name), handle.name, 120.0):
-            others = _other_users(handle, run_id)
-            if others:
-                progress(
-                    f"kind cluster {handle.name} is not deleted: {', '.join(others)} still "
-                    f"uses it; delete it when done: kind delete cluster --name {handle.name}"
-                )
-                return False
-            _delete(handle, progress)
-        return True
+        try:
+            with setup_lock(cluster_home(handle.cache_dir, handle.name), handle.name, 120.0):
+                others = _other_users(handle, run_id)
+                if not others:
+                    _delete(handle, progress)
+                    return True
+        except SetupLockBusy:  # another session is setting the cluster up: it will use it
+            others = ["a session setting it up"]
+        progress(
+            f"kind cluster {handle.name} is not deleted: {', '.join(others)} still uses it; "
+            f"delete it when done: kind delete cluster --name {handle.name}"
+        )
+        return False
     _delete(handle, progress)
     return True
 

@@ -147,9 +147,11 @@ class KubeEnvironment(Environment):
             self.api.apply(self._namespace_object())
 
     def renew_lease(self) -> None:
-        """Renew this namespace's lease (the whole object: server-side apply)."""
-        if self._created and not self._closed:
-            self._write_namespace()
+        """Renew this namespace's lease (the whole object: server-side apply). Never after
+        :meth:`close` began: an apply to a deleted namespace would create it again."""
+        with self._namespace_lock:
+            if self._created and not self._closed:
+                self.api.apply(self._namespace_object())
 
     def _ensure_namespace(self, objects: Sequence[Mapping[str, Any]]) -> None:
         mesh = any(key_of(o)[0] in MESH_GROUPS for o in objects)
@@ -564,9 +566,10 @@ class KubeEnvironment(Environment):
         return self.options.keep == "always" or (self.options.keep == "failed" and self.failed)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        with self._namespace_lock:  # no lease renewal from here on
+            if self._closed:
+                return
+            self._closed = True
         self.backend.closed(self)
         try:
             if self._created and self.kept:
