@@ -398,3 +398,32 @@ def test_live_kind_cluster_serves_a_weighted_canary() -> None:
         assert "ingress-nginx" not in backend.signals.unavailable, backend.signals.unavailable
     finally:
         backend.close()
+
+
+@pytest.mark.e2e
+def test_live_kind_cluster_serves_istio_and_gateway_api_canaries_with_readable_signals() -> None:
+    """All three add-ons on kind cluster ``pytest-canary-e2e`` (installed if missing): an
+    Istio and a Gateway API canary split as configured, the gateways' Envoy configuration
+    is read from the right pods (no signal given up), and the server runs the pinned
+    Kubernetes version."""
+    reason = live_kind_reason()
+    if reason:
+        pytest.skip(reason)
+    from pytest_canary.harness import Harness
+
+    options = KindOptions(cluster="pytest-canary-e2e", keep_cluster="always")
+    backend = kind_backend.KindBackend.setup(options, run_id="e2e", progress=print)
+    try:
+        version = backend.api.server_version()["gitVersion"]
+        if backend.handle.created:
+            assert version.startswith("v1.35."), version
+        with Harness(backend.environment("test_live_istio")) as canary:
+            canary.deploy("istio", stable="v1", canary="v2", weight=10).expect_split(0.10)
+        with Harness(backend.environment("test_live_gateway")) as canary:
+            release = canary.deploy("gateway", stable="1.0", canary="2.0", weight=20)
+            release.expect_split(0.20)
+            release.promote()
+            release.expect_routed("2.0")
+        assert backend.signals.unavailable == {}, backend.signals.unavailable
+    finally:
+        backend.close()
