@@ -40,7 +40,6 @@ from pytest_canary.backends.local.runtime import (
     RunningPod,
     Runtime,
     RuntimeHandle,
-    process_start_time,
 )
 from pytest_canary.backends.owner import process_start_time
 from pytest_canary.errors import BackendError

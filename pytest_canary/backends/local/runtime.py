@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pytest_canary.backends.owner import process_start_time
 from pytest_canary.errors import BackendError
 
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "sample_app.py"
@@ -147,21 +148,6 @@ def stop_pods(pods: Sequence[RunningPod], grace: float) -> None:
     deadline = time.monotonic() + grace
     for pod in pods:
         pod.stopper.stop(max(0.0, deadline - time.monotonic()))
-
-
-def process_start_time(pid: int) -> str | None:
-    """The start time (clock ticks after boot) of a running process, or None when ``pid``
-    does not run (zombies included). With the pid it identifies one process: pids are
-    recycled, (pid, start time) pairs are not."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the command name, which may itself contain spaces and parentheses.
-    fields = stat.rpartition(")")[2].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return fields[19] if len(fields) > 19 else None
 
 
 def _owner_record(pid: int) -> str:

@@ -448,7 +448,7 @@ def test_a_changed_ingress_nginx_rule_changes_the_plan(monkeypatch: pytest.Monke
     the model's decision replaced by "always the canary", the plan expects only the canary."""
     assert routes_of(plan_of("nginx", weight=20))["default"][1] == {"1.0", "2.0"}
     monkeypatch.setattr(
-        nginx_model, "decide_canary", lambda policy, request, rng: (True, "patched")
+        nginx_model, "decide_canary", lambda policy, request, rng, **_: (True, "patched")
     )
     assert routes_of(plan_of("nginx", weight=20))["default"][1] == {"2.0"}
 
