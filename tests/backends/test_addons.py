@@ -203,24 +203,37 @@ def test_istioctl_is_extracted_from_its_tarball(tmp_path: Path) -> None:
 # -- installing, against a fake kubectl ------------------------------------------------------------
 
 FAKE_KUBECTL = """\
-import json, sys, time
+import json, os, sys, time
 state_file = {state!r}
+
+def save(state):
+    # Atomic: several fake kubectls run at once (the tool and the pod watch).
+    with open(state_file + ".tmp-%d" % os.getpid(), "w") as f:
+        json.dump(state, f)
+    os.replace(f.name, state_file)
+
+def printed(match):
+    return state_file + ".printed-" + "".join(c if c.isalnum() else "_" for c in match)
+
 state = json.load(open(state_file))
 args = [a for a in sys.argv[1:] if not a.startswith("--kubeconfig")]
 line = " ".join(args)
 state["log"].append(line)
 for rule in state["rules"]:
+    if rule.get("after") and not os.path.exists(printed(rule["after"])):
+        continue
     if rule["match"] in line and rule.get("times", 1) != 0:
         if rule.get("times", -1) > 0:
             rule["times"] -= 1
-        json.dump(state, open(state_file, "w"))
+        save(state)
         sys.stdout.write(rule.get("out", ""))
         sys.stderr.write(rule.get("err", ""))
         sys.stdout.flush()
         sys.stderr.flush()
+        open(printed(rule["match"]), "w").close()
         time.sleep(rule.get("sleep", 0))
         sys.exit(rule.get("rc", 0))
-json.dump(state, open(state_file, "w"))
+save(state)
 """
 
 
@@ -244,10 +257,21 @@ class FakeKubectl:
         err: str = "",
         times: int = -1,
         sleep: float = 0,
+        after: str = "",
     ) -> None:
+        """Answer commands containing ``match``; with ``after``, only once a command
+        matching ``after`` has printed its output (no race with a slow fake)."""
         text = out if isinstance(out, str) else json.dumps(out)
         self.rules.append(
-            {"match": match, "out": text, "rc": rc, "err": err, "times": times, "sleep": sleep}
+            {
+                "match": match,
+                "out": text,
+                "rc": rc,
+                "err": err,
+                "times": times,
+                "sleep": sleep,
+                "after": after,
+            }
         )
         self.save()
 
@@ -491,7 +515,10 @@ def test_an_add_on_pod_in_image_pull_back_off_fails_in_seconds_with_its_event(
         "updated replicas are available...\n",
         sleep=600,
     )
-    kubectl.rule("get pods -n ingress-nginx", out=stuck_controller())
+    # The pod turns out stuck once kubectl has said what it waits for (as a real one does
+    # at once); before that the watch sees no pod yet.
+    kubectl.rule("get pods -n ingress-nginx", out=stuck_controller(), after="rollout status")
+    kubectl.rule("get pods -n ingress-nginx", out={"items": []})
     kubectl.rule("get events -n ingress-nginx", out=EVENTS)
     inst = installer(kubectl, tmp_path, timeout=600, **{"ingress-nginx": str(manifest)})
     started = time.monotonic()
