@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from collections.abc import Mapping
@@ -28,8 +29,16 @@ from pytest_canary.errors import CanaryConfigError
 from pytest_canary.pcre import pcre_problem
 from pytest_canary.re2 import re2_problem
 
-Strategy = Literal["replicas", "nginx", "istio", "gateway", "bluegreen", "rolling"]
-STRATEGIES: tuple[str, ...] = ("replicas", "nginx", "istio", "gateway", "bluegreen", "rolling")
+Strategy = Literal["replicas", "nginx", "istio", "gateway", "bluegreen", "rolling", "rollouts"]
+STRATEGIES: tuple[str, ...] = (
+    "replicas",
+    "nginx",
+    "istio",
+    "gateway",
+    "bluegreen",
+    "rolling",
+    "rollouts",
+)
 
 # ingress-nginx internal/ingress/annotations/canary/main.go: header name, header value and
 # cookie name must match this; upstream silently resets a bad value to "", we refuse it.
@@ -68,6 +77,19 @@ STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {
     "gateway": ("weight", "weights", "header", "header_value", "header_match", "replicas"),
     "bluegreen": ("replicas",),
     "rolling": ("replicas", "surge", "unavailable", "pause_after"),
+    "rollouts": (
+        "steps",
+        "traffic",
+        "replicas",
+        "max_surge",
+        "max_unavailable",
+        "canary_ingress_annotations",
+        "additional_ingress_annotations",
+        "managed_routes",
+        "istio_split",
+        "scale_down_delay",
+        "abort_scale_down_delay",
+    ),
 }
 
 # Advice for knobs a strategy cannot express, instead of a bare "not allowed".
@@ -79,6 +101,11 @@ KNOB_ADVICE: dict[tuple[str, str], str] = {
     ("gateway", "header_pattern"): "for Gateway API use header_value=... with header_match='regex'",
     ("istio", "header_pattern"): "for Istio use header_value=... with header_match='regex'",
     ("istio", "cookie"): "for Istio match the Cookie header: header='cookie', header_match='regex'",
+    ("rollouts", "weight"): "Argo Rollouts sets weights in steps, e.g. steps=[{'setWeight': 20}]",
+    ("rollouts", "header"): (
+        "with traffic='nginx' pass additional_ingress_annotations={'canary-by-header': "
+        "'X-Canary'}; with traffic='istio' a setHeaderRoute step and managed_routes"
+    ),
 }
 
 
@@ -236,6 +263,16 @@ class ReleaseSpec:
     surge: int | str = 1
     unavailable: int | str = 0
     pause_after: int | None = None
+    steps: tuple[Mapping[str, Any], ...] = ()
+    traffic: str | None = None
+    max_surge: int | str = "25%"
+    max_unavailable: int | str = "25%"
+    canary_ingress_annotations: Mapping[str, str] | None = None
+    additional_ingress_annotations: Mapping[str, str] | None = None
+    managed_routes: tuple[str, ...] = ()
+    istio_split: str = "subset"
+    scale_down_delay: int | None = None
+    abort_scale_down_delay: int | None = None
     knobs: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -559,6 +596,9 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
                 "(Kubernetes rejects this Deployment)"
             )
 
+    elif strategy == "rollouts":
+        _check_rollouts(values)
+
     for dependent in ("header_value", "header_pattern", "header_match"):
         if dependent in values and "header" not in values:
             raise CanaryConfigError(
@@ -568,6 +608,188 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
     return ReleaseSpec(
         strategy=strategy, stable=stable, canary=canary, knobs=frozenset(routing), **values
     )
+
+
+# -- Argo Rollouts ---------------------------------------------------------------------------
+
+ROLLOUT_TRAFFIC = ("nginx", "istio", None)
+MAX_PAUSE_SECONDS = 3600  # our bound: a test waits for timed pauses
+MAX_ANNOTATIONS = 32
+ANNOTATION_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+# The canary Ingress annotations whose values ingress-nginx checks (canary/main.go).
+NGINX_CHECKED = ("canary-by-header", "canary-by-header-value", "canary-by-cookie")
+# Field names of the Rollout -> our knob names, for messages.
+ROLLOUT_FIELDS = {
+    "maxSurge": "max_surge",
+    "maxUnavailable": "max_unavailable",
+    "trafficRouting.managedRoutes": "managed_routes",
+    "scaleDownDelaySeconds": "scale_down_delay",
+    "abortScaleDownDelaySeconds": "abort_scale_down_delay",
+    "trafficRouting": "traffic",
+    "canaryService": "traffic",
+    "stableService": "traffic",
+}
+
+
+def _rollout_annotations(fld: str, value: object, prefix_free: bool) -> dict[str, str]:
+    if not isinstance(value, Mapping) or len(value) > MAX_ANNOTATIONS:
+        raise _fail(fld, value, f"must map at most {MAX_ANNOTATIONS} annotation names to strings")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not ANNOTATION_KEY.match(key) or len(key) > 253:
+            raise _fail(f"{fld}[{key!r}]", item, "the key must be an annotation name")
+        if not isinstance(item, str) or len(item) > 4096:
+            raise _fail(f"{fld}[{key!r}]", item, "must be a string of at most 4096 characters")
+        short = key.rsplit("/", 1)[-1] if key.startswith("nginx.ingress.kubernetes.io/") else key
+        if prefix_free or key.startswith("nginx.ingress.kubernetes.io/"):
+            if short in ("canary", "canary-weight"):
+                raise _fail(
+                    f"{fld}[{key!r}]",
+                    item,
+                    "the controller always overwrites canary and canary-weight on the canary "
+                    "Ingress (argo-rollouts v1.9.1 rollout/trafficrouting/nginx/nginx.go "
+                    "buildCanaryIngress); set weights with setWeight steps",
+                )
+            if short in NGINX_CHECKED:
+                _nginx_token(f"{fld}[{key!r}]", item)
+            if short == "canary-by-header-pattern":
+                _regex(f"{fld}[{key!r}]", item)
+        out[key] = item
+    return out
+
+
+def _rollout_knob(path: str) -> str:
+    """``spec.strategy.canary.steps[2].pause`` -> ``steps[2].pause`` (knob names)."""
+    rest = path.removeprefix("spec.strategy.canary.").removeprefix("spec.strategy.canary")
+    for field_name, knob in ROLLOUT_FIELDS.items():
+        if rest == field_name or rest.startswith(field_name + "."):
+            return knob + rest[len(field_name) :]
+    return rest
+
+
+def _check_rollouts(values: dict[str, Any]) -> None:
+    """Argo Rollouts knobs, and the canary strategy they make checked as Argo v1.9.1 does
+    (``pytest_canary.rollout_spec``: types.go, validation.go)."""
+    from pytest_canary.rollout_spec import canary_problems, parse_steps, unmodelled
+
+    traffic = values.get("traffic")
+    if traffic not in ROLLOUT_TRAFFIC:
+        raise _fail(
+            "traffic",
+            traffic,
+            "must be 'nginx' (ingress-nginx canary Ingress), 'istio' (VirtualService weights) "
+            "or None (basic canary: the weight becomes replica counts)",
+        )
+    values.setdefault("steps", [])
+    values.setdefault("replicas", 1)
+    for fld in ("max_surge", "max_unavailable"):
+        if fld in values:
+            v = values[fld]
+            if isinstance(v, str):
+                if not re.fullmatch(r"(100|[1-9]?[0-9])%", v):
+                    raise _fail(fld, v, "must be an integer or a percentage such as '25%'")
+            else:
+                _int_in(fld, v, 0, 50, "pods")
+    routed_only = {
+        "scale_down_delay": "scaleDownDelaySeconds",
+        "abort_scale_down_delay": "abortScaleDownDelaySeconds",
+    }
+    for fld, field_name in routed_only.items():
+        if fld not in values:
+            continue
+        if traffic is None:
+            raise _fail(
+                fld,
+                values[fld],
+                f"{field_name} needs traffic routing (traffic='nginx' or 'istio'); a basic "
+                "canary scales old pods down as the steps go (argo-rollouts v1.9.1 "
+                "validation.go InvalidCanaryScaleDownDelay)",
+            )
+    if "scale_down_delay" in values:
+        _int_in(
+            "scale_down_delay",
+            values["scale_down_delay"],
+            1,
+            MAX_PAUSE_SECONDS,
+            "seconds the old ReplicaSet keeps its pods after promotion; with 0 the v1.9.1 "
+            "controller never scales it down (rollout/replicaset.go scaleDownDelayHelper)",
+        )
+    if "abort_scale_down_delay" in values:
+        _int_in(
+            "abort_scale_down_delay",
+            values["abort_scale_down_delay"],
+            0,
+            MAX_PAUSE_SECONDS,
+            "seconds the canary keeps its pods after an abort; 0 keeps them",
+        )
+    for fld in ("canary_ingress_annotations", "additional_ingress_annotations"):
+        if fld in values:
+            if traffic != "nginx":
+                raise _fail(fld, values[fld], "is an ingress-nginx setting: needs traffic='nginx'")
+            values[fld] = _rollout_annotations(
+                fld, values[fld], prefix_free=fld == "additional_ingress_annotations"
+            )
+    if "managed_routes" in values:
+        routes = values["managed_routes"]
+        if traffic != "istio":
+            raise _fail(
+                "managed_routes",
+                routes,
+                "routes the controller adds for setHeaderRoute / setMirrorRoute steps: needs "
+                "traffic='istio'",
+            )
+        if (
+            isinstance(routes, (str, bytes))
+            or not isinstance(routes, (list, tuple))
+            or len(routes) > 16
+            or not all(isinstance(r, str) and DNS_LABEL.match(r) for r in routes)
+        ):
+            raise _fail(
+                "managed_routes",
+                routes,
+                "must be a list of at most 16 route names (lowercase letters, digits, '-')",
+            )
+        values["managed_routes"] = tuple(routes)
+    if "istio_split" in values:
+        if traffic != "istio":
+            raise _fail("istio_split", values["istio_split"], "needs traffic='istio'")
+        if values["istio_split"] not in ("subset", "host"):
+            raise _fail(
+                "istio_split",
+                values["istio_split"],
+                "must be 'subset' (one Service, DestinationRule subsets labelled with the pod "
+                "template hash) or 'host' (a stable and a canary Service)",
+            )
+
+    steps, _ = parse_steps(values["steps"], "steps")
+    for step in steps:
+        if step.kind == "pause" and (step.pause_seconds or 0) > MAX_PAUSE_SECONDS:
+            raise _fail(
+                "steps",
+                step.raw,
+                f"a timed pause is at most {MAX_PAUSE_SECONDS} s here (the test waits for it)",
+            )
+    canary = {
+        "steps": values["steps"],
+        "maxSurge": values.get("max_surge", "25%"),
+        "maxUnavailable": values.get("max_unavailable", "25%"),
+    }
+    if traffic is not None:
+        canary["canaryService"], canary["stableService"] = "canary", "stable"
+        routing: dict[str, Any] = {traffic: {"rendered": True}}
+        if "managed_routes" in values:
+            routing["managedRoutes"] = [{"name": r} for r in values["managed_routes"]]
+        canary["trafficRouting"] = routing
+    problems = canary_problems(canary) + unmodelled(canary)
+    if problems:
+        lines = [f"{_rollout_knob(p.path)}={p.value!r}: {p.message} ({p.rule})" for p in problems]
+        raise CanaryConfigError(
+            "Argo Rollouts would not run these steps as given:\n  " + "\n  ".join(lines)
+        )
+    values["steps"] = tuple(copy.deepcopy(list(values["steps"])))
 
 
 def replace(spec: ReleaseSpec, **changes: Any) -> ReleaseSpec:

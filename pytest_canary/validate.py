@@ -255,7 +255,7 @@ def check_objects(
     count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
     header = (
         f"{count} in the manifests (Kubernetes {schema_version(kubernetes_version)} schemas, "
-        "Istio networking v1, Gateway API v1.6 standard channel):"
+        "Istio networking v1, Gateway API v1.6 standard channel, Argo Rollouts v1.9.1):"
     )
     raise CanaryConfigError("\n".join([header, *(str(problem) for problem in problems)]))
 
@@ -825,6 +825,8 @@ UNCHECKED_SUBTREES: tuple[str, ...] = (
     "DestinationRule trafficPolicy.connectionPool / outlierDetection / tunnel / "
     "proxyProtocol / retryBudget, loadBalancer and tls fields other than simple / mode",
     "metadata / status of every custom kind (metadata uses the Kubernetes ObjectMeta schema)",
+    "Rollout analysis / experiment / plugin steps, blueGreen, and the traffic routers other "
+    "than nginx and Istio (type-checked only)",
 )
 
 # --------------------------------------------------------------------------------------------
@@ -2052,6 +2054,171 @@ def _gateway_address_findings(addresses: list[Any]) -> Iterator[Finding]:
 
 
 # --------------------------------------------------------------------------------------------
+# Argo Rollouts: Rollout (argoproj.io/v1alpha1), the fields of the canary strategy
+# Source: argoproj/argo-rollouts v1.9.1 manifests/crds/rollout-crd.yaml (structural schema,
+# so kubectl's strict field validation refuses unknown fields) and
+# pkg/apis/rollouts/v1alpha1/types.go. The controller's own rules (validation.go) are not the
+# API server's: pytest_canary.rollout_spec has them, the linter reports them.
+# --------------------------------------------------------------------------------------------
+
+ARGO_GROUP = "argoproj.io"
+ARGO_VERSIONS = ("v1alpha1",)
+INT32_MAX = 2**31 - 1
+_INT32 = _int(-(2**31), INT32_MAX)
+_INT_OR_STRING: Schema = {
+    "type": ["integer", "string"],
+    "x-allowed": "an integer or a string (int-or-string)",
+}
+_ARGO_STRING_MATCH = _obj({"exact": _STRING, "prefix": _STRING, "regex": _STRING})
+_ARGO_STEP = _obj(
+    {
+        "setWeight": _INT32,
+        "pause": _obj({"duration": _INT_OR_STRING}),
+        "setCanaryScale": _obj({"weight": _INT32, "replicas": _INT32, "matchTrafficWeight": _BOOL}),
+        "setHeaderRoute": _obj(
+            {
+                "name": _STRING,
+                "match": _arr(
+                    _obj(
+                        {"headerName": _STRING, "headerValue": _ARGO_STRING_MATCH},
+                        required=["headerName", "headerValue"],
+                    )
+                ),
+            }
+        ),
+        "setMirrorRoute": _obj(
+            {
+                "name": _STRING,
+                "match": _arr(
+                    _obj(
+                        {
+                            "method": _ARGO_STRING_MATCH,
+                            "path": _ARGO_STRING_MATCH,
+                            "headers": _map(_ARGO_STRING_MATCH),
+                        }
+                    )
+                ),
+                "percentage": _INT32,
+            },
+            required=["name"],
+        ),
+        # Content not modelled, only type-checked (see UNCHECKED_SUBTREES).
+        "analysis": _ANY_OBJECT,
+        "experiment": _ANY_OBJECT,
+        "plugin": _ANY_OBJECT,
+    }
+)
+_ARGO_VIRTUAL_SERVICE = _obj(
+    {
+        "name": _STRING,
+        "routes": _STRINGS,
+        "tlsRoutes": _arr(_ANY_OBJECT),
+        "tcpRoutes": _arr(_ANY_OBJECT),
+    },
+    required=["name"],
+)
+_ARGO_TRAFFIC_ROUTING = _obj(
+    {
+        "nginx": _obj(
+            {
+                "annotationPrefix": _STRING,
+                "stableIngress": _STRING,
+                "stableIngresses": _STRINGS,
+                "additionalIngressAnnotations": _STRING_MAP,
+                "canaryIngressAnnotations": _STRING_MAP,
+            }
+        ),
+        "istio": _obj(
+            {
+                "virtualService": _ARGO_VIRTUAL_SERVICE,
+                "virtualServices": _arr(_ARGO_VIRTUAL_SERVICE),
+                "destinationRule": _obj(
+                    {
+                        "name": _STRING,
+                        "canarySubsetName": _STRING,
+                        "stableSubsetName": _STRING,
+                        "additionalSubsetNames": _STRINGS,
+                    },
+                    required=["name", "canarySubsetName", "stableSubsetName"],
+                ),
+            }
+        ),
+        "managedRoutes": _arr(_obj({"name": _STRING}, required=["name"])),
+        "maxTrafficWeight": _INT32,
+        **{
+            router: _ANY_OBJECT
+            for router in ("alb", "smi", "ambassador", "appMesh", "traefik", "apisix", "plugins")
+        },
+    }
+)
+_ARGO_CANARY = _obj(
+    {
+        "canaryService": _STRING,
+        "stableService": _STRING,
+        "steps": _arr(_ARGO_STEP),
+        "trafficRouting": _ARGO_TRAFFIC_ROUTING,
+        "maxSurge": _INT_OR_STRING,
+        "maxUnavailable": _INT_OR_STRING,
+        "scaleDownDelaySeconds": _INT32,
+        "scaleDownDelayRevisionLimit": _INT32,
+        "abortScaleDownDelaySeconds": _INT32,
+        "dynamicStableScale": _BOOL,
+        "minPodsPerReplicaSet": _INT32,
+        **{
+            key: _ANY_OBJECT
+            for key in (
+                "analysis",
+                "antiAffinity",
+                "canaryMetadata",
+                "stableMetadata",
+                "pingPong",
+                "replicaProgressThreshold",
+            )
+        },
+    }
+)
+ROLLOUT_SCHEMA = _top_level(
+    "Rollout",
+    [f"{ARGO_GROUP}/{version}" for version in ARGO_VERSIONS],
+    _obj(
+        {
+            "replicas": _int(0, INT32_MAX),
+            "selector": _LABEL_SELECTOR,
+            "template": {"$ref": _K8S_DEFS + "io.k8s.api.core.v1.PodTemplateSpec"},
+            "workloadRef": _ANY_OBJECT,
+            "minReadySeconds": _INT32,
+            "revisionHistoryLimit": _INT32,
+            "paused": _BOOL,
+            "progressDeadlineSeconds": _INT32,
+            "progressDeadlineAbort": _BOOL,
+            "restartAt": _STRING,
+            "rollbackWindow": _obj({"revisions": _INT32}),
+            "analysis": _ANY_OBJECT,
+            "strategy": _obj({"canary": _ARGO_CANARY, "blueGreen": _ANY_OBJECT}),
+        }
+    ),
+)
+
+
+def _rollout_rules(obj: Mapping[str, Any]) -> Iterator[Finding]:
+    """What the API server refuses in a Rollout beyond field types: a pod template the
+    selector does not select (validation.go also checks it, ValidatePodTemplateSpecForReplicaSet
+    'selector does not match template labels')."""
+    spec = _mapping(obj.get("spec"))
+    selector = _mapping(_mapping(spec.get("selector")).get("matchLabels"))
+    labels = _mapping(_mapping(_mapping(spec.get("template")).get("metadata")).get("labels"))
+    if selector and any(labels.get(k) != v for k, v in selector.items()):
+        yield (
+            ("spec", "template", "metadata", "labels"),
+            (f"got {_show(labels)}; selector does not match template labels {_show(selector)}"),
+        )
+    template_meta = _mapping(_mapping(spec.get("template")).get("metadata"))
+    yield from _label_findings(
+        ("spec", "template", "metadata", "labels"), template_meta.get("labels")
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # The table of custom kinds
 # --------------------------------------------------------------------------------------------
 
@@ -2082,4 +2249,5 @@ _CUSTOM_KINDS: dict[tuple[str, str], _CustomKind] = {
     (GATEWAY_GROUP, "GatewayClass"): _CustomKind(
         GATEWAY_VERSIONS, GATEWAY_CLASS_SCHEMA, (_no_rules,)
     ),
+    (ARGO_GROUP, "Rollout"): _CustomKind(ARGO_VERSIONS, ROLLOUT_SCHEMA, (_rollout_rules,)),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pytest_canary.manifests import bluegreen, gateway, istio, nginx, replicas, rolling
+from pytest_canary.manifests import bluegreen, gateway, istio, nginx, replicas, rolling, rollouts
 from pytest_canary.manifests.common import Manifest
 from pytest_canary.manifests.phase import Phase
 from pytest_canary.spec import ReleaseSpec
@@ -18,12 +18,16 @@ RENDERERS: dict[str, Renderer] = {
     "gateway": gateway.render,
     "bluegreen": bluegreen.render,
     "rolling": rolling.render,
+    "rollouts": rollouts.render,
 }
 
 
 # What must run (and be ready) before the canary phase is applied, where the canary phase
 # changes a running workload in place.
-BASELINES: dict[str, Renderer] = {"rolling": lambda spec, _phase: rolling.baseline(spec)}
+BASELINES: dict[str, Renderer] = {
+    "rolling": lambda spec, _phase: rolling.baseline(spec),
+    "rollouts": lambda spec, _phase: rollouts.baseline(spec),
+}
 
 
 def baseline(spec: ReleaseSpec) -> list[Manifest]:
