@@ -95,7 +95,7 @@ CLUSTER_SCOPED = frozenset(
     }
 )
 
-WORKLOAD_KINDS = ("Deployment",)
+WORKLOAD_KINDS = ("Deployment", "Rollout")
 CLUSTER_DOMAIN = "svc.cluster.local"
 # The caps of canary.deploy (spec.py: replicas 1-50 per workload, two workloads): a test
 # starts at most this many pods, whoever wrote the manifests.

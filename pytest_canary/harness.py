@@ -76,7 +76,7 @@ class Harness:
                 f"deploy({strategy!r}, ...): this test already applied your own manifests "
                 "with canary.apply(); use one or the other in a test"
             )
-        release = Release(self, spec)
+        release = _release_class(strategy)(self, spec)
         self.releases.append(release)
         release._apply(Phase.CANARY)
         return release
@@ -178,7 +178,7 @@ class Harness:
                 warnings.warn(lint.FindingWarning(str(finding)), stacklevel=2)
         moved = byo.rewrite_namespace(objects, env.namespace)
         host = host if host is not None else byo.default_host(moved)
-        handle = AppliedManifests(
+        handle = _applied_class(moved, version_label)(
             self,
             moved,
             versions=tuple(dict.fromkeys(versions.values())),
@@ -200,6 +200,7 @@ class Harness:
             version_label=version_label,
             version_from=reader,
         )
+        handle._after_apply()
         return handle
 
     def lint(self, paths: byo.PathsArg) -> list[lint.Finding]:
@@ -815,6 +816,9 @@ class AppliedManifests(TrafficChecks):
 
         return yaml.safe_dump_all(self.objects, sort_keys=False)
 
+    def _after_apply(self) -> None:
+        """Called once the objects are applied and served (Rollouts: wait for a pause)."""
+
     def __repr__(self) -> str:
         where = self._entry.description if self._entry is not None else "not applied"
         return f"<AppliedManifests versions={list(self.versions)} {where}>"
@@ -847,6 +851,32 @@ class AppliedManifests(TrafficChecks):
 
     def _label(self) -> str:
         return "own manifests"
+
+
+def _release_class(strategy: str) -> type[Release]:
+    """The handle of a strategy: Argo Rollouts releases are driven by their controller."""
+    if strategy == "rollouts":
+        from pytest_canary.rollout_release import RolloutRelease
+
+        return RolloutRelease
+    return Release
+
+
+def _applied_class(objects: list[Manifest], version_label: str) -> Callable[..., AppliedManifests]:
+    """The handle of applied manifests: with an Argo ``Rollout``, one that drives it."""
+    rollouts = [o["metadata"]["name"] for o in objects if o.get("kind") == "Rollout"]
+    if not rollouts:
+        return AppliedManifests
+    if len(rollouts) > 1:
+        raise CanaryConfigError(
+            f"{len(rollouts)} Rollouts ({', '.join(rollouts)}) in one canary.apply: apply "
+            "one Rollout per test"
+        )
+    from functools import partial
+
+    from pytest_canary.rollout_release import AppliedRollout
+
+    return partial(AppliedRollout, rollout=rollouts[0], version_label=version_label)
 
 
 def _check_max_error_rate(value: object) -> None:

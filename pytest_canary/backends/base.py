@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from pytest_canary.apps import VersionReader
+from pytest_canary.dataplane.argo_rollouts import RolloutStatus
 from pytest_canary.manifests import Manifest
 from pytest_canary.spec import ReleaseSpec
 from pytest_canary.traffic import Entry
@@ -100,6 +101,44 @@ class Environment(abc.ABC):
     def ready_pods(self, spec: ReleaseSpec) -> dict[str, int]:
         """Ready pods of the release (label ``app: spec.name``) per ``version`` label."""
         raise NotImplementedError(f"{type(self).__name__} cannot count pods")
+
+    # -- Argo Rollouts (the strategy ``rollouts`` and Rollouts in ``canary.apply``) --------
+
+    # Whether this environment runs the Argo Rollouts controller (the rollout_* methods).
+    runs_argo_rollouts: bool = False
+
+    def rollout_status(self, name: str) -> RolloutStatus:
+        """The status the controller last wrote for Rollout ``name``."""
+        raise NotImplementedError(f"{type(self).__name__} does not run Argo Rollouts yet")
+
+    def rollout_command(self, name: str, action: str) -> None:
+        """What ``kubectl argo rollouts <action> <name>`` does: ``promote``,
+        ``promote-full``, ``abort``, ``retry`` or ``undo``."""
+        raise NotImplementedError(f"{type(self).__name__} does not run Argo Rollouts yet")
+
+    def await_rollout(
+        self,
+        name: str,
+        until: Callable[[RolloutStatus], bool],
+        *,
+        what: str,
+        timeout: float,
+    ) -> RolloutStatus:
+        """Return Rollout ``name``'s status once every change made so far was seen by the
+        controller and ``until(status)`` holds.
+
+        Raises:
+            ConvergenceTimeout: after ``timeout`` seconds, naming ``what`` and the last status.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not run Argo Rollouts yet")
+
+    def rollout_versions(self, name: str, version_label: str = "version") -> dict[str, str]:
+        """Pod template hash -> the ``version_label`` of that ReplicaSet's pods."""
+        raise NotImplementedError(f"{type(self).__name__} does not run Argo Rollouts yet")
+
+    def rollout_events(self, name: str) -> list[str]:
+        """What the controller recorded for Rollout ``name`` (for reports)."""
+        return []
 
     def await_dataplane(self, spec: ReleaseSpec, objects: Sequence[Manifest]) -> None:
         """Return once the data plane serves the configuration of ``objects`` (no-op where

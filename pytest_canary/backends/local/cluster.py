@@ -15,12 +15,20 @@ import hashlib
 import json
 import random
 import secrets
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from pytest_canary.backends.base import Diagnostics, Entry, Environment
+from pytest_canary.backends.local.rollouts import (
+    RolloutController,
+    owned_by_rollout,
+)
+from pytest_canary.backends.local.rollouts import (
+    entry_model as rollout_entry_model,
+)
 from pytest_canary.backends.local.router import (
     AccessRecord,
     ConnectionRouter,
@@ -36,6 +44,7 @@ from pytest_canary.backends.local.runtime import (
     stop_pods,
     wait_healthy,
 )
+from pytest_canary.dataplane import argo_rollouts as rollout_model
 from pytest_canary.dataplane import gateway as gateway_model
 from pytest_canary.dataplane import istio as istio_model
 from pytest_canary.dataplane import nginx as nginx_model
@@ -47,7 +56,9 @@ from pytest_canary.spec import SAMPLE_APP, ReleaseSpec
 
 WORKLOAD_KINDS = ("Deployment",)
 # Deletion order: routing first, then Services, then workloads (break after make).
-DELETE_ORDER = {"Deployment": 2, "Service": 1}
+DELETE_ORDER = {"Deployment": 2, "Rollout": 2, "Service": 1}
+# Argo Rollouts: run by the environment's RolloutController (backends/local/rollouts.py).
+ROLLOUT_KIND = rollout_model.KIND
 # Which data-plane model serves a strategy's entry ("model" or "model:gateway name").
 ENTRY_MODEL = {
     "nginx": "nginx",
@@ -175,6 +186,12 @@ class LocalEnvironment(Environment):
         self._loop = loop
         self._rng = rng
         self._store: dict[Key, Manifest] = {}
+        # The store is written by the test thread and the Rollout controller's thread.
+        self.store_lock = threading.RLock()
+        # What was last applied per object: re-applying it unchanged keeps what a controller
+        # wrote since (as server-side apply keeps fields other managers own).
+        self._applied: dict[Key, Manifest] = {}
+        self._rollouts = RolloutController(self)
         self._workloads: dict[str, WorkloadState] = {}
         self._errors = RouterErrors()
         self.access_log: collections.deque[AccessRecord] = collections.deque(maxlen=200)
@@ -201,14 +218,54 @@ class LocalEnvironment(Environment):
     @property
     def pods(self) -> list[RunningPod]:
         """Every pod running now."""
-        return [pod for state in self._workloads.values() for pod in state.pods]
+        pods = [pod for state in list(self._workloads.values()) for pod in list(state.pods)]
+        return pods + self._rollouts.pods
 
     def objects(self) -> list[Manifest]:
         """The applied objects, oldest first."""
-        return list(self._store.values())
+        with self.store_lock:
+            return list(self._store.values())
 
     def _publish(self) -> None:
-        self._snapshot = Snapshot(self.namespace, tuple(self._store.values()), tuple(self.pods))
+        with self.store_lock:
+            self._snapshot = Snapshot(self.namespace, tuple(self._store.values()), tuple(self.pods))
+
+    # What the Rollout controller uses (it reads and writes the store like an API client).
+
+    def publish(self) -> None:
+        """Serve the store's current objects and pods to the routers."""
+        self._publish()
+
+    def store_items(self) -> list[tuple[Key, Manifest]]:
+        """The stored objects by (kind, name); hold :attr:`store_lock` for a consistent view."""
+        with self.store_lock:
+            return list(self._store.items())
+
+    def store_put(self, obj: Manifest) -> None:
+        """Create or replace an object (a controller's write)."""
+        with self.store_lock:
+            self._store[key_of(obj)] = obj
+
+    def store_delete(self, key: Key) -> None:
+        """Delete an object (garbage collection of what a Rollout owned)."""
+        with self.store_lock:
+            if self._store.pop(key, None) is not None:
+                self.events.append(f"deleted {key[0]}/{key[1]} (owner gone)")
+
+    def start_pods_of(self, owner: Manifest, template_hash: str, count: int) -> list[RunningPod]:
+        """Start ``count`` pods of ``owner``'s template (not ready yet)."""
+        return self._start_pods(owner, template_hash, count)
+
+    def stop_pods(self, pods: list[RunningPod]) -> None:
+        """Stop pods already out of the endpoints: SIGTERM, drain, sidecars stopped."""
+        for pod in pods:
+            pod.stopper.terminate()
+        for pod in pods:
+            pod.stop()
+            self.events.append(f"pod {pod.name} stopped")
+            sidecar = self._sidecars.pop(pod.name, None)
+            if sidecar is not None:
+                self._loop.run(sidecar.stop(), timeout=10)
 
     # -- apply ---------------------------------------------------------------------------
 
@@ -216,37 +273,58 @@ class LocalEnvironment(Environment):
         if self._closed:
             raise BackendError(f"environment {self.namespace} is closed")
         wanted = {key_of(o): copy.deepcopy(dict(o)) for o in objects}
-        # 1. workloads: create/update and wait for their pods (make before break).
+        # 1. workloads: create/update and wait for their pods (make before break). A Rollout
+        # goes to its controller, which works on its own thread (waits: await_rollout).
         for key, obj in wanted.items():
             if key[0] in WORKLOAD_KINDS:
-                self._store[key] = obj
+                with self.store_lock:
+                    self._store[key] = obj
                 self._reconcile_deployment(obj)
+            elif key[0] == ROLLOUT_KIND:
+                self._rollouts.apply(obj)
+                with self.store_lock:
+                    self._store[key] = obj
         # 2. Services and routing objects switch together; obsolete routing objects go.
-        for key, obj in wanted.items():
-            if key[0] not in WORKLOAD_KINDS:
+        with self.store_lock:
+            for key, obj in wanted.items():
+                if key[0] in WORKLOAD_KINDS or key[0] == ROLLOUT_KIND:
+                    continue
+                if key in self._store and self._applied.get(key) == obj:
+                    continue  # unchanged: keep what a controller wrote since
                 self._store[key] = obj
-        # Prune what this release applied before and no longer wants; other releases of the
-        # test (another ``app`` label) stay. Objects without an app label (your own
-        # manifests) replace everything.
-        apps = {_app_of(o) for o in wanted.values()}
-        stale = [
-            k
-            for k in self._store
-            if k not in wanted and (None in apps or _app_of(self._store[k]) in apps)
-        ]
-        for key in sorted(stale, key=lambda k: DELETE_ORDER.get(k[0], 0)):
-            if key[0] not in DELETE_ORDER:
-                del self._store[key]
-                self.events.append(f"deleted {key[0]}/{key[1]}")
-        self._publish()
+                self._applied[key] = copy.deepcopy(obj)
+            # Prune what this release applied before and no longer wants; other releases of
+            # the test (another ``app`` label) stay. Objects without an app label (your own
+            # manifests) replace everything. Objects a Rollout owns go with the Rollout.
+            apps = {_app_of(o) for o in wanted.values()}
+            stale = [
+                k
+                for k, o in self._store.items()
+                if k not in wanted
+                and (None in apps or _app_of(o) in apps)
+                and not owned_by_rollout(o)
+            ]
+            for key in sorted(stale, key=lambda k: DELETE_ORDER.get(k[0], 0)):
+                if key[0] not in DELETE_ORDER:
+                    del self._store[key]
+                    self._applied.pop(key, None)
+                    self.events.append(f"deleted {key[0]}/{key[1]}")
+            self._publish()
+        if self._rollouts.names():
+            self._rollouts.resync()  # the controller watches the objects it writes to
         # 3. then Services, then workloads that are no longer wanted.
         for key in sorted(stale, key=lambda k: DELETE_ORDER.get(k[0], 0)):
             if key[0] in DELETE_ORDER:
-                del self._store[key]
-                self.events.append(f"deleted {key[0]}/{key[1]}")
+                with self.store_lock:
+                    del self._store[key]
+                    self._applied.pop(key, None)
+                    self.events.append(f"deleted {key[0]}/{key[1]}")
                 self._publish()
                 if key[0] == "Deployment":
                     self._delete_workload(key[1])
+                elif key[0] == ROLLOUT_KIND:
+                    self._rollouts.delete(key[1])
+                    self._rollouts.flush(timeout=60.0)
 
     def _pod_spec(self, deployment: Manifest, template_hash: str) -> PodSpec:
         template = deployment["spec"]["template"]
@@ -433,13 +511,18 @@ class LocalEnvironment(Environment):
     # -- entry ---------------------------------------------------------------------------
 
     def entry(self, spec: ReleaseSpec) -> Entry:
-        if spec.strategy in CONNECTION_ENTRY:
-            port = self._connection_router(spec.name).port
+        if spec.strategy == "rollouts":
+            kind = rollout_entry_model(spec)
+            if kind is None:  # basic canary: the Service in front of every pod
+                return self._service_entry(spec.name)
+            port = self._http_router(kind).port
             return Entry(
                 url=f"http://127.0.0.1:{port}",
-                per_connection=True,
-                description=f"Service {spec.name} (kube-proxy model) on 127.0.0.1:{port}",
+                host=spec.host,
+                description=f"{kind} model on 127.0.0.1:{port}",
             )
+        if spec.strategy in CONNECTION_ENTRY:
+            return self._service_entry(spec.name)
         kind = ENTRY_MODEL.get(spec.strategy)
         if kind is None:
             raise BackendError(f"the local backend has no entry for strategy {spec.strategy!r}")
@@ -451,16 +534,24 @@ class LocalEnvironment(Environment):
             description=f"{kind} model on 127.0.0.1:{port}",
         )
 
+    def _service_entry(self, service: str) -> Entry:
+        port = self._connection_router(service).port
+        return Entry(
+            url=f"http://127.0.0.1:{port}",
+            per_connection=True,
+            description=f"Service {service} (kube-proxy model) on 127.0.0.1:{port}",
+        )
+
     # -- manifests written by the user (canary.apply) -------------------------------------
 
     understood_kinds = frozenset(
         {"Deployment", "Service", "Ingress", "VirtualService", "DestinationRule", "Gateway"}
-        | {"HTTPRoute", "GatewayClass"}
+        | {"HTTPRoute", "GatewayClass", ROLLOUT_KIND}
     )
 
     def apply_manifests(self, objects: Sequence[Manifest], *, version_label: str) -> None:
         for obj in objects:
-            if obj["kind"] in WORKLOAD_KINDS:
+            if obj["kind"] in WORKLOAD_KINDS or obj["kind"] == ROLLOUT_KIND:
                 self._stand_ins[obj["metadata"]["name"]] = version_label
         self.apply(objects)
 
@@ -545,6 +636,33 @@ class LocalEnvironment(Environment):
 
     def check_health(self) -> None:
         self._errors.raise_first()
+        self._rollouts.check_health()
+
+    # -- Argo Rollouts ---------------------------------------------------------------------
+
+    runs_argo_rollouts = True
+
+    def rollout_status(self, name: str) -> rollout_model.RolloutStatus:
+        return self._rollouts.status(name)
+
+    def rollout_command(self, name: str, action: str) -> None:
+        self._rollouts.command(name, action)
+
+    def await_rollout(
+        self,
+        name: str,
+        until: Callable[[rollout_model.RolloutStatus], bool],
+        *,
+        what: str,
+        timeout: float,
+    ) -> rollout_model.RolloutStatus:
+        return self._rollouts.wait(name, until, what=what, timeout=timeout)
+
+    def rollout_versions(self, name: str, version_label: str = "version") -> dict[str, str]:
+        return self._rollouts.replica_set_versions(name, version_label)
+
+    def rollout_events(self, name: str) -> list[str]:
+        return self._rollouts.events(name)
 
     def diagnostics(self) -> Diagnostics:
         diag = Diagnostics()
@@ -557,6 +675,12 @@ class LocalEnvironment(Environment):
             ),
         )
         diag.add("events", "\n".join(self.events[-40:]))
+        for name in self._rollouts.names():
+            status = self._rollouts.status(name)
+            diag.add(
+                f"Rollout {name} (Argo Rollouts controller model)",
+                f"status: {status.describe()}\n" + "\n".join(self._rollouts.events(name)[-30:]),
+            )
         diag.add("data-plane log", "\n".join([*self._snapshot.dataplane_log(), *self.error_log]))
         diag.add(
             "router access log (last 25)", "\n".join(str(r) for r in list(self.access_log)[-25:])
@@ -570,6 +694,10 @@ class LocalEnvironment(Environment):
             return
         self._closed = True
         errors: list[BaseException] = []
+        try:
+            self._rollouts.close()
+        except BaseException as exc:
+            errors.append(exc)
         for http_router in self._http_routers.values():
             try:
                 self._loop.run(http_router.stop(), timeout=10)
