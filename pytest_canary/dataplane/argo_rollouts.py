@@ -86,6 +86,14 @@ Every rule with its upstream source (repository argoproj/argo-rollouts, tag v1.9
   promote, promote --full, abort and retry (:func:`promote_patch`, :func:`abort_patch`,
   :func:`retry_patch`), undo = the previous revision's template (:func:`undo_target`).
 
+Stated simplification: after an abort with traffic routing, each upstream sync switches the
+canary Service to the canary ReplicaSet (``reconcileStableAndCanaryService``) and back to the
+stable one (``reconcileTrafficRouting``), reading a cached Service in between, so its
+selector flaps from sync to sync while the canary has pods (argoproj/argo-rollouts#3078,
+open). Here a sync's writes are applied together, so the canary Service stays on the stable
+ReplicaSet, as PR #2540 intended; only traffic forced to the canary Service (e.g.
+``canary-by-header``) would see the difference.
+
 Not modelled, stated: analysis / experiment / plugin steps, ``dynamicStableScale``,
 ``minPodsPerReplicaSet``, ``replicaProgressThreshold``, rollback windows, ping-pong,
 ephemeral metadata, ``maxTrafficWeight``, traffic routers other than nginx and Istio,
@@ -1239,6 +1247,7 @@ class _Sync:
         self.prev = status
         self.now = now
         self.rss: dict[str, ReplicaSetState] = {rs.hash: rs for rs in replica_sets}
+        self.original = objects
         self.objects: dict[Key, Manifest] = {k: dict(v) for k, v in objects.items()}
         self.written: dict[Key, Manifest] = {}
         self.events: list[str] = []
@@ -1943,7 +1952,10 @@ class _Sync:
         return Reconciled(
             status=status,
             replica_sets=tuple(sorted(self.rss.values(), key=lambda rs: rs.created)),
-            objects=tuple(self.written.values()),
+            # Net writes only: on an abort with traffic routing the canary Service is
+            # switched to the canary and back to the stable in one sync (see the module
+            # docstring); what stays is the last write.
+            objects=tuple(o for k, o in self.written.items() if self.original.get(k) != o),
             requeue_at=min(future) if future else None,
             events=tuple(self.events),
         )
