@@ -32,6 +32,7 @@ from pytest_canary.byo import (
     pod_template_labels,
     rewrite_namespace,
 )
+from pytest_canary.dataplane import argo_rollouts as rollout_model
 from pytest_canary.dataplane import gateway as gateway_model
 from pytest_canary.dataplane import istio as istio_model
 from pytest_canary.dataplane import nginx as nginx_model
@@ -160,6 +161,21 @@ RULES: dict[str, Rule] = {
             "the Gateway it names (status.parents Accepted=False otherwise); it serves nothing",
         ),
         Rule(
+            "argo-rollout-invalid-spec",
+            "a Rollout the Argo Rollouts controller refuses (condition InvalidSpec, phase "
+            "Degraded): it never starts",
+            "argoproj/argo-rollouts v1.9.1 pkg/apis/rollouts/validation/validation.go "
+            "ValidateRolloutStrategyCanary (see pytest_canary/rollout_spec.py for each rule)",
+        ),
+        Rule(
+            "argo-rollout-routing",
+            "a Rollout whose routing objects make every controller sync fail: it never "
+            "shifts traffic",
+            "argoproj/argo-rollouts v1.9.1 rollout/trafficrouting/nginx/nginx.go "
+            "buildCanaryIngress, rollout/trafficrouting/istio/istio.go ValidateHTTPRoutes, "
+            "rollout/service.go ensureSVCTargets (the controller's error messages)",
+        ),
+        Rule(
             "service-not-found",
             "an Ingress, HTTPRoute or VirtualService sends to a Service that is not in the set",
             "ingress-nginx controller.go serviceEndpoints ('Error obtaining Service "
@@ -239,6 +255,7 @@ def lint(objects: Iterable[Mapping[str, Any]]) -> list[Finding]:
     found += _nginx(items)
     found += _istio(items)
     found += _gateway_api(items)
+    found += _argo_rollouts(items)
     found += _services(items)
     unique: dict[tuple[str, str, str], Finding] = {}
     for finding in found:
@@ -632,6 +649,45 @@ def _gateway_api(objects: list[dict[str, Any]]) -> list[Finding]:
                         )
                     )
     return out
+
+
+# -- Argo Rollouts ------------------------------------------------------------------------
+
+
+def _argo_rollouts(objects: list[dict[str, Any]]) -> list[Finding]:
+    rollouts = [
+        o for o in objects if o.get("kind") == "Rollout" and _group(o) == rollout_model.GROUP
+    ]
+    if not rollouts:
+        return []
+    by_key = {(str(o.get("kind")), _name(o)): o for o in objects}
+    out: list[Finding] = []
+    for obj in rollouts:
+        config = rollout_model.read_rollout(obj)
+        for problem in config.problems:
+            out.append(
+                _finding(
+                    "argo-rollout-invalid-spec",
+                    _ref("Rollout", _name(obj)),
+                    f"{problem.path}={problem.value!r}: {problem.message}; the controller "
+                    "marks the Rollout InvalidSpec (phase Degraded) and never starts it",
+                    f"{problem.rule}",
+                )
+            )
+        for message in rollout_model.routing_problems(config, by_key):
+            out.append(
+                _finding(
+                    "argo-rollout-routing",
+                    _ref("Rollout", _name(obj)),
+                    f"the controller's syncs fail with {message!r}: the Rollout never shifts "
+                    "traffic",
+                )
+            )
+    return out
+
+
+def _group(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("apiVersion", "")).rpartition("/")[0]
 
 
 # -- Services -----------------------------------------------------------------------------

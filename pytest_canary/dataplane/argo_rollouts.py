@@ -2000,6 +2000,52 @@ def _same_status(a: RolloutStatus, b: RolloutStatus) -> bool:
     return a == b
 
 
+# -- what the linter asks ---------------------------------------------------------------------
+
+
+def routing_problems(config: RolloutConfig, objects: Mapping[Key, Mapping[str, Any]]) -> list[str]:
+    """Why the controller's syncs would fail on these objects, before anything runs: a
+    Service, stable Ingress, VirtualService or DestinationRule it names is missing, the
+    stable Ingress has no rule using the stable Service (``buildCanaryIngress``), or a route
+    lacks the canary or stable destination (``ValidateHTTPRoutes``). The messages are the
+    controller's own errors."""
+    found: list[str] = []
+    for name in (config.stable_service, config.canary_service):
+        if name and ("Service", name) not in objects:
+            found.append(f'services "{name}" not found')
+    if config.nginx is not None:
+        for name in config.nginx.stable_ingresses:
+            stable = objects.get(("Ingress", name))
+            if stable is None:
+                found.append(
+                    f"error retrieving stableIngress `{name}` from cache: ingress "
+                    f'"{name}" not found'
+                )
+                continue
+            try:
+                canary_ingress(config, stable, 0)
+            except ReconcileError as exc:
+                found.append(str(exc))
+    if config.istio is not None:
+        if config.istio.destination_rule and (
+            ("DestinationRule", config.istio.destination_rule) not in objects
+        ):
+            found.append(
+                f'destinationrules.networking.istio.io "{config.istio.destination_rule}" not found'
+            )
+        for ref in config.istio.virtual_services:
+            name = ref.name.split(".", 1)[0]
+            vs = objects.get(("VirtualService", name))
+            if vs is None:
+                found.append(f'virtualservices.networking.istio.io "{name}" not found')
+                continue
+            try:
+                virtual_service_with_weight(config, vs, ref, 0)
+            except ReconcileError as exc:
+                found.append(str(exc))
+    return found
+
+
 # -- what a wait expects ---------------------------------------------------------------------
 
 
@@ -2051,6 +2097,7 @@ __all__ = [
     "read_rollout",
     "reconcile",
     "retry_patch",
+    "routing_problems",
     "settled",
     "step_hash",
     "traffic_routed_counts",
