@@ -1247,3 +1247,39 @@ def test_fifty_objects_validate_in_well_under_a_second() -> None:
 
     assert problems == []
     assert elapsed < 1.0
+
+
+# -- Argo Rollouts -----------------------------------------------------------------------------
+
+
+def _rollout(**canary: object) -> dict[str, object]:
+    from pytest_canary import build_spec
+    from pytest_canary.manifests import render
+
+    obj = render(build_spec("rollouts", "1.0", "2.0", steps=[{"setWeight": 20}]))[0]
+    obj["spec"]["strategy"]["canary"].update(canary)
+    return obj
+
+
+def test_rollout_schema_accepts_the_canary_fields_and_checks_the_pod_template() -> None:
+    """argoproj/argo-rollouts v1.9.1 rollout-crd.yaml; the template is a Kubernetes
+    PodTemplateSpec."""
+    assert validate_objects([_rollout(maxSurge="25%", maxUnavailable=0)]) == []
+    broken = _rollout(steps=[{"pause": {"duration": [5]}}, {"setWieght": 1}])
+    broken["spec"]["template"]["spec"]["containers"][0]["image"] = 5
+    assert {(p.path, p.message.split(";")[0]) for p in validate_objects([broken])} == {
+        ("spec.strategy.canary.steps[0].pause.duration", "got list [5]"),
+        (
+            "spec.strategy.canary.steps[1].setWieght",
+            "unknown field 'setWieght' (did you mean 'setWeight'?)",
+        ),
+        ("spec.template.spec.containers[0].image", "got integer 5"),
+    }
+
+
+def test_rollout_selector_must_select_its_template() -> None:
+    obj = _rollout()
+    obj["spec"]["selector"] = {"matchLabels": {"app": "other"}}
+    (problem,) = validate_objects([obj])
+    assert problem.path == "spec.template.metadata.labels"
+    assert "selector does not match template labels" in problem.message

@@ -58,6 +58,40 @@ SPECS: dict[str, ReleaseSpec] = {
         path_type="Exact",
     ),
     "gateway-long": build_spec("gateway", "1.0", LONG_VERSION, name=LONG_NAME),
+    "rollouts-nginx": build_spec(
+        "rollouts",
+        "1.0",
+        "2.0",
+        steps=[{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {"duration": "5s"}}],
+        traffic="nginx",
+        additional_ingress_annotations={"canary-by-header": "X-Canary"},
+        scale_down_delay=2,
+    ),
+    "rollouts-istio": build_spec(
+        "rollouts",
+        "v1",
+        LONG_VERSION,
+        name=LONG_NAME,
+        steps=[
+            {"setWeight": 10},
+            {
+                "setHeaderRoute": {
+                    "name": "hdr",
+                    "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}],
+                }
+            },
+            {"pause": {}},
+        ],
+        traffic="istio",
+        managed_routes=["hdr"],
+        path="/api",
+    ),
+    "rollouts-istio-host": build_spec(
+        "rollouts", "1.0", "2.0", steps=[{"setWeight": 30}], traffic="istio", istio_split="host"
+    ),
+    "rollouts-basic": build_spec(
+        "rollouts", "1.0", "2.0", steps=[{"setWeight": 20}, {"pause": {}}], replicas=5
+    ),
 }
 
 CASES = [
@@ -81,7 +115,10 @@ def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
 
 def services_without_pods(objects: list[Manifest]) -> list[str]:
     """Names of Services whose selector matches no Deployment's pod template."""
-    templates = [d["spec"]["template"]["metadata"]["labels"] for d in kinds(objects, "Deployment")]
+    templates = [
+        d["spec"]["template"]["metadata"]["labels"]
+        for d in kinds(objects, "Deployment") + kinds(objects, "Rollout")
+    ]
     return [
         svc["metadata"]["name"]
         for svc in kinds(objects, "Service")
