@@ -1,0 +1,166 @@
+"""The local backend's Argo Rollouts controller for real: pods per pod template hash,
+Services patched, a background thread that ends timed pauses and scale-down delays, its
+errors re-raised in the test thread, and everything stopped at close."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_canary import BackendError, CanaryConfigError, Harness
+from pytest_canary.backends.base import Entry, Environment
+from pytest_canary.backends.local import LocalBackend
+from pytest_canary.dataplane import argo_rollouts as ar
+from pytest_canary.manifests import Manifest
+from pytest_canary.spec import ReleaseSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOP = ROOT / "suites" / "manifests" / "rollouts" / "shop"
+STEPS: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}]
+
+
+@pytest.fixture
+def backend() -> Iterator[LocalBackend]:
+    b = LocalBackend(seed=5)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def canary(backend: LocalBackend) -> Iterator[Harness]:
+    with Harness(backend.environment("local-rollouts")) as harness:
+        yield harness
+
+
+def test_pods_carry_their_pod_template_hash_and_services_select_it(canary: Harness) -> None:
+    rel = canary.deploy("rollouts", stable="1.0", canary="2.0", steps=STEPS, traffic="nginx")
+    status = rel.status
+    pods = {p.labels["version"]: p.labels[ar.POD_TEMPLATE_HASH] for p in canary.environment.pods}
+    assert pods == {"1.0": status.stable_hash, "2.0": status.canary_hash}
+    services = {
+        o["metadata"]["name"]: o["spec"]["selector"].get(ar.POD_TEMPLATE_HASH)
+        for o in canary.environment.objects()
+        if o["kind"] == "Service"
+    }
+    assert services == {"kubeapp-stable": status.stable_hash, "kubeapp-canary": status.canary_hash}
+    ingresses = [
+        o["metadata"]["name"] for o in canary.environment.objects() if o["kind"] == "Ingress"
+    ]
+    assert ingresses == ["kubeapp", "kubeapp-kubeapp-canary"]
+
+
+def test_timed_pause_ends_on_the_controller_thread(canary: Harness) -> None:
+    """The pause's timer runs without the test: wait_for_pause returns at the next pause."""
+    steps = [{"setWeight": 20}, {"pause": {"duration": 1}}, {"setWeight": 40}, {"pause": {}}]
+    rel = canary.deploy("rollouts", stable="1.0", canary="2.0", steps=steps, traffic="nginx")
+    assert rel.status.step == 1
+    status = rel.wait_for_pause()
+    assert status.step == 3 and status.weight == 40
+    started = status.pause_conditions[0].start_time
+    assert any("completed (pause: 1s)" in e for e in rel.rollout_events())
+    assert started > 0
+
+
+def test_old_pods_stop_after_the_scale_down_delay(canary: Harness) -> None:
+    rel = canary.deploy(
+        "rollouts", stable="1.0", canary="2.0", steps=STEPS, traffic="nginx", scale_down_delay=1
+    )
+    rel.promote(full=True)
+    assert rel.ready_pods() == {"1.0": 1, "2.0": 1}  # the delay keeps the old pods
+    canary.environment.await_rollout(
+        "kubeapp", lambda s: s.replicas == 1, what="with the old pods gone", timeout=30
+    )
+    assert rel.ready_pods() == {"2.0": 1}
+
+
+def test_controller_thread_errors_are_raised_in_the_test_thread(canary: Harness) -> None:
+    """A pod the process runtime cannot start fails in the controller's thread; the next
+    wait (or check_health) raises it in the test thread."""
+    rel = canary.deploy("rollouts", stable="1.0", canary="2.0", steps=STEPS, traffic="nginx")
+    env = canary.environment
+    rollout: Manifest = copy.deepcopy(rel.objects[0])
+    rollout["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example/shop:3"
+    env.apply([rollout, *rel.objects[1:]])
+    with pytest.raises(BackendError, match=re.escape("registry.example/shop:3")):
+        env.await_rollout("kubeapp", lambda s: False, what="never", timeout=30)
+    with pytest.raises(BackendError):
+        env.check_health()
+
+
+def test_a_sync_that_cannot_succeed_fails_the_wait_at_once(canary: Harness) -> None:
+    """The stable Ingress routes elsewhere: every sync fails with nginx.go's error; the wait
+    says so instead of timing out."""
+    rel = canary.deploy("rollouts", stable="1.0", canary="2.0", steps=STEPS, traffic="nginx")
+    objects: list[Manifest] = copy.deepcopy(rel.objects)
+    ingress = next(o for o in objects if o["kind"] == "Ingress")
+    ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "kubeapp-canary"
+    objects[0]["spec"]["template"]["metadata"]["labels"]["version"] = "3.0"
+    canary.environment.apply(objects)
+    with pytest.raises(BackendError, match="has no rules using service kubeapp-stable backend"):
+        canary.environment.await_rollout("kubeapp", lambda s: s.paused, what="paused", timeout=30)
+
+
+def test_close_stops_the_controller_thread_and_every_pod(backend: LocalBackend) -> None:
+    env = backend.environment("local-rollouts-close")
+    harness = Harness(env)
+    harness.deploy("rollouts", stable="1.0", canary="2.0", steps=STEPS, traffic="nginx")
+    pods = list(env.pods)
+    thread = env._rollouts._thread
+    assert len(pods) == 2 and thread is not None and thread.is_alive()
+    harness.close()
+    assert not thread.is_alive()
+    assert not any(p.alive() for p in pods)
+
+
+def test_own_rollout_applied_twice_runs_the_steps(canary: Harness) -> None:
+    """canary.apply of a platform team's Rollout: the first apply runs v1 (initial deploy),
+    applying v2 over it starts the canary and returns at the first pause."""
+    shop = canary.apply([SHOP / "routing.yaml", SHOP / "v1"])
+    assert shop.status.phase == "Healthy"
+    shop = canary.apply([SHOP / "routing.yaml", SHOP / "v2"])
+    status = shop.status
+    assert status.phase == "Paused" and status.step == 1 and status.weight == 10
+    assert (shop.canary_version, shop.stable_version) == ("v2", "v1")
+    shop.expect_routed("v2", headers={"x-beta-user": "yes"})
+
+
+def test_own_rollout_with_unmodelled_steps_is_refused(canary: Harness, tmp_path: Path) -> None:
+    import yaml
+
+    docs = list(yaml.safe_load_all((SHOP / "v2" / "rollout.yaml").read_text()))
+    docs[0]["spec"]["strategy"]["canary"]["steps"].insert(
+        1, {"analysis": {"templates": [{"templateName": "ok"}]}}
+    )
+    (tmp_path / "rollout.yaml").write_text(yaml.safe_dump_all(docs))
+    with pytest.raises(CanaryConfigError, match=r"steps\[1\]\.analysis: an analysis step"):
+        canary.apply([SHOP / "routing.yaml", tmp_path / "rollout.yaml"])
+
+
+class _NoRollouts(Environment):
+    namespace = "elsewhere"
+
+    def __init__(self) -> None:
+        self.applied: list[Manifest] = []
+
+    def apply(self, objects: Any) -> None:
+        self.applied += list(objects)
+
+    def entry(self, spec: ReleaseSpec) -> Entry:
+        raise AssertionError("not reached")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_backend_without_argo_rollouts_says_so_before_applying() -> None:
+    env = _NoRollouts()
+    with Harness(env) as harness, pytest.raises(BackendError, match="does not run Argo Rollouts"):
+        harness.deploy("rollouts", stable="1.0", canary="2.0", steps=STEPS, traffic="nginx")
+    assert env.applied == []
