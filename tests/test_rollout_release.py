@@ -1,0 +1,55 @@
+"""The ``rollouts`` handle through the plugin: a wrong expectation at any step fails with the
+usual table and the report carries the controller's status and events; an expectation that
+spans a step change fails saying so."""
+
+from __future__ import annotations
+
+import pytest
+
+WRONG_AT_STEP_3 = """
+STEPS = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]
+
+def test_argo(canary):
+    rel = canary.deploy("rollouts", stable="1.0", canary="2.0", steps=STEPS, traffic="nginx")
+    rel.expect_split(0.20)
+    rel.promote()
+    rel.expect_split(0.80)
+"""
+
+MOVES_WHILE_SAMPLING = """
+STEPS = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"setWeight": 80}, {"pause": {}}]
+
+def test_argo(canary):
+    rel = canary.deploy("rollouts", stable="1.0", canary="2.0", steps=STEPS, traffic="nginx")
+    # A tolerance of 0.01 needs ~30,000 requests: the 1 s pause ends long before.
+    rel.expect_split(0.20, tolerance=0.01)
+"""
+
+
+def test_wrong_expectation_at_a_step_fails_with_the_table_and_the_rollout_status(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(WRONG_AT_STEP_3)
+    result = pytester.runpytest("--canary-seed=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*canary split expectation FAIL: share of '2.0' is outside [[]0.750, 0.850[]]*",
+            "*version*expected*band*observed*interval*count*",
+            "*2.0*0.800*[[]0.750, 0.850[]]*",
+            "*--- Rollout kubeapp (Argo Rollouts controller model) ---*",
+            "*status: phase Paused (CanaryPauseStep), step 3/4, canary weight 50*",
+            "*RolloutStepCompleted: Rollout step 3/4 completed (setWeight: 50)*",
+        ]
+    )
+
+
+def test_a_step_change_while_sampling_fails_instead_of_mixing_two_splits(
+    pytester: pytest.Pytester,
+) -> None:
+    """The 1 s pause ends while expect_split samples and the weight moves to 80: no verdict
+    can be drawn from requests that saw two splits."""
+    pytester.makepyfile(MOVES_WHILE_SAMPLING)
+    result = pytester.runpytest("--canary-seed=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*RolloutMoved: Rollout kubeapp changed while sampling*"])
