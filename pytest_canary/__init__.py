@@ -12,12 +12,19 @@ from pytest_canary.errors import BackendError, CanaryConfigError, CanaryError, C
 from pytest_canary.harness import AppliedManifests, Harness, Release, Settings, assert_split
 from pytest_canary.lint import Finding, FindingWarning
 from pytest_canary.report import CanaryAssertionError, Verdict
+from pytest_canary.rollout_release import (
+    AppliedRollout,
+    RolloutMoved,
+    RolloutRelease,
+    RolloutStatus,
+)
 from pytest_canary.spec import AppImage, ReleaseSpec, build_spec
 from pytest_canary.traffic import Entry, Sample, Sampler
 
 __all__ = [
     "AppImage",
     "AppliedManifests",
+    "AppliedRollout",
     "BackendError",
     "CanaryAssertionError",
     "CanaryConfigError",
@@ -30,6 +37,9 @@ __all__ = [
     "ManifestWarning",
     "Release",
     "ReleaseSpec",
+    "RolloutMoved",
+    "RolloutRelease",
+    "RolloutStatus",
     "Sample",
     "Sampler",
     "Settings",
