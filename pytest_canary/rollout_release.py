@@ -103,14 +103,8 @@ class RolloutControls:
         step = None
         if config is not None and status is not None:
             step, _ = model.current_step(config, status)
-        if (
-            status is not None
-            and step is not None
-            and step.pause_seconds is not None
-            and status.pause_conditions
-        ):
-            start = status.pause_conditions[0].start_time
-            remaining = max(0.0, start + step.pause_seconds - time.monotonic())
+        if status is not None and step is not None and step.pause_seconds is not None:
+            remaining = float(step.pause_seconds)
         elif config is not None:
             remaining = float(sum(s.pause_seconds or 0 for s in config.steps))
         return SETTLE_TIMEOUT + remaining
@@ -203,16 +197,19 @@ class RolloutControls:
         return (s.weights, s.set_weight, s.stable_rs, s.current_pod_hash, s.abort, s.step)
 
     def _steady(self, call: Callable[[], T]) -> T:
+        """Run an expectation on one step of the Rollout: the backend's timers are held
+        where it can (the local model); a change of the split meanwhile fails it."""
         __tracebackhide__ = True
-        before = self._traffic_state()
-        try:
-            result = call()
-        except AssertionError as exc:
+        with self._environment.hold_rollout_timers():
+            before = self._traffic_state()
+            try:
+                result = call()
+            except AssertionError as exc:
+                if self._traffic_state() != before:
+                    raise self._moved(before) from exc
+                raise
             if self._traffic_state() != before:
-                raise self._moved(before) from exc
-            raise
-        if self._traffic_state() != before:
-            raise self._moved(before)
+                raise self._moved(before)
         return result
 
     def _moved(self, before: tuple[Any, ...]) -> RolloutMoved:

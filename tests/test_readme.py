@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SHOP = ROOT / "suites" / "manifests" / "shop" / "nginx"
+ROLLOUT = ROOT / "suites" / "manifests" / "rollouts" / "shop"
 
 
 def python_blocks() -> list[str]:
@@ -30,6 +31,8 @@ def test_readme_example_passes(pytester: pytest.Pytester, index: int) -> None:
         pytest.skip("needs the user's own image in Docker (--canary-runtime=docker)")
     if "deploy/shop/" in block:  # the README's own-manifests example: the shop example set
         shutil.copytree(SHOP, pytester.path / "deploy" / "shop")
+    if "deploy/rollout/" in block:  # the own-Rollout example: the rollouts example set
+        shutil.copytree(ROLLOUT, pytester.path / "deploy" / "rollout")
     pytester.makepyfile(block)
     result = pytester.runpytest("--canary-seed=11")
     outcomes = result.parseoutcomes()

@@ -17,12 +17,20 @@ def test_argo(canary):
 """
 
 MOVES_WHILE_SAMPLING = """
-STEPS = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"setWeight": 80}, {"pause": {}}]
+import threading
+
+STEPS = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}]
 
 def test_argo(canary):
     rel = canary.deploy("rollouts", stable="1.0", canary="2.0", steps=STEPS, traffic="nginx")
-    # A tolerance of 0.01 needs ~30,000 requests: the 1 s pause ends long before.
-    rel.expect_split(0.20, tolerance=0.01)
+    # Someone else (a CD pipeline) promotes while the test samples: a tolerance of 0.01
+    # needs ~30,000 requests, so the promotion lands in the middle.
+    promote = threading.Timer(0.5, canary.environment.rollout_command, ("kubeapp", "promote"))
+    promote.start()
+    try:
+        rel.expect_split(0.20, tolerance=0.01)
+    finally:
+        promote.cancel()
 """
 
 
@@ -47,7 +55,7 @@ def test_wrong_expectation_at_a_step_fails_with_the_table_and_the_rollout_status
 def test_a_step_change_while_sampling_fails_instead_of_mixing_two_splits(
     pytester: pytest.Pytester,
 ) -> None:
-    """The 1 s pause ends while expect_split samples and the weight moves to 80: no verdict
+    """A promotion lands while expect_split samples and the weight moves to 80: no verdict
     can be drawn from requests that saw two splits."""
     pytester.makepyfile(MOVES_WHILE_SAMPLING)
     result = pytester.runpytest("--canary-seed=1")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -135,6 +137,12 @@ class Environment(abc.ABC):
     def rollout_versions(self, name: str, version_label: str = "version") -> dict[str, str]:
         """Pod template hash -> the ``version_label`` of that ReplicaSet's pods."""
         raise NotImplementedError(f"{type(self).__name__} does not run Argo Rollouts yet")
+
+    def hold_rollout_timers(self) -> AbstractContextManager[None]:
+        """While the block runs, no Rollout timer (timed pause, scale-down delay) runs out,
+        where the backend can hold time (the local model); a cluster's clock runs on, so a
+        pause may end mid-expectation there (``RolloutMoved``)."""
+        return contextlib.nullcontext()
 
     def rollout_events(self, name: str) -> list[str]:
         """What the controller recorded for Rollout ``name`` (for reports)."""

@@ -164,3 +164,15 @@ def test_a_backend_without_argo_rollouts_says_so_before_applying() -> None:
     with Harness(env) as harness, pytest.raises(BackendError, match="does not run Argo Rollouts"):
         harness.deploy("rollouts", stable="1.0", canary="2.0", steps=STEPS, traffic="nginx")
     assert env.applied == []
+
+
+def test_timed_pause_does_not_end_while_an_expectation_samples(canary: Harness) -> None:
+    """The local controller's clock stands still while an expectation samples: a 2 s pause
+    outlasts 5,000 requests (several seconds), then ends as soon as they are done."""
+    steps = [{"setWeight": 20}, {"pause": {"duration": "2s"}}, {"setWeight": 80}, {"pause": {}}]
+    rel = canary.deploy("rollouts", stable="1.0", canary="2.0", steps=steps, traffic="nginx")
+    sample = rel.sample(5000)
+    assert rel.status.step == 1
+    # Binomial(5000, 0.2): sd 28; a second split (80%) in the sample would be far outside.
+    assert abs(sample.counts["2.0"] - 1000) < 170, sample
+    assert rel.wait_for_pause().weight == 80

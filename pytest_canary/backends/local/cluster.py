@@ -17,6 +17,7 @@ import random
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -660,6 +661,9 @@ class LocalEnvironment(Environment):
 
     def rollout_versions(self, name: str, version_label: str = "version") -> dict[str, str]:
         return self._rollouts.replica_set_versions(name, version_label)
+
+    def hold_rollout_timers(self) -> AbstractContextManager[None]:
+        return self._rollouts.hold_timers()
 
     def rollout_events(self, name: str) -> list[str]:
         return self._rollouts.events(name)

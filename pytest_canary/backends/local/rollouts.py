@@ -24,10 +24,11 @@ thread): that is at ``close``, which stops them anyway.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,10 @@ class RolloutController:
         self._error: BaseException | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # The controller's clock (see hold_timers): wall time minus the time timers were held.
+        self._held = 0
+        self._held_since = 0.0
+        self._held_total = 0.0
 
     # -- what the environment asks -------------------------------------------------------------
 
@@ -160,6 +165,35 @@ class RolloutController:
             raise BackendError(
                 f"the Argo Rollouts controller of {self._env.namespace} failed: {self._error!r}"
             ) from self._error
+
+    # -- the controller's clock -------------------------------------------------------------
+
+    def now(self) -> float:
+        """The controller's clock: monotonic time that stands still while timers are held."""
+        with self._lock:
+            return self._now_locked()
+
+    def _now_locked(self) -> float:
+        now = time.monotonic() - self._held_total
+        return now - (time.monotonic() - self._held_since) if self._held else now
+
+    @contextlib.contextmanager
+    def hold_timers(self) -> Iterator[None]:
+        """Stop the controller's clock while the block runs: a timed pause or a scale-down
+        delay does not run out meanwhile (an expectation samples one step of the Rollout);
+        commands and pods becoming ready are still handled."""
+        with self._lock:
+            if self._held == 0:
+                self._held_since = time.monotonic()
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= 1
+                if self._held == 0:
+                    self._held_total += time.monotonic() - self._held_since
+                self._wake.notify_all()
 
     # -- commands (test thread) ------------------------------------------------------------
 
@@ -351,14 +385,16 @@ class RolloutController:
                 self._changed.notify_all()
 
     def _due(self) -> bool:
-        now = time.monotonic()
+        if self._held:
+            return False
+        now = self._now_locked()
         return any(s.wake_at is not None and s.wake_at <= now for s in self._rollouts.values())
 
     def _sleep_for(self) -> float | None:
         times = [s.wake_at for s in self._rollouts.values() if s.wake_at is not None]
-        if not times:
-            return None
-        return max(0.0, min(times) - time.monotonic()) + 0.005
+        if not times or self._held:
+            return None  # woken by a command, or when the timers are released
+        return max(0.0, min(times) - self._now_locked()) + 0.005
 
     def _drive(self, state: RolloutState) -> None:
         """Sync until the model changes nothing and no started pod is left to become ready."""
@@ -369,7 +405,7 @@ class RolloutController:
                 objects = {
                     key: obj for key, obj in self._env.store_items() if key[0] in ROUTING_KINDS
                 }
-            result = model.reconcile(config, state.status, observed, objects, time.monotonic())
+            result = model.reconcile(config, state.status, observed, objects, self.now())
             state.events.extend(result.events)
             settled = model.settled(result, state.status, observed)
             self._apply(state, config, result)
