@@ -16,7 +16,8 @@ from pytest_canary.errors import CanaryConfigError
 MODELS = (
     "ingress-nginx controller-v1.15.1 canary rules, Istio 1.30 VirtualService/DestinationRule "
     "routing (gateway and sidecars), Gateway API v1.6.1 HTTPRoute, kube-proxy per-connection "
-    "balancing, the Deployment controller's rolling update"
+    "balancing, the Deployment controller's rolling update, the Argo Rollouts v1.9.1 controller "
+    "(canary)"
 )
 # How pods run: name -> what the report header says.
 RUNTIMES: dict[str, str] = {
