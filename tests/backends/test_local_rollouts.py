@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_canary import BackendError, CanaryConfigError, Harness
+from pytest_canary import BackendError, CanaryConfigError, ConvergenceTimeout, Harness
 from pytest_canary.backends.base import Entry, Environment
 from pytest_canary.backends.local import LocalBackend
 from pytest_canary.dataplane import argo_rollouts as ar
@@ -166,13 +166,14 @@ def test_a_backend_without_argo_rollouts_says_so_before_applying() -> None:
     assert env.applied == []
 
 
-def test_timed_pause_does_not_end_while_an_expectation_samples(canary: Harness) -> None:
-    """The local controller's clock stands still while an expectation samples: a 2 s pause
-    outlasts 5,000 requests (several seconds), then ends as soon as they are done."""
-    steps = [{"setWeight": 20}, {"pause": {"duration": "2s"}}, {"setWeight": 80}, {"pause": {}}]
+def test_timed_pause_does_not_end_while_timers_are_held(canary: Harness) -> None:
+    """The local controller's clock stands still while an expectation samples
+    (``hold_rollout_timers``): a 1 s pause outlasts a 1.5 s hold, then ends right after."""
+    steps = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"setWeight": 80}, {"pause": {}}]
     rel = canary.deploy("rollouts", stable="1.0", canary="2.0", steps=steps, traffic="nginx")
-    sample = rel.sample(5000)
-    assert rel.status.step == 1
-    # Binomial(5000, 0.2): sd 28; a second split (80%) in the sample would be far outside.
-    assert abs(sample.counts["2.0"] - 1000) < 170, sample
+    env = canary.environment
+    with env.hold_rollout_timers():
+        assert set(rel.sample(100).counts) <= {"1.0", "2.0"}
+        with pytest.raises(ConvergenceTimeout):
+            env.await_rollout("kubeapp", lambda s: s.step != 1, what="past the pause", timeout=1.5)
     assert rel.wait_for_pause().weight == 80
