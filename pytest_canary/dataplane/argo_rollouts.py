@@ -1990,14 +1990,10 @@ def settled(
     """Whether a sync changed nothing: the controller waits for a pod or a timer."""
     return (
         not result.objects
-        and _same_status(result.status, status)
+        and result.status == status
         and tuple(sorted(result.replica_sets, key=lambda rs: rs.created))
         == tuple(sorted(replica_sets, key=lambda rs: rs.created))
     )
-
-
-def _same_status(a: RolloutStatus, b: RolloutStatus) -> bool:
-    return a == b
 
 
 # -- what the linter asks ---------------------------------------------------------------------
