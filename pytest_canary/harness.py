@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
 
 from pytest_canary import byo, lint, manifests, stats
@@ -26,6 +26,9 @@ from pytest_canary.manifests import Manifest, Phase
 from pytest_canary.report import CanaryAssertionError, Verdict
 from pytest_canary.spec import ReleaseSpec, build_spec, check_path
 from pytest_canary.traffic import BackgroundTraffic, Entry, Sample, Sampler, relay_classifier
+
+if TYPE_CHECKING:
+    from pytest_canary.rollout_release import RolloutRelease
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,17 @@ class Harness:
     releases: list[Release] = field(default_factory=list)
     applied: list[AppliedManifests] = field(default_factory=list)
 
+    @overload
+    def deploy(
+        self, strategy: Literal["rollouts"], stable: str, canary: str, **routing: Any
+    ) -> RolloutRelease: ...
+
+    @overload
+    def deploy(self, strategy: str, stable: str, canary: str, **routing: Any) -> Release: ...
+
     def deploy(self, strategy: str, stable: str, canary: str, **routing: Any) -> Release:
-        """Deploy a stable and a canary version with ``strategy`` and return its handle.
+        """Deploy a stable and a canary version with ``strategy`` and return its handle
+        (for ``"rollouts"`` a :class:`~pytest_canary.rollout_release.RolloutRelease`).
 
         Raises:
             CanaryConfigError: for any invalid argument, before anything is deployed.
