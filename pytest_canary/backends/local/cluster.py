@@ -259,10 +259,8 @@ class LocalEnvironment(Environment):
 
     def stop_pods(self, pods: list[RunningPod]) -> None:
         """Stop pods already out of the endpoints: SIGTERM, drain, sidecars stopped."""
+        stop_pods(pods, grace=5.0)  # together: one grace period
         for pod in pods:
-            pod.stopper.terminate()
-        for pod in pods:
-            pod.stop()
             self.events.append(f"pod {pod.name} stopped")
             sidecar = self._sidecars.pop(pod.name, None)
             if sidecar is not None:

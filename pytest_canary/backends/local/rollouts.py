@@ -16,9 +16,6 @@ canary's pods are ready, so the weight advances only then); then it sleeps until
 command or the earliest time a sync asked for (a timed pause ending, a scale-down
 deadline). Its errors are kept and re-raised in the test thread by the waits and
 ``check_health``; :meth:`RolloutController.close` stops it and its pods.
-
-Pods started by this thread live until it ends (``PR_SET_PDEATHSIG`` follows the spawning
-thread): that is at ``close``, which stops them anyway.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pytest_canary.backends.local.runtime import RunningPod, wait_healthy
+from pytest_canary.backends.local.runtime import RunningPod, stop_pods, wait_healthy
 from pytest_canary.dataplane import argo_rollouts as model
 from pytest_canary.errors import BackendError, CanaryConfigError, ConvergenceTimeout
 from pytest_canary.spec import ReleaseSpec
@@ -334,14 +331,7 @@ class RolloutController:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(JOIN_TIMEOUT)
-        for state in list(self._rollouts.values()):
-            for rs in state.replica_sets.values():
-                for pod in rs.pods:
-                    pod.stopper.terminate()
-        for state in list(self._rollouts.values()):
-            for rs in state.replica_sets.values():
-                for pod in rs.pods:
-                    pod.stop(grace=2.0)
+        stop_pods(self.pods, grace=2.0)  # all at once: one grace period
         self._rollouts.clear()
 
     # -- the controller thread -------------------------------------------------------------
