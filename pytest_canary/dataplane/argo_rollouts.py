@@ -2042,6 +2042,83 @@ def routing_problems(config: RolloutConfig, objects: Mapping[Key, Mapping[str, A
     return found
 
 
+# -- a live Rollout's status -----------------------------------------------------------------
+
+
+def _seconds(stamp: object) -> float:
+    """An RFC 3339 time (``metav1.Time``) as epoch seconds; 0 when absent or unreadable."""
+    from datetime import datetime
+
+    if not isinstance(stamp, str):
+        return 0.0
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def read_status(obj: Mapping[str, Any]) -> RolloutStatus:
+    """A Rollout object's ``status`` as written by the real controller, as a
+    :class:`RolloutStatus` (times in epoch seconds): what cluster waits compare with the
+    model's expectations. ``observedGeneration`` is a string in Argo's status."""
+    raw = obj.get("status") or {}
+    config = read_rollout(obj)
+    weights = None
+    canary = (raw.get("canary") or {}).get("weights")
+    if isinstance(canary, Mapping):
+        weights = TrafficWeights(
+            canary_weight=int((canary.get("canary") or {}).get("weight") or 0),
+            stable_weight=int((canary.get("stable") or {}).get("weight") or 0),
+            canary_hash=str((canary.get("canary") or {}).get("podTemplateHash") or ""),
+            stable_hash=str((canary.get("stable") or {}).get("podTemplateHash") or ""),
+        )
+    observed = str(raw.get("observedGeneration") or "0")
+    status = RolloutStatus(
+        observed_generation=int(observed) if observed.isdigit() else 0,
+        current_pod_hash=str(raw.get("currentPodHash") or ""),
+        current_step_hash=str(raw.get("currentStepHash") or ""),
+        stable_rs=str(raw.get("stableRS") or ""),
+        current_step_index=raw.get("currentStepIndex"),
+        pause_conditions=tuple(
+            PauseCondition(str(p.get("reason", "")), _seconds(p.get("startTime")))
+            for p in raw.get("pauseConditions") or []
+        ),
+        controller_pause=bool(raw.get("controllerPause", False)),
+        abort=bool(raw.get("abort", False)),
+        aborted_at=_seconds(raw["abortedAt"]) if raw.get("abortedAt") else None,
+        promote_full=bool(raw.get("promoteFull", False)),
+        weights=weights,
+        replicas=int(raw.get("replicas") or 0),
+        updated_replicas=int(raw.get("updatedReplicas") or 0),
+        ready_replicas=int(raw.get("readyReplicas") or 0),
+        available_replicas=int(raw.get("availableReplicas") or 0),
+        conditions=tuple(
+            Condition(
+                str(c.get("type", "")),
+                str(c.get("status", "")),
+                str(c.get("reason", "")),
+                str(c.get("message", "")),
+            )
+            for c in raw.get("conditions") or []
+        ),
+        phase=str(raw.get("phase") or ""),
+        message=str(raw.get("message") or ""),
+        revision=int(((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION, 0) or 0),
+        step_count=config.step_count,
+    )
+    return replace(status, set_weight=current_set_weight(config, status))
+
+
+def client_phase(generation: int, status: RolloutStatus) -> tuple[str, str]:
+    """``utils/rollout`` ``GetRolloutPhase`` (what ``kubectl argo rollouts get`` shows): the
+    controller's phase, unless it has not observed the spec yet or an unpause is pending."""
+    if status.observed_generation < generation:
+        return PROGRESSING, "waiting for rollout spec update to be observed"
+    if status.controller_pause and not status.pause_conditions:
+        return PROGRESSING, "waiting for rollout to unpause"
+    return status.phase, status.message
+
+
 # -- what a wait expects ---------------------------------------------------------------------
 
 
@@ -2086,11 +2163,13 @@ __all__ = [
     "calculate_phase",
     "canary_ingress",
     "canary_ingress_name",
+    "client_phase",
     "expected_canary_replicas",
     "expected_weight",
     "pod_template_hash",
     "promote_patch",
     "read_rollout",
+    "read_status",
     "reconcile",
     "retry_patch",
     "routing_problems",

@@ -701,3 +701,35 @@ def test_expected_weight_and_canary_replicas_per_step() -> None:
         rollout("2.0", [{"setWeight": 24}], traffic=None, replicas=10, maxSurge=1)
     )
     assert ar.expected_canary_replicas(basic, 0) == 3
+
+
+def test_a_live_status_reads_as_the_model_writes_it() -> None:
+    """What cluster waits read: Argo's status fields (from upstream's
+    pkg/kubectl-argo-rollouts/info/testdata/rollout-aborted shape) and GetRolloutPhase."""
+    obj = rollout("2.0", [{"setWeight": 10}, {"pause": {}}])
+    obj["metadata"]["generation"] = 4
+    obj["status"] = {
+        "observedGeneration": "4",
+        "currentPodHash": "6d8f4f6c8b",
+        "stableRS": "7b6df6c8b9",
+        "currentStepIndex": 1,
+        "currentStepHash": "849b756fd4",
+        "pauseConditions": [{"reason": "CanaryPauseStep", "startTime": "2026-01-02T03:04:05Z"}],
+        "controllerPause": True,
+        "canary": {
+            "weights": {
+                "canary": {"weight": 10, "podTemplateHash": "6d8f4f6c8b"},
+                "stable": {"weight": 90, "podTemplateHash": "7b6df6c8b9"},
+            }
+        },
+        "phase": "Paused",
+        "message": "CanaryPauseStep",
+    }
+    status = ar.read_status(obj)
+    assert (status.step, status.weight, status.paused, status.step_count) == (1, 10, True, 2)
+    assert status.pause_conditions[0].start_time == 1767323045.0
+    assert status.current_step_hash == ar.read_rollout(obj).steps_hash
+    assert ar.client_phase(4, status) == ("Paused", "CanaryPauseStep")
+    assert ar.client_phase(5, status)[1] == "waiting for rollout spec update to be observed"
+    unpausing = replace(status, pause_conditions=())
+    assert ar.client_phase(4, unpausing) == (ar.PROGRESSING, "waiting for rollout to unpause")
