@@ -733,3 +733,17 @@ def test_a_live_status_reads_as_the_model_writes_it() -> None:
     assert ar.client_phase(5, status)[1] == "waiting for rollout spec update to be observed"
     unpausing = replace(status, pause_conditions=())
     assert ar.client_phase(4, unpausing) == (ar.PROGRESSING, "waiting for rollout to unpause")
+
+
+def test_istio_mirror_route_copies_the_weighted_destinations_and_mirrors_to_the_canary() -> None:
+    """``SetMirrorRoute`` / ``createMirrorRoute``: a managed route with the step's matches,
+    the weighted route's destinations at that moment and ``mirror`` to the canary subset."""
+    mirror = {"name": "mirror", "match": [{"path": {"prefix": "/api"}}], "percentage": 40}
+    steps = [{"setWeight": 20}, {"setMirrorRoute": mirror}, {"pause": {}}]
+    cluster = started(steps, traffic="istio", routing={"managedRoutes": [{"name": "mirror"}]})
+    http = cluster.objects[("VirtualService", "app")]["spec"]["http"]
+    assert [r["name"] for r in http] == ["mirror", "primary"]
+    assert http[0]["match"] == [{"uri": {"prefix": "/api"}}]
+    assert http[0]["mirror"] == {"host": "app", "subset": "canary"}
+    assert http[0]["mirrorPercentage"] == {"value": 40.0}
+    assert [d["weight"] for d in http[0]["route"]] == [80, 20]
