@@ -631,10 +631,20 @@ class AddonInstaller:
         return list((listing or {}).get("items") or [])
 
     def _stuck_pods(self) -> list[str]:
-        """The current add-on's pods stuck for a reason that will not heal (empty: none)."""
+        """The current add-on's pods stuck for a reason that will not heal (empty: none);
+        pods of a Job are judged by their Job (:class:`~.waits.TerminalWatch`)."""
         if self._addon is None or self._addon.namespace is None:
             return []
-        return self._watch.look(self._pods(self._addon.namespace))
+        pods = self._pods(self._addon.namespace)
+        jobs: list[dict[str, Any]] = []
+        if any(
+            ref.get("kind") == "Job"
+            for pod in pods
+            for ref in (pod.get("metadata") or {}).get("ownerReferences") or []
+        ):
+            listing = self.get_json("jobs", "-n", self._addon.namespace)
+            jobs = list((listing or {}).get("items") or [])
+        return self._watch.look(pods, jobs)
 
     def failure(
         self, command: str, why: str, out: str, err: str, stuck: Sequence[str] = ()

@@ -293,72 +293,130 @@ def service_selector(service: Manifest) -> dict[str, str]:
 
 # -- failures that will not heal ----------------------------------------------------------
 
-TERMINAL_AT_ONCE = frozenset(
-    {
-        "ImagePullBackOff",
-        "CrashLoopBackOff",
-        "InvalidImageName",
-        "ErrImageNeverPull",
-        "CreateContainerConfigError",
-    }
-)
-"""Container waiting reasons the kubelet reports only after it gave up retrying quickly, or
-for a configuration no retry fixes (kubelet ``images`` and ``kuberuntime`` reasons)."""
+TERMINAL_AT_ONCE = frozenset({"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"})
+"""Container waiting reasons for a configuration no retry fixes (kubelet ``images`` and
+``kuberuntime`` reasons)."""
 
-TERMINAL_IF_LASTING = frozenset({"ErrImagePull", "CreateContainerError", "Unschedulable"})
-"""Reasons a retry may still clear (a registry hiccup, a pod being replaced): terminal once
-they last :data:`LASTING` seconds. ``Unschedulable`` is the PodScheduled condition's reason
+LASTING_FAMILIES: Mapping[str, str] = {
+    # kubelet pkg/kubelet/images/image_manager.go: one failed pull is ErrImagePull, then
+    # ImagePullBackOff until the next try (back-off 10 s, doubling): the two alternate while a
+    # pull keeps failing, so they are one family whose first sighting counts.
+    "ErrImagePull": "image pull",
+    "ImagePullBackOff": "image pull",
+    "CreateContainerError": "CreateContainerError",
+    "Unschedulable": "Unschedulable",
+    "CrashLoopBackOff": "crash loop",
+}
+"""Reasons a retry may still clear (a registry hiccup, a pod being replaced, a container that
+crashes once while what it needs starts): terminal once their family has lasted
+:data:`LASTING` seconds. ``Unschedulable`` is the PodScheduled condition's reason
 (``0/1 nodes are available: 1 Insufficient cpu``)."""
 
-LASTING = 20.0
+LASTING = 45.0
+"""Seconds a reason of :data:`LASTING_FAMILIES` must persist to count as terminal: three
+failed image pulls (kubelet back-off 10 s, 20 s), still within a minute of the cause."""
+
+CRASH_RESTARTS = 3
+"""Restarts after which a crash loop is terminal whether or not it lasted (kubelet back-off
+10 s, 20 s, 40 s: about 70 s of crashing)."""
+
+JOB_BACKOFF_LIMIT = 6
+"""A Job's ``spec.backoffLimit`` when unset (batch/v1 JobSpec default)."""
+
+
+def _owning_job(pod: Manifest) -> str | None:
+    """The name of the Job that owns a pod (None: not a Job's pod)."""
+    for ref in _meta(pod).get("ownerReferences") or []:
+        if ref.get("kind") == "Job" and str(ref.get("apiVersion", "")).startswith("batch/"):
+            return str(ref.get("name", ""))
+    return None
+
+
+def job_failure(job: Manifest) -> str | None:
+    """Why a Job has failed for good, in words (None while it has not): its ``Failed``
+    condition, or as many failures as its ``backoffLimit`` allows (kubernetes
+    pkg/controller/job/job_controller.go: past the limit the Job is marked Failed with reason
+    BackoffLimitExceeded; with ``restartPolicy: OnFailure`` container restarts count)."""
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            reason = cond.get("reason") or "Failed"
+            return f"{reason}: {cond.get('message', '')}".rstrip(": ")
+    limit = (job.get("spec") or {}).get("backoffLimit")
+    limit = JOB_BACKOFF_LIMIT if limit is None else int(limit)
+    failed = int(status.get("failed") or 0)
+    if failed > limit:
+        return f"{failed} failed pods, more than its backoffLimit {limit}"
+    return None
 
 
 @dataclass
 class TerminalWatch:
     """Tells, look after look, which pods are stuck for a reason that will not heal.
 
+    A Job's pods are judged by their Job, not by their restarts: a Job may crash and be
+    restarted by design (ingress-nginx's ``admission-patch`` Job errors while the secret the
+    ``admission-create`` Job writes does not exist yet, and succeeds on a later restart:
+    deploy/static/provider/kind/deploy.yaml ``restartPolicy: OnFailure``;
+    images/kube-webhook-certgen/rootfs/cmd/patch.go). It is terminal once the Job failed
+    (:func:`job_failure`). Their image and scheduling problems count as any pod's.
+
     Attributes:
-        lasting: seconds a :data:`TERMINAL_IF_LASTING` reason must persist.
+        lasting: seconds a reason of :data:`LASTING_FAMILIES` must persist.
         clock: time source.
     """
 
     lasting: float = LASTING
     clock: Callable[[], float] = time.monotonic
-    _first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    _first_seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
-    def look(self, pods: Iterable[Manifest]) -> list[str]:
-        """The terminal problems of ``pods`` now, one line each (empty: none)."""
+    def look(self, pods: Iterable[Manifest], jobs: Iterable[Manifest] = ()) -> list[str]:
+        """The terminal problems of ``pods`` (and of the ``jobs`` that own some of them)
+        now, one line each (empty: none)."""
         now = self.clock()
         found: list[str] = []
-        current: set[tuple[str, str]] = set()
+        current: set[tuple[str, str, str]] = set()
+        for job in jobs:
+            why = job_failure(job)
+            if why is not None:
+                found.append(f"job {_name(job)} failed: {why}")
         for pod in pods:
             name = _name(pod)
+            in_job = _owning_job(pod) is not None
             status = pod.get("status") or {}
-            reasons: list[tuple[str, str]] = []
+            reasons: list[tuple[str, str, str]] = []  # (container, reason, text)
             for cs in list(status.get("initContainerStatuses") or []) + list(
                 status.get("containerStatuses") or []
             ):
                 waiting = (cs.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason"):
-                    reasons.append(
-                        (
-                            str(waiting["reason"]),
-                            f"container {cs.get('name')}: {waiting['reason']}"
-                            + (f" ({waiting['message']})" if waiting.get("message") else ""),
-                        )
-                    )
+                reason = str(waiting.get("reason") or "")
+                if not reason or (in_job and reason == "CrashLoopBackOff"):
+                    continue  # a Job's crashes are the Job's to judge
+                text = f"container {cs.get('name')}: {reason}" + (
+                    f" ({waiting['message']})" if waiting.get("message") else ""
+                )
+                if reason == "CrashLoopBackOff" and int(cs.get("restartCount") or 0) >= (
+                    CRASH_RESTARTS
+                ):
+                    found.append(f"pod {name}: {text}, {cs['restartCount']} restarts")
+                    continue
+                reasons.append((str(cs.get("name")), reason, text))
             for cond in status.get("conditions") or []:
                 if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                     reason = str(cond.get("reason") or "Unschedulable")
-                    reasons.append((reason, f"{reason}: {cond.get('message', '')}"))
-            for reason, text in reasons:
-                key = (name, reason)
+                    reasons.append(("", reason, f"{reason}: {cond.get('message', '')}"))
+            for container, reason, text in reasons:
+                if reason in TERMINAL_AT_ONCE:
+                    found.append(f"pod {name}: {text}")
+                    continue
+                family = LASTING_FAMILIES.get(reason)
+                if family is None:
+                    continue
+                key = (name, container, family)
                 current.add(key)
                 first = self._first_seen.setdefault(key, now)
-                if reason in TERMINAL_AT_ONCE or (
-                    reason in TERMINAL_IF_LASTING and now - first >= self.lasting
-                ):
-                    found.append(f"pod {name}: {text}")
+                if now - first >= self.lasting:
+                    found.append(f"pod {name}: {text} (for {now - first:.0f}s)")
         for key in list(self._first_seen):
             if key not in current:
                 del self._first_seen[key]

@@ -226,6 +226,11 @@ for rule in state["rules"]:
         if rule.get("times", -1) > 0:
             rule["times"] -= 1
         save(state)
+        if rule.get("until"):
+            # Answer only once another command has printed (bounded: a minute).
+            deadline = time.monotonic() + 60
+            while not os.path.exists(printed(rule["until"])) and time.monotonic() < deadline:
+                time.sleep(0.05)
         sys.stdout.write(rule.get("out", ""))
         sys.stderr.write(rule.get("err", ""))
         sys.stdout.flush()
@@ -258,9 +263,12 @@ class FakeKubectl:
         times: int = -1,
         sleep: float = 0,
         after: str = "",
+        until: str = "",
     ) -> None:
         """Answer commands containing ``match``; with ``after``, only once a command
-        matching ``after`` has printed its output (no race with a slow fake)."""
+        matching ``after`` has printed its output (no race with a slow fake); with
+        ``until``, this rule matches at once but its answer waits (at most a minute) until
+        a command matching ``until`` has printed."""
         text = out if isinstance(out, str) else json.dumps(out)
         self.rules.append(
             {
@@ -271,6 +279,7 @@ class FakeKubectl:
                 "times": times,
                 "sleep": sleep,
                 "after": after,
+                "until": until,
             }
         )
         self.save()
@@ -573,3 +582,103 @@ def test_a_tool_gets_its_own_timeout_and_its_output_is_kept(
     assert "--timeout=7s" in message and "failed (exit 1)" in message
     assert "timed out waiting for the condition on customresourcedefinitions/httproutes" in message
     assert addons.TOOL_GRACE > 0
+
+
+ADMISSION_PATCH_JOB = "ingress-nginx-admission-patch"
+
+
+def admission_pods(restarts: int) -> dict[str, Any]:
+    """``kubectl get pods -n ingress-nginx -o json`` while the certgen ``patch`` Job's pod
+    crash-loops: it errors while the secret the ``create`` Job writes does not exist yet
+    (images/kube-webhook-certgen/rootfs/cmd/patch.go "no secret with ..."), and its Job
+    restarts it (deploy/static/provider/kind/deploy.yaml ``restartPolicy: OnFailure``)."""
+    return {
+        "items": [
+            {
+                "metadata": {
+                    "name": f"{ADMISSION_PATCH_JOB}-7xk2p",
+                    "namespace": "ingress-nginx",
+                    "ownerReferences": [
+                        {"apiVersion": "batch/v1", "kind": "Job", "name": ADMISSION_PATCH_JOB}
+                    ],
+                },
+                "status": {
+                    "phase": "Running",
+                    "containerStatuses": [
+                        {
+                            "name": "patch",
+                            "restartCount": restarts,
+                            "state": {
+                                "waiting": {
+                                    "reason": "CrashLoopBackOff",
+                                    "message": "back-off 10s restarting failed container=patch",
+                                }
+                            },
+                        }
+                    ],
+                },
+            }
+        ]
+    }
+
+
+def admission_job(failed: bool) -> dict[str, Any]:
+    status: dict[str, Any] = {"active": 1}
+    if failed:
+        status = {
+            "failed": 1,
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ],
+        }
+    return {
+        "items": [
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": ADMISSION_PATCH_JOB, "namespace": "ingress-nginx"},
+                "spec": {"template": {"spec": {"restartPolicy": "OnFailure"}}},
+                "status": status,
+            }
+        ]
+    }
+
+
+def test_the_admission_patch_jobs_crash_at_start_does_not_fail_the_install(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    """The normal start of ingress-nginx on kind: the patch Job's pod is in CrashLoopBackOff
+    (several restarts) while the controller rolls out. Its Job has not failed, so the
+    install goes on; the rollout finishes only after the watch has seen that pod and its
+    Job."""
+    manifest = tmp_path / "deploy.yaml"
+    manifest.write_text("kind: List\n")
+    kubectl.rule("get pods -n ingress-nginx", out=admission_pods(restarts=4))
+    kubectl.rule("get jobs -n ingress-nginx", out=admission_job(failed=False))
+    kubectl.rule("rollout status", until="get jobs -n ingress-nginx")
+    inst = installer(kubectl, tmp_path, timeout=60, **{"ingress-nginx": str(manifest)})
+    inst.install(["ingress-nginx"], load_pins(), gateway_node_port=30080)
+    assert "get jobs -n ingress-nginx -o json --ignore-not-found" in kubectl.log
+    assert "apply --dry-run=server -f -" in kubectl.log  # went on to the webhook
+
+
+def test_a_job_that_failed_for_good_fails_the_install_with_its_reason(
+    kubectl: FakeKubectl, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "deploy.yaml"
+    manifest.write_text("kind: List\n")
+    kubectl.rule("get pods -n ingress-nginx", out=admission_pods(restarts=6))
+    kubectl.rule("get jobs -n ingress-nginx", out=admission_job(failed=True))
+    kubectl.rule("rollout status", sleep=600)
+    inst = installer(kubectl, tmp_path, timeout=600, **{"ingress-nginx": str(manifest)})
+    with pytest.raises(AddonFailure) as caught:
+        inst.install(["ingress-nginx"], load_pins(), gateway_node_port=30080)
+    assert (
+        f"job {ADMISSION_PATCH_JOB} failed: BackoffLimitExceeded: Job has reached the "
+        "specified backoff limit"
+    ) in str(caught.value)

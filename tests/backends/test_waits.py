@@ -267,18 +267,93 @@ def waiting(name: str, reason: str, message: str = "") -> dict[str, Any]:
     }
 
 
-def test_image_pull_back_off_and_crash_loops_are_terminal_at_once() -> None:
-    watch = TerminalWatch(lasting=20, clock=lambda: 0.0)
+def test_configurations_no_retry_fixes_are_terminal_at_once() -> None:
+    watch = TerminalWatch(lasting=45, clock=lambda: 0.0)
     pods = [
-        waiting("a", "ImagePullBackOff", 'Back-off pulling image "registry.k8s.io/x:v1"'),
-        waiting("b", "CrashLoopBackOff", "back-off 10s restarting failed container"),
+        waiting("a", "InvalidImageName", 'Failed to apply default image tag "x:"'),
+        waiting("b", "ErrImageNeverPull"),
         waiting("c", "ContainerCreating"),
     ]
     assert watch.look(pods) == [
-        "pod a: container controller: ImagePullBackOff "
-        '(Back-off pulling image "registry.k8s.io/x:v1")',
-        "pod b: container controller: CrashLoopBackOff (back-off 10s restarting failed container)",
+        'pod a: container controller: InvalidImageName (Failed to apply default image tag "x:")',
+        "pod b: container controller: ErrImageNeverPull",
     ]
+
+
+def test_one_failed_pull_is_tolerated_until_pulls_have_failed_for_the_lasting_time() -> None:
+    """kubelet image_manager.go: a failed pull is ErrImagePull, then ImagePullBackOff until
+    the next try -- within ten seconds of one registry hiccup. The two alternate while pulls
+    keep failing; together they are terminal only once they have lasted."""
+    now = [0.0]
+    watch = TerminalWatch(lasting=45, clock=lambda: now[0])
+    assert watch.look([waiting("a", "ErrImagePull", "connection reset by peer")]) == []
+    now[0] = 10.0
+    assert watch.look([waiting("a", "ImagePullBackOff", 'Back-off pulling image "x:v1"')]) == []
+    now[0] = 30.0
+    assert watch.look([waiting("a", "ErrImagePull", "connection reset by peer")]) == []
+    now[0] = 46.0
+    assert watch.look([waiting("a", "ImagePullBackOff", 'Back-off pulling image "x:v1"')]) == [
+        'pod a: container controller: ImagePullBackOff (Back-off pulling image "x:v1") '
+        "(for 46s)"
+    ]
+    now[0] = 50.0
+    assert watch.look([waiting("a", "ContainerCreating")]) == []  # pulled: forgotten
+    now[0] = 60.0
+    assert watch.look([waiting("a", "ImagePullBackOff")]) == []
+
+
+def crashing(name: str, restarts: int, *, job: str | None = None) -> dict[str, Any]:
+    pod = waiting(name, "CrashLoopBackOff", "back-off 10s restarting failed container")
+    pod["status"]["containerStatuses"][0]["restartCount"] = restarts
+    if job is not None:
+        pod["metadata"]["ownerReferences"] = [
+            {"apiVersion": "batch/v1", "kind": "Job", "name": job}
+        ]
+    return pod
+
+
+def test_a_crash_loop_is_terminal_after_three_restarts_not_at_the_first_back_off() -> None:
+    watch = TerminalWatch(lasting=45, clock=lambda: 0.0)
+    assert watch.look([crashing("a", 1)]) == []
+    assert watch.look([crashing("a", 3)]) == [
+        "pod a: container controller: CrashLoopBackOff (back-off 10s restarting failed "
+        "container), 3 restarts"
+    ]
+
+
+def test_a_jobs_pods_are_judged_by_their_job_not_by_their_restarts() -> None:
+    """ingress-nginx's admission-patch Job crash-loops until the create Job wrote the secret,
+    then completes: only a Failed Job is terminal."""
+    now = [0.0]
+    watch = TerminalWatch(lasting=45, clock=lambda: now[0])
+    pod = crashing("patch-x", 5, job="ingress-nginx-admission-patch")
+    running = {"metadata": {"name": "ingress-nginx-admission-patch"}, "status": {"active": 1}}
+    assert watch.look([pod], [running]) == []
+    now[0] = 100.0
+    assert watch.look([pod], [running]) == []
+    failed = {
+        "metadata": {"name": "ingress-nginx-admission-patch"},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ]
+        },
+    }
+    assert watch.look([pod], [failed]) == [
+        "job ingress-nginx-admission-patch failed: BackoffLimitExceeded: Job has reached the "
+        "specified backoff limit"
+    ]
+    pulling = waiting("patch-y", "ImagePullBackOff")
+    pulling["metadata"]["ownerReferences"] = pod["metadata"]["ownerReferences"]
+    now[0] = 200.0
+    assert watch.look([pulling], [running]) == []
+    now[0] = 250.0
+    assert len(watch.look([pulling], [running])) == 1  # a Job's pull failures still count
 
 
 def test_reasons_a_retry_may_clear_are_terminal_only_when_they_last() -> None:
@@ -303,7 +378,7 @@ def test_reasons_a_retry_may_clear_are_terminal_only_when_they_last() -> None:
     assert watch.look([unschedulable]) == []  # the pull error cleared: forgotten
     now[0] = 25.0
     assert watch.look([pull, unschedulable]) == [
-        "pod istiod-1: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu."
+        "pod istiod-1: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu. (for 25s)"
     ]
     now[0] = 45.0
     assert len(watch.look([pull, unschedulable])) == 2
