@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_canary.errors import BackendError, CanaryConfigError
+from pytest_canary.locks import LockTimeout, file_lock
 from pytest_canary.spec import LABEL_VALUE
 
 Flavor = Literal["go", "python"]
@@ -70,6 +71,8 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 GO_BUILD_TIMEOUT = 600.0
 DEBOOTSTRAP_TIMEOUT = 900.0
 ENGINE_TIMEOUT = 120  # seconds per Docker API call (a build streams, so this is per chunk)
+BUILD_LOCK_TIMEOUT = DEBOOTSTRAP_TIMEOUT + GO_BUILD_TIMEOUT
+"""Seconds a build waits for another process's build of the same tag (the longest build)."""
 
 
 class ImageBuildError(BackendError):
@@ -204,11 +207,14 @@ def _existing_content(client: Any, tag: str) -> str | None:
 @contextlib.contextmanager
 def _build_lock(tag: str) -> Iterator[None]:
     """One build of a tag at a time across processes (xdist workers, parallel CI jobs)."""
-    from filelock import FileLock
-
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)
-    lock = FileLock(os.path.join(tempfile.gettempdir(), f"pytest-canary-build-{safe}.lock"))
-    with lock.acquire(timeout=GO_BUILD_TIMEOUT + 60):
+    path = os.path.join(tempfile.gettempdir(), f"pytest-canary-build-{safe}.lock")
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(file_lock(path, timeout=BUILD_LOCK_TIMEOUT, what=f"the build of {tag}"))
+    except LockTimeout as exc:
+        raise ImageBuildError(tag, str(exc)) from None
+    with held:
         yield
 
 

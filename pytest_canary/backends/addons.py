@@ -39,6 +39,7 @@ import yaml
 from pytest_canary.backends import waits
 from pytest_canary.backends.versions import Window, window_of
 from pytest_canary.errors import BackendError, CanaryConfigError, ConvergenceTimeout
+from pytest_canary.locks import file_lock
 from pytest_canary.yaml_loader import YamlBudget, YamlLimits, load_all, read_text
 
 
@@ -87,6 +88,8 @@ WATCH_EVERY = 2.0
 """Seconds between two looks at an add-on's pods while it installs."""
 QUICK_TIMEOUT = 30.0
 """Seconds for a short kubectl read (object state, pods, events)."""
+DOWNLOAD_LOCK_TIMEOUT = 900.0
+"""Seconds a download waits for another session's download of the same file."""
 
 Progress = Callable[[str], None]
 
@@ -348,10 +351,13 @@ class Downloads:
             expected = pinned or (recorded.read_text().split()[0] if recorded.is_file() else "")
             self._verify(cached, expected, f"cached {cached}")
             return cached
-        import filelock
-
         self.directory.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(str(cached) + ".lock"):
+        with file_lock(
+            str(cached) + ".lock",
+            timeout=DOWNLOAD_LOCK_TIMEOUT,
+            what=f"the download of {pin.name} {pin.version}",
+            progress=self.progress,
+        ):
             if cached.is_file():  # another process finished it meanwhile
                 return self.fetch(pin, platform)
             digest = self._download(pin, url, cached, pinned)

@@ -293,7 +293,9 @@ def service_selector(service: Manifest) -> dict[str, str]:
 
 # -- failures that will not heal ----------------------------------------------------------
 
-TERMINAL_AT_ONCE = frozenset({"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"})
+TERMINAL_AT_ONCE = frozenset(
+    {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"}
+)
 """Container waiting reasons for a configuration no retry fixes (kubelet ``images`` and
 ``kuberuntime`` reasons)."""
 

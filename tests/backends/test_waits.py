@@ -293,8 +293,7 @@ def test_one_failed_pull_is_tolerated_until_pulls_have_failed_for_the_lasting_ti
     assert watch.look([waiting("a", "ErrImagePull", "connection reset by peer")]) == []
     now[0] = 46.0
     assert watch.look([waiting("a", "ImagePullBackOff", 'Back-off pulling image "x:v1"')]) == [
-        'pod a: container controller: ImagePullBackOff (Back-off pulling image "x:v1") '
-        "(for 46s)"
+        'pod a: container controller: ImagePullBackOff (Back-off pulling image "x:v1") (for 46s)'
     ]
     now[0] = 50.0
     assert watch.look([waiting("a", "ContainerCreating")]) == []  # pulled: forgotten

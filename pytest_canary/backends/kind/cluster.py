@@ -1,13 +1,16 @@
 """The kind cluster's life: created or reused, checked, shared, deleted by its creator only.
 
-:func:`setup_cluster`, under a file lock per cluster name (concurrent sessions and xdist
-never create it twice):
+:func:`setup_cluster`, under a file lock per cluster name in one fixed place per user
+(:func:`cluster_lock`: concurrent sessions and xdist never create it twice, whatever their
+cache directories):
 
 1. ``kind version`` at least the pinned minimum; the node image (pinned by tag and digest,
    or ``--canary-kind-image``) inside the Kubernetes window of the add-ons -- both before
    anything is created;
-2. create the cluster with pytest-kind's ``KindCluster`` from the rendered config, or reuse
-   the existing one (its kubeconfig exported, its port mapping read from Docker);
+2. create the cluster with ``kind create cluster`` from the rendered config (run here within
+   ``--canary-setup-timeout``, its output kept for the error; on a cgroup v1 Docker host the
+   config lets a 1.35+ kubelet start), or reuse the existing one (its kubeconfig exported, its
+   port mapping read from Docker);
 3. the server's Kubernetes version checked (a reused cluster may run anything), this run
    registered as a user of the cluster, namespaces of killed runs swept -- before anything is
    installed or applied;
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,10 +34,13 @@ from typing import Any
 
 import yaml
 
+from pytest_canary import images
 from pytest_canary.backends import addons, versions
 from pytest_canary.backends.kind.config import (
+    FAIL_CGROUP_V1_FROM,
     GATEWAY_NODE_PORT,
     PortMap,
+    allow_cgroup_v1,
     choose_ports,
     load_kind_template,
     ports_from_docker,
@@ -54,6 +59,7 @@ from pytest_canary.backends.kube.namespace import (
 from pytest_canary.backends.kube.sweep import LEASE_SECONDS, owner_gone, sweep_namespaces
 from pytest_canary.backends.owner import Owner
 from pytest_canary.errors import BackendError
+from pytest_canary.locks import LockTimeout, file_lock
 
 Progress = Callable[[str], None]
 
@@ -208,6 +214,22 @@ def node_ports(name: str) -> PortMap:
     return ports_from_docker(published)
 
 
+def host_cgroup_version() -> int | None:
+    """The cgroup version of the host Docker runs the nodes on (``docker info``
+    ``CgroupVersion``); None when Docker does not say (kind's own error follows then)."""
+    try:
+        client = images.connect(timeout=30)
+    except BackendError:
+        return None
+    try:
+        version = str(client.info().get("CgroupVersion") or "")
+    except Exception:
+        return None
+    finally:
+        client.close()
+    return int(version) if version.isdigit() else None
+
+
 def node_image_for(options: KindOptions, pin: addons.KindPin) -> str:
     """The node image of a new cluster: ``--canary-kind-image``, else the pinned one.
 
@@ -250,7 +272,7 @@ def setup_cluster(
     home = cluster_home(cache, options.cluster)
     home.mkdir(parents=True, exist_ok=True)
     kubeconfig = Path(options.kubeconfig) if options.kubeconfig else home / "kubeconfig"
-    with setup_lock(home, options.cluster, options.setup_timeout, progress):
+    with setup_lock(options.cluster, options.setup_timeout, progress):
         created = options.cluster not in existing_clusters(tools.kind)
         if created:
             handle = _create(options, home, kubeconfig, tools, image, progress)
@@ -287,39 +309,34 @@ def setup_cluster(
         return handle
 
 
-class SetupLockBusy(BackendError):
+class SetupLockBusy(LockTimeout):
     """Another session holds a cluster's setup lock past the deadline."""
 
 
 def cluster_home(cache_dir: str | Path, name: str) -> Path:
-    """Where a cluster's config, kubeconfig and setup lock live in the cache."""
+    """Where a cluster's config and kubeconfig live in the cache."""
     return Path(cache_dir) / "clusters" / name
 
 
-@contextmanager
-def setup_lock(
-    home: Path, name: str, timeout: float, progress: Progress = _quiet
-) -> Iterator[None]:
-    """The lock sessions hold while they create, check, join or delete cluster ``name``."""
-    import filelock
+def cluster_lock(name: str) -> Path:
+    """The setup lock of kind cluster ``name``: in one fixed place per user
+    (``~/.cache/pytest-canary/locks``), whatever ``--canary-cache-dir`` says -- cluster names
+    are shared by everything on the Docker engine, so two sessions with different cache
+    directories must still take turns."""
+    return Path.home() / ".cache" / "pytest-canary" / "locks" / f"kind-cluster-{name}.lock"
 
-    home.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(home / "setup.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        progress(f"kind cluster {name}: waiting for another session setting it up")
-        try:
-            lock.acquire(timeout=timeout)
-        except filelock.Timeout:
-            raise SetupLockBusy(
-                f"another session kept kind cluster {name}'s setup lock for "
-                f"{timeout:.0f}s ({lock.lock_file})"
-            ) from None
-    try:
+
+@contextmanager
+def setup_lock(name: str, timeout: float, progress: Progress = _quiet) -> Iterator[None]:
+    """The lock sessions hold while they create, check, join or delete cluster ``name``."""
+    with file_lock(
+        cluster_lock(name),
+        timeout=timeout,
+        what=f"kind cluster {name}'s setup (another session sets it up or deletes it)",
+        progress=progress,
+        error=SetupLockBusy,
+    ):
         yield
-    finally:
-        lock.release()
 
 
 def _create(
@@ -332,10 +349,18 @@ def _create(
 ) -> ClusterHandle:
     ports = choose_ports(options)
     config = home / "kind-config.yaml"
-    config.write_text(
-        yaml.safe_dump(render_kind_config(load_kind_template(), ports), sort_keys=False),
-        encoding="utf-8",
-    )
+    rendered = render_kind_config(load_kind_template(), ports)
+    minor = versions.image_minor(image)
+    if host_cgroup_version() == 1 and (
+        minor is None or (minor.major, minor.minor) >= FAIL_CGROUP_V1_FROM
+    ):
+        rendered = allow_cgroup_v1(rendered)
+        progress(
+            "the Docker host runs cgroup v1: the kubelet of Kubernetes 1.35+ refuses it by "
+            "default, so the kind config sets failCgroupV1: false (kubeadmConfigPatches). "
+            "cgroup v1 is deprecated; a cgroup v2 host needs no such patch"
+        )
+    config.write_text(yaml.safe_dump(rendered, sort_keys=False), encoding="utf-8")
     handle = ClusterHandle(
         options.cluster,
         str(kubeconfig),
@@ -348,9 +373,9 @@ def _create(
     )
     started = time.monotonic()
     progress(f"creating kind cluster {options.cluster} with {image} (about 1 min; config {config})")
-    cluster = kind_cluster(handle)
-    cluster.image = image
-    _create_within(cluster, config, options.cluster, tools.kind or "kind", options.setup_timeout)
+    create_cluster(
+        tools.kind or "kind", options.cluster, kubeconfig, image, config, options.setup_timeout
+    )
     progress(f"created kind cluster {options.cluster} in {time.monotonic() - started:.0f}s")
     return handle
 
@@ -430,38 +455,61 @@ def _prepare(options: KindOptions, kubeconfig: Path, tools: Tools, progress: Pro
         installer.install(options.addons, addons.load_pins(), gateway_node_port=GATEWAY_NODE_PORT)
 
 
-def _create_within(
-    cluster: Any, config: Path, name: str, kind: Path | str, deadline: float
+ALREADY_EXISTS = "already exist for a cluster with the name"
+"""kind's refusal to create a cluster whose nodes exist (kind pkg/cluster/internal/create/
+create.go ``alreadyExists``: "node(s) already exist for a cluster with the name ...")."""
+
+DELETE_TIMEOUT = 180.0
+"""Seconds ``kind delete cluster`` may take."""
+
+
+def create_cluster(
+    kind: str, name: str, kubeconfig: Path, image: str, config: Path, deadline: float
 ) -> None:
-    """pytest-kind's ``create`` has no deadline of its own: run it in a thread and, when
-    it overruns ``deadline`` or is interrupted (Ctrl-C), delete the half-made cluster —
-    which also ends the ``kind create`` still running — and raise."""
-    failure: list[BaseException] = []
+    """``kind create cluster``, run here (its output kept for the error) within ``deadline``.
 
-    def create() -> None:
-        try:
-            cluster.create(config)
-        except BaseException as exc:  # re-raised in the calling thread
-            failure.append(exc)
+    When it fails, overruns or is interrupted (Ctrl-C), what it made is deleted -- unless
+    kind refused because the cluster's nodes already exist: that cluster is another
+    session's.
 
-    worker = threading.Thread(target=create, name="kind-create", daemon=True)
-    worker.start()
+    Raises:
+        BackendError: naming the command, why it stopped and kind's last lines.
+    """
+    args = [
+        kind,
+        "create",
+        "cluster",
+        "--name",
+        name,
+        "--kubeconfig",
+        str(kubeconfig),
+        "--image",
+        image,
+        "--config",
+        str(config),
+    ]
     try:
-        worker.join(timeout=deadline)
-        if worker.is_alive():
+        run_tool(args, timeout=deadline)
+    except BaseException as exc:
+        if isinstance(exc, BackendError) and ALREADY_EXISTS in str(exc):
             raise BackendError(
-                f"creating kind cluster {name} did not finish within {deadline:.0f}s "
-                "(--canary-setup-timeout); the half-made cluster was deleted"
+                f"creating kind cluster {name}: another session created it meanwhile "
+                f"(left alone):\n{exc}"
+            ) from exc
+        note = "the half-made cluster was deleted"
+        try:
+            run_tool([kind, "delete", "cluster", "--name", name], timeout=DELETE_TIMEOUT)
+        except BackendError as failed:
+            note = (
+                f"deleting the half-made cluster failed too ({failed}): delete it with "
+                f"kind delete cluster --name {name}"
             )
-    except BaseException:
-        with contextlib.suppress(BackendError):
-            run_tool([str(kind), "delete", "cluster", "--name", name], timeout=120)
-        worker.join(timeout=30)
-        raise
-    if failure:
-        with contextlib.suppress(BackendError):
-            run_tool([str(kind), "delete", "cluster", "--name", name], timeout=120)
-        raise BackendError(f"creating kind cluster {name} failed: {failure[0]}") from failure[0]
+        if not isinstance(exc, BackendError):
+            raise  # Ctrl-C and other interruptions pass on as they are
+        raise BackendError(
+            f"creating kind cluster {name} failed (--canary-setup-timeout {deadline:.0f}s); "
+            f"{note}:\n{exc}"
+        ) from exc
 
 
 @contextmanager
@@ -535,7 +583,7 @@ def delete_cluster(
     if not force:
         # Under the setup lock: a session joining the cluster records itself under it.
         try:
-            with setup_lock(cluster_home(handle.cache_dir, handle.name), handle.name, 120.0):
+            with setup_lock(handle.name, 120.0):
                 others = _other_users(handle, run_id)
                 if not others:
                     _delete(handle, progress)
@@ -553,11 +601,23 @@ def delete_cluster(
 
 def _delete(handle: ClusterHandle, progress: Progress) -> None:
     progress(f"deleting kind cluster {handle.name}")
+    kind = handle.kind or "kind"
     try:
-        kind_cluster(handle).delete()
-    except Exception as exc:
+        run_tool(
+            [
+                kind,
+                "delete",
+                "cluster",
+                "--name",
+                handle.name,
+                "--kubeconfig",
+                handle.kubeconfig,
+            ],
+            timeout=DELETE_TIMEOUT,
+        )
+    except BackendError as exc:
         raise BackendError(
-            f"deleting kind cluster {handle.name} failed: {exc}; delete it yourself: "
+            f"deleting kind cluster {handle.name} failed: {exc}\ndelete it yourself: "
             f"kind delete cluster --name {handle.name}"
         ) from exc
 

@@ -170,3 +170,28 @@ def ports_from_docker(published: Mapping[str, Any]) -> PortMap:
         gateway=found[GATEWAY_NODE_PORT],
         node_ports={p: found[p] for p in NODE_PORT_POOL},
     )
+
+
+FAIL_CGROUP_V1_FROM = (1, 35)
+"""From Kubernetes 1.35 the kubelet refuses to start on a cgroup v1 host unless its
+configuration says ``failCgroupV1: false`` (kubernetes/kubernetes#134298, KEP-5573: the
+KubeletConfiguration default turned true). kind v0.31/v0.32 set no override."""
+
+CGROUP_V1_PATCH = (
+    "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\nfailCgroupV1: false\n"
+)
+"""A kind ``kubeadmConfigPatches`` entry (merged into the KubeletConfiguration kind hands
+kubeadm; kind docs "Kubeadm Config Patches": kubeadm reads the kubelet configuration of the
+first node for all). kind runs kubeadm with its preflight phase skipped, so kubeadm's
+cgroup v1 validation does not stop it either."""
+
+
+def allow_cgroup_v1(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with :data:`CGROUP_V1_PATCH` added to its cluster-wide
+    ``kubeadmConfigPatches``: a 1.35+ node starts on a cgroup v1 host."""
+    patched = copy.deepcopy(dict(config))
+    patches = list(patched.get("kubeadmConfigPatches") or [])
+    if CGROUP_V1_PATCH not in patches:
+        patches.append(CGROUP_V1_PATCH)
+    patched["kubeadmConfigPatches"] = patches
+    return patched

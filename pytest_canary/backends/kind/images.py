@@ -11,6 +11,7 @@ tagged ``latest`` or untagged are refused: the kubelet would pull them instead.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,10 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from pytest_canary import images
-from pytest_canary.backends.kind.cluster import ClusterHandle, kind_cluster
+from pytest_canary.backends.kind.cluster import ClusterHandle
+from pytest_canary.backends.kind.tools import run_tool
 from pytest_canary.errors import BackendError
+from pytest_canary.locks import file_lock
 
 Progress = Callable[[str], None]
+
+LOAD_TIMEOUT = 600.0
+"""Seconds ``kind load docker-image`` may take (it streams the image into every node)."""
 
 
 def _quiet(message: str) -> None:
@@ -56,18 +62,28 @@ def check_loadable(image: str) -> None:
 
 
 def local_image(image: str) -> dict[str, Any] | None:
-    """``docker image inspect`` of ``image`` (None when the local engine does not have it or
-    cannot be reached)."""
-    try:
-        import docker
+    """``docker image inspect`` of ``image``; None when the local engine does not have it.
 
-        client = docker.from_env(timeout=10)
-    except Exception:
-        return None
+    Raises:
+        BackendError: when the Docker engine does not answer (naming ``DOCKER_HOST``): the
+            image may well be here, and the kind nodes could not pull it.
+    """
+    import docker
+
+    try:
+        client = images.connect(timeout=10)
+    except BackendError as exc:
+        raise BackendError(f"cannot tell whether image {image} was built here: {exc}") from exc
     try:
         attrs: dict[str, Any] = dict(client.images.get(image).attrs)
-    except Exception:
+    except docker.errors.ImageNotFound:
         return None
+    except Exception as exc:
+        raise BackendError(
+            f"cannot tell whether image {image} was built here: the Docker engine at "
+            f"{os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'} (DOCKER_HOST) "
+            f"answered {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         client.close()
     return attrs
@@ -90,7 +106,6 @@ class ImageLoader:
         self.handle = handle
         self.progress = progress
         self._done: set[str] = set()
-        self._cluster: Any = None
         self._lock = threading.Lock()
 
     def ensure(self, image: str) -> None:
@@ -112,12 +127,13 @@ class ImageLoader:
                     self._done.add(image)
                     return
             check_loadable(image)
-            import filelock
-
             safe = image.replace("/", "_").replace(":", "_")
-            locks = Path(self.handle.cache_dir) / "locks"
-            locks.mkdir(parents=True, exist_ok=True)
-            with filelock.FileLock(str(locks / f"image-{safe}.lock")):
+            with file_lock(
+                Path(self.handle.cache_dir) / "locks" / f"image-{safe}.lock",
+                timeout=images.BUILD_LOCK_TIMEOUT + LOAD_TIMEOUT,
+                what=f"the build and kind load of {image}",
+                progress=self.progress,
+            ):
                 if sample is not None:
                     built = images.build_sample_image(sample[1], sample[0], progress=self.progress)
                     if built != image:
@@ -128,10 +144,8 @@ class ImageLoader:
     def _load(self, image: str) -> None:
         started = time.monotonic()
         self.progress(f"loading image {image} into kind cluster {self.handle.name}")
-        if self._cluster is None:
-            self._cluster = kind_cluster(self.handle)
-        try:
-            self._cluster.load_docker_image(image)
-        except Exception as exc:
-            raise BackendError(f"kind load docker-image {image} failed: {exc}") from exc
+        run_tool(
+            [self.handle.kind or "kind", "load", "docker-image", image, "--name", self.handle.name],
+            timeout=LOAD_TIMEOUT,
+        )
         self.progress(f"loaded image {image} in {time.monotonic() - started:.0f}s")

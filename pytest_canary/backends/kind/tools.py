@@ -82,18 +82,37 @@ def find_tools(
     return Tools(kind=kind, kubectl=kubectl)
 
 
+def output_tail(stdout: str | bytes | None, stderr: str | bytes | None, lines: int = 15) -> str:
+    """The last ``lines`` lines a command printed, stderr first (its complaint), then stdout.
+    ``subprocess`` hands partial output of a timed-out command over as bytes."""
+
+    def text(value: str | bytes | None) -> str:
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+        return value or ""
+
+    printed = (text(stderr).strip() + "\n" + text(stdout).strip()).strip()
+    return "\n".join(printed.splitlines()[-lines:])
+
+
 def run_tool(args: Sequence[str], *, timeout: float, stdin: str | None = None) -> str:
-    """Run a command; its stdout, or a BackendError with the tail of its output."""
+    """Run a command; its stdout, or a BackendError with the tail of its output -- also
+    when it overran ``timeout`` and was stopped (what it printed until then says where it
+    hung). Ctrl-C stops the command too (``subprocess.run`` kills it) and propagates."""
     try:
         done = subprocess.run(
             list(args), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as exc:
-        raise BackendError(f"{' '.join(args)} did not finish within {timeout:.0f}s") from exc
+        tail = output_tail(exc.stdout, exc.stderr)
+        raise BackendError(
+            f"{' '.join(args)} did not finish within {timeout:.0f}s and was stopped"
+            + (f"; its output (last lines):\n{tail}" if tail else " (it printed nothing)")
+        ) from exc
     except OSError as exc:
         raise BackendError(f"cannot run {args[0]}: {exc}") from exc
     if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        tail = output_tail(done.stdout, done.stderr)
         raise BackendError(f"{' '.join(args)} failed (exit {done.returncode}):\n{tail}")
     return done.stdout
 

@@ -55,26 +55,14 @@ def test_the_pinned_node_image_is_a_tag_and_digest_inside_the_add_ons_window() -
     assert PINNED.minimum == "v0.31.0"  # the kind release whose notes list that image
 
 
-class FakeKindCluster:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.image: str | None = None
-
-    def create(self, config: Path) -> None:
-        self.log.append(f"create {config.name} image={self.image}")
-
-    def delete(self) -> None:
-        self.log.append("delete")
-
-    def load_docker_image(self, image: str) -> None:
-        self.log.append(f"load {image}")
-
-
 @pytest.fixture
 def fake_kind(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, api_server: ApiServer
 ) -> dict[str, Any]:
-    """kind, kubectl and add-ons stood in for; the cluster's API is the emulator."""
+    """kind, kubectl and add-ons stood in for; the cluster's API is the emulator. Commands
+    run through ``run_tool`` are logged (``create <config> image=<image>``, ``delete``, or
+    their first words); ``state["create"]`` may replace what ``kind create`` does."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the per-user cluster locks
     api_server.put(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}, "namespaces"
     )
@@ -84,12 +72,24 @@ def fake_kind(
         cluster, "check_kind_version", lambda kind, minimum: state["log"].append("kind version")
     )
     monkeypatch.setattr(cluster, "existing_clusters", lambda _kind: list(state["clusters"]))
-    monkeypatch.setattr(cluster, "kind_cluster", lambda handle: FakeKindCluster(state["log"]))
     monkeypatch.setattr(cluster, "node_ports", lambda name: PORTS)
+    monkeypatch.setattr(cluster, "host_cgroup_version", lambda: state.get("cgroup", 2))
     monkeypatch.setattr(cluster, "cluster_api", lambda handle: api_server.api())
     monkeypatch.setattr(kind_backend, "cluster_api", lambda handle: api_server.api())
 
-    def run_tool(args: list[str], **_: Any) -> str:
+    def run_tool(args: list[str], **kwargs: Any) -> str:
+        if args[1:3] == ["create", "cluster"]:
+            options = dict(zip(args[3::2], args[4::2], strict=True))
+            state["log"].append(
+                f"create {Path(options['--config']).name} image={options['--image']}"
+            )
+            state["create_timeout"] = kwargs.get("timeout")
+            if "create" in state:
+                state["create"](args)
+            return ""
+        if args[1:3] == ["delete", "cluster"]:
+            state["log"].append("delete")
+            return ""
         state["log"].append(" ".join(args[:4]))
         return ""
 
@@ -101,7 +101,11 @@ def fake_kind(
 
         def install(self, names: Any, pins: Any, *, gateway_node_port: int) -> None:
             if state.get("fail"):
-                raise AddonFailure(state["fail"])
+                raise (
+                    state["fail"]
+                    if isinstance(state["fail"], BaseException)
+                    else AddonFailure(state["fail"])
+                )
             state["installed"].append((tuple(names), gateway_node_port))
 
     monkeypatch.setattr(cluster.addons, "AddonInstaller", Installer)
@@ -126,6 +130,39 @@ def test_a_missing_cluster_is_created_with_the_pinned_node_image_and_deleted_by_
     assert fake_kind["installed"] == [(ADDONS, GATEWAY_NODE_PORT)]
     cluster.delete_cluster(handle, run_id="run-a")
     assert fake_kind["log"][-1] == "delete"
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "image", "patched"),
+    [
+        (1, None, True),  # the pinned 1.35 image
+        (1, "kindest/node:v1.34.0", False),  # its kubelet still starts on cgroup v1
+        (2, None, False),
+    ],
+)
+def test_on_a_cgroup_v1_host_a_1_35_node_is_allowed_to_start(
+    fake_kind: dict[str, Any], tmp_path: Path, cgroup: int, image: str | None, patched: bool
+) -> None:
+    """From 1.35 the kubelet refuses cgroup v1 unless failCgroupV1 is false (KEP-5573):
+    on such a host the kind config carries that setting for the kubelet."""
+    import yaml
+
+    fake_kind["cgroup"] = cgroup
+    lines: list[str] = []
+    setup_cluster(KindOptions(cache_dir=str(tmp_path), node_image=image), progress=lines.append)
+    written = yaml.safe_load((tmp_path / "clusters/pytest-canary/kind-config.yaml").read_text())
+    patches = [yaml.safe_load(p) for p in written.get("kubeadmConfigPatches") or []]
+    if patched:
+        assert patches == [
+            {
+                "kind": "KubeletConfiguration",
+                "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                "failCgroupV1": False,
+            }
+        ]
+        assert any("the Docker host runs cgroup v1" in line for line in lines)
+    else:
+        assert patches == []
 
 
 def test_an_existing_cluster_is_reused_and_never_deleted(fake_kind: dict[str, Any]) -> None:
@@ -263,93 +300,155 @@ case "$1 $2" in
   "get clusters") cat "{clusters}" 2>/dev/null || echo "No kind clusters found." >&2 ;;
   "export kubeconfig") ;;
   "create cluster")
-    for arg in "$@"; do case "$arg" in --kubeconfig=*) kc="${{arg#--kubeconfig=}}" ;; esac; done
-    cat > "$kc" <<KC
-apiVersion: v1
-kind: Config
-clusters: [{{name: kind-x, cluster: {{server: "https://127.0.0.1:6443"}}}}]
-users: [{{name: kind-x, user: {{token: t}}}}]
-contexts: [{{name: kind-x, context: {{cluster: kind-x, user: kind-x}}}}]
-current-context: kind-x
-KC
+    echo "Creating cluster \\"$4\\" ..."
+    if [ -e "{fail}" ]; then
+      echo " ✗ Preparing nodes 📦" >&2
+      echo "ERROR: failed to create cluster: $(cat "{fail}")" >&2
+      exit 1
+    fi
     echo pytest-canary > "{clusters}" ;;
+  "delete cluster") rm -f "{clusters}" ;;
 esac
 """
 
 
-def test_pytest_kind_creates_and_deletes_with_our_config_and_kind_binary(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """The real pytest-kind KindCluster, driven with a stand-in ``kind`` on PATH."""
+@pytest.fixture
+def kind_on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Path]:
+    """A stand-in ``kind`` (and an empty kubectl) on PATH; the cluster's checks and
+    add-ons skipped."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    log = tmp_path / "kind.log"
-    fake = bin_dir / "kind"
-    fake.write_text(
-        FAKE_KIND.format(log=log, clusters=tmp_path / "clusters", minimum=PINNED.minimum)
+    paths = {
+        "log": tmp_path / "kind.log",
+        "clusters": tmp_path / "clusters",
+        "fail": tmp_path / "fail",
+        "kind": bin_dir / "kind",
+        "cache": tmp_path / "cache",
+    }
+    paths["kind"].write_text(
+        FAKE_KIND.format(
+            log=paths["log"],
+            clusters=paths["clusters"],
+            fail=paths["fail"],
+            minimum=PINNED.minimum,
+        )
     )
-    fake.chmod(0o755)
+    paths["kind"].chmod(0o755)
     (bin_dir / "kubectl").write_text("#!/bin/sh\n")
     (bin_dir / "kubectl").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setattr(cluster, "_check_and_prepare", lambda *args, **kwargs: None)
+    monkeypatch.setattr(cluster, "host_cgroup_version", lambda: 2)
     monkeypatch.chdir(tmp_path)
-    cache = tmp_path / "cache"
+    return paths
+
+
+def test_kind_creates_and_deletes_with_our_config_and_kind_binary(
+    kind_on_path: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kind binary on PATH, run by us with a deadline (its output kept for errors)."""
+    cache = kind_on_path["cache"]
     options = KindOptions(cache_dir=str(cache))
     handle = setup_cluster(options)
-    calls = log.read_text().splitlines()
+    calls = kind_on_path["log"].read_text().splitlines()
     home = cache / "clusters" / "pytest-canary"
     assert calls == [
         "version",
         "get clusters",
-        "get clusters",  # pytest-kind's own check before creating
-        f"create cluster --name=pytest-canary --kubeconfig={home / 'kubeconfig'} "
-        f"--image={PINNED.node_image} --config {home / 'kind-config.yaml'}",
+        f"create cluster --name pytest-canary --kubeconfig {home / 'kubeconfig'} "
+        f"--image {PINNED.node_image} --config {home / 'kind-config.yaml'}",
     ]
-    assert handle.created and handle.kind == str(fake)
-    assert not (tmp_path / ".pytest-kind").exists()  # kept out of the user's project
-    assert (cache / ".pytest-kind" / "pytest-canary").is_dir()
+    assert handle.created and handle.kind == str(kind_on_path["kind"])
+    assert not (kind_on_path["cache"].parent / ".pytest-kind").exists()
     monkeypatch.setattr(cluster, "_other_users", lambda handle, run_id: [])
     cluster.delete_cluster(handle)
-    assert log.read_text().splitlines()[-1] == (
-        f"delete cluster --name=pytest-canary --kubeconfig={home / 'kubeconfig'}"
+    assert kind_on_path["log"].read_text().splitlines()[-1] == (
+        f"delete cluster --name pytest-canary --kubeconfig {home / 'kubeconfig'}"
     )
+    kind_on_path["clusters"].write_text("pytest-canary\n")
     monkeypatch.setattr(cluster, "node_ports", lambda name: PORTS)  # Docker knows the real one
     again = setup_cluster(options)  # it exists now: reused, so never deleted
     assert not again.created
-    assert log.read_text().splitlines()[-1] == (
+    assert kind_on_path["log"].read_text().splitlines()[-1] == (
         f"export kubeconfig --name pytest-canary --kubeconfig {home / 'kubeconfig'}"
     )
 
 
+def test_a_failed_kind_create_shows_kinds_own_output(kind_on_path: dict[str, Path]) -> None:
+    """kind says why it failed on its stderr: that reaches the error (run inside pytest-kind's
+    KindCluster.create it went to a terminal that a failing session setup never shows)."""
+    kind_on_path["fail"].write_text('could not find a log line that matches "Reached target"')
+    with pytest.raises(BackendError) as caught:
+        setup_cluster(KindOptions(cache_dir=str(kind_on_path["cache"])))
+    message = str(caught.value)
+    assert "creating kind cluster pytest-canary failed" in message
+    assert "the half-made cluster was deleted" in message
+    assert "ERROR: failed to create cluster: could not find a log line that matches" in message
+    assert "✗ Preparing nodes" in message
+    assert kind_on_path["log"].read_text().splitlines()[-1] == "delete cluster --name pytest-canary"
+
+
+def test_a_cluster_another_session_created_meanwhile_is_not_deleted(
+    kind_on_path: dict[str, Path],
+) -> None:
+    kind_on_path["fail"].write_text(
+        'node(s) already exist for a cluster with the name "pytest-canary"'
+    )
+    with pytest.raises(BackendError, match="another session created it meanwhile"):
+        setup_cluster(KindOptions(cache_dir=str(kind_on_path["cache"])))
+    assert not any(
+        line.startswith("delete") for line in kind_on_path["log"].read_text().splitlines()
+    )
+
+
+def test_sessions_with_different_cache_directories_share_the_cluster_setup_lock(
+    kind_on_path: dict[str, Path], tmp_path: Path
+) -> None:
+    """Cluster names are per Docker engine, not per cache directory: a session whose
+    ``--canary-cache-dir`` differs waits for the one setting the cluster up (here: until its
+    deadline), instead of creating the same cluster at the same time."""
+    lock = cluster.cluster_lock("pytest-canary")
+    assert str(lock).startswith(str(tmp_path / "home"))
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import filelock, sys\n"
+            f"with filelock.FileLock({str(lock)!r}):\n"
+            "    print('held', flush=True)\n"
+            "    sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        options = KindOptions(cache_dir=str(tmp_path / "other-cache"), setup_timeout=0.5)
+        with pytest.raises(cluster.SetupLockBusy, match=str(lock)):
+            setup_cluster(options)
+        assert not kind_on_path["log"].read_text().count("create")
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+
+
 def test_a_cluster_creation_that_overruns_its_deadline_is_deleted_and_reported(
-    fake_kind: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    fake_kind: dict[str, Any], tmp_path: Path
 ) -> None:
-    class SlowKindCluster(FakeKindCluster):
-        def create(self, config: Path) -> None:
-            # kind create, hanging until the cluster is deleted under it (bounded).
-            deadline = time.monotonic() + 10
-            while not any("delete" in line for line in self.log) and time.monotonic() < deadline:
-                time.sleep(0.01)
+    def overrun(args: list[str]) -> None:
+        raise BackendError(f"{' '.join(args)} did not finish within 0s and was stopped")
 
-    monkeypatch.setattr(cluster, "kind_cluster", lambda handle: SlowKindCluster(fake_kind["log"]))
+    fake_kind["create"] = overrun
     options = KindOptions(cache_dir=str(tmp_path), setup_timeout=0.3)
-    with pytest.raises(BackendError, match=r"did not finish within 0s \(--canary-setup-timeout\)"):
+    with pytest.raises(BackendError, match="the half-made cluster was deleted"):
         setup_cluster(options)
-    assert "/bin/kind delete cluster --name" in fake_kind["log"]
-
-
-def test_a_failed_cluster_creation_deletes_the_half_made_cluster(
-    fake_kind: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    class BrokenKindCluster(FakeKindCluster):
-        def create(self, config: Path) -> None:
-            raise RuntimeError("node did not become ready")
-
-    monkeypatch.setattr(cluster, "kind_cluster", lambda handle: BrokenKindCluster(fake_kind["log"]))
-    with pytest.raises(BackendError, match="creating kind cluster pytest-canary failed: node did"):
-        setup_cluster(fake_kind["options"])
-    assert "/bin/kind delete cluster --name" in fake_kind["log"]
+    assert fake_kind["create_timeout"] == 0.3
+    assert fake_kind["log"][-1] == "delete"
 
 
 # -- live tier ------------------------------------------------------------------------------------

@@ -107,3 +107,31 @@ def test_a_kind_older_than_the_pinned_minimum_is_refused_with_what_to_install(
     assert f"https://kind.sigs.k8s.io/dl/{minimum}/kind-linux-arm64" in message
     new = executable(tmp_path, "kind-new", f"#!/bin/sh\necho kind {minimum} go1.25.5 linux/amd64\n")
     assert check_kind_version(str(new), minimum).startswith(f"kind {minimum}")
+
+
+def test_a_command_that_overruns_its_timeout_keeps_what_it_printed(tmp_path: Path) -> None:
+    """kind create / load / delete stopped at their deadline: the error carries their last
+    lines, which say where they hung."""
+    from pytest_canary.backends.kind.tools import run_tool
+
+    hanging = executable(
+        tmp_path,
+        "kind",
+        "#!/bin/sh\necho ' ✓ Ensuring node image (kindest/node:v1.35.0)'\n"
+        "echo ' • Preparing nodes 📦' >&2\nexec sleep 60\n",
+    )
+    with pytest.raises(BackendError) as caught:
+        run_tool([str(hanging), "create", "cluster"], timeout=3)
+    message = str(caught.value)
+    assert message.startswith(f"{hanging} create cluster did not finish within 3s and was stopped")
+    assert "Preparing nodes" in message and "Ensuring node image" in message
+
+
+def test_a_failing_command_reports_its_exit_status_and_output(tmp_path: Path) -> None:
+    from pytest_canary.backends.kind.tools import run_tool
+
+    failing = executable(
+        tmp_path, "kind", "#!/bin/sh\necho 'ERROR: failed to create cluster: boom' >&2\nexit 1\n"
+    )
+    with pytest.raises(BackendError, match=r"failed \(exit 1\):\nERROR: failed to create cluster"):
+        run_tool([str(failing), "create", "cluster"], timeout=30)
