@@ -34,7 +34,9 @@ from pytest_canary.backends.kind.images import ImageLoader, workload_images
 from pytest_canary.backends.kind.options import KindOptions, default_cache_dir
 from pytest_canary.backends.kube.backend import KubeBackend
 from pytest_canary.backends.kube.entry import EntryPoints
+from pytest_canary.backends.kube.namespace import KEPT_LABEL, RUN_LABEL
 from pytest_canary.backends.kube.options import KubeOptions
+from pytest_canary.errors import BackendError
 
 Progress = Callable[[str], None]
 
@@ -154,8 +156,9 @@ class KindBackend(KubeBackend):
 
     def close(self) -> None:
         """Close environments; then, in the process that set the cluster up, withdraw this
-        run's user record and delete the cluster if this run created it (unless kept, or
-        another live run uses it)."""
+        run's user record and delete the cluster if this run created it -- unless kept, or
+        another live run uses it, or namespaces of this run were kept (``--canary-keep``:
+        they live in the cluster, so it stays, and a progress line says how to delete it)."""
         users, owns = self.users, self.owns_cluster
         self.users, self.owns_cluster = None, False
         try:
@@ -165,7 +168,34 @@ class KindBackend(KubeBackend):
             super().close()
         finally:
             if owns and self.kind_options.keep_cluster != "always":
-                delete_cluster(self.handle, run_id=self.run_id, progress=self.progress)
+                kept = self.kept or self._kept_by_this_run()
+                if kept:
+                    self.progress(
+                        f"kind cluster {self.handle.name} is kept: it holds the namespaces "
+                        f"--canary-keep kept ({', '.join(kept[:5])}"
+                        f"{', ...' if len(kept) > 5 else ''}); delete it when done: "
+                        f"kind delete cluster --name {self.handle.name}"
+                    )
+                else:
+                    delete_cluster(self.handle, run_id=self.run_id, progress=self.progress)
+
+    def _kept_by_this_run(self) -> list[str]:
+        """Namespaces of this run marked kept in the cluster (xdist workers kept them: the
+        controller's own list does not know them). Empty when the API does not answer."""
+        selector = f"{RUN_LABEL}={self.run_id},{KEPT_LABEL}=true"
+        try:
+            api = cluster_api(self.handle)
+        except BackendError:
+            return []
+        try:
+            return [
+                str(ns["metadata"]["name"])
+                for ns in api.list("v1", "Namespace", label_selector=selector)
+            ]
+        except Exception:
+            return []
+        finally:
+            api.close()
 
 
 def make_cluster_backend(

@@ -189,10 +189,18 @@ def cluster_options(backend: str, values: Values) -> KubeOptions | KindOptions:
         return lambda raw: parse_port(str(raw), flag)
 
     cache = _get(values, "canary_cache_dir")
+    keep_cluster = _parsed(values, "canary_keep_cluster", parse_keep_cluster) or "failed"
+    if keep_cluster == "never" and kube.keep != "never":
+        raise CanaryConfigError(
+            f"--canary-keep={kube.keep} ({values['canary_keep'][0]}) keeps test namespaces in "
+            f"the kind cluster, but --canary-keep-cluster=never "
+            f"({values['canary_keep_cluster'][0]}) deletes that cluster at the end: drop one "
+            "of them"
+        )
     return KindOptions(
         cluster=_parsed(values, "canary_kind_cluster", lambda raw: parse_cluster_name(str(raw)))
         or DEFAULT_CLUSTER,
-        keep_cluster=_parsed(values, "canary_keep_cluster", parse_keep_cluster) or "failed",
+        keep_cluster=keep_cluster,
         node_image=_get(values, "canary_kind_image"),
         http_port=_parsed(values, "canary_kind_http_port", port("--canary-kind-http-port")),
         gateway_port=_parsed(

@@ -293,6 +293,47 @@ def test_the_kind_backend_records_its_run_and_withdraws_it_at_the_end(
     assert fake_kind["log"][-1] == "delete"
 
 
+def test_a_cluster_holding_namespaces_kept_by_canary_keep_is_not_deleted(
+    fake_kind: dict[str, Any],
+) -> None:
+    """--canary-keep keeps a test's namespace for inspection: the cluster this run created
+    holds it, so it is kept too (and the line says how to delete it)."""
+    lines: list[str] = []
+    options = KindOptions(cache_dir=fake_kind["options"].cache_dir, kube=KubeOptions(keep="always"))
+    backend = kind_backend.KindBackend.setup(options, run_id="run-a", progress=lines.append)
+    env = backend.environment("test_kept")
+    env.apply([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {}}])
+    backend.close()
+    assert "delete" not in fake_kind["log"]
+    assert lines[-1] == (
+        f"kind cluster pytest-canary is kept: it holds the namespaces --canary-keep kept "
+        f"({env.namespace}); delete it when done: kind delete cluster --name pytest-canary"
+    )
+
+
+def test_namespaces_an_xdist_worker_kept_keep_the_cluster_too(fake_kind: dict[str, Any]) -> None:
+    """A worker kept a namespace (labelled kept, with this run's id); the controller, which
+    deletes the cluster, finds it in the cluster."""
+    lines: list[str] = []
+    backend = kind_backend.KindBackend.setup(
+        fake_kind["options"], run_id="run-a", progress=lines.append
+    )
+    fake_kind["api"].put(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": "canary-worker-test-1a2b3",
+                "labels": {"pytest-canary/run": "run-a", "pytest-canary/kept": "true"},
+            },
+        },
+        "namespaces",
+    )
+    backend.close()
+    assert "delete" not in fake_kind["log"]
+    assert "(canary-worker-test-1a2b3)" in lines[-1]
+
+
 FAKE_KIND = """#!/bin/sh
 echo "$@" >> "{log}"
 case "$1 $2" in

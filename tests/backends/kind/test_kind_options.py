@@ -153,3 +153,18 @@ def test_pytest_kinds_options_are_in_help_with_their_meaning(pytester: pytest.Py
         "*--keep-cluster*Keep the Kubernetes kind cluster*",
     ):
         result.stdout.fnmatch_lines([line])
+
+
+def test_keeping_namespaces_in_a_cluster_that_is_never_kept_is_refused() -> None:
+    with pytest.raises(CanaryConfigError) as caught:
+        cluster_options(
+            "kind",
+            {
+                "canary_keep": ("command line --canary-keep", "failed"),
+                "canary_keep_cluster": ("ini canary_keep_cluster", "never"),
+            },
+        )
+    assert str(caught.value).startswith(
+        "--canary-keep=failed (command line --canary-keep) keeps test namespaces in the kind "
+        "cluster, but --canary-keep-cluster=never (ini canary_keep_cluster) deletes that cluster"
+    )
