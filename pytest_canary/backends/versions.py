@@ -3,8 +3,9 @@ cluster before anything is installed or applied there.
 
 The windows are pinned next to the add-ons (``fixtures/addons.yaml``, key ``kubernetes``),
 each with the upstream fact behind it. A cluster is checked against the add-ons it uses: on
-kind the ones installed (``--canary-addons``), on ``kube`` every pinned data plane the models
-are written for. Outside a window the run stops with one error naming the server's version,
+kind the ones installed (``--canary-addons``), on ``kube`` the pinned data planes the cluster
+runs (an ingress-nginx IngressClass, Istio's or Gateway API's API group served; see
+:func:`pytest_canary.backends.kube.backend.dataplanes_in`). Outside a window the run stops with one error naming the server's version,
 the window and each add-on that needs it; ``--canary-any-kubernetes-version`` runs anyway.
 """
 

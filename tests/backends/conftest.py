@@ -372,16 +372,22 @@ def _status(code: int, message: str) -> aiohttp.web.Response:
 class ApiServer:
     """The emulator on 127.0.0.1 in a thread of its own, for the synchronous real client."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, istio: bool = True, gateway_api: bool = True) -> None:
+        """Args: istio, gateway_api: serve those API groups (their CRDs installed)."""
         self.emulator = ClusterEmulator()
         # The built-in resources kmock ships (its load_bundled() uses a deprecated
         # importlib.resources call, an error under filterwarnings=error).
         bundled = importlib.resources.files("kmock._internal").joinpath("resources.json.gz")
         self.emulator.resources.load_data(gzip.decompress(bundled.read_bytes()))
-        for plural in ("virtualservices", "destinationrules", "gateways"):
-            self.emulator.resources[f"networking.istio.io/v1/{plural}"]
-        for plural in ("httproutes", "gateways"):
-            self.emulator.resources[f"gateway.networking.k8s.io/v1/{plural}"]
+        if istio:
+            for plural in ("virtualservices", "destinationrules", "gateways"):
+                self.emulator.resources[f"networking.istio.io/v1/{plural}"]
+        if gateway_api:
+            for plural in ("httproutes", "gateways"):
+                self.emulator.resources[f"gateway.networking.k8s.io/v1/{plural}"]
+        else:  # kmock's bundle knows the Gateway API kinds: a cluster without the CRDs
+            for key in [k for k in self.emulator.resources if "gateway.networking" in str(k)]:
+                self.emulator.resources.pop(key)
         self.url = ""
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None

@@ -461,6 +461,18 @@ class KubeApi:
         finally:
             client.close()
 
+    def serves(self, api_version: str) -> bool:
+        """Whether the cluster serves ``api_version`` (``networking.istio.io/v1``): API
+        discovery, 404 meaning no. Other API errors propagate."""
+        group, version = split_api_version(api_version)
+        try:
+            self._get_path(f"/apis/{group}/{version}" if group else f"/api/{version}")
+        except Exception as exc:
+            if status_of(exc) == 404:
+                return False
+            raise
+        return True
+
     def server_version(self) -> dict[str, Any]:
         """The API server's ``/version`` (``gitVersion``, ``major``, ``minor``, ...)."""
         return self._get_path("/version")

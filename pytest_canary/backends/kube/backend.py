@@ -31,7 +31,7 @@ from pytest_canary.backends.kube.entry import EntryPoints, NodeAddress
 from pytest_canary.backends.kube.environment import KubeEnvironment
 from pytest_canary.backends.kube.hosts import HostLocks
 from pytest_canary.backends.kube.options import KubeOptions, check_context, parse_gateway
-from pytest_canary.backends.kube.signals import ConfigSignals
+from pytest_canary.backends.kube.signals import DEFAULT_CONTROLLER_CLASS, ConfigSignals
 from pytest_canary.backends.kube.sweep import LEASE_SECONDS, LeaseRenewer, sweep_namespaces
 from pytest_canary.backends.owner import Owner
 from pytest_canary.errors import BackendError, CanaryConfigError
@@ -44,10 +44,17 @@ def _quiet(message: str) -> None:
 
 
 def check_kubernetes_version(
-    api: KubeApi, names: Sequence[str], *, where: str, allow_any: bool, progress: Progress = _quiet
+    api: KubeApi,
+    names: Sequence[str],
+    *,
+    where: str,
+    allow_any: bool,
+    progress: Progress = _quiet,
+    found: Mapping[str, str] | None = None,
 ) -> str:
     """Read the server's ``/version`` and refuse one outside the windows of the add-ons
-    ``names`` (unless ``allow_any``); returns the version as the server wrote it.
+    ``names`` (unless ``allow_any``); returns the version as the server wrote it. ``found``
+    says, per add-on, what showed that the cluster runs it (for the message).
 
     Raises:
         BackendError: outside a window (naming the version, the window and the add-ons), or
@@ -65,6 +72,8 @@ def check_kubernetes_version(
     minor, text = versions.server_minor(info)
     pins = addons.load_pins()
     windows = [w for name in names if (w := pins[name].kubernetes) is not None]
+    if found:
+        where += "; it runs " + ", ".join(f"{name} ({why})" for name, why in found.items())
     try:
         versions.check(minor, text, windows, where=where)
     except BackendError as exc:
@@ -72,6 +81,54 @@ def check_kubernetes_version(
             raise
         progress(f"{exc} -- going on: {versions.OPT_OUT} was given")
     return text
+
+
+SERVED_DATAPLANES = (
+    ("istio", "networking.istio.io/v1", "networking.istio.io/v1 served"),
+    ("gateway-api", "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1 served"),
+)
+"""Add-ons a cluster runs when it serves their API (CRDs installed)."""
+
+
+def dataplanes_in(
+    api: KubeApi, *, ingress_class: str | None = None, progress: Progress = _quiet
+) -> dict[str, str]:
+    """The pinned data planes this cluster runs, each with what showed it: ingress-nginx by an
+    IngressClass whose ``spec.controller`` is ingress-nginx's default ``k8s.io/ingress-nginx``
+    (or the class ``--canary-ingress-class`` names), Istio and Gateway API by their served
+    API groups. What cannot be told (no permission) is said in a progress line and left out:
+    only the windows of data planes the cluster has are checked."""
+    found: dict[str, str] = {}
+    try:
+        classes = api.list("networking.k8s.io/v1", "IngressClass")
+    except Exception as exc:
+        if waits.is_transient(exc):
+            raise
+        progress(
+            f"cannot list IngressClasses ({api_error_message(exc)}): the Kubernetes window of "
+            "ingress-nginx is not checked"
+        )
+        classes = []
+    for ingress_class_object in classes:
+        name = str((ingress_class_object.get("metadata") or {}).get("name", ""))
+        controller = str((ingress_class_object.get("spec") or {}).get("controller", ""))
+        if controller == DEFAULT_CONTROLLER_CLASS or (ingress_class and name == ingress_class):
+            found["ingress-nginx"] = f"IngressClass {name}, controller {controller}"
+            break
+    for name, api_version, why in SERVED_DATAPLANES:
+        try:
+            served = api.serves(api_version)
+        except Exception as exc:
+            if waits.is_transient(exc):
+                raise
+            progress(
+                f"cannot tell whether the cluster serves {api_version} "
+                f"({api_error_message(exc)}): the Kubernetes window of {name} is not checked"
+            )
+            continue
+        if served:
+            found[name] = why
+    return {name: found[name] for name in addons.ADDONS if name in found}
 
 
 class KubeBackend(Backend):
@@ -164,12 +221,16 @@ class KubeBackend(Backend):
         check_context(context, explicit=options.context_explicit)
         api = KubeApi.from_kubeconfig(options.kubeconfig, context)
         try:
+            # Only the windows of the data planes this cluster runs: a cluster without Istio
+            # is not refused for Istio's.
+            found = dataplanes_in(api, ingress_class=options.ingress_class, progress=progress)
             check_kubernetes_version(
                 api,
-                addons.ADDONS,
+                list(found),
                 where=f"context {context}",
                 allow_any=options.any_kubernetes_version,
                 progress=progress,
+                found=found,
             )
         except BaseException:
             api.close()

@@ -46,6 +46,13 @@ current-context: {context}
 
 # -- the Kubernetes version, before anything is applied -------------------------------------------
 
+NGINX_CLASS = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "IngressClass",
+    "metadata": {"name": "nginx"},
+    "spec": {"controller": "k8s.io/ingress-nginx"},
+}
+
 
 def test_a_server_outside_the_window_is_refused_before_anything_is_applied(
     api_server: ApiServer, tmp_path: Path
@@ -62,17 +69,44 @@ def test_a_server_outside_the_window_is_refused_before_anything_is_applied(
         KubeBackend.from_kubeconfig(options, run_id="run-1")
     message = str(caught.value)
     assert message.startswith(
-        "Kubernetes v1.29.4-eks-2ad3f0b (context staging-eu) is outside 1.32-1.35, the versions "
-        "the pinned add-ons support: "
+        "Kubernetes v1.29.4-eks-2ad3f0b (context staging-eu; it runs gateway-api "
+        "(gateway.networking.k8s.io/v1 served), istio (networking.istio.io/v1 served)) is "
+        "outside 1.32 or newer, the versions the pinned add-ons support: "
     )
     assert "istio 1.30.3 needs 1.32 or newer" in message
     assert api_server.writes() == []
+
+
+def test_only_the_windows_of_the_data_planes_the_cluster_runs_are_checked(
+    tmp_path: Path,
+) -> None:
+    """A 1.31 cluster with ingress-nginx and neither Istio nor Gateway API: inside
+    ingress-nginx's window (1.31-1.35), outside Istio's (1.32+), which it does not run."""
+    server = ApiServer(istio=False, gateway_api=False).start()
+    try:
+        server.emulator.version = {"major": "1", "minor": "31", "gitVersion": "v1.31.6"}
+        server.put(NGINX_CLASS, "ingressclasses")
+        options = KubeOptions(
+            kubeconfig=str(kubeconfig_for(server, tmp_path / "kc")), context_explicit=True
+        )
+        KubeBackend.from_kubeconfig(options, run_id="run-1").close()
+        server.emulator.version = {"major": "1", "minor": "36", "gitVersion": "v1.36.1"}
+        with pytest.raises(BackendError) as caught:
+            KubeBackend.from_kubeconfig(options, run_id="run-1")
+        assert str(caught.value).startswith(
+            "Kubernetes v1.36.1 (context staging-eu; it runs ingress-nginx (IngressClass nginx, "
+            "controller k8s.io/ingress-nginx)) is outside 1.31-1.35"
+        )
+        assert "istio" not in str(caught.value)
+    finally:
+        server.stop()
 
 
 def test_every_add_on_whose_window_excludes_the_version_is_named(
     api_server: ApiServer, tmp_path: Path
 ) -> None:
     api_server.emulator.version = {"major": "1", "minor": "28", "gitVersion": "v1.28.15"}
+    api_server.put(NGINX_CLASS, "ingressclasses")
     options = KubeOptions(
         kubeconfig=str(kubeconfig_for(api_server, tmp_path / "kc")), context_explicit=True
     )
@@ -90,6 +124,7 @@ def test_every_add_on_whose_window_excludes_the_version_is_named(
 
 def test_the_window_is_an_explicit_opt_out(api_server: ApiServer, tmp_path: Path) -> None:
     api_server.emulator.version = {"major": "1", "minor": "36", "gitVersion": "v1.36.1"}
+    api_server.put(NGINX_CLASS, "ingressclasses")  # tested up to 1.35
     lines: list[str] = []
     options = KubeOptions(
         kubeconfig=str(kubeconfig_for(api_server, tmp_path / "kc")),
@@ -99,7 +134,9 @@ def test_the_window_is_an_explicit_opt_out(api_server: ApiServer, tmp_path: Path
     backend = KubeBackend.from_kubeconfig(options, run_id="run-1", progress=lines.append)
     backend.close()
     assert any(
-        line.startswith("Kubernetes v1.36.1 (context staging-eu) is outside") for line in lines
+        line.startswith("Kubernetes v1.36.1 (context staging-eu; it runs gateway-api")
+        and " is outside 1.32-1.35" in line
+        for line in lines
     )
 
 
