@@ -5,8 +5,9 @@ The windows are pinned next to the add-ons (``fixtures/addons.yaml``, key ``kube
 each with the upstream fact behind it. A cluster is checked against the add-ons it uses: on
 kind the ones installed (``--canary-addons``), on ``kube`` the pinned data planes the cluster
 runs (an ingress-nginx IngressClass, Istio's or Gateway API's API group served; see
-:func:`pytest_canary.backends.kube.backend.dataplanes_in`). Outside a window the run stops with one error naming the server's version,
-the window and each add-on that needs it; ``--canary-any-kubernetes-version`` runs anyway.
+:func:`pytest_canary.backends.kube.backend.dataplanes_in`). Outside a window the run stops
+with one error naming the server's version, the window and each add-on that needs it;
+``--canary-any-kubernetes-version`` runs anyway.
 """
 
 from __future__ import annotations
