@@ -1,12 +1,16 @@
 """Who owns what a run leaves behind: one pytest process, and whether it still runs.
 
 Containers of the Docker runtime, namespaces and cluster-user records of the cluster backends
-all carry the identity of the process that made them -- host name, pid and the pid's start
-time -- so that the next session can tell the leftovers of a killed run from the objects of a
-run still going (:func:`running_here`). A pid alone is not enough: pids are recycled, (pid,
-start time) pairs are not. Another host's pid means nothing here; callers decide what to do
-with those (the Docker runtime keeps them; the cluster backends read a renewed lease, see
-:mod:`pytest_canary.backends.kube.sweep`).
+all carry the identity of the process that made them -- host name, boot id, pid namespace,
+pid and the pid's start time -- so that the next session can tell the leftovers of a killed
+run from the objects of a run still going (:func:`Owner.running_here`). A pid alone is not
+enough: pids are recycled, (pid, start time) pairs are not. A host name alone does not say
+"this machine": two machines may share one, and containers started with ``--network=host``
+share the host's name but not its processes. So a pid is looked up only when the host name,
+the boot id (``/proc/sys/kernel/random/boot_id``) and the pid namespace (the inode of
+``/proc/self/ns/pid``) all match this process's; otherwise this machine cannot tell, and
+callers decide (the Docker runtime keeps such objects; the cluster backends read a renewed
+lease, see :mod:`pytest_canary.backends.kube.sweep`).
 """
 
 from __future__ import annotations
@@ -52,30 +56,61 @@ def _signalable(pid: int) -> bool:
     return True
 
 
+def machine_identity() -> tuple[str, str]:
+    """(boot id, pid namespace) of this process: what tells this machine and container from
+    another with the same host name. Both ``""`` where there is no ``/proc`` (macOS)."""
+    if not sys.platform.startswith("linux"):
+        return "", ""
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot_id = ""
+    try:
+        pid_ns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        pid_ns = ""
+    return boot_id, pid_ns
+
+
 @dataclass(frozen=True)
 class Owner:
-    """One process on one host: what makes a run's leftovers recognisable.
+    """One process on one machine: what makes a run's leftovers recognisable.
 
     Attributes:
         host: ``socket.gethostname()`` of the process.
         pid: its pid.
         pid_start: its start time (:func:`process_start_time`; ``""`` when unknown).
+        boot_id: the boot id of its machine (``""`` when unknown, or a record written
+            before it was kept).
+        pid_ns: the inode of its pid namespace (``""`` likewise).
     """
 
     host: str
     pid: int
     pid_start: str
+    boot_id: str = ""
+    pid_ns: str = ""
 
     @classmethod
     def this_process(cls) -> Owner:
         """The calling process."""
         pid = os.getpid()
-        return cls(socket.gethostname(), pid, process_start_time(pid) or "")
+        boot_id, pid_ns = machine_identity()
+        return cls(socket.gethostname(), pid, process_start_time(pid) or "", boot_id, pid_ns)
+
+    def same_pid_space(self) -> bool:
+        """Whether this process sees the owner's pids: same host name, boot id and pid
+        namespace (all unknown counts as the same only where none is ever known, macOS)."""
+        return self.host == socket.gethostname() and (self.boot_id, self.pid_ns) == (
+            machine_identity()
+        )
 
     def running_here(self) -> bool | None:
         """True while the process runs, False once it is gone (or its pid was recycled by
-        another process), None when it ran on another host (this host cannot tell)."""
-        if self.host != socket.gethostname():
+        another process), None when its pids are not this process's to look up (another
+        machine, another container with the same host name, another boot, or a record
+        that does not say)."""
+        if not self.same_pid_space():
             return None
         started = process_start_time(self.pid)
         if started is None:

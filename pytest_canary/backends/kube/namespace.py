@@ -5,8 +5,8 @@ Every namespace pytest-canary creates carries:
 - labels ``app.kubernetes.io/managed-by=pytest-canary`` and ``pytest-canary/run=<run id>``
   (find a run's namespaces), ``istio-injection=enabled`` when its objects use the mesh, and
   ``pytest-canary/kept=true`` once ``--canary-keep`` kept it;
-- annotations naming the test and the owning process -- host, pid, pid start time
-  (:class:`~pytest_canary.backends.owner.Owner`) -- and a lease: when the owner last renewed
+- annotations naming the test and the owning process -- host, boot id, pid namespace, pid,
+  pid start time (:class:`~pytest_canary.backends.owner.Owner`) -- and a lease: when the owner last renewed
   it and for how long it holds (:data:`RENEWED_AT`, :data:`LEASE_SECONDS`). The next session
   reads them to delete what a killed run left (:mod:`pytest_canary.backends.kube.sweep`).
 """
@@ -33,6 +33,8 @@ TEST_ANNOTATION = "pytest-canary/test"
 OWNER_HOST = "pytest-canary/owner-host"
 OWNER_PID = "pytest-canary/owner-pid"
 OWNER_PID_START = "pytest-canary/owner-pid-start"
+OWNER_BOOT_ID = "pytest-canary/owner-boot-id"
+OWNER_PID_NAMESPACE = "pytest-canary/owner-pid-namespace"
 RENEWED_AT = "pytest-canary/lease-renewed-at"
 """When the owner last renewed its lease: RFC 3339, UTC, the owner's clock."""
 LEASE_SECONDS = "pytest-canary/lease-seconds"
@@ -67,6 +69,8 @@ def owner_annotations(owner: Owner, *, lease_seconds: float, now: float) -> dict
         OWNER_HOST: owner.host,
         OWNER_PID: str(owner.pid),
         OWNER_PID_START: owner.pid_start,
+        OWNER_BOOT_ID: owner.boot_id,
+        OWNER_PID_NAMESPACE: owner.pid_ns,
         RENEWED_AT: rfc3339(now),
         LEASE_SECONDS: str(int(lease_seconds)),
     }
@@ -79,7 +83,13 @@ def owner_of(obj: Mapping[str, Any]) -> Owner | None:
         pid = int(notes.get(OWNER_PID, ""))
     except ValueError:
         return None
-    return Owner(str(notes.get(OWNER_HOST, "")), pid, str(notes.get(OWNER_PID_START, "")))
+    return Owner(
+        str(notes.get(OWNER_HOST, "")),
+        pid,
+        str(notes.get(OWNER_PID_START, "")),
+        str(notes.get(OWNER_BOOT_ID, "")),
+        str(notes.get(OWNER_PID_NAMESPACE, "")),
+    )
 
 
 def lease_expires(obj: Mapping[str, Any]) -> float | None:

@@ -5,11 +5,14 @@ a lease (:mod:`pytest_canary.backends.kube.namespace`). The liveness rule, in or
 
 1. a namespace kept with ``--canary-keep`` (label ``pytest-canary/kept=true``), one of this
    run, or one that names no owner, is never swept;
-2. owner on this host (same host name): gone when its pid no longer runs, or runs as another
-   process (pid start time differs) -- exact on Linux (``/proc``); where the start time is
-   unknown (macOS) a running pid counts as the owner unless its lease ran out;
-3. owner on another host: gone when its lease ran out more than :data:`CLOCK_SKEW` seconds
-   ago. A live run renews the lease of each namespace it has open every
+2. owner whose pids this process sees (same host name, boot id and pid namespace:
+   :meth:`~pytest_canary.backends.owner.Owner.same_pid_space`): gone when its pid no longer
+   runs, or runs as another process (pid start time differs) -- exact on Linux (``/proc``);
+   where the start time is unknown (macOS) a running pid counts as the owner unless its lease
+   ran out;
+3. any other owner -- another machine, or one that shares the host name but not the pids (a
+   container with ``--network=host``, another boot, a record that does not say): gone when
+   its lease ran out more than :data:`CLOCK_SKEW` seconds ago. A live run renews the lease of each namespace it has open every
    :data:`RENEW_EVERY` seconds (:class:`LeaseRenewer`); the lease holds
    :data:`LEASE_SECONDS`. The renewal time is the owner's clock: machines sharing a cluster
    must agree on the time within :data:`CLOCK_SKEW`.

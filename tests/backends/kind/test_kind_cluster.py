@@ -6,6 +6,7 @@ bottom runs the real thing."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
@@ -263,7 +264,9 @@ def test_a_cluster_another_live_run_uses_is_not_deleted_under_it(
         deadline = time.monotonic() + 10
         while process_start_time(other.pid) is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        run_b = Owner(Owner.this_process().host, other.pid, process_start_time(other.pid) or "")
+        run_b = dataclasses.replace(
+            Owner.this_process(), pid=other.pid, pid_start=process_start_time(other.pid) or ""
+        )
         ClusterUsers(fake_kind["api"].api(), "run-b", run_b).register()
         lines: list[str] = []
         assert not cluster.delete_cluster(handle, run_id="run-a", progress=lines.append)

@@ -4,6 +4,7 @@ the NodePort address on Docker Desktop, and the whole thing through pytest (pyte
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -27,7 +28,6 @@ from pytest_canary.backends.kube.sweep import LeaseRenewer, owner_gone, sweep_na
 from pytest_canary.backends.owner import Owner, process_start_time
 from pytest_canary.errors import BackendError, CanaryConfigError
 
-HOST = Owner.this_process().host
 
 
 def kubeconfig_for(api_server: ApiServer, path: Path, context: str = "staging-eu") -> Path:
@@ -152,7 +152,7 @@ def dead_owner() -> Owner:
         start = process_start_time(process.pid) or ""
     process.kill()
     process.wait()
-    return Owner(HOST, process.pid, start)
+    return dataclasses.replace(Owner.this_process(), pid=process.pid, pid_start=start)
 
 
 def left_namespace(
@@ -217,6 +217,21 @@ def test_namespaces_of_gone_runs_are_swept_routing_first_and_live_ones_kept(
     assert any("stopped renewing its lease" in line for line in lines)
 
 
+def test_a_dead_pid_of_another_container_with_the_same_host_name_is_left_to_its_lease(
+    api_server: ApiServer,
+) -> None:
+    """A run in a container started with --network=host has this machine's host name but
+    its own pids: its pid not running here says nothing. Its namespace is swept only once
+    its lease ran out."""
+    now = time.time()
+    container = dataclasses.replace(dead_owner(), pid_ns="4026532999")
+    left_namespace(api_server, "canary-container-aaaaa", container, run="run-c", renewed=now)
+    assert sweep_namespaces(api_server.api(), run_id="run-1") == []
+    stale = now - 600 - 120
+    left_namespace(api_server, "canary-container-aaaaa", container, run="run-c", renewed=stale)
+    assert sweep_namespaces(api_server.api(), run_id="run-1") == ["canary-container-aaaaa"]
+
+
 def test_a_backend_sweeps_at_setup(api_server: ApiServer, tmp_path: Path) -> None:
     left_namespace(
         api_server, "canary-killed-aaaaa", dead_owner(), run="run-old", renewed=time.time()
@@ -236,6 +251,8 @@ def test_a_recycled_pid_is_not_taken_for_the_owner() -> None:
                 "pytest-canary/owner-host": me.host,
                 "pytest-canary/owner-pid": str(me.pid),
                 "pytest-canary/owner-pid-start": "1",  # not when this process started
+                "pytest-canary/owner-boot-id": me.boot_id,
+                "pytest-canary/owner-pid-namespace": me.pid_ns,
             }
         }
     }
