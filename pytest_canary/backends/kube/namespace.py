@@ -6,9 +6,10 @@ Every namespace pytest-canary creates carries:
   (find a run's namespaces), ``istio-injection=enabled`` when its objects use the mesh, and
   ``pytest-canary/kept=true`` once ``--canary-keep`` kept it;
 - annotations naming the test and the owning process -- host, boot id, pid namespace, pid,
-  pid start time (:class:`~pytest_canary.backends.owner.Owner`) -- and a lease: when the owner last renewed
-  it and for how long it holds (:data:`RENEWED_AT`, :data:`LEASE_SECONDS`). The next session
-  reads them to delete what a killed run left (:mod:`pytest_canary.backends.kube.sweep`).
+  pid start time (:class:`~pytest_canary.backends.owner.Owner`) -- and a lease: when the
+  owner last renewed it and for how long it holds (:data:`RENEWED_AT`, :data:`LEASE_SECONDS`).
+  The next session reads them to delete what a killed run left
+  (:mod:`pytest_canary.backends.kube.sweep`).
 """
 
 from __future__ import annotations
