@@ -12,10 +12,10 @@ a lease (:mod:`pytest_canary.backends.kube.namespace`). The liveness rule, in or
    ran out;
 3. any other owner -- another machine, or one that shares the host name but not the pids (a
    container with ``--network=host``, another boot, a record that does not say): gone when
-   its lease ran out more than :data:`CLOCK_SKEW` seconds ago. A live run renews the lease of each namespace it has open every
-   :data:`RENEW_EVERY` seconds (:class:`LeaseRenewer`); the lease holds
-   :data:`LEASE_SECONDS`. The renewal time is the owner's clock: machines sharing a cluster
-   must agree on the time within :data:`CLOCK_SKEW`.
+   its lease ran out more than :data:`CLOCK_SKEW` seconds ago. A live run renews the lease
+   of each namespace it has open every :data:`RENEW_EVERY` seconds (:class:`LeaseRenewer`);
+   the lease holds :data:`LEASE_SECONDS`. The renewal time is the owner's clock: machines
+   sharing a cluster must agree on the time within :data:`CLOCK_SKEW`.
 
 A swept namespace loses its routing objects first (synchronously: the ingress-nginx
 admission webhook rejects a new Ingress for a host and path another Ingress of *any*
