@@ -29,7 +29,6 @@ from pytest_canary.backends.owner import Owner, process_start_time
 from pytest_canary.errors import BackendError, CanaryConfigError
 
 
-
 def kubeconfig_for(api_server: ApiServer, path: Path, context: str = "staging-eu") -> Path:
     path.write_text(
         f"""
