@@ -4,9 +4,10 @@ One look at the data plane: its own configuration where it can be read
 (:mod:`~pytest_canary.backends.kube.signals`; ingress-nginx's held for one worker sync
 interval, since nginx workers pick it up at most that long after the controller posted it),
 then each probe route of the plan sent through the real entry -- 40 plain requests, 10 per
-forced route -- every answer from a pod and version the plan allows and none failing. Looks
-repeat until one passes or ``--canary-dataplane-timeout`` runs out; the timeout names the
-entry, the plan and what was last seen.
+forced route -- every answer from a pod and version the plan allows and none failing. A batch
+stops at its first failed request, and no request waits past the deadline: a look never
+overruns ``--canary-dataplane-timeout``. Looks repeat until one passes or the timeout runs
+out; the timeout names the entry, the plan and what was last seen.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ DEFAULT_WINDOW = 40
 
 FORCED_WINDOW = 10
 """Consecutive requests per forced route (header, cookie, virtual host)."""
+
+FIRST_REQUEST_FLOOR = 1.0
+"""Seconds the first request of a batch may wait even at the deadline."""
 
 PROBE_BODY_LIMIT = 1 << 20
 """Bytes of a probe answer read (the version is in a header or near the start of a body)."""
@@ -100,14 +104,18 @@ class EntryProbe:
                 )
         return self._conn
 
-    def one(self, headers: Mapping[str, str]) -> Answer:
-        """Send one request."""
+    def one(self, headers: Mapping[str, str], *, timeout: float | None = None) -> Answer:
+        """Send one request, waiting at most ``timeout`` seconds (default: the probe's)."""
         request_headers = dict(headers)
         if self.entry.host and not any(k.lower() == "host" for k in request_headers):
             request_headers["Host"] = self.entry.host
         if self.entry.per_connection:
             request_headers["Connection"] = "close"
         conn = self._connection()
+        limit = self.timeout if timeout is None else max(0.05, min(self.timeout, timeout))
+        conn.timeout = limit  # a new connection's connect and reads
+        if conn.sock is not None:
+            conn.sock.settimeout(limit)  # a kept-alive connection's reads
         try:
             conn.request("GET", self._prefix + self.path, headers=request_headers)
             response = conn.getresponse()
@@ -130,9 +138,26 @@ class EntryProbe:
             return Answer(error=f"HTTP {response.status} without a version")
         return Answer(version=version, pod=_pod_of(body))
 
-    def answers(self, headers: Mapping[str, str], n: int) -> list[Answer]:
-        """Send ``n`` requests in a row."""
-        return [self.one(headers) for _ in range(n)]
+    def answers(
+        self, headers: Mapping[str, str], n: int, *, deadline: float | None = None
+    ) -> list[Answer]:
+        """Send up to ``n`` requests in a row; stop at the first failed one (one is enough
+        to judge the batch) or when the ``time.monotonic()`` ``deadline`` comes, each request
+        waiting no longer than the time left -- except the first, which may take
+        :data:`FIRST_REQUEST_FLOOR` seconds, so that the last look still says what the entry
+        answers."""
+        found: list[Answer] = []
+        for _ in range(n):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0 and found:
+                break
+            if left is not None and not found:
+                left = max(left, FIRST_REQUEST_FLOOR)
+            answer = self.one(headers, timeout=left)
+            found.append(answer)
+            if answer.error is not None:
+                break
+        return found
 
     def close(self) -> None:
         """Drop the connection."""
@@ -256,15 +281,18 @@ class Convergence:
                     )
             pods = self.list_pods()
             names = {str((p.get("metadata") or {}).get("name")) for p in pods}
+            deadline = started + self.timeout  # a look never runs past the wait's deadline
             for route in plan.routes:
                 size = DEFAULT_WINDOW if route.name == "default" else FORCED_WINDOW
-                answers = probe.answers(route.headers, size)
+                answers = probe.answers(route.headers, size, deadline=deadline)
                 if own_images:
                     answers = [
                         a if a.pod is None or a.pod in names else dataclasses.replace(a, pod=None)
                         for a in answers
                     ]
                 check = judge_route(route, answers, allowed_pods(route, pods, version_label))
+                if check.done and len(answers) < size:
+                    check = Check(False, f"{check.status}, {len(answers)} of {size} sent in time")
                 seen.append(check.status)
                 if not check.done:
                     return Check(False, "; ".join(seen))
