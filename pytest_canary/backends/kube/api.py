@@ -101,6 +101,14 @@ _CUSTOM: dict[tuple[str, str], str] = {
 }
 
 
+@dataclass(frozen=True)
+class ExecOutput:
+    """What a command run with :meth:`KubeApi.exec` printed, per stream."""
+
+    stdout: str
+    stderr: str = ""
+
+
 def _typed_version(api_class: str) -> str:
     """The API version a typed client class serves: ``AutoscalingV2Api`` -> ``v2``."""
     found = re.search(r"V(\d+(?:(?:alpha|beta)\d+)?)Api$", api_class)
@@ -168,6 +176,8 @@ class KubeApi:
         self._apis: dict[str, Any] = {}
         self._discovered: dict[tuple[str, str], ResourceType] = {}
         self._lock = threading.Lock()
+        self._exec_core: Any = None
+        self._exec_lock = threading.Lock()
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None, context: str | None) -> KubeApi:
@@ -414,29 +424,38 @@ class KubeApi:
         *,
         container: str | None = None,
         limit: int = EXEC_OUTPUT_LIMIT,
-    ) -> str:
-        """Run ``command`` in a container and return what it printed (stdout and stderr).
+    ) -> ExecOutput:
+        """Run ``command`` in a container and return what it printed, stdout and stderr
+        apart (a tool's warning on stderr must not end up in the JSON it prints).
 
         Raises:
             BackendError: when it prints more than ``limit`` bytes.
         """
         from kubernetes.stream import stream
 
-        core = self._api("CoreV1Api")
-        client = stream(
-            core.connect_get_namespaced_pod_exec,
-            pod,
-            namespace,
-            command=list(command),
-            container=container,
-            stderr=True,
-            stdin=False,
-            stdout=True,
-            tty=False,
-            _preload_content=False,
-            _request_timeout=self.request_timeout,
-        )
-        chunks: list[str] = []
+        # kubernetes/stream/stream.py _websocket_request swaps api_client.call_api for a
+        # websocket call while it opens the stream: on the shared client, a call of another
+        # thread (the lease renewal) would go through the websocket. So exec has a client of
+        # its own, and one exec opens its stream at a time.
+        with self._exec_lock:
+            if self._exec_core is None:
+                self._exec_core = self._client.CoreV1Api(
+                    self._client.ApiClient(self.api_client.configuration)
+                )
+            client = stream(
+                self._exec_core.connect_get_namespaced_pod_exec,
+                pod,
+                namespace,
+                command=list(command),
+                container=container,
+                stderr=True,
+                stdin=False,
+                stdout=True,
+                tty=False,
+                _preload_content=False,
+                _request_timeout=self.request_timeout,
+            )
+        chunks: dict[int, list[str]] = {STDOUT_CHANNEL: [], STDERR_CHANNEL: []}
         size = 0
         deadline = time.monotonic() + self.request_timeout
         try:
@@ -444,7 +463,7 @@ class KubeApi:
                 client.update(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
                 for channel in (STDOUT_CHANNEL, STDERR_CHANNEL):
                     text = client.read_channel(channel, timeout=0)
-                    chunks.append(text)
+                    chunks[channel].append(text)
                     size += len(text)
                 if size > limit:
                     raise BackendError(
@@ -452,7 +471,9 @@ class KubeApi:
                         f"{limit} bytes; not read further"
                     )
                 if not client.is_open():
-                    return "".join(chunks)
+                    return ExecOutput(
+                        "".join(chunks[STDOUT_CHANNEL]), "".join(chunks[STDERR_CHANNEL])
+                    )
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"exec {' '.join(command)} in {namespace}/{pod} did not finish within "
@@ -481,3 +502,6 @@ class KubeApi:
         """Close connection pools."""
         with contextlib.suppress(Exception):
             self.api_client.close()
+        if self._exec_core is not None:
+            with contextlib.suppress(Exception):
+                self._exec_core.api_client.close()

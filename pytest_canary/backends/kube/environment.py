@@ -516,12 +516,15 @@ class KubeEnvironment(Environment):
         if plan.envoy is not None and dataplane is not None:
             envoy_pods = self._gateway_pods(objects, dataplane)
         signals = self.backend.signals.checks(plan, nginx_pods=nginx_pods, envoy_pods=envoy_pods)
-        unavailable = self.backend.signals.unavailable
 
         def hold() -> bool:
-            return bool(signals) and plan.nginx is not None and "ingress-nginx" not in unavailable
+            # Only when ingress-nginx's own configuration was read: its workers pick it up
+            # one sync interval later.
+            return signals.nginx_read
 
-        self.convergence.await_plan(entry, plan, probe, signals, hold_for_nginx=hold, **options)
+        self.convergence.await_plan(
+            entry, plan, probe, signals.checks, hold_for_nginx=hold, **options
+        )
 
     def _controller_pods(self, objects: Sequence[Mapping[str, Any]]) -> PodsOf | None:
         return controller_pods_of(self.api, objects)

@@ -7,7 +7,7 @@ the local router routes with and the linter reads) decide, for the applied objec
   ``GatewayConfig.outcomes`` -- which becomes the pods and versions allowed to answer it;
 - what ingress-nginx's dynamic configuration must hold -- the main upstream of the location,
   its first alternative upstream and that one's traffic-shaping policy
-  (``NginxConfig.location`` / ``NginxConfig.alternative``), as ``/dbg backends all`` reports
+  (``NginxConfig.location`` / ``NginxConfig.alternative``), as ``/dbg backends get`` reports
   them (ingress-nginx pkg/apis/ingress/types.go ``Backend``, ``TrafficShapingPolicy``);
 - which Envoy routes the gateway must hold for the host, in order, and the clusters and
   weights of each (``IstioConfig.gateway_table`` / ``weighted_destinations`` /
@@ -70,7 +70,7 @@ class Route:
 
 @dataclass(frozen=True)
 class NginxWant:
-    """What ingress-nginx's dynamic configuration (``/dbg backends all``) must hold.
+    """What ingress-nginx's dynamic configuration (``/dbg backends get``) must hold.
 
     Attributes:
         main: the upstream of the release's location, ``<namespace>-<service>-<port>``
@@ -371,7 +371,7 @@ def _nginx_plan(
 
 
 def _policy(policy: nginx_model.CanaryPolicy) -> dict[str, Any]:
-    """The model's policy under the names ``/dbg backends all`` prints (ingress-nginx
+    """The model's policy under the names ``/dbg backends get`` prints (ingress-nginx
     pkg/apis/ingress/types.go ``TrafficShapingPolicy`` json tags)."""
     return {
         "weight": policy.weight,

@@ -13,22 +13,28 @@ Which pods:
   legacy annotation ``kubernetes.io/ingress.class`` by those whose ``--ingress-class`` equals
   it; one without either by those started with ``--watch-ingress-without-class``. Flag
   defaults: pkg/flags/flags.go (``k8s.io/ingress-nginx``, ``nginx``, false, false).
+  The class is read from the Ingress as the API server stored it: the DefaultIngressClass
+  admission plugin fills ``spec.ingressClassName`` of an Ingress created without one when an
+  IngressClass is marked default.
 - an Istio Gateway: the pods its ``spec.selector`` selects (in any namespace);
 - a Gateway API Gateway Istio deploys itself: the pods labelled
   ``gateway.networking.k8s.io/gateway-name=<Gateway>`` in the Gateway's namespace (istio
   manifests/charts/istio-control/istio-discovery/files/kube-gateway.yaml); bound to a shared
-  gateway instead (``--canary-gateway``), that gateway's pods.
+  gateway instead (``--canary-gateway``), that gateway's pods, in its namespace.
 
 Every pod of the chosen set serves the release (traffic is balanced over them), so every one
 must hold the plan; pods outside it are never asked.
 
 What they report:
 
-- ``/dbg backends all`` in the controller: the JSON the controller POSTed to
-  ``/configuration/backends`` (internal/ingress/controller/nginx.go ``configureBackends``;
-  rootfs/etc/nginx/lua/configuration.lua ``handle_backends``), a list of
-  pkg/apis/ingress/types.go ``Backend``: ``name``, ``endpoints`` (``address``, ``port``),
-  ``noServer``, ``trafficShapingPolicy``, ``alternativeBackends`` (omitted when empty);
+- ``/dbg backends get <name>`` in the controller, for the main backend and the alternative
+  the plan wants: one backend of the JSON the controller POSTed to ``/configuration/backends``
+  (internal/ingress/controller/nginx.go ``configureBackends``; rootfs/etc/nginx/lua/
+  configuration.lua ``handle_backends``), a pkg/apis/ingress/types.go ``Backend``: ``name``,
+  ``endpoints`` (``address``, ``port``), ``noServer``, ``trafficShapingPolicy``,
+  ``alternativeBackends`` (omitted when empty); "A backend of this name was not found." when
+  there is none (cmd/dbg/main.go ``backendsGet``). Never ``backends all``: a busy shared
+  controller's whole list can run to many MB;
 - ``pilot-agent request GET config_dump?resource=dynamic_route_configs`` in the gateway's
   ``istio-proxy``: Envoy's admin config dump (envoy api/envoy/admin/v3/config_dump.proto
   ``RoutesConfigDump.DynamicRouteConfig``) whose ``route_config`` (route/v3
@@ -49,6 +55,7 @@ from typing import Any
 
 from pytest_canary.backends import waits
 from pytest_canary.backends.kube.api import KubeApi, api_error_message
+from pytest_canary.backends.kube.options import parse_gateway
 from pytest_canary.backends.kube.plan import (
     Dataplane,
     DataplanePlan,
@@ -69,8 +76,14 @@ DEFAULT_INGRESS_CLASS = "nginx"
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 
 NON_JSON_TOLERATED = 3
-"""Consecutive answers that are not JSON before a configuration signal is given up: /dbg
-prints a passing error as plain text and exits 0 (cmd/dbg/main.go ``backendsAll``)."""
+"""Consecutive answers that are not JSON before a configuration signal is left out of one
+wait: /dbg prints a passing error as plain text and exits 0 (cmd/dbg/main.go
+``backendsGet``). The next wait reads it again."""
+
+DBG_GET = ("/dbg", "backends", "get")
+DBG_NOT_FOUND = "A backend of this name was not found."
+"""What ``/dbg backends get`` prints (exit 0) for a backend the controller does not have."""
+ENVOY_ROUTES = ("pilot-agent", "request", "GET", "config_dump?resource=dynamic_route_configs")
 
 
 def pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -161,32 +174,73 @@ class PodSet:
     namespace: str | None
     container: str
     keep: Callable[[Mapping[str, Any]], bool] | None = None
+    signal: str = ""
+
+    @property
+    def key(self) -> str:
+        """The signal of these pods, as :attr:`ConfigSignals.unavailable` names it: what
+        cannot be read from one controller (one IngressClass) says nothing of another."""
+        return f"{self.signal} ({self.what})" if self.signal else self.what
 
 
 class SignalUnavailable(Exception):
-    """A configuration signal that cannot be read with this client (a fact, not a failure)."""
+    """A configuration signal that cannot be read with this client (a fact, not a failure).
+
+    Args:
+        message: why.
+        key: the signal (:attr:`PodSet.key`).
+    """
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def live_ingress(api: KubeApi, ingress: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The Ingress as the API server stored it (admission may have set its class), or as
+    sent when it cannot be read."""
+    meta = ingress.get("metadata") or {}
+    if not meta.get("name") or not meta.get("namespace"):
+        return ingress
+    try:
+        stored = api.get(
+            "networking.k8s.io/v1", "Ingress", str(meta["name"]), str(meta["namespace"])
+        )
+    except Exception as exc:
+        if waits.is_transient(exc):
+            raise
+        return ingress
+    return stored if stored is not None else ingress
 
 
 def nginx_controller_pods(api: KubeApi, ingress: Mapping[str, Any]) -> PodSet:
-    """The ingress-nginx controller pods that serve ``ingress``.
+    """The ingress-nginx controller pods that serve ``ingress`` (read as stored:
+    :func:`live_ingress`).
 
     Raises:
         SignalUnavailable: when the IngressClass cannot be read.
     """
+    ingress = live_ingress(api, ingress)
     class_name = (ingress.get("spec") or {}).get("ingressClassName")
     class_controller: str | None = None
     what = "the ingress-nginx controller watching Ingresses without a class"
+    annotation = ((ingress.get("metadata") or {}).get("annotations") or {}).get(
+        LEGACY_CLASS_ANNOTATION
+    )
+    if annotation is not None and not class_name:
+        what = f"the ingress-nginx controller of class annotation {annotation}"
     if class_name:
+        key = f"ingress-nginx (IngressClass {class_name})"
         try:
             found = api.get("networking.k8s.io/v1", "IngressClass", str(class_name))
         except Exception as exc:
             if waits.is_transient(exc):
                 raise
             raise SignalUnavailable(
-                f"cannot read IngressClass {class_name}: {api_error_message(exc)}"
+                f"cannot read IngressClass {class_name}: {api_error_message(exc)}", key
             ) from exc
         if found is None:
-            raise SignalUnavailable(f"IngressClass {class_name} does not exist")
+            raise SignalUnavailable(f"IngressClass {class_name} does not exist", key)
         class_controller = str((found.get("spec") or {}).get("controller") or "")
         what = f"the ingress-nginx controller of IngressClass {class_name} ({class_controller})"
 
@@ -194,7 +248,7 @@ def nginx_controller_pods(api: KubeApi, ingress: Mapping[str, Any]) -> PodSet:
         flags = controller_flags(pod)
         return flags is not None and serves(flags, ingress, class_controller)
 
-    return PodSet(what, INGRESS_NGINX_PODS, None, "controller", keep)
+    return PodSet(what, INGRESS_NGINX_PODS, None, "controller", keep, "ingress-nginx")
 
 
 PodsOf = Callable[[], PodSet]
@@ -227,10 +281,16 @@ def gateway_pods_of(
             f"{GATEWAY_NAME_LABEL}={name}",
             namespace,
             "istio-proxy",
+            signal="istio-gateway",
         )
+    pods_namespace: str | None = None
     if shared_selector is not None:
         selector = dict(shared_selector)
         what = f"the gateway Service {shared}"
+        if shared:
+            # A Service selects pods of its own namespace only: a busy shared gateway's
+            # pods are never listed across the cluster.
+            pods_namespace = parse_gateway(shared)[0]
     else:
         gateway = next(
             (
@@ -246,7 +306,9 @@ def gateway_pods_of(
         what = f"the pods Istio Gateway {namespace}/{name} selects"
     if not selector:
         return None
-    return lambda: PodSet(what, label_selector(selector), None, "istio-proxy")
+    return lambda: PodSet(
+        what, label_selector(selector), pods_namespace, "istio-proxy", signal="istio-gateway"
+    )
 
 
 def label_selector(labels: Mapping[str, str]) -> str:
@@ -257,18 +319,42 @@ def label_selector(labels: Mapping[str, str]) -> str:
 # -- the signals of one backend ---------------------------------------------------------------
 
 
+@dataclass
+class SignalChecks:
+    """The configuration checks of one wait.
+
+    Attributes:
+        checks: one per readable signal, called once per look.
+        nginx_read: whether the last look judged ingress-nginx's configuration from its own
+            answer (then the entry probes wait one worker sync interval more).
+    """
+
+    checks: list[Callable[[], Check]]
+    nginx_read: bool = False
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One look at a signal: its check, and whether it came from the data plane's answer
+    (False: skipped or not readable)."""
+
+    check: Check
+    judged: bool
+
+
 class ConfigSignals:
     """Reads data-plane configuration from pods, once per look of a convergence wait.
 
-    A signal that cannot be read with this client (no such pods, exec forbidden, output that
-    stays unreadable) is recorded in :attr:`unavailable` and left out for the session; the
-    entry probes still run. Shared by the environments of one backend.
+    A signal that cannot be read with this client (no such pods, exec forbidden) is recorded
+    in :attr:`unavailable` under its own key (:attr:`PodSet.key`: one IngressClass's
+    controller, one gateway) and left out for the session; answers that stay unreadable
+    leave it out of one wait. The entry probes still run. Shared by the environments of one
+    backend.
     """
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
         self.unavailable: dict[str, str] = {}
-        self._non_json: dict[str, int] = {}
 
     def checks(
         self,
@@ -276,62 +362,69 @@ class ConfigSignals:
         *,
         nginx_pods: Callable[[], PodSet] | None,
         envoy_pods: Callable[[], PodSet] | None,
-    ) -> list[Callable[[], Check]]:
-        """The checks of ``plan`` that can be read: ingress-nginx ``/dbg backends all`` and
-        the gateway's Envoy routes."""
-        found: list[Callable[[], Check]] = []
+    ) -> SignalChecks:
+        """The checks of ``plan`` for one wait: ingress-nginx's main and alternative backend
+        (``/dbg backends get``) and the gateway's Envoy routes."""
+        found = SignalChecks([])
+        unreadable: dict[str, int] = {}  # non-JSON answers in a row, per signal, this wait
         nginx_want, envoy_want = plan.nginx, plan.envoy
-        if (
-            nginx_want is not None
-            and nginx_pods is not None
-            and "ingress-nginx" not in self.unavailable
-        ):
+        if nginx_want is not None and nginx_pods is not None:
             pods_of_nginx = nginx_pods
+            names = [nginx_want.main] + ([nginx_want.canary] if nginx_want.canary else [])
 
             def nginx() -> Check:
-                return self.read(
-                    "ingress-nginx",
+                reading = self.read(
                     pods_of_nginx,
-                    ["/dbg", "backends", "all"],
-                    lambda data: nginx_backends_check(data, nginx_want),
+                    [[*DBG_GET, name] for name in names],
+                    lambda answers: nginx_backends_check(
+                        [a for a in answers if a is not None], nginx_want
+                    ),
+                    unreadable=unreadable,
                 )
+                found.nginx_read = reading.judged
+                return reading.check
 
-            found.append(nginx)
-        if (
-            envoy_want is not None
-            and envoy_pods is not None
-            and "istio-gateway" not in self.unavailable
-        ):
+            found.checks.append(nginx)
+        if envoy_want is not None and envoy_pods is not None:
             pods_of_envoy = envoy_pods
 
             def envoy() -> Check:
                 return self.read(
-                    "istio-gateway",
                     pods_of_envoy,
-                    ["pilot-agent", "request", "GET", "config_dump?resource=dynamic_route_configs"],
-                    lambda data: envoy_route_check(data, envoy_want),
-                )
+                    [list(ENVOY_ROUTES)],
+                    lambda answers: envoy_route_check(answers[0], envoy_want),
+                    unreadable=unreadable,
+                ).check
 
-            found.append(envoy)
+            found.checks.append(envoy)
         return found
 
-    def _give_up(self, name: str, reason: str) -> Check:
-        self.unavailable[name] = reason
-        return Check(True, f"{name}: configuration not readable, skipped")
+    def _give_up(self, key: str, reason: str) -> Reading:
+        self.unavailable[key] = reason
+        return Reading(Check(True, f"{key}: configuration not readable, skipped"), False)
 
     def read(
         self,
-        name: str,
         pods_of: Callable[[], PodSet],
-        command: Sequence[str],
-        judge: Callable[[Any], Check],
-    ) -> Check:
-        """Run ``command`` in every pod of the set and judge each answer; done when every
-        pod holds the plan."""
+        commands: Sequence[Sequence[str]],
+        judge: Callable[[list[Any]], Check],
+        *,
+        unreadable: dict[str, int] | None = None,
+    ) -> Reading:
+        """Run ``commands`` in every pod of the set and judge each pod's answers (their
+        stdout as JSON; None for a backend /dbg does not have); done when every pod holds
+        the plan. ``unreadable`` counts answers that are not JSON, per signal, across the
+        looks of one wait."""
+        counts = {} if unreadable is None else unreadable
         try:
             pods = pods_of()
         except SignalUnavailable as exc:
-            return self._give_up(name, str(exc))
+            return self._give_up(exc.key, str(exc))
+        key = pods.key
+        if key in self.unavailable:
+            return Reading(Check(True, f"{key}: configuration not readable, skipped"), False)
+        if counts.get(key, 0) >= NON_JSON_TOLERATED:
+            return Reading(Check(True, f"{key}: answers not JSON, skipped in this wait"), False)
         try:
             listed = self.api.list(
                 "v1", "Pod", namespace=pods.namespace, label_selector=pods.selector
@@ -340,7 +433,7 @@ class ConfigSignals:
             if waits.is_transient(exc):
                 raise
             return self._give_up(
-                name, f"cannot list pods {pods.selector}: {api_error_message(exc)}"
+                key, f"cannot list pods {pods.selector}: {api_error_message(exc)}"
             )
         serving = [p for p in listed if pods.keep is None or pods.keep(p)]
         ready = [p for p in serving if pod_ready(p)]
@@ -348,39 +441,55 @@ class ConfigSignals:
             where = f" in {pods.namespace}" if pods.namespace else ""
             if listed and not serving:
                 return self._give_up(
-                    name,
+                    key,
                     f"no pod of {pods.what} among the pods {pods.selector}{where} "
                     f"({', '.join(str(p['metadata']['name']) for p in listed[:5])})",
                 )
             if serving:  # pods of the release's data plane exist but are not ready yet
-                return Check(False, f"{name}: no ready pod of {pods.what} yet")
-            return self._give_up(name, f"no pod of {pods.what} ({pods.selector}{where})")
+                return Reading(Check(False, f"{key}: no ready pod yet"), False)
+            return self._give_up(key, f"no pod of {pods.what} ({pods.selector}{where})")
         statuses = []
         for pod in ready:
             meta = pod["metadata"]
-            try:
-                output = self.api.exec(
-                    str(meta["name"]), str(meta["namespace"]), command, container=pods.container
-                )
-            except Exception as exc:  # a missing signal must not fail the run
-                if waits.is_transient(exc):
-                    return Check(False, f"{name}: {api_error_message(exc)}")
-                return self._give_up(name, f"exec {' '.join(command)} in {meta['name']}: {exc}")
-            try:
-                data = json_in(output)
-                self._non_json[name] = 0
-            except ValueError as exc:
-                # /dbg prints a passing error as plain text (exit 0): retry a few times
-                # before giving the signal up for the session.
-                self._non_json[name] = self._non_json.get(name, 0) + 1
-                if self._non_json[name] < NON_JSON_TOLERATED:
-                    return Check(False, f"{name}: answered {output[:80]!r}, not JSON yet")
-                return self._give_up(name, f"exec {' '.join(command)} in {meta['name']}: {exc}")
-            check = judge(data)
+            answers: list[Any] = []
+            for command in commands:
+                try:
+                    output = self.api.exec(
+                        str(meta["name"]),
+                        str(meta["namespace"]),
+                        command,
+                        container=pods.container,
+                    )
+                except Exception as exc:  # a missing signal must not fail the run
+                    if waits.is_transient(exc):
+                        return Reading(Check(False, f"{key}: {api_error_message(exc)}"), False)
+                    return self._give_up(
+                        key, f"exec {' '.join(command)} in {meta['name']}: {exc}"
+                    )
+                if output.stdout.strip() == DBG_NOT_FOUND:
+                    answers.append(None)
+                    continue
+                try:
+                    answers.append(json_in(output.stdout))
+                except ValueError:
+                    # /dbg prints a passing error as plain text (exit 0): not done; after a
+                    # few in a row, left out of this wait (the entry probes still decide).
+                    counts[key] = counts.get(key, 0) + 1
+                    said = output.stdout.strip() or output.stderr.strip()
+                    return Reading(
+                        Check(
+                            counts[key] >= NON_JSON_TOLERATED,
+                            f"{key}: {meta['name']} answered {' '.join(command)} with "
+                            f"{said[:120]!r}, not JSON",
+                        ),
+                        False,
+                    )
+            counts[key] = 0
+            check = judge(answers)
             statuses.append(f"{meta['name']}: {check.status}")
             if not check.done:
-                return Check(False, "; ".join(statuses))
-        return Check(True, "; ".join(statuses))
+                return Reading(Check(False, "; ".join(statuses)), True)
+        return Reading(Check(True, "; ".join(statuses)), True)
 
 
 def json_in(output: str) -> Any:
@@ -399,8 +508,9 @@ def json_in(output: str) -> Any:
 
 
 def nginx_backends_check(backends: Any, want: NginxWant) -> Check:
-    """Does ingress-nginx's dynamic configuration (``/dbg backends all``) hold ``want``: the
-    main backend with endpoints, its alternative (or none) with endpoints and the policy?"""
+    """Does ingress-nginx's dynamic configuration hold ``want``: the main backend with
+    endpoints, its alternative (or none) with endpoints and the policy? ``backends`` is a list
+    of Backend objects (what ``/dbg backends get`` printed for each name it has)."""
     if not isinstance(backends, list) or not all(
         isinstance(b, Mapping) and isinstance(b.get("name"), str) for b in backends
     ):

@@ -3,11 +3,13 @@ websocket stream, bounded in size and time."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
-from pytest_canary.backends.kube.api import KubeApi
+from conftest import ApiServer
+from pytest_canary.backends.kube.api import ExecOutput, KubeApi
 from pytest_canary.errors import BackendError
 
 
@@ -46,15 +48,18 @@ def api_with(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setattr(kubernetes.stream, "stream", lambda *args, **kwargs: stream)
         api = KubeApi.__new__(KubeApi)
         api.request_timeout = request_timeout
-        api._api = lambda name: type("Core", (), {"connect_get_namespaced_pod_exec": None})()  # type: ignore[method-assign]
+        api._exec_lock = threading.Lock()
+        api._exec_core = type("Core", (), {"connect_get_namespaced_pod_exec": None})()
         return api
 
     return make
 
 
-def test_exec_returns_stdout_and_stderr_as_they_came(api_with: Any) -> None:
+def test_exec_keeps_stdout_and_stderr_apart(api_with: Any) -> None:
     stream = FakeStream([(1, '[{"name": '), (2, "warning\n"), (1, '"a"}]\n')])
-    assert api_with(stream).exec("pod", "ns", ["/dbg"]) == '[{"name": warning\n"a"}]\n'
+    assert api_with(stream).exec("pod", "ns", ["/dbg"]) == ExecOutput(
+        '[{"name": "a"}]\n', "warning\n"
+    )  # a warning on stderr never lands inside the JSON
     assert stream.closed
 
 
@@ -70,3 +75,51 @@ def test_exec_has_a_deadline(api_with: Any) -> None:
     with pytest.raises(TimeoutError, match="did not finish within 0s"):
         api_with(stream, request_timeout=0.2).exec("pod", "ns", ["sleep"])
     assert stream.closed
+
+
+def test_exec_never_borrows_the_client_other_threads_call_through(
+    api_server: ApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kubernetes/stream/stream.py ``_websocket_request`` replaces ``api_client.call_api``
+    with a websocket call while it opens the stream. A call another thread makes through the
+    same client meanwhile (the lease renewal) must still reach the API server."""
+    import kubernetes.stream
+
+    api = api_server.api()
+    in_window, other_done = threading.Event(), threading.Event()
+
+    def stream(api_method: Any, *args: Any, **kwargs: Any) -> FakeStream:
+        client = api_method.__self__.api_client
+        previous = client.call_api
+
+        def websocket_call(*a: Any, **k: Any) -> Any:
+            raise AssertionError("a plain API call went through the exec websocket")
+
+        client.call_api = websocket_call
+        try:
+            in_window.set()
+            assert other_done.wait(30)
+            return FakeStream([(1, "[]")])
+        finally:
+            client.call_api = previous
+
+    monkeypatch.setattr(kubernetes.stream, "stream", stream)
+    failures: list[BaseException] = []
+
+    def renew() -> None:
+        try:
+            assert in_window.wait(30)
+            api.list("v1", "Namespace")
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            other_done.set()
+
+    other = threading.Thread(target=renew)
+    other.start()
+    try:
+        assert api.exec("controller-0", "ingress-nginx", ["/dbg"]).stdout == "[]"
+    finally:
+        other.join(30)
+        api.close()
+    assert failures == []

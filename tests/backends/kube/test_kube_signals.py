@@ -3,9 +3,10 @@
 The recorded answers below are written from the upstream sources, not captured from a live
 cluster (none can start here):
 
-- ``/dbg backends all`` prints, indented, the JSON the ingress-nginx controller POSTed to
-  ``/configuration/backends`` (ingress-nginx controller-v1.15.1 cmd/dbg/main.go
-  ``backendsAll``; internal/ingress/controller/nginx.go ``configureBackends``, which copies
+- ``/dbg backends get <name>`` prints, indented, one backend of the JSON the ingress-nginx
+  controller POSTed to ``/configuration/backends``, or "A backend of this name was not
+  found." (ingress-nginx controller-v1.15.1 cmd/dbg/main.go ``backendsGet``;
+  internal/ingress/controller/nginx.go ``configureBackends``, which copies
   name, service spec, port, sslPassthrough, sessionAffinityConfig, upstreamHashByConfig,
   load-balance, noServer, trafficShapingPolicy, alternativeBackends and the endpoints'
   address/port): a list of pkg/apis/ingress/types.go ``Backend`` with their json tags.
@@ -29,8 +30,15 @@ import pytest
 
 from conftest import ApiServer, FakeIngress
 from pytest_canary.backends.kube import KubeApi, KubeBackend, KubeOptions
+from pytest_canary.backends.kube.api import ExecOutput
 from pytest_canary.backends.kube.entry import EntryPoints
-from pytest_canary.backends.kube.plan import EnvoyHeader, EnvoyRouteWant, EnvoyWant, NginxWant
+from pytest_canary.backends.kube.plan import (
+    DataplanePlan,
+    EnvoyHeader,
+    EnvoyRouteWant,
+    EnvoyWant,
+    NginxWant,
+)
 from pytest_canary.backends.kube.signals import (
     NON_JSON_TOLERATED,
     ConfigSignals,
@@ -509,10 +517,13 @@ class ExecApi(KubeApi):
     """The kube backend's API on the emulator, with ``exec`` answered by a fake controller
     (the emulator speaks no exec websocket); records which pods were asked."""
 
-    def __init__(self, api_client: Any, answer: Callable[[str, str], str]) -> None:
+    def __init__(
+        self, api_client: Any, answer: Callable[[str, str, Sequence[str]], ExecOutput | str]
+    ) -> None:
         super().__init__(api_client, request_timeout=5.0)
         self.answer = answer
         self.asked: list[str] = []
+        self.commands: list[str] = []
 
     def exec(
         self,
@@ -522,9 +533,29 @@ class ExecApi(KubeApi):
         *,
         container: str | None = None,
         limit: int = 0,
-    ) -> str:
+    ) -> ExecOutput:
         self.asked.append(f"{namespace}/{pod}")
-        return self.answer(pod, namespace)
+        self.commands.append(" ".join(command))
+        answer = self.answer(pod, namespace, command)
+        return answer if isinstance(answer, ExecOutput) else ExecOutput(answer)
+
+
+def dbg_get(backends: list[dict[str, Any]], command: Sequence[str]) -> str:
+    """``/dbg backends get <name>`` of a controller holding ``backends`` (cmd/dbg/main.go
+    ``backendsGet``: the backend, indented, or a line saying there is none)."""
+    assert list(command[:3]) == ["/dbg", "backends", "get"], command
+    for backend in backends:
+        if backend["name"] == command[3]:
+            return json.dumps(backend, indent=2) + "\n"
+    return "A backend of this name was not found.\n"
+
+
+def exec_api(api_server: ApiServer, answer: Callable[..., ExecOutput | str]) -> ExecApi:
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = api_server.url
+    return ExecApi(client.ApiClient(configuration), answer)
 
 
 def ingress_class(name: str, controller: str) -> dict[str, Any]:
@@ -563,17 +594,13 @@ def test_signals_come_from_the_controller_of_the_ingress_class_not_every_labelle
     fake_ingress.ingress_class = "internal"
     namespace_of: list[str] = []
 
-    def answer(pod: str, namespace: str) -> str:
+    def answer(pod: str, namespace: str, command: Sequence[str]) -> str:
         if pod.startswith("public"):
-            return "[]"
-        backends = json.dumps(dbg_backends(20)).replace(NS, namespace_of[0])
-        return backends
+            return dbg_get([], command)
+        backends = json.loads(json.dumps(dbg_backends(20)).replace(NS, namespace_of[0]))
+        return dbg_get(backends, command)
 
-    from kubernetes import client
-
-    configuration = client.Configuration()
-    configuration.host = api_server.url
-    api = ExecApi(client.ApiClient(configuration), answer)
+    api = exec_api(api_server, answer)
     backend = KubeBackend(
         api,
         KubeOptions(ingress_class="internal", wait_timeout=5.0, dataplane_timeout=5.0),
@@ -586,70 +613,142 @@ def test_signals_come_from_the_controller_of_the_ingress_class_not_every_labelle
         with Harness(env) as canary:
             canary.deploy("nginx", stable="1.0", canary="2.0", weight=20)
         assert api.asked and set(api.asked) == {"ingress-internal/internal-5c4b"}
+        main, canary = (f"{env.namespace}-kubeapp-{t}-80" for t in ("stable", "canary"))
+        # one backend at a time, never the whole list of a busy shared controller
+        assert set(api.commands) == {
+            f"/dbg backends get {main}",
+            f"/dbg backends get {canary}",
+        }
         assert backend.signals.unavailable == {}
     finally:
         backend.close()
 
 
-def test_a_class_no_controller_serves_gives_the_signal_up_with_the_reason(
+def test_a_class_no_controller_serves_gives_its_signal_up_with_the_reason(
     api_server: ApiServer,
 ) -> None:
+    """Given up for that IngressClass only: another class's controller is still read."""
     api_server.put(ingress_class("internal", "k8s.io/internal"), "ingressclasses")
+    api_server.put(ingress_class("nginx", "k8s.io/ingress-nginx"), "ingressclasses")
     api_server.put(
         controller_pod("public-7d9f", "ingress-public", ["--controller-class=k8s.io/public"]),
         "pods",
     )
-    signals = ConfigSignals(api_server.api())
+    api_server.put(controller_pod("nginx-1", "ingress-nginx", []), "pods")
+    api = exec_api(api_server, lambda pod, ns, command: "[]")
+    signals = ConfigSignals(api)
     from pytest_canary.backends.kube.signals import nginx_controller_pods
 
-    ingress = {"spec": {"ingressClassName": "internal"}}
-    check = signals.read(
-        "ingress-nginx",
-        lambda: nginx_controller_pods(signals.api, ingress),
-        ["/dbg"],
-        lambda d: Check(True, ""),
-    )
-    assert check == Check(True, "ingress-nginx: configuration not readable, skipped")
-    assert signals.unavailable["ingress-nginx"].startswith(
+    def read(class_name: str) -> Check:
+        ingress = {"spec": {"ingressClassName": class_name}}
+        return signals.read(
+            lambda: nginx_controller_pods(signals.api, ingress),
+            [["/dbg"]],
+            lambda answers: Check(True, "read"),
+        ).check
+
+    key = "ingress-nginx (the ingress-nginx controller of IngressClass internal (k8s.io/internal))"
+    assert read("internal") == Check(True, f"{key}: configuration not readable, skipped")
+    assert signals.unavailable[key].startswith(
         "no pod of the ingress-nginx controller of IngressClass internal (k8s.io/internal) "
         "among the pods"
     )
+    assert read("nginx") == Check(True, "nginx-1: read")
+    assert api.asked == ["ingress-nginx/nginx-1"]
+    api.close()
 
 
-def test_a_passing_non_json_answer_is_retried_before_the_signal_is_given_up(
+def test_the_controller_follows_the_class_the_api_server_stored(api_server: ApiServer) -> None:
+    """An Ingress sent without a class gets the default IngressClass from the API server's
+    DefaultIngressClass admission: the controller of that class serves it."""
+    from pytest_canary.backends.kube.signals import nginx_controller_pods
+
+    api_server.put(ingress_class("internal", "k8s.io/internal"), "ingressclasses")
+    api_server.put(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}, "namespaces"
+    )
+    sent = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "kubeapp", "namespace": NS},
+        "spec": {"rules": [{"host": "foo.bar"}]},
+    }
+    stored = json.loads(json.dumps(sent))
+    stored["spec"]["ingressClassName"] = "internal"
+    api_server.put(stored, "ingresses")
+    api = api_server.api()
+    pods = nginx_controller_pods(api, sent)
+    api.close()
+    assert pods.what == "the ingress-nginx controller of IngressClass internal (k8s.io/internal)"
+    internal = controller_pod(
+        "internal-1", "ingress-internal", ["--controller-class=k8s.io/internal"]
+    )
+    without_class = controller_pod("nginx-1", "ingress-nginx", ["--watch-ingress-without-class"])
+    assert pods.keep is not None
+    assert pods.keep(internal) and not pods.keep(without_class)
+
+
+def test_a_missing_backend_is_not_there_yet_and_a_warning_on_stderr_is_no_matter(
     api_server: ApiServer,
 ) -> None:
-    """/dbg prints a passing error as plain text and exits 0: the ingress-nginx signal is
-    retried, and given up for the session only after NON_JSON_TOLERATED such answers."""
     api_server.put(controller_pod("controller-0", "ingress-nginx", []), "pods")
-    answers = ["dial tcp 127.0.0.1:10246: connect: connection refused", "[]"]
+    held: list[dict[str, Any]] = []
 
-    from kubernetes import client
+    def answer(pod: str, ns: str, command: Sequence[str]) -> ExecOutput:
+        return ExecOutput(dbg_get(held, command), "W1130 12:00:00 deprecated flag\n")
 
-    configuration = client.Configuration()
-    configuration.host = api_server.url
-    api = ExecApi(
-        client.ApiClient(configuration), lambda pod, ns: answers.pop(0) if answers else "not json"
+    api = exec_api(api_server, answer)
+    check = (
+        ConfigSignals(api)
+        .checks(
+            DataplanePlan(routes=(), nginx=WANT_20),
+            nginx_pods=lambda: PodSet(
+                "the controller",
+                "app.kubernetes.io/component=controller",
+                None,
+                "controller",
+                signal="ingress-nginx",
+            ),
+            envoy_pods=None,
+        )
+        .checks[0]
     )
+    assert check() == Check(False, f"controller-0: no backend {MAIN} yet")
+    held.extend(dbg_backends(20))
+    assert check() == Check(True, f"controller-0: alternative {CANARY} with {dict(WANT_20.policy)}")
+    api.close()
+
+
+def test_answers_that_are_not_json_leave_the_signal_out_of_one_wait_only(
+    api_server: ApiServer,
+) -> None:
+    """/dbg prints a passing error as plain text and exits 0: the look is not done; after
+    NON_JSON_TOLERATED such answers in a row the signal is left out of this wait, and the
+    next wait reads it again."""
+    api_server.put(controller_pod("controller-0", "ingress-nginx", []), "pods")
+    missing = "A backend of this name was not found.\n"
+    answers = ["dial tcp 127.0.0.1:10246: connect: connection refused", missing]
+    api = exec_api(api_server, lambda pod, ns, command: answers.pop(0) if answers else "oops")
     signals = ConfigSignals(api)
     pods = PodSet("the controller", "app.kubernetes.io/component=controller", None, "controller")
+    plan = DataplanePlan(routes=(), nginx=NginxWant(main="m"))
 
-    def read() -> Check:
-        return signals.read(
-            "ingress-nginx",
-            lambda: pods,
-            ["/dbg", "backends", "all"],
-            lambda data: Check(True, f"{len(data)} backends"),
-        )
+    def wait() -> Callable[[], Check]:
+        one = signals.checks(plan, nginx_pods=lambda: pods, envoy_pods=None)
+        return one.checks[0]
 
-    first = read()
-    assert not first.done and "not JSON yet" in first.status
-    assert read() == Check(True, "controller-0: 0 backends")
+    look = wait()
+    first = look()
+    assert not first.done and "connection refused" in first.status
+    assert look() == Check(False, "controller-0: no backend m yet")
     for _ in range(NON_JSON_TOLERATED - 1):
-        assert not read().done
-    given_up = read()
-    assert given_up.done and "configuration not readable, skipped" in given_up.status
-    assert "ingress-nginx" in signals.unavailable
+        assert not look().done
+    skipped = look()
+    assert skipped.done and "not JSON" in skipped.status
+    assert look() == Check(True, "the controller: answers not JSON, skipped in this wait")
+    assert signals.unavailable == {}  # not given up for the session
+    answers.append(missing)
+    assert wait()() == Check(False, "controller-0: no backend m yet")  # the next wait reads
     api.close()
 
 
@@ -717,3 +816,24 @@ def test_an_istio_gateway_is_read_from_the_pods_it_selects(
     objects = env._adapt(manifests.render(build_spec("istio", "1.0", "2.0", weight=20)))
     pods = env._gateway_pods(objects, Dataplane("istio", f"{env.namespace}/kubeapp-gateway"))()
     assert (pods.selector, pods.namespace) == ("istio=ingressgateway", None)
+
+
+def test_a_shared_gateways_pods_are_listed_in_its_namespace_only(
+    make_backend: Callable[..., KubeBackend],
+) -> None:
+    from pytest_canary import manifests
+    from pytest_canary.backends.kube.plan import Dataplane
+    from pytest_canary.backends.kube.signals import gateway_pods_of
+    from pytest_canary.spec import build_spec
+
+    env = make_backend().environment("test_shared_gateway_pods")
+    objects = env._adapt(manifests.render(build_spec("istio", "1.0", "2.0", weight=20)))
+    pods_of = gateway_pods_of(
+        objects,
+        Dataplane("istio", f"{env.namespace}/kubeapp-gateway"),
+        {"istio": "ingressgateway"},
+        "istio-system/istio-ingressgateway",
+    )
+    assert pods_of is not None
+    pods = pods_of()
+    assert (pods.selector, pods.namespace) == ("istio=ingressgateway", "istio-system")
