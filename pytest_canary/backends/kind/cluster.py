@@ -199,19 +199,37 @@ def existing_clusters(kind: str | None, *, timeout: float = 60.0) -> list[str]:
 
 
 def node_ports(name: str) -> PortMap:
-    """The host port mapping of cluster ``name``'s control-plane container (Docker)."""
-    try:
-        import docker
+    """The host port mapping of cluster ``name``'s control-plane container (Docker): its
+    ``HostConfig.PortBindings``, what kind asked Docker for (``NetworkSettings.Ports`` is
+    empty while the container is stopped).
 
-        client = docker.from_env(timeout=30)
-        container = client.containers.get(f"{name}-control-plane")
-        published = container.attrs["NetworkSettings"]["Ports"] or {}
+    Raises:
+        BackendError: when the container does not run (with the command that starts it),
+            cannot be read, or does not map the ports pytest-canary needs.
+    """
+    node = f"{name}-control-plane"
+    client = images.connect(timeout=30)
+    try:
+        attrs = dict(client.containers.get(node).attrs)
     except Exception as exc:
         raise BackendError(
-            f"cannot read the port mapping of {name}-control-plane from Docker: {exc} "
-            "(the kind backend supports kind's Docker provider)"
+            f"cannot read the node container {node} of kind cluster {name} from Docker: "
+            f"{exc} (the kind backend supports kind's Docker provider)"
         ) from exc
-    return ports_from_docker(published)
+    finally:
+        client.close()
+    state = attrs.get("State") or {}
+    if not state.get("Running"):
+        raise BackendError(
+            f"kind cluster {name} exists, but its node container {node} is "
+            f"{state.get('Status') or 'not running'} (after a reboot or a Docker restart): "
+            f"start it with: docker start {node} -- or delete the cluster: kind delete "
+            f"cluster --name {name}"
+        )
+    bindings = (attrs.get("HostConfig") or {}).get("PortBindings") or (
+        (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    )
+    return ports_from_docker(bindings)
 
 
 def host_cgroup_version() -> int | None:
@@ -424,6 +442,9 @@ def _setup_failed(
             f"{handle.context} get pods -A; delete it with: kind delete cluster --name {name})"
         )
     if not isinstance(exc, BackendError):
+        # Ctrl-C (or a bug): the exception passes on as it is, so say here what became of
+        # the cluster -- a kept one is reused by the next run and never deleted by it.
+        progress(f"setup of kind cluster {name} interrupted ({type(exc).__name__}) {note}")
         return exc
     return BackendError(f"{exc}\n{note}")
 

@@ -143,8 +143,9 @@ def render_kind_config(template: Mapping[str, Any], ports: PortMap) -> dict[str,
 
 
 def ports_from_docker(published: Mapping[str, Any]) -> PortMap:
-    """The port map of an existing node container (``NetworkSettings.Ports`` of
-    ``docker inspect``: ``{"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "41234"}], ...}``).
+    """The port map of an existing node container (``HostConfig.PortBindings`` or
+    ``NetworkSettings.Ports`` of ``docker inspect``: ``{"80/tcp": [{"HostIp": "127.0.0.1",
+    "HostPort": "41234"}], ...}``; a binding without a fixed host port is left out).
 
     Raises:
         BackendError: when a port pytest-canary needs is not mapped (a cluster not made by
@@ -153,8 +154,9 @@ def ports_from_docker(published: Mapping[str, Any]) -> PortMap:
     found: dict[int, int] = {}
     for key, bindings in published.items():
         container, _, proto = key.partition("/")
-        if proto == "tcp" and bindings:
-            found[int(container)] = int(bindings[0]["HostPort"])
+        host_port = str((bindings or [{}])[0].get("HostPort") or "")
+        if proto == "tcp" and container.isdigit() and host_port.isdigit():
+            found[int(container)] = int(host_port)
     needed = [HTTP_PORT, GATEWAY_NODE_PORT, *NODE_PORT_POOL]
     missing = [p for p in needed if p not in found]
     if missing:

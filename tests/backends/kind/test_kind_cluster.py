@@ -242,6 +242,23 @@ def test_a_cluster_whose_add_ons_failed_is_kept_and_the_message_says_how_to_dele
     assert "delete" not in fake_kind["log"]
 
 
+def test_an_interrupted_setup_says_the_new_cluster_was_kept_and_how_to_delete_it(
+    fake_kind: dict[str, Any],
+) -> None:
+    """Ctrl-C while the add-ons install: KeyboardInterrupt passes on, and a line says the
+    new cluster stays (the next run would reuse it and never delete it)."""
+    fake_kind["fail"] = KeyboardInterrupt()
+    lines: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        setup_cluster(fake_kind["options"], run_id="run-a", progress=lines.append)
+    assert lines[-1] == (
+        "setup of kind cluster pytest-canary interrupted (KeyboardInterrupt) (the new kind "
+        "cluster pytest-canary was kept for inspection: kubectl --context kind-pytest-canary "
+        "get pods -A; delete it with: kind delete cluster --name pytest-canary)"
+    )
+    assert "delete" not in fake_kind["log"]
+
+
 def test_never_keeping_the_cluster_deletes_it_even_after_a_failed_setup(
     fake_kind: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -570,3 +587,59 @@ def test_live_kind_cluster_serves_istio_and_gateway_api_canaries_with_readable_s
         assert backend.signals.unavailable == {}, backend.signals.unavailable
     finally:
         backend.close()
+
+
+def docker_node(running: bool) -> dict[str, Any]:
+    """``docker inspect pytest-canary-control-plane``: a stopped container keeps its
+    HostConfig.PortBindings, but its NetworkSettings.Ports is empty."""
+    bindings = {
+        f"{container}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(host)}]
+        for container, host in [(80, 18080), (443, 18443), (30080, 18081)]
+        + [(p, 19000 + i) for i, p in enumerate(NODE_PORT_POOL)]
+    }
+    bindings["6443/tcp"] = [{"HostIp": "127.0.0.1", "HostPort": ""}]  # kind's random API port
+    return {
+        "State": {"Running": running, "Status": "running" if running else "exited"},
+        "HostConfig": {"PortBindings": bindings},
+        "NetworkSettings": {"Ports": bindings if running else {}},
+    }
+
+
+@pytest.fixture
+def docker_with(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def use(attrs: dict[str, Any]) -> None:
+        class Container:
+            def __init__(self) -> None:
+                self.attrs = attrs
+
+        class Containers:
+            def get(self, name: str) -> Container:
+                assert name == "pytest-canary-control-plane"
+                return Container()
+
+        class Client:
+            containers = Containers()
+
+            def close(self) -> None:
+                pass
+
+        monkeypatch.setattr(cluster.images, "connect", lambda **_: Client())
+
+    return use
+
+
+def test_a_stopped_node_container_is_named_with_the_command_that_starts_it(
+    docker_with: Any,
+) -> None:
+    docker_with(docker_node(running=False))
+    with pytest.raises(BackendError) as caught:
+        cluster.node_ports("pytest-canary")
+    message = str(caught.value)
+    assert "node container pytest-canary-control-plane is exited" in message
+    assert "docker start pytest-canary-control-plane" in message
+    assert "not created by pytest-canary" not in message
+
+
+def test_the_port_map_of_a_running_node_comes_from_its_port_bindings(docker_with: Any) -> None:
+    docker_with(docker_node(running=True))
+    assert cluster.node_ports("pytest-canary") == PORTS
