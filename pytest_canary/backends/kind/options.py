@@ -15,6 +15,7 @@ from typing import Any
 from pytest_canary.backends import addons
 from pytest_canary.backends.kube.options import (
     KubeOptions,
+    parse_bool,
     parse_entry_urls,
     parse_gateway,
     parse_keep,
@@ -180,7 +181,13 @@ def cluster_options(backend: str, values: Values) -> KubeOptions | KindOptions:
         keep=_parsed(values, "canary_keep", lambda raw: parse_keep(str(raw))) or "never",
         wait_timeout=seconds("canary_wait_timeout", 180.0),
         dataplane_timeout=seconds("canary_dataplane_timeout", 60.0),
-        any_kubernetes_version=bool(_get(values, "canary_any_kubernetes_version")),
+        any_kubernetes_version=bool(
+            _parsed(
+                values,
+                "canary_any_kubernetes_version",
+                lambda raw: parse_bool(raw, "any Kubernetes version"),
+            )
+        ),
     )
     if backend == "kube":
         return kube

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from pytest_canary.errors import CanaryConfigError
@@ -102,6 +103,30 @@ def parse_keep(value: str) -> str:
     if lowered not in KEEP_POLICIES:
         raise CanaryConfigError(f"keep={value!r}: must be one of {', '.join(KEEP_POLICIES)}")
     return lowered
+
+
+TRUE_WORDS = ("y", "yes", "t", "true", "on", "1")
+FALSE_WORDS = ("n", "no", "f", "false", "off", "0")
+"""The words pytest's ini ``bool`` type takes (``_pytest.config._strtobool``)."""
+
+
+def parse_bool(value: Any, what: str) -> bool:
+    """A yes/no setting as pytest's ini ``bool`` type reads it (``false`` is False).
+
+    Raises:
+        CanaryConfigError: for anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    raise CanaryConfigError(
+        f"{what}={value!r}: must be true or false ({', '.join(TRUE_WORDS)} / "
+        f"{', '.join(FALSE_WORDS)})"
+    )
 
 
 def parse_gateway(value: str) -> tuple[str, str]:

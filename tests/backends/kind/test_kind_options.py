@@ -168,3 +168,40 @@ def test_keeping_namespaces_in_a_cluster_that_is_never_kept_is_refused() -> None
         "--canary-keep=failed (command line --canary-keep) keeps test namespaces in the kind "
         "cluster, but --canary-keep-cluster=never (ini canary_keep_cluster) deletes that cluster"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("false", False), ("0", False), ("no", False), ("true", True), (True, True)],
+)
+def test_a_yes_no_option_from_the_environment_reads_like_an_ini_bool(
+    raw: object, expected: bool
+) -> None:
+    """PYTEST_CANARY_ANY_KUBERNETES_VERSION=false keeps the version check on."""
+    env = "environment PYTEST_CANARY_ANY_KUBERNETES_VERSION"
+    options = cluster_options("kube", {"canary_any_kubernetes_version": (env, raw)})
+    assert isinstance(options, KubeOptions)
+    assert options.any_kubernetes_version is expected
+
+
+def test_a_yes_no_option_that_is_neither_is_refused_naming_its_origin() -> None:
+    env = "environment PYTEST_CANARY_ANY_KUBERNETES_VERSION"
+    with pytest.raises(CanaryConfigError) as caught:
+        cluster_options("kube", {"canary_any_kubernetes_version": (env, "sometimes")})
+    assert str(caught.value) == (
+        "any Kubernetes version='sometimes': must be true or false (y, yes, t, true, on, 1 / "
+        f"n, no, f, false, off, 0) (from {env})"
+    )
+
+
+def test_the_plugin_reads_a_false_environment_value_as_false(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_canary.plugin import cluster_options_key
+
+    monkeypatch.setenv("PYTEST_CANARY_ANY_KUBERNETES_VERSION", "false")
+    config = pytester.parseconfigure("--canary-backend=kube")
+    assert config.stash[cluster_options_key].any_kubernetes_version is False
+    monkeypatch.setenv("PYTEST_CANARY_ANY_KUBERNETES_VERSION", "true")
+    config = pytester.parseconfigure("--canary-backend=kube")
+    assert config.stash[cluster_options_key].any_kubernetes_version is True
