@@ -84,6 +84,10 @@ ISTIO_GATEWAY = "istio-system/istio-ingressgateway"
 TOOL_GRACE = 30.0
 """Seconds a tool may run past its own ``--timeout`` before it is stopped: it prints why it
 gave up, and that output reaches the error."""
+ISTIO_WAIT_CHAIN = 3
+"""Components ``istioctl install`` waits for one after the other in the default profile
+(base, istiod, ingress gateway: istio 1.30.3 operator/pkg/install/install.go
+``componentDependencies``); ``--readiness-timeout`` holds for each of them."""
 WATCH_EVERY = 2.0
 """Seconds between two looks at an add-on's pods while it installs."""
 QUICK_TIMEOUT = 30.0
@@ -532,11 +536,13 @@ class AddonInstaller:
         timeout: float | None = None,
         stdin: str | None = None,
         evidence: bool = True,
+        budget: str = "its own timeout",
     ) -> str:
         """Run a command (kubectl or istioctl path first) and return stdout; while it runs,
         watch the current add-on's pods.
 
-        ``timeout`` is the tool's own (default: the installer's); the process is stopped
+        ``timeout`` is the longest the tool may wait by its own flags (default: the
+        installer's), ``budget`` says which flags those are; the process is stopped
         :data:`TOOL_GRACE` seconds after it. Without ``evidence`` a failure carries the
         tool's output only (for attempts that are expected to fail and are retried).
 
@@ -574,7 +580,7 @@ class AddonInstaller:
                 why = (
                     "stopped: a pod of the add-on will not become ready"
                     if stuck
-                    else f"did not finish within {limit:.0f}s (its own timeout + {TOOL_GRACE:.0f}s)"
+                    else f"did not finish within {limit:.0f}s ({budget} + {TOOL_GRACE:.0f}s)"
                 )
                 raise self.failure(" ".join(args), why, out, err, stuck)
         if process.returncode != 0:
@@ -852,6 +858,11 @@ class AddonInstaller:
                 f"installing istio {pin.version} with istioctl (about 1-2 min)"
                 + (f" (replacing {present})" if present else "")
             )
+            # istioctl waits --readiness-timeout for each component, and a component only
+            # after the one it depends on (operator/pkg/install/install.go install,
+            # componentDependencies: base, then istiod, then the ingress gateway): a third
+            # each keeps the whole install within --canary-setup-timeout.
+            per_component = max(1, int(self.timeout // ISTIO_WAIT_CHAIN))
             with tempfile.TemporaryDirectory() as scratch:
                 overlay_file = Path(scratch) / "istio-kind.yaml"
                 overlay_file.write_text(yaml.safe_dump(overlay), encoding="utf-8")
@@ -862,7 +873,12 @@ class AddonInstaller:
                     "-f",
                     str(overlay_file),
                     f"--kubeconfig={self.kubeconfig}",
-                    f"--readiness-timeout={int(self.timeout)}s",
+                    f"--readiness-timeout={per_component}s",
+                    timeout=per_component * ISTIO_WAIT_CHAIN,
+                    budget=(
+                        f"--readiness-timeout={per_component}s for each of base, istiod and "
+                        "the ingress gateway in turn"
+                    ),
                 )
         self.kubectl(
             "rollout",

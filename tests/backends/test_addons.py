@@ -419,11 +419,12 @@ def test_istio_is_installed_with_istioctl_and_the_kind_overlay(
         info.size = len(script)
         info.mode = 0o755
         tar.addfile(info, io.BytesIO(script))
-    installer(kubectl, tmp_path, istio=str(archive)).istio(
+    installer(kubectl, tmp_path, timeout=90, istio=str(archive)).istio(
         load_pins()["istio"], gateway_node_port=30080
     )
     argv, overlay = calls.read_text().split("\n", 1)
-    assert argv.startswith("install -y -f ") and "--readiness-timeout=5s" in argv
+    # istioctl waits that long for base, istiod and the gateway in turn: a third each
+    assert argv.startswith("install -y -f ") and "--readiness-timeout=30s" in argv
     assert "nodePort: 30080" in overlay and "type: NodePort" in overlay
     assert kubectl.log[-1].startswith(
         "rollout status -n istio-system deployment/istio-ingressgateway"
@@ -682,3 +683,25 @@ def test_a_job_that_failed_for_good_fails_the_install_with_its_reason(
         f"job {ADMISSION_PATCH_JOB} failed: BackoffLimitExceeded: Job has reached the "
         "specified backoff limit"
     ) in str(caught.value)
+
+
+def test_a_stuck_istioctl_is_stopped_after_its_per_component_waits_and_says_so(
+    kubectl: FakeKubectl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = b"#!/bin/sh\necho '- Processing resources for Istiod.'\nexec sleep 60\n"
+    archive = tmp_path / "istioctl.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("istioctl")
+        info.size = len(script)
+        info.mode = 0o755
+        tar.addfile(info, io.BytesIO(script))
+    monkeypatch.setattr(addons, "TOOL_GRACE", 1.0)
+    inst = installer(kubectl, tmp_path, timeout=3, istio=str(archive))
+    with pytest.raises(AddonFailure) as caught:
+        inst.istio(load_pins()["istio"], gateway_node_port=30080)
+    message = str(caught.value)
+    assert (
+        "did not finish within 4s (--readiness-timeout=1s for each of base, istiod and the "
+        "ingress gateway in turn + 1s)"
+    ) in message
+    assert "Processing resources for Istiod" in message
