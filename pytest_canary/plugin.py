@@ -689,6 +689,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if backend is not None:
         try:
             backend.close()
+        except BackendError as exc:  # leftovers the user must clean up: said, not a traceback
+            _close_failed(session, backend, exc)
         finally:
             config.stash[kept_key] = list(getattr(backend, "kept", []))
             del config.stash[backend_key]
+
+
+def _close_failed(session: pytest.Session, backend: Backend, exc: BackendError) -> None:
+    """Closing the backend failed (a namespace or cluster left behind): one error line on
+    the terminal, and the session fails."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = f"canary: closing the {backend.name} backend failed: {exc}"
+    if reporter is not None:
+        reporter.write_line(line, red=True, bold=True)
+    else:
+        import sys
+
+        sys.stderr.write(line + "\n")
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -371,3 +371,37 @@ def test_non_numeric_options_say_what_is_allowed(
     result = pytester.runpytest(flag)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str()
+
+
+def test_a_backend_that_fails_to_close_ends_the_session_with_one_error_line(
+    pytester: pytest.Pytester,
+) -> None:
+    """Leftovers the backend could not delete are said on the terminal, the exit status is
+    not 0, and no traceback from inside pytest_sessionfinish is printed."""
+    pytester.makeconftest(
+        """
+        import pytest
+        from pytest_canary.errors import BackendError
+
+        @pytest.fixture(scope="session", autouse=True)
+        def close_fails(canary_backend):
+            real = canary_backend.close
+
+            def close():
+                real()
+                raise BackendError("cleanup of canary-test-ab12c failed: Namespace: forbidden")
+
+            canary_backend.close = close
+        """
+    )
+    pytester.makepyfile("def test_ok(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*canary: closing the local backend failed: cleanup of canary-test-ab12c failed: "
+            "Namespace: forbidden*"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in result.stdout.str()
