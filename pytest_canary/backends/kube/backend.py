@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -83,6 +85,13 @@ def check_kubernetes_version(
     return text
 
 
+def cluster_key(server: str) -> str:
+    """A directory name for one cluster, from its API server URL (two contexts of one cluster
+    share it): ``203.0.113.7-6443-<hash>``."""
+    readable = re.sub(r"[^A-Za-z0-9.]+", "-", server.split("://", 1)[-1]).strip("-")[:40]
+    return f"{readable}-{hashlib.sha256(server.encode()).hexdigest()[:12]}"
+
+
 SERVED_DATAPLANES = (
     ("istio", "networking.istio.io/v1", "networking.istio.io/v1 served"),
     ("gateway-api", "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1 served"),
@@ -141,7 +150,8 @@ class KubeBackend(Backend):
         run_id: labels every namespace of this run (``pytest-canary/run``).
         context: the kubeconfig context, for the header line.
         progress: receives progress lines of long steps.
-        lock_dir: where :class:`HostLocks` keeps its lock files (None: no host locking).
+        lock_dir: where :class:`HostLocks` keeps its lock files (None: no host locking);
+            :meth:`from_kubeconfig` takes it as the root of one directory per cluster.
         platform: ``sys.platform`` (the Docker Desktop hint depends on it).
     """
 
@@ -243,7 +253,8 @@ class KubeBackend(Backend):
             run_id=run_id,
             context=context,
             progress=progress,
-            lock_dir=lock_dir,
+            # Hosts are taken in turns per cluster: runs against other clusters never wait.
+            lock_dir=None if lock_dir is None else lock_dir / cluster_key(api.server),
         )
         backend.sweep()
         return backend

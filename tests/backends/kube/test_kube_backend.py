@@ -139,6 +139,27 @@ def test_the_window_is_an_explicit_opt_out(api_server: ApiServer, tmp_path: Path
     )
 
 
+def test_host_locks_are_kept_per_cluster(api_server: ApiServer, tmp_path: Path) -> None:
+    """Runs against two clusters never wait for each other's hosts; two contexts of one
+    cluster share its locks."""
+    other = ApiServer().start()
+    try:
+        locks = tmp_path / "locks"
+        dirs = []
+        for server, context in ((api_server, "a"), (api_server, "b"), (other, "c")):
+            options = KubeOptions(
+                kubeconfig=str(kubeconfig_for(server, tmp_path / f"kc-{context}", context)),
+                context_explicit=True,
+            )
+            backend = KubeBackend.from_kubeconfig(options, run_id="run-1", lock_dir=locks)
+            dirs.append(backend.host_locks.directory)
+            backend.close()
+        assert dirs[0] == dirs[1] != dirs[2]
+        assert all(d is not None and d.parent == locks for d in dirs)
+    finally:
+        other.stop()
+
+
 # -- the sweep of what killed runs left ----------------------------------------------------------
 
 
