@@ -22,15 +22,20 @@ class BackendError(CanaryError, RuntimeError):
 class ConvergenceTimeout(BackendError):
     """A wait ran out of time.
 
-    The message names the object, the condition, the last status seen and how long it waited.
+    The message names the object, the condition, the last status seen, how long it waited
+    and the setting that sets the deadline (``setting``, e.g. ``--canary-wait-timeout``).
     """
 
-    def __init__(self, what: str, condition: str, last_seen: str, waited: float) -> None:
+    def __init__(
+        self, what: str, condition: str, last_seen: str, waited: float, setting: str = ""
+    ) -> None:
         self.what = what
         self.condition = condition
         self.last_seen = last_seen
         self.waited = waited
+        self.setting = setting
+        deadline = f" ({setting})" if setting else ""
         super().__init__(
-            f"timed out after {waited:.1f}s waiting for {what} to be {condition}; "
+            f"timed out after {waited:.1f}s{deadline} waiting for {what} to be {condition}; "
             f"last seen: {last_seen}"
         )

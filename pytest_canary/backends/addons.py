@@ -828,6 +828,7 @@ class AddonInstaller:
                 attempt,
                 timeout=self.timeout,
                 max_interval=3.0,
+                setting="--canary-setup-timeout",
             )
         except ConvergenceTimeout as exc:
             raise self.failure("the admission webhook", str(exc), "", "") from exc

@@ -72,6 +72,7 @@ def wait_until(
     max_interval: float = 2.0,
     transient: Callable[[BaseException], bool] = is_transient,
     sleep: Callable[[float], None] = time.sleep,
+    setting: str = "",
 ) -> Check:
     """Poll ``probe`` until it reports done; never longer than ``timeout`` seconds.
 
@@ -80,7 +81,8 @@ def wait_until(
     propagates.
 
     Raises:
-        ConvergenceTimeout: naming ``what``, ``condition``, the last status and the time waited.
+        ConvergenceTimeout: naming ``what``, ``condition``, the last status, the time waited
+            and ``setting``, the option that sets ``timeout``.
 
     Example:
         >>> wait_until("Deployment ns/web", "available", lambda: Check(True, "3/3"), timeout=5)
@@ -114,7 +116,9 @@ def wait_until(
     try:
         result: Check = retrying(attempt)
     except tenacity.RetryError:
-        raise ConvergenceTimeout(what, condition, last.status, time.monotonic() - started) from None
+        raise ConvergenceTimeout(
+            what, condition, last.status, time.monotonic() - started, setting
+        ) from None
     return result
 
 
@@ -221,6 +225,14 @@ def deployment_check(deployment: Manifest, pods: Sequence[Manifest] = ()) -> Che
     current = int(status.get("replicas") or 0)
     available = int(status.get("availableReplicas") or 0)
     problems = pod_problems(pods)
+    for cond in status.get("conditions") or []:
+        # The ReplicaSet could not create pods (Pod Security, a quota, a missing service
+        # account): no pod exists to show why, the condition does (deployment controller
+        # pkg/controller/deployment/sync.go, reason FailedCreate).
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            problems.insert(
+                0, f"ReplicaFailure {cond.get('reason', '')}: {cond.get('message', '')}"
+            )
     suffix = ("; " + "; ".join(problems)) if problems else ""
     if observed < generation:
         return Check(

@@ -612,7 +612,8 @@ def make_backend(
     made: list[KubeBackend] = []
 
     def make(**options: Any) -> KubeBackend:
-        settings = {"wait_timeout": 5.0, "dataplane_timeout": 5.0} | options
+        # A look at the data plane never runs past its deadline: room for a loaded machine.
+        settings = {"wait_timeout": 5.0, "dataplane_timeout": 20.0} | options
         points = EntryPoints(
             urls={"*": fake_ingress.url},
             node_address="127.0.0.1",

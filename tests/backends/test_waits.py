@@ -174,6 +174,48 @@ def test_a_progress_deadline_fails_at_once() -> None:
         deployment_check(stuck)
 
 
+def test_pods_the_replica_set_could_not_create_are_said_in_the_status() -> None:
+    """A Pod Security or quota rejection leaves no pod to show why: the Deployment's
+    ReplicaFailure condition says it."""
+    deployment = {
+        "metadata": {"name": "web", "namespace": "ns", "generation": 1},
+        "spec": {"replicas": 2},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [
+                {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "reason": "FailedCreate",
+                    "message": 'pods "web-7d9f-x" is forbidden: violates PodSecurity '
+                    '"restricted:latest": runAsNonRoot != true',
+                }
+            ],
+        },
+    }
+    check = deployment_check(deployment)
+    assert not check.done
+    assert check.status == (
+        '0 of 2 replicas updated; ReplicaFailure FailedCreate: pods "web-7d9f-x" is forbidden: '
+        'violates PodSecurity "restricted:latest": runAsNonRoot != true'
+    )
+
+
+def test_a_timeout_names_the_option_that_sets_its_deadline() -> None:
+    with pytest.raises(ConvergenceTimeout) as caught:
+        wait_until(
+            "Deployment ns/web",
+            "available",
+            lambda: Check(False, "0 of 2"),
+            timeout=0.05,
+            setting="--canary-wait-timeout",
+        )
+    assert str(caught.value).startswith("timed out after ")
+    assert "s (--canary-wait-timeout) waiting for Deployment ns/web to be available" in str(
+        caught.value
+    )
+
+
 def test_pod_problems_say_why_a_rollout_waits() -> None:
     pod = {
         "metadata": {"name": "web-1"},

@@ -309,6 +309,7 @@ class Applier:
             f"rolling out ({count} new pods created, so the rollout can be paused)",
             started,
             timeout=self.ready.timeout,
+            setting="--canary-wait-timeout",
         )
         paused = copy.deepcopy(obj)
         paused["spec"]["paused"] = True  # the whole object: SSA removes fields we omit
@@ -338,4 +339,5 @@ class Applier:
             "accepted by the admission webhook",
             attempt,
             timeout=self.ready.timeout,
+            setting="--canary-wait-timeout",
         )

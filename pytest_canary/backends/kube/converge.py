@@ -306,6 +306,7 @@ class Convergence:
                 timeout=self.timeout,
                 interval=0.2,
                 max_interval=0.5,
+                setting="--canary-dataplane-timeout",
             )
             self.history.append(f"converged in {time.monotonic() - started:.1f}s: {result.status}")
         except BackendError as exc:

@@ -297,5 +297,6 @@ def gateway_address(
         "given an address by its implementation (status.addresses)",
         probe,
         timeout=timeout,
+        setting="--canary-wait-timeout",
     )
     return f"http://{found[0]}:{port}" if port != 80 else f"http://{found[0]}"

@@ -65,6 +65,7 @@ class Readiness:
                 "no old replica left)",
                 probe,
                 timeout=self.timeout,
+                setting="--canary-wait-timeout",
             )
 
     def endpoints(self, wanted: Mapping[Key, Mapping[str, Any]]) -> None:
@@ -128,4 +129,5 @@ class Readiness:
             "than Deployments)",
             probe,
             timeout=self.timeout,
+            setting="--canary-wait-timeout",
         )

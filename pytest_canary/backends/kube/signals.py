@@ -432,9 +432,7 @@ class ConfigSignals:
         except Exception as exc:
             if waits.is_transient(exc):
                 raise
-            return self._give_up(
-                key, f"cannot list pods {pods.selector}: {api_error_message(exc)}"
-            )
+            return self._give_up(key, f"cannot list pods {pods.selector}: {api_error_message(exc)}")
         serving = [p for p in listed if pods.keep is None or pods.keep(p)]
         ready = [p for p in serving if pod_ready(p)]
         if not ready:
@@ -463,9 +461,7 @@ class ConfigSignals:
                 except Exception as exc:  # a missing signal must not fail the run
                     if waits.is_transient(exc):
                         return Reading(Check(False, f"{key}: {api_error_message(exc)}"), False)
-                    return self._give_up(
-                        key, f"exec {' '.join(command)} in {meta['name']}: {exc}"
-                    )
+                    return self._give_up(key, f"exec {' '.join(command)} in {meta['name']}: {exc}")
                 if output.stdout.strip() == DBG_NOT_FOUND:
                     answers.append(None)
                     continue

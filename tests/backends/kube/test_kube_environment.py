@@ -226,19 +226,23 @@ def test_a_deployment_that_never_becomes_available_times_out_naming_object_condi
     assert error.condition.startswith("available")
     assert error.last_seen == "generation 1 not yet observed (observed 0)"
     assert 0.5 <= error.waited <= 1.5
-    assert str(error).startswith(f"timed out after {error.waited:.1f}s waiting for Deployment")
+    assert str(error).startswith(
+        f"timed out after {error.waited:.1f}s (--canary-wait-timeout) waiting for Deployment"
+    )
     env.close()
 
 
 def test_a_data_plane_that_never_converges_times_out_with_what_it_served(
     api_server: ApiServer, make_backend: Callable[..., KubeBackend], fake_ingress: FakeIngress
 ) -> None:
-    env = make_backend(dataplane_timeout=1.0).environment("test_frozen")
+    env = make_backend(dataplane_timeout=10.0).environment("test_frozen")
     release = Harness(env).deploy("nginx", stable="1.0", canary="2.0", weight=100)
     fake_ingress.freeze()  # the data plane never sees the promotion
+    env.convergence.timeout = 1.0  # the deploy had time to converge; the promotion will not
     with pytest.raises(ConvergenceTimeout) as caught:
         release.promote()
     error = caught.value
+    assert error.setting == "--canary-dataplane-timeout"
     assert error.what.startswith("the data plane behind ingress-nginx at http://127.0.0.1:")
     assert "serving default -> 2.0" in error.condition
     # weight 100 sent everything to the canary pods, which the promotion removes
