@@ -205,3 +205,30 @@ def test_the_plugin_reads_a_false_environment_value_as_false(
     monkeypatch.setenv("PYTEST_CANARY_ANY_KUBERNETES_VERSION", "true")
     config = pytester.parseconfigure("--canary-backend=kube")
     assert config.stash[cluster_options_key].any_kubernetes_version is True
+
+
+def test_on_the_kube_backend_pytest_kinds_kubeconfig_is_ours_and_the_rest_stay_its_own(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """As the README says: --kubeconfig names the cluster to test on kube too; --cluster-name
+    and the others are left to pytest-kind's own fixture there."""
+    from pytest_canary.plugin import cluster_options_key
+
+    config = pytester.parseconfigure(
+        "--canary-backend=kube", f"--kubeconfig={tmp_path / 'kc'}", "--cluster-name=other"
+    )
+    options = config.stash[cluster_options_key]
+    assert isinstance(options, KubeOptions)
+    assert options.kubeconfig == str(tmp_path / "kc")
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    assert "With `--canary-backend=kube`, `--kubeconfig` means\n`--canary-kubeconfig` too" in readme
+
+
+def test_the_fixtures_name_source_files_that_exist() -> None:
+    """Comments in fixtures/ point readers at the code that reads them."""
+    import re
+
+    root = Path(__file__).parents[3]
+    for fixture in (root / "fixtures").glob("*.yaml"):
+        for path in re.findall(r"pytest_canary/[\w/]+\.py", fixture.read_text()):
+            assert (root / path).is_file(), f"{fixture.name} names {path}, which does not exist"
