@@ -1,0 +1,95 @@
+"""What the model is asked from outside a sync: whether a sync changed anything (the local
+backend's loop), why the controller's syncs would fail on the applied objects (the
+linter), and what weight and canary pods a step leads to (the cluster waits).
+
+Upstream (argoproj/argo-rollouts, tag v1.9.1): the controller's own errors, from
+``rollout/trafficrouting/nginx/nginx.go`` ``buildCanaryIngress``,
+``rollout/trafficrouting/istio/istio.go`` ``ValidateHTTPRoutes`` and the informer caches;
+the weight of ``rollout/trafficrouting.go`` ``reconcileTrafficRouting``; the replica counts
+of ``utils/replicaset/canary.go``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pytest_canary.dataplane.argo_rollouts.api import MAX_WEIGHT, Key, ReconcileError
+from pytest_canary.dataplane.argo_rollouts.config import RolloutConfig
+from pytest_canary.dataplane.argo_rollouts.replicas import (
+    approximate_weighted_counts,
+    traffic_routed_counts,
+)
+from pytest_canary.dataplane.argo_rollouts.routers import istio, nginx
+from pytest_canary.dataplane.argo_rollouts.status import (
+    ReplicaSetState,
+    RolloutStatus,
+    current_set_weight,
+)
+from pytest_canary.dataplane.argo_rollouts.sync import Reconciled
+
+
+def settled(
+    result: Reconciled, status: RolloutStatus, replica_sets: Sequence[ReplicaSetState]
+) -> bool:
+    """Whether a sync changed nothing: the controller waits for a pod or a timer."""
+    return (
+        not result.objects
+        and result.status == status
+        and tuple(sorted(result.replica_sets, key=lambda rs: rs.created))
+        == tuple(sorted(replica_sets, key=lambda rs: rs.created))
+    )
+
+
+def routing_problems(config: RolloutConfig, objects: Mapping[Key, Mapping[str, Any]]) -> list[str]:
+    """Why the controller's syncs would fail on these objects, before anything runs: a
+    Service, stable Ingress, VirtualService or DestinationRule it names is missing, the
+    stable Ingress has no rule using the stable Service (``buildCanaryIngress``), or a route
+    lacks the canary or stable destination (``ValidateHTTPRoutes``). The messages are the
+    controller's own errors."""
+    found: list[str] = []
+    for name in (config.stable_service, config.canary_service):
+        if name and ("Service", name) not in objects:
+            found.append(f'services "{name}" not found')
+    if config.nginx is not None:
+        for name in config.nginx.stable_ingresses:
+            try:
+                nginx.canary_ingress(config, nginx.find_stable_ingress(objects, name), 0)
+            except ReconcileError as exc:
+                found.append(str(exc))
+    if config.istio is not None:
+        if config.istio.destination_rule:
+            try:
+                istio.find_destination_rule(objects, config.istio.destination_rule)
+            except ReconcileError as exc:
+                found.append(str(exc))
+        for ref in config.istio.virtual_services:
+            try:
+                vs = istio.find_virtual_service(objects, ref)
+                istio.virtual_service_with_weight(config, vs, ref, 0)
+            except ReconcileError as exc:
+                found.append(str(exc))
+    return found
+
+
+def expected_weight(config: RolloutConfig, step_index: int) -> int:
+    """The traffic weight the controller writes once the canary's pods for the step at
+    ``step_index`` are available (``reconcileTrafficRouting``); 100 past the last step
+    before promotion. For a paused step this is the setWeight before it."""
+    if step_index >= config.step_count:
+        return MAX_WEIGHT
+    return current_set_weight(
+        config, RolloutStatus(current_step_index=step_index, stable_rs="s", current_pod_hash="c")
+    )
+
+
+def expected_canary_replicas(config: RolloutConfig, step_index: int) -> int:
+    """The canary pods the controller asks for at ``step_index`` (traffic routing: ceil of
+    weight x replicas, or setCanaryScale; basic canary: the approximation)."""
+    status = RolloutStatus(current_step_index=step_index, stable_rs="s", current_pod_hash="c")
+    if config.traffic_routing:
+        return traffic_routed_counts(config, status)[0]
+    surge, _ = config.fenceposts()
+    return approximate_weighted_counts(
+        config.replicas, current_set_weight(config, status), MAX_WEIGHT, surge
+    )[0]

@@ -1,0 +1,120 @@
+"""The canary Ingress the controller makes for ingress-nginx, which
+:mod:`pytest_canary.dataplane.nginx` then routes.
+
+Upstream (argoproj/argo-rollouts, tag v1.9.1):
+
+- **ingress-nginx** (``rollout/trafficrouting/nginx/nginx.go`` ``buildCanaryIngress``,
+  ``utils/ingress`` ``GetCanaryIngressName``): Ingress ``<rollout>-<stableIngress>-canary``
+  with the stable Ingress's rules that use the stable Service, pointed at the canary
+  Service, TLS and class copied, ``additionalIngressAnnotations`` (prefixed),
+  ``canaryIngressAnnotations`` (as written), then always ``canary: "true"`` and
+  ``canary-weight``; existing annotations kept (``getDesiredAnnotations``). A missing stable
+  Ingress is the cache error of ``SetWeightPerIngress``. The nginx router's ``UpdateHash``,
+  ``SetHeaderRoute``, ``SetMirrorRoute`` and ``RemoveManagedRoutes`` do nothing.
+- **Ownership** (``buildCanaryIngress``: ``SetOwnerReferences`` with
+  ``metav1.NewControllerRef``): the canary Ingress is the Rollout's, garbage-collected with
+  it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_canary.dataplane.argo_rollouts.api import (
+    API_VERSION,
+    KIND,
+    Key,
+    Manifest,
+    ReconcileError,
+)
+from pytest_canary.dataplane.argo_rollouts.config import RolloutConfig
+
+CANARY_INGRESS_SUFFIX = "-canary"
+
+
+def find_stable_ingress(objects: Mapping[Key, Mapping[str, Any]], name: str) -> Mapping[str, Any]:
+    """The stable Ingress ``name`` from the controller's cache.
+
+    Raises:
+        ReconcileError: it is not there (nginx.go ``SetWeightPerIngress``).
+    """
+    found = objects.get(("Ingress", name))
+    if found is None:
+        raise ReconcileError(
+            f'error retrieving stableIngress `{name}` from cache: ingress "{name}" not found'
+        )
+    return found
+
+
+def canary_ingress_name(rollout: str, stable_ingress: str) -> str:
+    """``GetCanaryIngressName``: ``<rollout>-<stableIngress>-canary``, the prefix cut to
+    fit 253 characters."""
+    prefix = f"{rollout}-{stable_ingress}"[: 253 - len(CANARY_INGRESS_SUFFIX)]
+    return prefix + CANARY_INGRESS_SUFFIX
+
+
+def canary_ingress(
+    config: RolloutConfig,
+    stable_ingress: Mapping[str, Any],
+    weight: int,
+    existing: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """The canary Ingress ``buildCanaryIngress`` makes from the stable Ingress.
+
+    Raises:
+        ReconcileError: the stable Ingress has no rule using the stable Service.
+    """
+    assert config.nginx is not None
+    prefix = config.nginx.annotation_prefix
+    spec = stable_ingress.get("spec") or {}
+    meta = stable_ingress.get("metadata") or {}
+    rules = []
+    for rule in spec.get("rules") or []:
+        copied = copy.deepcopy(dict(rule))
+        uses_stable = False
+        for path in (copied.get("http") or {}).get("paths") or []:
+            service = (path.get("backend") or {}).get("service") or {}
+            if service.get("name") == config.stable_service:
+                uses_stable = True
+                service["name"] = config.canary_service
+        if uses_stable:
+            rules.append(copied)
+    if not rules:
+        raise ReconcileError(
+            f"ingress `{meta.get('name')}` has no rules using service {config.stable_service} "
+            "backend"
+        )
+    annotations: dict[str, str] = {}
+    legacy_class = (meta.get("annotations") or {}).get("kubernetes.io/ingress.class")
+    if legacy_class is not None:
+        annotations["kubernetes.io/ingress.class"] = str(legacy_class)
+    for key, value in config.nginx.additional_annotations.items():
+        annotations[key if key.startswith(prefix) else f"{prefix}/{key}"] = value
+    annotations.update(config.nginx.canary_annotations)
+    # Always set, whatever the annotations above said (nginx.go buildCanaryIngress).
+    annotations[f"{prefix}/canary"] = "true"
+    annotations[f"{prefix}/canary-weight"] = str(weight)
+    for key, value in ((existing or {}).get("metadata") or {}).get("annotations", {}).items():
+        annotations.setdefault(key, value)  # getDesiredAnnotations
+    body: Manifest = {"rules": rules}
+    if spec.get("tls") is not None:
+        body["tls"] = copy.deepcopy(spec["tls"])
+    if spec.get("ingressClassName") is not None:
+        body["ingressClassName"] = spec["ingressClassName"]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": canary_ingress_name(config.name, str(meta.get("name", ""))),
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(config)],
+        },
+        "spec": body,
+    }
+
+
+def owner_reference(config: RolloutConfig) -> Manifest:
+    """The controller reference of objects the Rollout owns (garbage-collected with it)."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": config.name, "controller": True}
