@@ -80,11 +80,8 @@ def reconcile_traffic(ctx: SyncContext) -> None:
     if stable is None or stable.available < needed:
         return
     step, _ = current_step(ctx.config, ctx.prev)
-    if step is not None and ctx.new.revision > 1:
-        if step.kind == "setHeaderRoute":
-            set_header_route(ctx, step)
-        elif step.kind == "setMirrorRoute":
-            set_mirror_route(ctx, step)
+    if step is not None and ctx.new.revision > 1 and step.kind in _STEP_ROUTES:
+        set_step_route(ctx, step)
     update_hash(ctx, canary_hash, stable_hash)
     set_weight(ctx, weight)
     new_weights = TrafficWeights(weight, MAX_WEIGHT - weight, canary_hash, stable_hash)
@@ -122,22 +119,22 @@ def remove_managed_routes(ctx: SyncContext) -> None:
         ctx.write(istio.virtual_service_without_managed_routes(ctx.config, vs))
 
 
-def set_header_route(ctx: SyncContext, step: Step) -> None:
-    """``SetHeaderRoute``."""
-    if ctx.config.istio is None:
-        return  # nginx.go SetHeaderRoute: nothing to do
-    host = _dr_host(ctx)
-    for ref, vs in _virtual_services(ctx):
-        ctx.write(istio.virtual_service_with_header_route(ctx.config, vs, ref, step, host))
+# The Istio builders of the routes a step sets (SetHeaderRoute / SetMirrorRoute).
+_STEP_ROUTES = {
+    "setHeaderRoute": istio.virtual_service_with_header_route,
+    "setMirrorRoute": istio.virtual_service_with_mirror_route,
+}
 
 
-def set_mirror_route(ctx: SyncContext, step: Step) -> None:
-    """``SetMirrorRoute``."""
+def set_step_route(ctx: SyncContext, step: Step) -> None:
+    """``SetHeaderRoute`` / ``SetMirrorRoute``: the route a setHeaderRoute or
+    setMirrorRoute step asks for."""
     if ctx.config.istio is None:
-        return  # nginx.go SetMirrorRoute: nothing to do
+        return  # nginx.go SetHeaderRoute / SetMirrorRoute: nothing to do
+    build = _STEP_ROUTES[step.kind]
     host = _dr_host(ctx)
     for ref, vs in _virtual_services(ctx):
-        ctx.write(istio.virtual_service_with_mirror_route(ctx.config, vs, ref, step, host))
+        ctx.write(build(ctx.config, vs, ref, step, host))
 
 
 def update_hash(ctx: SyncContext, canary_hash: str, stable_hash: str) -> None:
