@@ -21,6 +21,7 @@ from urllib.parse import quote
 from pytest_canary import byo, lint, manifests, stats
 from pytest_canary.apps import VERSION_READERS, VersionFromHeader, VersionReader
 from pytest_canary.backends.base import Diagnostics, Environment
+from pytest_canary.config import Settings
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.manifests import Manifest, Phase
 from pytest_canary.report import CanaryAssertionError, Verdict
@@ -29,18 +30,6 @@ from pytest_canary.traffic import BackgroundTraffic, Entry, Sample, Sampler, rel
 
 if TYPE_CHECKING:
     from pytest_canary.rollout_release import RolloutRelease
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Statistical and traffic defaults for expectations (resolved by the plugin)."""
-
-    alpha: float = 0.001
-    tolerance: float = 0.05
-    leak: float = 0.02
-    max_requests: int = 20_000
-    concurrency: int = 16
-    timeout: float = 10.0
 
 
 @dataclass
@@ -241,6 +230,13 @@ class Harness:
         finally:
             self.environment.close()
 
+    def __repr__(self) -> str:
+        # Short: pytest prints it as the ``canary`` argument of a failing test.
+        return (
+            f"<Harness {self.test_name or 'unnamed'}: {len(self.releases)} release(s), "
+            f"{len(self.applied)} applied set(s)>"
+        )
+
     def __enter__(self) -> Harness:
         return self
 
@@ -373,10 +369,10 @@ class TrafficChecks:
             max_error_rate: failed requests allowed (0: any failed request fails).
         """
         __tracebackhide__ = True
-        settings = self._harness.settings
-        alpha = settings.alpha if alpha is None else alpha
-        tolerance = settings.tolerance if tolerance is None else tolerance
-        max_requests = settings.max_requests if max_requests is None else max_requests
+        settings = self._harness.settings.with_arguments(
+            alpha=alpha, tolerance=tolerance, max_requests=max_requests
+        )
+        alpha, tolerance, max_requests = settings.alpha, settings.tolerance, settings.max_requests
         expected = self._expected_shares(share)
         _check_max_error_rate(max_error_rate)
         try:
@@ -463,9 +459,8 @@ class TrafficChecks:
         from another version.
         """
         __tracebackhide__ = True
-        settings = self._harness.settings
-        alpha = settings.alpha if alpha is None else alpha
-        leak = settings.leak if leak is None else leak
+        settings = self._harness.settings.with_arguments(alpha=alpha, leak=leak)
+        alpha, leak = settings.alpha, settings.leak
         if version not in self._known_versions():
             raise CanaryConfigError(
                 f"version={version!r}: not deployed by this release; versions are "
@@ -584,7 +579,15 @@ class Release(TrafficChecks):
 
     @property
     def stable_version(self) -> str:
-        """The version running before the release."""
+        """The version the stable track runs now: the canary's version once ``promote()`` made
+        it the only one (as Argo Rollouts and Flagger report it), else the version that ran
+        before the release."""
+        return self.spec.canary if self.phase is Phase.PROMOTED else self.spec.stable
+
+    @property
+    def previous_version(self) -> str:
+        """The version that was stable when the release was deployed, whatever happened
+        since: what ``rollback()`` returns to, also after a promotion."""
         return self.spec.stable
 
     @property

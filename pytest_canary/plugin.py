@@ -1,48 +1,62 @@
 """pytest wiring of pytest-canary: options, ini keys, the marker, fixtures, header and summary.
 
 No logic lives here that a script could not call without pytest: see ``harness``,
-``backends`` and ``config``.
+``backends``, ``config`` and ``report``. This module is loaded in every pytest run of every
+project that installs the plugin, so it imports nothing heavy at module level: the harness,
+the backends (aiohttp, kubernetes, docker) and the plots load in the hooks and fixtures
+that need them.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import Generator
+import sys
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_canary import config as settings_table
-from pytest_canary.backends.base import Backend
-from pytest_canary.errors import BackendError, CanaryConfigError
-from pytest_canary.harness import Harness, Settings
-from pytest_canary.plots import plot_file_name, plot_verdict, require_matplotlib
-from pytest_canary.report import Verdict, VerdictLog
-
-BACKENDS = ("local", "kind", "kube")
-SEED_CACHE_KEY = "canary/seed"
-RUNTIMES = ("process", "docker")
-RUNTIME_HELP = (
-    "How the local backend runs pods: process (default; the Python sample app as local "
-    "processes) or docker (a container of each version's image, published on 127.0.0.1; "
-    "sample images are built on demand, nothing is pulled)."
+from pytest_canary import config as options
+from pytest_canary.errors import BackendError, CanaryConfigError, CanaryError
+from pytest_canary.report import (
+    SUMMARY_WIDTH,
+    CanaryAssertionError,
+    Verdict,
+    VerdictLog,
+    failure_evidence,
+    junit_properties,
 )
 
-backend_key = pytest.StashKey[Backend]()
+if TYPE_CHECKING:
+    from pytest_canary.backends.base import Backend
+    from pytest_canary.config import Settings
+    from pytest_canary.harness import Harness
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+RUNS_CACHE_DIR = "canary-runs"  # under .pytest_cache/d/: one record per finished run
+
+backend_key = pytest.StashKey["Backend"]()
 verdicts_key = pytest.StashKey[VerdictLog]()
 pending_verdicts_key = pytest.StashKey[list[Verdict]]()
+verdict_count_key = pytest.StashKey[int]()
 VERDICT_PROPERTY = "canary_verdict"
 seed_key = pytest.StashKey[int]()
-harness_key = pytest.StashKey[Harness]()
+seed_origin_key = pytest.StashKey[str]()
+resolved_key = pytest.StashKey[dict[str, options.Resolved]]()
+settings_key = pytest.StashKey["Settings"]()
+harness_key = pytest.StashKey["Harness"]()
 swept_key = pytest.StashKey[list[str]]()
 cluster_options_key = pytest.StashKey[Any]()  # KubeOptions or KindOptions
 run_id_key = pytest.StashKey[str]()
 kept_key = pytest.StashKey[list[str]]()
+progress_key = pytest.StashKey[Callable[[str], None]]()
 
 # Options of the kind and kube backends: (flag, ini key or None, metavar, help, action).
-# One help text for the flag and its ini key; values resolve CLI > PYTEST_CANARY_* > ini.
+# One help text for the flag and its ini key; values resolve CLI > PYTEST_CANARY_* > ini
+# (config.resolve, as every other option); the backend validates them.
 CLUSTER_OPTIONS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
     (
         "--kube-context",
@@ -236,130 +250,90 @@ PYTEST_KIND_ALIASES: tuple[tuple[str, str, Any], ...] = (
 )
 
 
-def _backend_name(raw: str) -> str:
-    if raw not in BACKENDS:
-        raise pytest.UsageError(f"--canary-backend={raw}: must be one of {', '.join(BACKENDS)}")
-    return raw
+def _cluster_option(
+    flag: str, ini: str | None, metavar: str | None, text: str, action: str
+) -> options.Option:
+    if action == "store_true":
+        return options.Option(flag, text, options.boolean, action="store_true", has_ini=bool(ini))
+    if action == "keep":
+        return options.Option(
+            flag, text, metavar=metavar, action="optional", const="always", has_ini=bool(ini)
+        )
+    return options.Option(flag, text, metavar=metavar, action=action, has_ini=bool(ini))
 
 
-def _runtime_flag(raw: str) -> str:
-    if raw not in RUNTIMES:
-        raise pytest.UsageError(f"--canary-runtime={raw}: must be one of {', '.join(RUNTIMES)}")
-    return raw
-
-
-def _seed(raw: str) -> str:
-    if raw != "last" and not raw.lstrip("-").isdigit():
-        raise pytest.UsageError(f"--canary-seed={raw}: must be an integer or 'last'")
-    return raw
+CLUSTER = tuple(_cluster_option(*row) for row in CLUSTER_OPTIONS)
+ALL_OPTIONS = (*options.SETTINGS, *options.SESSION_OPTIONS, *CLUSTER)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("canary", "canary releases (pytest-canary)")
-    group.addoption(
-        "--canary-backend",
-        type=_backend_name,
-        default=None,
-        help="Where releases run: local (default; processes and a local router on 127.0.0.1), "
-        "kind or kube.",
-    )
-    parser.addini("canary_backend", "Default of --canary-backend.", default="local")
-    group.addoption("--canary-runtime", type=_runtime_flag, default=None, help=RUNTIME_HELP)
-    parser.addini("canary_runtime", RUNTIME_HELP, default=None)
-    group.addoption(
-        "--canary-seed",
-        type=_seed,
-        default=None,
-        help="Seed of the local backend's routing decisions, to repeat a run exactly; "
-        "'last' reuses the previous run's seed.",
-    )
-    group.addoption(
-        "--canary-report",
-        default=None,
-        metavar="PATH",
-        help="Write every canary verdict of the session to this JSON file.",
-    )
-    group.addoption(
-        "--canary-plots",
-        default=None,
-        metavar="DIR",
-        help="Write one PNG per expect_split into DIR: the confidence sequence narrowing over "
-        "the requests, against the accepted band (needs matplotlib).",
-    )
-    for setting in settings_table.SETTINGS:
-        group.addoption(setting.flag, default=None, help=setting.help)
-        parser.addini(setting.ini, setting.help, default=None)
-    _add_cluster_options(group, parser)
-
-
-def _add_cluster_options(group: Any, parser: pytest.Parser) -> None:
-    for flag, ini, metavar, text, action in CLUSTER_OPTIONS:
-        if action == "store_true":
-            group.addoption(flag, action="store_true", default=None, help=text)
-        elif action == "keep":
+    for option in ALL_OPTIONS:
+        if option.action == "store_true":
+            group.addoption(option.flag, action="store_true", default=None, help=option.help)
+        elif option.action == "optional":
             group.addoption(
-                flag, nargs="?", const="always", default=None, metavar=metavar, help=text
+                option.flag,
+                nargs="?",
+                const=option.const,
+                default=None,
+                metavar=option.metavar,
+                help=option.help,
             )
         else:
-            group.addoption(flag, action=action, default=None, metavar=metavar, help=text)
-        if ini is None:
+            group.addoption(
+                option.flag,
+                action=option.action,
+                default=None,
+                metavar=option.metavar,
+                help=option.help,
+            )
+        if option.ini is None:
             continue
-        if action == "store_true":
-            parser.addini(ini, text, type="bool", default=None)
-        elif action == "append":
-            parser.addini(ini, text, type="linelist", default=None)
-        else:
-            parser.addini(ini, text, default=None)
+        kind = {"store_true": "bool", "append": "linelist"}.get(option.action, "string")
+        parser.addini(option.ini, option.help, type=kind, default=None)  # type: ignore[arg-type]
 
 
-@pytest.hookimpl(trylast=True)  # after the cache provider
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "canary(alpha=None, tolerance=None, leak=None, max_requests=None, concurrency=None, "
-        "timeout=None): statistical and traffic settings of pytest-canary for this test.",
+# -- settings: one resolver (config.resolve) over the places pytest offers --------------------
+
+
+def _environment_value(option: options.Option) -> Any:
+    raw = os.environ.get(option.env)
+    if raw and option.action == "append":
+        return raw.split()
+    return raw
+
+
+def _sources(config: pytest.Config, marker: dict[str, Any] | None = None) -> list[options.Source]:
+    """The places settings come from, highest precedence first (the call's own arguments
+    are the harness's: ``Settings.with_arguments``)."""
+    sources = (
+        []
+        if marker is None
+        else [options.mapping_source("@pytest.mark.canary({name}=...)", marker)]
     )
-    config.stash[verdicts_key] = VerdictLog()
-    config.pluginmanager.register(VerdictCollector(config.stash[verdicts_key]), "canary-verdicts")
-    if config.getoption("canary_plots"):
-        try:
-            require_matplotlib()
-        except CanaryConfigError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    config.stash[seed_key] = _resolve_seed(config)
-    # Validate settings early so a typo fails the run once, not every test.
-    try:
-        _resolve_settings(config, None)
-    except CanaryConfigError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    name = _chosen_backend(config)
-    if name != "local":
-        from pytest_canary.backends.kind import cluster_options, new_run_id
+    return [
+        *sources,
+        options.Source("command line {flag}", lambda o: config.getoption(o.dest)),
+        options.Source("environment {env}", _environment_value),
+        options.Source("ini {ini}", lambda o: config.getini(o.ini) if o.ini else None),
+    ]
 
-        workerinput = getattr(config, "workerinput", {})
-        config.stash[run_id_key] = workerinput.get("canary_run_id") or new_run_id()
-        try:
-            config.stash[cluster_options_key] = cluster_options(name, _cluster_values(config))
-        except CanaryConfigError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    _chosen_runtime(config)
+
+def _resolved(config: pytest.Config, name: str) -> Any:
+    return config.stash[resolved_key][name].value
 
 
 def _cluster_values(config: pytest.Config) -> dict[str, tuple[str, Any]]:
-    """Each cluster option's value and where it came from: CLI > PYTEST_CANARY_* > ini."""
-    values: dict[str, tuple[str, Any]] = {}
-    for flag, ini, _, _, action in CLUSTER_OPTIONS:
-        name = flag.lstrip("-").replace("-", "_")
-        env = "PYTEST_CANARY_" + name.removeprefix("canary_").upper()
-        cli = config.getoption(name)
-        if cli is not None:
-            values[name] = (f"command line {flag}", cli)
-        elif os.environ.get(env):
-            raw = os.environ[env]
-            values[name] = (f"environment {env}", raw.split() if action == "append" else raw)
-        elif ini is not None and config.getini(ini) not in (None, [], ""):
-            values[name] = (f"ini {ini}", config.getini(ini))
-    backend = _chosen_backend(config)
+    """What the cluster options say, for ``kind.cluster_options``: dest -> (origin, value).
+    pytest-kind's options count as our command-line options they alias."""
+    resolved = config.stash[resolved_key]
+    values = {
+        o.dest: (resolved[o.name].origin, resolved[o.name].value)
+        for o in CLUSTER
+        if resolved[o.name].origin != "default"
+    }
+    backend = _resolved(config, "backend")
     for alias, name, default in PYTEST_KIND_ALIASES if backend != "local" else ():
         if backend == "kube" and alias != "kubeconfig":
             continue  # pytest-kind's own kind_cluster fixture reads the rest
@@ -381,6 +355,54 @@ def _cluster_values(config: pytest.Config) -> dict[str, tuple[str, Any]]:
     return values
 
 
+def _test_settings(config: pytest.Config, node: pytest.Item) -> Settings:
+    marker: dict[str, Any] = {}
+    for mark in reversed(list(node.iter_markers("canary"))):
+        marker.update(mark.kwargs)
+    unknown = options.unknown_settings(marker)
+    if unknown:
+        raise CanaryConfigError(
+            f"@pytest.mark.canary({', '.join(unknown)}=...): unknown setting; known: "
+            f"{', '.join(options.BY_NAME)}"
+        )
+    if not marker:
+        return config.stash[settings_key]
+    return options.Settings.resolved(_sources(config, marker))
+
+
+@pytest.hookimpl(trylast=True)  # after the cache provider
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "canary(alpha=None, tolerance=None, leak=None, max_requests=None, concurrency=None, "
+        "timeout=None): statistical and traffic settings of pytest-canary for this test.",
+    )
+    config.stash[verdicts_key] = VerdictLog()
+    config.pluginmanager.register(VerdictCollector(config.stash[verdicts_key]), "canary-verdicts")
+    try:
+        # Every setting once, so that a typo fails the run once, not every test.
+        config.stash[resolved_key] = options.resolve(ALL_OPTIONS, _sources(config))
+        config.stash[settings_key] = options.Settings.resolved(_sources(config))
+        if _resolved(config, "plots"):
+            from pytest_canary.plots import require_matplotlib
+
+            require_matplotlib()
+    except CanaryConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[progress_key] = _progress(config)
+    config.stash[seed_key] = _resolve_seed(config)
+    name = _resolved(config, "backend")
+    if name != "local":
+        from pytest_canary.backends.kind import cluster_options, new_run_id
+
+        workerinput = getattr(config, "workerinput", {})
+        config.stash[run_id_key] = workerinput.get("canary_run_id") or new_run_id()
+        try:
+            config.stash[cluster_options_key] = cluster_options(name, _cluster_values(config))
+        except CanaryConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
 def _given(config: pytest.Config, flag: str) -> bool:
     """Whether ``flag`` is on the command line (or in addopts), even at its default value."""
     import shlex
@@ -391,124 +413,59 @@ def _given(config: pytest.Config, flag: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in args)
 
 
-def _chosen_runtime(config: pytest.Config) -> str:
-    """The local backend's runtime: CLI > ``PYTEST_CANARY_RUNTIME`` > ini > process."""
-    for origin, value in (
-        ("command line --canary-runtime", config.getoption("canary_runtime")),
-        ("environment PYTEST_CANARY_RUNTIME", os.environ.get("PYTEST_CANARY_RUNTIME")),
-        ("ini canary_runtime", config.getini("canary_runtime")),
-    ):
-        if value:
-            if value not in RUNTIMES:
-                raise pytest.UsageError(
-                    f"runtime {value!r} from {origin}: must be one of {', '.join(RUNTIMES)}"
-                )
-            return str(value)
-    return "process"
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    config = session.config
-    if (
-        _chosen_backend(config) == "kind"
-        and config.pluginmanager.has_plugin("dsession")  # the xdist controller
-        and backend_key not in config.stash
-    ):
-        # One cluster for all workers: created here, handed over in pytest_configure_node.
-        config.stash[backend_key] = _make_backend(config)
-    if _chosen_backend(config) != "local" or _chosen_runtime(config) != "docker":
-        return
-    from pytest_canary.backends.local.docker_runtime import sweep_dead_runs
-    from pytest_canary.images import connect
-
-    try:
-        client = connect()
-    except BackendError as exc:
-        raise pytest.UsageError(f"--canary-runtime=docker: {exc}") from None
-    try:
-        # Containers of runs whose pytest was killed (no teardown ran): removed before we start.
-        config.stash[swept_key] = sweep_dead_runs(client)
-    finally:
-        client.close()
-
-
-def _chosen_backend(config: pytest.Config) -> str:
-    name = config.getoption("canary_backend") or os.environ.get("PYTEST_CANARY_BACKEND")
-    name = name or str(config.getini("canary_backend") or "local")
-    return _backend_name(name)
+def _runs_folder(config: pytest.Config) -> Path | None:
+    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    return None if cache is None else Path(cache.mkdir(RUNS_CACHE_DIR))
 
 
 def _resolve_seed(config: pytest.Config) -> int:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "canary_seed" in workerinput:
-        # An xdist worker: the controller resolved (and recorded) the seed for everyone.
+        # An xdist worker: the controller resolved the seed for everyone.
+        config.stash[seed_origin_key] = ""
         return int(workerinput["canary_seed"])
-    raw = config.getoption("canary_seed") or os.environ.get("PYTEST_CANARY_SEED")
-    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
-    if raw == "last":
-        last = cache.get(SEED_CACHE_KEY, None) if cache is not None else None
-        if last is None:
-            raise pytest.UsageError("--canary-seed=last: no previous run recorded a seed")
-        seed = int(last)
-    elif raw is not None:
-        seed = int(_seed(raw))
-    else:
-        seed = random.randrange(10**9)
-    if cache is not None:
-        cache.set(SEED_CACHE_KEY, seed)
-    return seed
+    seed = config.stash[resolved_key]["seed"]
+    config.stash[seed_origin_key] = ""
+    if seed.value == "last":
+        from pytest_canary.runs import last_run
 
-
-def _resolve_settings(config: pytest.Config, node: pytest.Item | None) -> Settings:
-    marker: dict[str, Any] = {}
-    if node is not None:
-        for mark in reversed(list(node.iter_markers("canary"))):
-            marker.update(mark.kwargs)
-    unknown = set(marker) - set(settings_table.BY_NAME)
-    if unknown:
-        raise CanaryConfigError(
-            f"@pytest.mark.canary({', '.join(sorted(unknown))}=...): unknown setting; known: "
-            f"{', '.join(settings_table.BY_NAME)}"
-        )
-    cli = {
-        s.name: config.getoption(s.flag.lstrip("-").replace("-", "_"))
-        for s in settings_table.SETTINGS
-    }
-    env = {s.name: os.environ.get(s.env) for s in settings_table.SETTINGS}
-    ini = {s.name: config.getini(s.ini) for s in settings_table.SETTINGS}
-    values = settings_table.resolve(
-        [
-            ("@pytest.mark.canary({name}=...)", marker),
-            ("command line {flag}", cli),
-            ("environment {env}", env),
-            ("ini {ini}", ini),
-        ]
-    )
-    return Settings(**values)
+        folder = _runs_folder(config)
+        record = last_run(folder) if folder is not None else None
+        if record is None:
+            raise pytest.UsageError(
+                f"--canary-seed=last (from {seed.origin}): no previous run recorded a seed"
+                + ("" if folder is not None else " (the cache provider is disabled)")
+            )
+        config.stash[seed_origin_key] = record.describe()
+        return record.seed
+    if seed.value is not None:
+        return int(seed.value)
+    return random.randrange(10**9)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    name = _chosen_backend(config)
-    settings = _resolve_settings(config, None)
+    name = _resolved(config, "backend")
+    settings = config.stash[settings_key]
     if name == "local":
-        from pytest_canary.backends.local import MODELS
-        from pytest_canary.backends.local import RUNTIMES as RUNTIMES_TEXT
+        from pytest_canary.backends.descriptions import MODELS, RUNTIMES
 
-        runtime = _chosen_runtime(config)
-        what = f"local backend modelling {MODELS}; pods as {RUNTIMES_TEXT[runtime]} " + (
+        runtime = _resolved(config, "runtime")
+        what = f"local backend modelling {MODELS}; pods as {RUNTIMES[runtime]} " + (
             f"(--canary-runtime={runtime})"
         )
     else:
-        options = config.stash[cluster_options_key]
+        cluster = config.stash[cluster_options_key]
         what = (
-            f"{name} backend ({options.describe()})"
-            if hasattr(options, "describe")
+            f"{name} backend ({cluster.describe()})"
+            if hasattr(cluster, "describe")
             else (f"{name} backend")
         )
+    origin = config.stash.get(seed_origin_key, "")
     lines = [
         f"canary: {what}",
         f"canary: --canary-seed={config.stash[seed_key]} alpha={settings.alpha:g} "
-        f"tolerance={settings.tolerance:g}",
+        f"tolerance={settings.tolerance:g}"
+        + (f" (--canary-seed=last: {origin})" if origin else ""),
     ]
     swept = config.stash.get(swept_key, [])
     if swept:
@@ -516,15 +473,49 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+# -- the backend and its progress lines -----------------------------------------------------
+
+
+def _progress(config: pytest.Config) -> Callable[[str], None]:
+    """One progress line per step of a long setup (kind cluster, add-ons, image builds,
+    Docker runtime), with the time since the session started, shown while output capture is
+    on: written past the capture manager, through the terminal reporter."""
+    started = time.monotonic()
+
+    def show(message: str) -> None:
+        line = f"canary [{time.monotonic() - started:6.1f}s] {message}"
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:  # an xdist worker (no terminal of its own) or -p no:terminal
+            stream = sys.__stderr__
+            if stream is not None:
+                stream.write(line + "\n")
+                stream.flush()
+            return
+        if capture is None:
+            reporter.write_line(line)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+    return show
+
+
 def _make_backend(config: pytest.Config) -> Backend:
-    name = _chosen_backend(config)
+    name = _resolved(config, "backend")
+    progress = config.stash[progress_key]
     if name == "local":
         from pytest_canary.backends.local import LocalBackend, make_runtime
 
-        runtime = _chosen_runtime(config)
+        runtime = _resolved(config, "runtime")
         # The session start already swept leftovers of dead runs.
-        options: dict[str, Any] = {"sweep": False} if runtime == "docker" else {}
-        return LocalBackend(seed=config.stash[seed_key], runtime=make_runtime(runtime, **options))
+        extra: dict[str, Any] = (
+            {"sweep": False, "progress": progress} if runtime == "docker" else {}
+        )
+        try:
+            return LocalBackend(seed=config.stash[seed_key], runtime=make_runtime(runtime, **extra))
+        except BackendError as exc:
+            pytest.exit(f"canary: the local backend could not start: {exc}", returncode=3)
     from pytest_canary.backends.kind import make_cluster_backend
 
     workerinput = getattr(config, "workerinput", {})
@@ -533,26 +524,34 @@ def _make_backend(config: pytest.Config) -> Backend:
             config.stash[cluster_options_key],
             run_id=config.stash[run_id_key],
             handoff=workerinput.get("canary_cluster"),
-            progress=_progress(config),
+            progress=progress,
         )
     except (BackendError, CanaryConfigError) as exc:
         # One clear error for the session instead of the same error in every test.
         pytest.exit(f"canary: the {name} backend could not start: {exc}", returncode=3)
 
 
-def _progress(config: pytest.Config) -> Any:
-    """Progress lines of long steps (cluster, add-ons, images) on the terminal."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    name = _resolved(config, "backend")
+    if (
+        name == "kind"
+        and config.pluginmanager.has_plugin("dsession")  # the xdist controller
+        and backend_key not in config.stash
+    ):
+        # One cluster for all workers: created here, handed over in pytest_configure_node.
+        config.stash[backend_key] = _make_backend(config)
+    if name != "local" or _resolved(config, "runtime") != "docker":
+        return
+    from pytest_canary.backends.local.docker_runtime import sweep_dead_runs
+    from pytest_canary.images import engine
 
-    def show(message: str) -> None:
-        if reporter is not None:
-            reporter.write_line(f"canary: {message}")
-        else:
-            import sys
-
-            print(f"canary: {message}", file=sys.stderr)
-
-    return show
+    try:
+        # Containers of runs whose pytest was killed (no teardown ran): removed before we start.
+        with engine() as client:
+            config.stash[swept_key] = sweep_dead_runs(client)
+    except BackendError as exc:
+        raise pytest.UsageError(f"--canary-runtime=docker: {exc}") from None
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -568,6 +567,9 @@ def pytest_configure_node(node: Any) -> None:
         node.workerinput["canary_cluster"] = handoff()
 
 
+# -- fixtures ---------------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="session")
 def canary_backend(pytestconfig: pytest.Config) -> Backend:
     """The session's backend (local, kind or kube), created once and closed at the end."""
@@ -581,7 +583,7 @@ def canary_settings(request: pytest.FixtureRequest) -> Settings:
     """Statistical and traffic settings of this test (marker > CLI > env > ini > default).
     Override it in a conftest.py to set your own."""
     try:
-        return _resolve_settings(request.config, request.node)
+        return _test_settings(request.config, request.node)
     except CanaryConfigError as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -595,6 +597,8 @@ def canary(
     ``canary.deploy(strategy, stable, canary, **routing)`` returns a release to change,
     sample and assert on; everything deployed is deleted when the test ends.
     """
+    from pytest_canary.harness import Harness
+
     environment = canary_backend.environment(request.node.nodeid)
     pending = request.node.stash.setdefault(pending_verdicts_key, [])
     harness = Harness(
@@ -607,35 +611,93 @@ def canary(
         harness.close()
 
 
+# -- reports -----------------------------------------------------------------------------------
+
+
+def _is_ours(filename: str) -> bool:
+    try:
+        return Path(filename).resolve().is_relative_to(PACKAGE_DIR)
+    except (ValueError, OSError):
+        return False
+
+
+def _hide_own_frames(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Unlink this package's frames from the traceback of an error we raised on purpose: its
+    message names the problem, and the frames that matter are the test's (``--full-trace``
+    keeps them all). pytest rebuilds tracebacks from the raw chain, so the chain itself is
+    relinked; the first frame (pytest's runner) always stays."""
+    head = excinfo.tb
+    node = head
+    while node.tb_next is not None:
+        following = node.tb_next
+        if _is_ours(following.tb_frame.f_code.co_filename):
+            node.tb_next = following.tb_next
+        else:
+            node = following
+    excinfo.traceback = type(excinfo.traceback)(head)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    excinfo = call.excinfo
+    if (
+        excinfo is not None
+        and isinstance(excinfo.value, (CanaryError, CanaryAssertionError))
+        and not item.config.getoption("fulltrace", False)
+    ):
+        _hide_own_frames(excinfo)
     report = yield
-    # Verdicts travel on the report, so the controller of an xdist run sees them too.
-    pending = item.stash.get(pending_verdicts_key, [])
-    for verdict in pending:
-        report.user_properties.append((VERDICT_PROPERTY, verdict.to_json()))
-    pending.clear()
+    _attach_verdicts(item, report)
     harness = item.stash.get(harness_key, None)
     if harness is not None and report.when in ("setup", "call") and report.failed:
         record_failure = getattr(harness.environment, "record_failure", None)
         if record_failure is not None:
             record_failure()  # --canary-keep=failed
-    if harness is not None and report.when == "call" and report.failed:
+    configuration_error = excinfo is not None and isinstance(excinfo.value, CanaryConfigError)
+    if harness is not None and report.when == "call" and report.failed and not configuration_error:
         # Collected now, while the test's namespace still exists (teardown deletes it).
-        try:
-            diagnostics = harness.diagnostics()
-            report.sections.append(("canary diagnostics", diagnostics.render()))
-            artifacts = _cluster_values(item.config).get("canary_artifacts", ("", None))[1]
-            if artifacts:
-                from pytest_canary.backends.artifacts import write_artifacts
-
-                folder = write_artifacts(diagnostics, Path(artifacts), item.nodeid)
-                report.sections.append(("canary artifacts", str(folder)))
-        except Exception as exc:
-            report.sections.append(("canary diagnostics", f"could not collect: {exc!r}"))
+        _attach_diagnostics(item, report, harness)
     return report
+
+
+def _attach_verdicts(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Verdicts travel on the report (so the controller of an xdist run sees them) and
+    become JUnit properties of the test case (junitxml writes those of the teardown report,
+    which carries ``item.user_properties``)."""
+    pending = item.stash.get(pending_verdicts_key, [])
+    expected = report.when == "call" and (report.passed or hasattr(report, "wasxfail"))
+    for verdict in pending:
+        if expected and not verdict.passed:
+            verdict.caught = True  # pytest.raises(AssertionError) or xfail: the test wanted it
+        report.user_properties.append((VERDICT_PROPERTY, verdict.to_json()))
+        index = item.stash.get(verdict_count_key, 0) + 1
+        item.stash[verdict_count_key] = index
+        junit = report.user_properties if report.when == "teardown" else item.user_properties
+        junit.extend(junit_properties(verdict, index))
+    pending.clear()
+
+
+def _attach_diagnostics(item: pytest.Item, report: pytest.TestReport, harness: Harness) -> None:
+    try:
+        diagnostics = harness.diagnostics()
+        if not diagnostics.sections:
+            return
+        folder = None
+        artifacts = _resolved(item.config, "artifacts")
+        if artifacts:
+            from pytest_canary.backends.artifacts import write_artifacts
+
+            folder = write_artifacts(diagnostics, Path(artifacts), item.nodeid)
+        report.sections.append(
+            (
+                "canary diagnostics",
+                failure_evidence(diagnostics.sections, full_at=str(folder) if folder else None),
+            )
+        )
+    except Exception as exc:
+        report.sections.append(("canary diagnostics", f"could not collect: {exc!r}"))
 
 
 class VerdictCollector:
@@ -664,26 +726,31 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if log is None or not log.verdicts:
         return
     terminalreporter.section("canary verdicts")
-    for line in log.summary_lines():
+    for line in log.summary_lines(SUMMARY_WIDTH):
         terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
-    report = config.getoption("canary_report")
-    log = config.stash.get(verdicts_key, None)
-    if hasattr(config, "workerinput"):
-        log = None  # an xdist worker: the controller writes reports and plots
-    if report and log is not None:
-        log.write_json(
-            Path(report),
-            {"seed": config.stash.get(seed_key, None), "backend": _chosen_backend(config)},
-        )
-    plots = config.getoption("canary_plots")
-    if plots and log is not None:
-        for index, verdict in enumerate(log.verdicts):
-            if verdict.history:
-                plot_verdict(verdict, Path(plots) / plot_file_name(verdict, index))
+    if resolved_key not in config.stash:
+        return  # the configuration failed: nothing of ours ran
+    worker = hasattr(config, "workerinput")  # the controller writes records, reports, plots
+    if not worker:
+        _record_run(config, exitstatus)
+        log = config.stash.get(verdicts_key, None)
+        report = _resolved(config, "report")
+        if report and log is not None:
+            log.write_json(
+                Path(report),
+                {"seed": config.stash.get(seed_key, None), "backend": _resolved(config, "backend")},
+            )
+        plots = _resolved(config, "plots")
+        if plots and log is not None:
+            from pytest_canary.plots import plot_file_name, plot_verdict
+
+            for index, verdict in enumerate(log.verdicts):
+                if verdict.history:
+                    plot_verdict(verdict, Path(plots) / plot_file_name(verdict, index))
     # Backstop for interrupted runs: whatever a fixture could not stop is stopped here.
     backend = config.stash.get(backend_key, None)
     if backend is not None:
@@ -709,3 +776,14 @@ def _close_failed(session: pytest.Session, backend: Backend, exc: BackendError) 
         sys.stderr.write(line + "\n")
     if session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _record_run(config: pytest.Config, exitstatus: int) -> None:
+    """This run's seed and outcome, for a later ``--canary-seed=last``."""
+    folder = _runs_folder(config)
+    if folder is None or seed_key not in config.stash:
+        return
+    from pytest_canary.runs import RunRecord, record_run
+
+    failed = exitstatus in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED)
+    record_run(folder, RunRecord(config.stash[seed_key], failed, time.time(), os.getpid()))

@@ -9,12 +9,15 @@ and the JSON report.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_canary.stats import Interval
+
+SUMMARY_WIDTH = 120  # what a CI log shows without wrapping
 
 
 class CanaryAssertionError(AssertionError):
@@ -41,6 +44,9 @@ class Verdict:
         n: classified responses used for the decision.
         errors: failed requests by reason (never counted as a version).
         requests: every request sent (n + errors).
+        caught: the test expected this failure: it passed although the verdict failed (it
+            caught the :class:`CanaryAssertionError`, e.g. with ``pytest.raises``), or it is
+            marked ``xfail``. Summaries show such a verdict as ``FAIL (expected)``.
     """
 
     kind: str
@@ -62,6 +68,7 @@ class Verdict:
     request: str = ""
     history: list[tuple[int, dict[str, Interval]]] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    caught: bool = False
 
     @property
     def requests(self) -> int:
@@ -75,6 +82,11 @@ class Verdict:
             if version in self.intervals:
                 return self.intervals[version]
         return None
+
+    @property
+    def result(self) -> str:
+        """The decision as a summary shows it: ``PASS``, ``FAIL`` or ``FAIL (expected)``."""
+        return f"{self.decision} (expected)" if self.caught and not self.passed else self.decision
 
     def __repr__(self) -> str:
         shares = ", ".join(f"{v}={s:.3f}" for v, s in self.observed.items())
@@ -165,17 +177,15 @@ class VerdictLog:
         """Record one verdict."""
         self.verdicts.append(verdict)
 
-    def summary_lines(self) -> list[str]:
-        """A table, one row per verdict: decision, test, strategy, kind, expected, observed,
-        n, errors, time."""
-        rows = [
-            ["result", "test", "strategy", "check", "expected", "observed", "n", "errors", "time"]
-        ]
+    def summary_lines(self, width: int = SUMMARY_WIDTH) -> list[str]:
+        """A table of every verdict, at most ``width`` columns wide: each test's id on a line
+        of its own, then one row per verdict (result, strategy, check, expected, observed,
+        n, errors, time). Long cells are elided in the middle."""
+        rows = [["result", "strategy", "check", "expected", "observed", "n", "errors", "time"]]
         for v in self.verdicts:
             rows.append(
                 [
-                    v.decision,
-                    v.test,
+                    v.result,
                     v.strategy,
                     v.kind + (f" ({v.request})" if v.request else ""),
                     " ".join(f"{k}={s:.2f}" for k, s in v.expected.items()) or "-",
@@ -185,7 +195,16 @@ class VerdictLog:
                     f"{v.elapsed:.2f}s",
                 ]
             )
-        return format_rows(rows)
+        # Shrink the free-text columns first: check, observed, expected, strategy.
+        table = format_rows(rows, indent="  ", width=width, shrink=(2, 4, 3, 1))
+        lines = [table[0]]
+        previous = None
+        for verdict, row in zip(self.verdicts, table[1:], strict=True):
+            if verdict.test != previous:
+                lines.append(elide(verdict.test or "(no test)", width))
+                previous = verdict.test
+            lines.append(row)
+        return lines
 
     def write_json(self, path: Path, extra: Mapping[str, Any] | None = None) -> None:
         """Write every verdict (and ``extra`` run facts) to ``path``."""
@@ -194,10 +213,168 @@ class VerdictLog:
         path.write_text(json.dumps(document, indent=2, sort_keys=True))
 
 
-def format_rows(rows: list[list[str]], indent: str = "") -> list[str]:
-    """Left-aligned columns, two spaces apart (trailing spaces trimmed)."""
+def elide(text: str, width: int) -> str:
+    """``text`` shortened to ``width`` characters by an ellipsis in the middle, keeping more
+    of the end (a test id ends with the test's name, a check with its request)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = (width - 1) // 3
+    tail = width - 1 - head
+    return text[:head] + "\u2026" + text[len(text) - tail :]
+
+
+def format_rows(
+    rows: list[list[str]],
+    indent: str = "",
+    *,
+    width: int | None = None,
+    shrink: tuple[int, ...] = (),
+    min_width: int = 12,
+) -> list[str]:
+    """Left-aligned columns, two spaces apart (trailing spaces trimmed).
+
+    With ``width``, the columns listed in ``shrink`` (widest first) are narrowed, no
+    narrower than ``min_width``, until a row fits; their cells are elided in the middle.
+    """
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    if width is not None:
+        total = len(indent) + sum(widths) + 2 * (len(widths) - 1)
+        while total > width:
+            candidates = [i for i in shrink if widths[i] > min_width]
+            if not candidates:
+                break
+            widest = max(candidates, key=lambda i: widths[i])
+            cut = min(total - width, widths[widest] - min_width)
+            widths[widest] -= cut
+            total -= cut
     return [
-        (indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True))).rstrip()
+        (
+            indent + "  ".join(elide(cell, w).ljust(w) for cell, w in zip(r, widths, strict=True))
+        ).rstrip()
         for r in rows
     ]
+
+
+# -- JUnit XML -----------------------------------------------------------------------------------
+
+# Fields of a verdict's JSON that JUnit properties leave out: the test case names the test,
+# and the history (every batch's intervals) belongs in the JSON report and the plots.
+JUNIT_SKIPPED_FIELDS = ("test", "history")
+
+
+def _property_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(value, ".6g")
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in value
+    ):
+        return "[" + ", ".join(_property_value(x) for x in value) + "]"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def junit_properties(verdict: Verdict, index: int) -> list[tuple[str, str]]:
+    """The verdict as JUnit ``<property>`` pairs, read from its JSON (so that every kind of
+    verdict, and every field a kind adds, gets there).
+
+    ``canary.N`` carries the headline (what a CI page shows first); then one flat property
+    per field: ``canary.N.decision``, ``canary.N.n``, and one per version for mappings,
+    ``canary.N.observed[2.0]`` or ``canary.N.intervals[2.0] = [0.132, 0.524]``. An empty
+    mapping reads ``none``.
+
+    Args:
+        verdict: the verdict.
+        index: its position among the test's verdicts, from 1.
+    """
+    prefix = f"canary.{index}"
+    pairs = [(prefix, verdict.explain().splitlines()[0])]
+    for key, value in verdict.to_json().items():
+        if key in JUNIT_SKIPPED_FIELDS:
+            continue
+        if isinstance(value, dict):
+            if not value:
+                pairs.append((f"{prefix}.{key}", "none"))
+            for sub, item in value.items():
+                pairs.append((f"{prefix}.{key}[{sub}]", _property_value(item)))
+        else:
+            pairs.append((f"{prefix}.{key}", _property_value(value)))
+    return pairs
+
+
+# -- failure evidence ----------------------------------------------------------------------------
+
+# Kinds of a manifest section that decide routing: what a failing test's report keeps.
+ROUTING_KINDS = frozenset(
+    {"Ingress", "VirtualService", "DestinationRule", "Gateway", "HTTPRoute", "Rollout"}
+)
+_TIMESTAMP = re.compile(r"^\d{2}:\d{2}:\d{2}(?:\.\d+)? ")
+_KIND_LINE = re.compile(r"^kind: (\S+)\s*$", re.MULTILINE)
+
+
+def _collapse_repeats(text: str) -> list[str]:
+    """Log lines that differ only by their leading time stamp, counted once each
+    (``17x foo.bar / -> [kubeapp-canary:80] ... (weight 30/100 drew the canary)``)."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        counts[_TIMESTAMP.sub("", line)] = counts.get(_TIMESTAMP.sub("", line), 0) + 1
+    if len(counts) == len(text.splitlines()):
+        return text.splitlines()
+    return [f"{count}x {line}" if count > 1 else line for line, count in counts.items()]
+
+
+def _routing_documents(text: str) -> tuple[list[str], list[str]]:
+    """The routing objects of a YAML manifest section, and the kind/name of the others."""
+    kept: list[str] = []
+    left: list[str] = []
+    for document in re.split(r"^---\s*$", text, flags=re.MULTILINE):
+        if not document.strip():
+            continue
+        kind = _KIND_LINE.search(document)
+        if kind is None or kind[1] in ROUTING_KINDS:
+            kept.append(document.strip("\n"))
+        else:
+            name = re.search(r"^  name: (\S+)", document, re.MULTILINE)
+            left.append(f"{kind[1]}/{name[1] if name else '?'}")
+    return kept, left
+
+
+def failure_evidence(
+    sections: Mapping[str, str], *, max_lines: int = 30, full_at: str | None = None
+) -> str:
+    """What a failing test's report shows of a backend's diagnostics: the evidence first,
+    short: repeated log lines counted once, each section cut at ``max_lines``, manifests
+    reduced to their routing objects and moved last.
+
+    Args:
+        sections: section name -> text (``Diagnostics.sections``).
+        max_lines: lines shown per section.
+        full_at: where the complete sections were written (``--canary-artifacts``), said at
+            the end; without it the end says how to get them.
+    """
+    evidence = [(n, t) for n, t in sections.items() if not n.startswith("manifests")]
+    manifests = [(n, t) for n, t in sections.items() if n.startswith("manifests")]
+    blocks: list[str] = []
+    cut = False
+    for name, text in evidence:
+        lines = _collapse_repeats(text.rstrip())
+        if len(lines) > max_lines:
+            lines = [*lines[:max_lines], f"... {len(lines) - max_lines} more lines"]
+            cut = True
+        blocks.append(f"--- {name} ---\n" + "\n".join(lines))
+    for name, text in manifests:
+        kept, left = _routing_documents(text)
+        body = "\n---\n".join(kept)
+        if left:
+            body += ("\n" if body else "") + f"(not shown: {', '.join(left)})"
+            cut = True
+        blocks.append(f"--- {name}: routing objects ---\n{body}")
+    if full_at:
+        blocks.append(f"(every section in full: {full_at})")
+    elif cut:
+        blocks.append("(every section in full, manifests included: --canary-artifacts=DIR)")
+    return "\n\n".join(blocks)

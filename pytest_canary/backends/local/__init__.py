@@ -8,22 +8,11 @@ import threading
 from typing import Any
 
 from pytest_canary.backends.base import Backend
+from pytest_canary.backends.descriptions import MODELS, RUNTIMES
 from pytest_canary.backends.local.cluster import LocalEnvironment
 from pytest_canary.backends.local.router import LoopThread
 from pytest_canary.backends.local.runtime import ProcessRuntime, Runtime
 from pytest_canary.errors import CanaryConfigError
-
-MODELS = (
-    "ingress-nginx controller-v1.15.1 canary rules, Istio 1.30 VirtualService/DestinationRule "
-    "routing (gateway and sidecars), Gateway API v1.6.1 HTTPRoute, kube-proxy per-connection "
-    "balancing, the Deployment controller's rolling update, the Argo Rollouts v1.9.1 controller "
-    "(canary)"
-)
-# How pods run: name -> what the report header says.
-RUNTIMES: dict[str, str] = {
-    "process": "processes of the Python sample app",
-    "docker": "Docker containers of each version's image",
-}
 
 
 def make_runtime(name: str, **options: Any) -> Runtime:
