@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pytest_canary.apps import VersionFromHeader, VersionFromJson, VersionFromRegex
     from pytest_canary.byo import ManifestWarning
+    from pytest_canary.config import Settings
     from pytest_canary.errors import (
         BackendError,
         CanaryConfigError,
         CanaryError,
         ConvergenceTimeout,
     )
-    from pytest_canary.config import Settings
     from pytest_canary.harness import AppliedManifests, Harness, Release, assert_split
     from pytest_canary.lint import Finding, FindingWarning
     from pytest_canary.report import CanaryAssertionError, Verdict

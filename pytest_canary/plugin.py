@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -481,24 +482,30 @@ def _progress(config: pytest.Config) -> Callable[[str], None]:
     Docker runtime), with the time since the session started, shown while output capture is
     on: written past the capture manager, through the terminal reporter."""
     started = time.monotonic()
+    lock = threading.Lock()  # image builds may report from several threads at once
 
     def show(message: str) -> None:
         line = f"canary [{time.monotonic() - started:6.1f}s] {message}"
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        capture = config.pluginmanager.get_plugin("capturemanager")
-        if reporter is None:  # an xdist worker (no terminal of its own) or -p no:terminal
-            stream = sys.__stderr__
-            if stream is not None:
-                stream.write(line + "\n")
-                stream.flush()
-            return
-        if capture is None:
-            reporter.write_line(line)
-            return
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(line)
+        with lock:
+            _write_past_capture(config, line)
 
     return show
+
+
+def _write_past_capture(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:  # an xdist worker (no terminal of its own) or -p no:terminal
+        stream = sys.__stderr__
+        if stream is not None:
+            stream.write(line + "\n")
+            stream.flush()
+        return
+    if capture is None:
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
 
 
 def _make_backend(config: pytest.Config) -> Backend:

@@ -21,6 +21,7 @@ for); another version is upgraded in place by the same install, with a progress 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -373,15 +374,17 @@ class Downloads:
         started = time.monotonic()
         partial = target.with_name(target.name + ".part")
         try:
-            response = self._http_get(url, stream=True, timeout=(10, 120))
-            response.raise_for_status()
-            digest = hashlib.sha256()
-            size = 0
-            with partial.open("wb") as handle:
-                for chunk in response.iter_content(chunk_size=1 << 20):
-                    handle.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
+            # A streamed response holds its connection until closed, on every path.
+            streamed = self._http_get(url, stream=True, timeout=(10, 120))
+            with contextlib.closing(streamed) as response:
+                response.raise_for_status()
+                digest = hashlib.sha256()
+                size = 0
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_content(chunk_size=1 << 20):
+                        handle.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
         except Exception as exc:
             partial.unlink(missing_ok=True)
             raise BackendError(

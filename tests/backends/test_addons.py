@@ -108,6 +108,10 @@ class FakeResponse:
         self.body = body
         self.status = status
         self.text = body.decode(errors="replace")
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def raise_for_status(self) -> None:
         if self.status >= 400:
@@ -157,6 +161,22 @@ def test_a_download_that_does_not_match_its_published_checksum_is_refused(tmp_pa
     with pytest.raises(BackendError, match=r"expected 0{64}: refusing to use it"):
         downloads.fetch(pin(name="istio", checksum_url="{url}.sha256"), "linux/amd64")
     assert list((tmp_path / "downloads").iterdir()) == [tmp_path / "downloads" / "deploy.yaml.lock"]
+
+
+def test_a_streamed_download_is_closed_on_success_and_on_error(tmp_path: Path) -> None:
+    """The streamed response holds a connection: it is closed on every path (an open one
+    is a ResourceWarning, an error under filterwarnings = error)."""
+    served: list[FakeResponse] = []
+
+    def get(url: str, **_: Any) -> FakeResponse:
+        served.append(FakeResponse(b"body", status=404 if "missing" in url else 200))
+        return served[-1]
+
+    downloads = Downloads(tmp_path, get=get)
+    downloads.fetch(pin(), "linux/amd64")
+    with pytest.raises(BackendError, match="HTTP 404"):
+        downloads.fetch(pin(url="https://example.invalid/missing.yaml", file="m.yaml"), "x")
+    assert [r.closed for r in served] == [True, True]
 
 
 def test_offline_downloads_explain_the_air_gapped_way(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from pytest_canary.backends.kind.tools import Tools
 from pytest_canary.backends.kube.options import KubeOptions
 from pytest_canary.backends.owner import Owner, process_start_time
 from pytest_canary.errors import BackendError
+from pytest_canary.images import connect
 
 PORTS = PortMap(
     http=18080,
@@ -524,11 +525,10 @@ def live_kind_reason() -> str | None:
             "and 6 GB for Docker, network for the add-ons or their files in the cache)"
         )
     try:
-        import docker
-
-        docker.from_env(timeout=5).ping()
-    except Exception as exc:
-        return f"e2e: no Docker engine ({type(exc).__name__}); start dockerd"
+        client = connect(timeout=5)  # the probe's client is closed either way
+    except BackendError as exc:
+        return f"e2e: {exc}"
+    client.close()
     for tool in ("kind", "kubectl"):
         if shutil.which(tool) is None:
             return f"e2e: no {tool} binary on PATH"
