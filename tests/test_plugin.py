@@ -1,9 +1,18 @@
-"""The plugin as a user meets it: options, header, fixtures, failure output, cleanup."""
+"""The plugin as a user meets it: options, header, fixtures, failure output, reports, cleanup.
+
+Runs are in-process (``runpytest``) unless signals, the environment of a fresh interpreter or
+concurrency matter; tests that ask the same question of one run share that run.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +23,23 @@ def test_weighted(canary):
 """
 
 
+def _block(lines: list[str], title: str) -> list[str]:
+    """The lines of one failure's report: from its ``____ title ____`` line to the next
+    heading."""
+    start = next(i for i, line in enumerate(lines) if line.strip("_ ") == title)
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith(("____", "===="))),
+        len(lines),
+    )
+    return lines[start:end]
+
+
+def _summary(lines: list[str]) -> list[str]:
+    start = next(i for i, line in enumerate(lines) if "canary verdicts" in line)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("===="))
+    return lines[start + 1 : end]
+
+
 def test_header_names_backend_models_seed_and_alpha(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest("--canary-seed=42")
@@ -21,6 +47,18 @@ def test_header_names_backend_models_seed_and_alpha(pytester: pytest.Pytester) -
         [
             "canary: local backend modelling ingress-nginx controller-v1.15.1 canary rules*",
             "canary: --canary-seed=42 alpha=0.001 tolerance=0.05",
+        ]
+    )
+
+
+def test_help_shows_the_choices_and_the_setup_timeout(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(
+        [
+            "*--canary-backend={local,kind,kube}*",
+            "*--canary-runtime={process,docker}*",
+            "*--canary-seed=N|last*",
+            "*--canary-setup-timeout=SECONDS*",
         ]
     )
 
@@ -44,18 +82,24 @@ def test_issue_example_passes(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*canary verdicts*",
-            "result*test*strategy*check*expected*observed*n*errors*time",
-            "PASS*test_weighted_canary*nginx*split*2.0=0.20 1.0=0.80*",
-            "PASS*test_weighted_canary*nginx*routed (X-Canary: always)*2.0=1.00*2.0=1.000*",
+            "  result*strategy*check*expected*observed*n*errors*time",
+            "test_issue_example_passes.py::test_weighted_canary",
+            "  PASS*nginx*split*2.0=0.20 1.0=0.80*",
+            "  PASS*nginx*routed (X-Canary: always)*2.0=1.00*2.0=1.000*",
         ]
     )
 
 
-def test_wrong_expectation_fails_with_the_table_in_bounded_requests(
+def test_a_failing_split_reports_table_evidence_junit_and_artifacts(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(NGINX_TEST.format(weight=30, share=0.60))
-    result = pytester.runpytest("--canary-seed=1", "--canary-report=report.json")
+    result = pytester.runpytest(
+        "--canary-seed=1",
+        "--canary-report=report.json",
+        "--junitxml=junit.xml",
+        "--canary-artifacts=evidence",
+    )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -63,53 +107,109 @@ def test_wrong_expectation_fails_with_the_table_in_bounded_requests(
             "*version*expected*band*observed*interval*count*",
             "*2.0*0.600*[[]0.550, 0.650[]]*",
             "*n=* classified, errors=0 (none), alpha=0.001, tolerance=0.05*",
+            "*canary diagnostics*",
+            "--- pods ---",
+            "*kubeapp-canary-*Ready Running*",
+            "--- router access log (last 25) ---",
+            # Repeated log lines are counted once: the decisions the router made, at a glance.
+            "*x foo.bar / -> [[]kubeapp-*:80[]] *(weight 30/100 drew the *)",
+            "--- manifests of kubeapp (canary): routing objects ---",
+            "*nginx.ingress.kubernetes.io/canary-weight: '30'*",
+            "(not shown: Deployment/kubeapp-stable, Service/kubeapp-stable, "
+            "Deployment/kubeapp-canary, Service/kubeapp-canary)",
+            "(every section in full: *evidence*)",
         ]
     )
-    report = json.loads((pytester.path / "report.json").read_text())
-    (verdict,) = report["verdicts"]
+    failure = _block(result.stdout.lines, "test_weighted")
+    # Table first, evidence short: about 225 lines per failure before the manifests moved out.
+    assert len(failure) <= 90, "\n".join(failure)
+    assert not [line for line in failure if "pytest_canary/" in line]  # plugin frames hidden
+
+    (verdict,) = json.loads((pytester.path / "report.json").read_text())["verdicts"]
     assert verdict["decision"] == "FAIL"
     # A gross error is decided long before the fixed design's ~2,600 requests.
     assert verdict["requests"] < 400, verdict["requests"]
 
+    (case,) = ElementTree.parse(pytester.path / "junit.xml").iter("testcase")
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert properties["canary.1"].startswith("canary split expectation FAIL: share of '2.0'")
+    assert properties["canary.1.kind"] == "split"
+    assert properties["canary.1.decision"] == "FAIL"
+    assert properties["canary.1.expected[2.0]"] == "0.6"
+    assert properties["canary.1.n"] == str(verdict["n"])
+    assert properties["canary.1.errors"] == "none"
+    assert properties["canary.1.alpha"] == "0.001"
+    assert properties["canary.1.tolerance"] == "0.05"
+    low, high = verdict["intervals"]["2.0"]
+    assert properties["canary.1.intervals[2.0]"] == f"[{low:.6g}, {high:.6g}]"
+    assert properties["canary.1.observed[2.0]"] == f"{verdict['observed']['2.0']:.6g}"
 
-def test_failure_report_carries_diagnostics(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(NGINX_TEST.format(weight=30, share=0.60))
-    result = pytester.runpytest("--canary-seed=1")
-    result.stdout.fnmatch_lines(
-        [
-            "*canary diagnostics*",
-            "*--- pods ---*",
-            "*kubeapp-canary-*Ready Running*",
-            "*--- router access log (last 25) ---*",
-            "*--- manifests of kubeapp (canary) ---*",
-            "*nginx.ingress.kubernetes.io/canary-weight: '30'*",
-        ]
-    )
-
-
-def test_bad_weight_names_the_field(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(NGINX_TEST.format(weight=150, share=0.5))
-    result = pytester.runpytest()
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        ["*CanaryConfigError: weight=150: must be an integer from 0 to 100*"]
-    )
-    assert "Traceback" not in result.stdout.str().split("CanaryConfigError")[0].splitlines()[-1]
+    (folder,) = (pytester.path / "evidence").iterdir()
+    manifests = next(p for p in folder.iterdir() if "manifests" in p.name).read_text()
+    assert "kind: Deployment" in manifests and "kind: Ingress" in manifests
 
 
-def test_typo_in_header_name_is_caught(pytester: pytest.Pytester) -> None:
+def test_configuration_errors_and_routing_failures_read_short(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
+        def test_bad_weight(canary):
+            canary.deploy("nginx", stable="1.0", canary="2.0", weight=150)
+
         def test_header(canary):
             rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=20)
             rel.expect_routed("2.0", headers={"X-Canry": "always"})
         """
     )
     result = pytester.runpytest("--canary-seed=3")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2)
+    bad_weight = _block(result.stdout.lines, "test_bad_weight")
+    text = "\n".join(bad_weight)
+    # The test's line, then the error: no frames of the plugin, no empty diagnostics heading.
+    assert '>       canary.deploy("nginx", stable="1.0", canary="2.0", weight=150)' in text
+    assert "E       pytest_canary.errors.CanaryConfigError: weight=150: must be an integer" in text
+    assert "pytest_canary/" not in text and "canary diagnostics" not in text
+    assert len(bad_weight) <= 10, text
     result.stdout.fnmatch_lines(
         ["*routed expectation FAIL for X-Canry: always*responses from 1.0*"]
     )
+
+
+def test_expected_failures_show_as_expected_and_the_summary_fits_120_columns(
+    pytester: pytest.Pytester,
+) -> None:
+    long_name = "test_" + "a_wrong_split_that_the_test_catches_on_purpose_" * 3
+    header = "X-A-Rather-Long-Canary-Header-Name-For-Testing"
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        def {long_name}(canary):
+            rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=30, header="{header}")
+            with pytest.raises(AssertionError):
+                rel.expect_split(0.9, headers={{"{header}": "a-value-that-routes-by-weight"}})
+
+        @pytest.mark.xfail(reason="known bad", strict=True)
+        def test_known_bad(canary):
+            canary.deploy("nginx", stable="1.0", canary="2.0", weight=30).expect_split(0.9)
+
+        def test_right(canary):
+            canary.deploy("nginx", stable="1.0", canary="2.0", weight=30).expect_split(0.3)
+        """
+    )
+    result = pytester.runpytest("--canary-seed=6")
+    result.assert_outcomes(passed=2, xfailed=1)
+    summary = _summary(result.stdout.lines)
+    assert max(len(line) for line in summary) <= 120, "\n".join(summary)
+    assert [line.split("  ")[1] for line in summary if line.startswith("  ")] == [
+        "result",
+        "FAIL (expected)",
+        "FAIL (expected)",
+        "PASS",
+    ]
+    elided = next(line for line in summary if line.startswith("test_expected_failures"))
+    assert "\u2026" in elided and elided.endswith("on_purpose_")
+    # The long check is elided in its middle, keeping the start and the end.
+    result.stdout.fnmatch_lines(["  FAIL (expected)  nginx     split (X-*…*-routes-by-weight)  *"])
 
 
 def test_marker_beats_cli_beats_env_beats_ini(
@@ -132,6 +232,28 @@ def test_marker_beats_cli_beats_env_beats_ini(
     )
     result = pytester.runpytest("--canary-leak=0.25")
     result.assert_outcomes(passed=2)
+
+
+def test_session_options_resolve_like_every_setting(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeini("[pytest]\ncanary_runtime = docker\ncanary_seed = 7\n")
+    pytester.makepyfile("def test_x(): pass")
+    monkeypatch.setenv("PYTEST_CANARY_RUNTIME", "process")  # env beats ini
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(["*pods as processes*(--canary-runtime=process)", "*seed=7 *"])
+    monkeypatch.setenv("PYTEST_CANARY_RUNTIME", "podman")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*runtime 'podman' from environment PYTEST_CANARY_RUNTIME: must be one of process, docker"]
+    )
+    monkeypatch.delenv("PYTEST_CANARY_RUNTIME")
+    monkeypatch.setenv("PYTEST_CANARY_KEEP_CLUSTER", "maybe")
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines(
+        ["*keep_cluster 'maybe' from environment PYTEST_CANARY_KEEP_CLUSTER: must be one of 1, *"]
+    )
 
 
 def test_bad_ini_value_says_where_it_came_from(pytester: pytest.Pytester) -> None:
@@ -161,36 +283,81 @@ def test_bad_backend_and_seed_are_usage_errors(pytester: pytest.Pytester) -> Non
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest("--canary-backend=minikube")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--canary-backend=minikube: must be one of local, kind, kube*"])
+    result.stderr.fnmatch_lines(
+        ["*backend 'minikube' from command line --canary-backend: must be one of local, kind, kube"]
+    )
     result = pytester.runpytest("--canary-seed=abc")
-    result.stderr.fnmatch_lines(["*--canary-seed=abc: must be an integer or 'last'*"])
+    result.stderr.fnmatch_lines(
+        ["*seed 'abc' from command line --canary-seed: must be an integer or 'last'"]
+    )
+
+
+COUNTING_TEST = """
+import os
+
+def test_counts(canary):
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=30)
+    with open(os.environ.get("RUN_NAME", "run") + ".counts", "a") as f:
+        f.write(str(rel.sample(100).counts["2.0"]) + chr(10))
+"""
 
 
 def test_seed_last_repeats_the_previous_run(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        """
-        def test_counts(canary):
-            rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=30)
-            with open("counts.txt", "a") as f:
-                f.write(str(rel.sample(300).counts["2.0"]) + chr(10))
-        """
-    )
+    pytester.makepyfile(COUNTING_TEST)
     first = pytester.runpytest()
     second = pytester.runpytest("--canary-seed=last")
-    counts = (pytester.path / "counts.txt").read_text().split()
+    counts = (pytester.path / "run.counts").read_text().split()
     assert len(counts) == 2 and counts[0] == counts[1]
     seed_line = next(line for line in first.stdout.lines if "--canary-seed=" in line)
-    assert seed_line.split("--canary-seed=")[1].split()[0] in "".join(second.stdout.lines)
+    seed = seed_line.split("--canary-seed=")[1].split()[0]
+    second.stdout.fnmatch_lines([f"*--canary-seed={seed} *(--canary-seed=last: the passed run of*"])
+
+
+def test_seed_last_is_the_failed_run_of_two_concurrent_ones(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs in one folder at once: the failing one (seed 111) ends first, the passing one
+    (seed 222) last; both started before either ended. ``last`` is the failing run."""
+    pytester.makepyfile(
+        COUNTING_TEST
+        + """
+    if os.environ.get("RUN_NAME") == "passing":  # end after the failing run
+        import pathlib, time
+        deadline = time.monotonic() + 60
+        while not pathlib.Path("failing.done").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert os.environ.get("RUN_NAME") != "failing"
+"""
+    )
+    runs = {}
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # a faster start: ours only
+    for name, seed in (("failing", 111), ("passing", 222)):
+        monkeypatch.setenv("RUN_NAME", name)
+        runs[name] = pytester.popen(
+            [sys.executable, "-m", "pytest", "-p", "pytest_canary.plugin", f"--canary-seed={seed}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    assert runs["failing"].wait(120) == 1
+    (pytester.path / "failing.done").touch()
+    assert runs["passing"].wait(120) == 0
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    monkeypatch.setenv("RUN_NAME", "again")
+    result = pytester.runpytest("--canary-seed=last")
+    result.stdout.fnmatch_lines(["*--canary-seed=111 *(--canary-seed=last: the failed run of*"])
+    assert (pytester.path / "again.counts").read_text() == (
+        pytester.path / "failing.counts"
+    ).read_text()
 
 
 PID_RECORDING_TEST = """
 import os, signal
 
-def test_release(canary):
+def test_{name}(canary):
     rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50, replicas=2)
     pids = [pod.stopper.process.pid for pod in canary.environment.pods]
     ports = [pod.port for pod in canary.environment.pods] + [int(rel.url.rsplit(":", 1)[1])]
-    with open("pids.txt", "w") as f:
+    with open("pids-{name}.txt", "w") as f:
         f.write(" ".join(map(str, pids)) + "\\n" + " ".join(map(str, ports)))
     {action}
 """
@@ -215,34 +382,45 @@ def _port_free(port: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize(
-    "action",
-    [
-        "rel.expect_split(0.5)",
-        "rel.expect_split(0.9)",
-        "raise RuntimeError('boom')",
-        "os.kill(os.getpid(), signal.SIGINT)",
-    ],
-    ids=["passed", "failed", "error", "ctrl-c"],
-)
-def test_nothing_is_left_running_after_a_test(pytester: pytest.Pytester, action: str) -> None:
-    pytester.makepyfile(PID_RECORDING_TEST.format(action=action))
-    pytester.runpytest_subprocess("--canary-seed=5", timeout=120)
-    pids_line, ports_line = (pytester.path / "pids.txt").read_text().splitlines()
+def _assert_stopped(folder: Path, name: str) -> None:
+    pids_line, ports_line = (folder / f"pids-{name}.txt").read_text().splitlines()
     pids = [int(p) for p in pids_line.split()]
     ports = [int(p) for p in ports_line.split()]
     assert len(pids) == 4
     deadline = time.monotonic() + 5
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [p for p in pids if _alive(p)]
-    assert all(_port_free(p) for p in ports)
+    assert not [p for p in pids if _alive(p)], name
+    assert all(_port_free(p) for p in ports), name
+
+
+def test_nothing_is_left_running_after_a_test(pytester: pytest.Pytester) -> None:
+    actions = {
+        "passed": "rel.expect_split(0.5)",
+        "failed": "rel.expect_split(0.9)",
+        "error": "raise RuntimeError('boom')",
+    }
+    pytester.makepyfile(
+        "\n".join(PID_RECORDING_TEST.format(name=n, action=a) for n, a in actions.items())
+    )
+    result = pytester.runpytest_subprocess("--canary-seed=5", timeout=120)
+    result.assert_outcomes(passed=1, failed=2)
+    for name in actions:
+        _assert_stopped(pytester.path, name)
+
+
+def test_nothing_is_left_running_after_ctrl_c(pytester: pytest.Pytester) -> None:
+    action = "os.kill(os.getpid(), signal.SIGINT)"
+    pytester.makepyfile(PID_RECORDING_TEST.format(name="interrupted", action=action))
+    pytester.runpytest_subprocess("--canary-seed=5", timeout=120)
+    _assert_stopped(pytester.path, "interrupted")
 
 
 def test_pods_die_with_a_killed_pytest(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(PID_RECORDING_TEST.format(action="os.kill(os.getpid(), signal.SIGKILL)"))
+    action = "os.kill(os.getpid(), signal.SIGKILL)"
+    pytester.makepyfile(PID_RECORDING_TEST.format(name="killed", action=action))
     pytester.runpytest_subprocess("--canary-seed=5", timeout=120)
-    pids = [int(p) for p in (pytester.path / "pids.txt").read_text().splitlines()[0].split()]
+    pids = [int(p) for p in (pytester.path / "pids-killed.txt").read_text().split("\n")[0].split()]
     deadline = time.monotonic() + 5
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -268,43 +446,37 @@ def test_plots_without_matplotlib_is_a_clear_usage_error(pytester: pytest.Pytest
     )
 
 
-@pytest.mark.parametrize(
-    ("deploy", "expectation"),
-    [
-        ('"replicas", stable="1.0", canary="2.0"', "rel.expect_split(0.60)"),
-        (
-            '"nginx", stable="1.0", canary="2.0", canary_host="canary.foo.bar"',
-            'rel.expect_routed("1.0", headers={"Host": "canary.foo.bar"})',
-        ),
-        ('"istio", stable="v1", canary="v2", weight=10', "rel.expect_split(0.50)"),
-        ('"gateway", stable="1.0", canary="2.0", weight=80', "rel.expect_split(0.20)"),
-        ('"bluegreen", stable="1.0", canary="2.0"', 'rel.expect_routed("2.0")'),
-        ('"rolling", stable="1.0", canary="2.0"', "rel.expect_split(0.90)"),
-    ],
-    ids=["replicas", "vhost", "istio", "gateway", "bluegreen", "rolling"],
-)
-def test_a_wrong_expectation_fails_readably_in_every_family(
-    pytester: pytest.Pytester, deploy: str, expectation: str
-) -> None:
+FAMILIES = {
+    "replicas": ('"replicas", stable="1.0", canary="2.0"', "rel.expect_split(0.60)"),
+    "vhost": (
+        '"nginx", stable="1.0", canary="2.0", canary_host="canary.foo.bar"',
+        'rel.expect_routed("1.0", headers={"Host": "canary.foo.bar"})',
+    ),
+    "istio": ('"istio", stable="v1", canary="v2", weight=10', "rel.expect_split(0.50)"),
+    "gateway": ('"gateway", stable="1.0", canary="2.0", weight=80', "rel.expect_split(0.20)"),
+    "bluegreen": ('"bluegreen", stable="1.0", canary="2.0"', 'rel.expect_routed("2.0")'),
+    "rolling": ('"rolling", stable="1.0", canary="2.0"', "rel.expect_split(0.90)"),
+}
+
+
+def test_a_wrong_expectation_fails_readably_in_every_family(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        f"""
-        def test_wrong(canary):
-            rel = canary.deploy({deploy})
-            {expectation}
-        """
+        "\n".join(
+            f"def test_{family}(canary):\n    rel = canary.deploy({deploy})\n    {expectation}\n"
+            for family, (deploy, expectation) in FAMILIES.items()
+        )
     )
     result = pytester.runpytest("--canary-seed=4")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "E * canary * expectation FAIL*",
-            "E *version*expected*observed*count*",
-            "E *n=* classified, errors=0*",
-        ]
-    )
+    result.assert_outcomes(failed=len(FAMILIES))
+    for family in FAMILIES:
+        block = _block(result.stdout.lines, f"test_{family}")
+        expectation_lines = [line for line in block if line.startswith("E ")]
+        assert any(" canary " in line and "expectation FAIL" in line for line in block), block
+        assert any("version" in line and "observed" in line for line in expectation_lines), block
+        assert any("classified, errors=0" in line for line in expectation_lines), block
 
 
-def test_verdicts_reach_the_summary_and_report_from_xdist_workers(
+def test_xdist_workers_report_verdicts_and_use_the_seed_the_header_prints(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(
@@ -314,40 +486,26 @@ def test_verdicts_reach_the_summary_and_report_from_xdist_workers(
         @pytest.mark.parametrize("weight", [10, 30])
         def test_split(canary, weight):
             rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=weight)
+            with open(f"counts-{weight}.txt", "a") as f:
+                f.write(str(rel.sample(200).counts["2.0"]) + chr(10))
             rel.expect_split(weight / 100)
         """
     )
-    result = pytester.runpytest("-n", "2", "--canary-seed=8", "--canary-report=report.json")
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*canary verdicts*"])
+    first = pytester.runpytest("-n", "2", "--canary-report=report.json")
+    first.assert_outcomes(passed=2)
+    first.stdout.fnmatch_lines(["*canary verdicts*"])
     # Workers finish in any order: each verdict appears once, whatever its place.
     for case in ("10", "30"):
-        result.stdout.fnmatch_lines([f"PASS*test_split[[]{case}[]]*nginx*split*"])
+        first.stdout.fnmatch_lines([f"*::test_split[[]{case}[]]", "  PASS*nginx*split*"])
     report = json.loads((pytester.path / "report.json").read_text())
     assert sorted(v["expected"]["2.0"] for v in report["verdicts"]) == [0.1, 0.3]
-
-
-def test_xdist_workers_use_the_seed_the_header_prints(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.parametrize("i", range(4))
-        def test_counts(canary, i):
-            rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=30)
-            with open(f"counts-{i}.txt", "a") as f:
-                f.write(str(rel.sample(200).counts["2.0"]) + chr(10))
-        """
-    )
-    first = pytester.runpytest("-n", "2", "-p", "cacheprovider")
     seed = next(line for line in first.stdout.lines if "--canary-seed=" in line)
     seed = seed.split("--canary-seed=")[1].split()[0]
     second = pytester.runpytest("-n", "2", f"--canary-seed={seed}")
-    first.assert_outcomes(passed=4)
-    second.assert_outcomes(passed=4)
-    for i in range(4):
-        runs = (pytester.path / f"counts-{i}.txt").read_text().split()
-        assert len(runs) == 2 and runs[0] == runs[1], (i, runs)
+    second.assert_outcomes(passed=2)
+    for weight in (10, 30):
+        runs = (pytester.path / f"counts-{weight}.txt").read_text().split()
+        assert len(runs) == 2 and runs[0] == runs[1], (weight, runs)
 
 
 @pytest.mark.parametrize(
@@ -371,6 +529,70 @@ def test_non_numeric_options_say_what_is_allowed(
     result = pytester.runpytest(flag)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str()
+
+
+def test_progress_lines_show_while_output_is_captured(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain run (capture on, no ``-s``) on kind with a stand-in ``kind`` that reports an
+    existing cluster: the step's progress line reaches the terminal before the setup stops
+    (here: no Docker engine to read the cluster's ports from)."""
+    tools = pytester.mkdir("tools")
+    kind = tools / "kind"
+    kind.write_text(
+        '#!/bin/sh\ncase "$1 $2" in\n'
+        "  'get clusters') echo pytest-canary ;;\n"
+        "  'get kubeconfig') echo 'apiVersion: v1' ;;\n"
+        "esac\n"
+    )
+    kubectl = tools / "kubectl"
+    kubectl.write_text("#!/bin/sh\nexit 0\n")
+    for tool in (kind, kubectl):
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # a faster start: ours only
+    pytester.makepyfile("def test_x(canary): pass")
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "pytest_canary.plugin",
+        "--canary-backend=kind",
+        "--canary-addons=none",
+        f"--canary-cache-dir={tools}/cache",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "canary [[] *s[]] reusing kind cluster pytest-canary (not deleted at the end)",
+            "*canary: the kind backend could not start: cannot read the port mapping*",
+        ]
+    )
+
+
+HEAVY_MODULES = ("aiohttp", "jsonschema", "yaml", "kubernetes", "docker", "pytest_canary.harness")
+
+
+def test_loading_the_plugin_imports_nothing_heavy(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin is loaded in every pytest run of every project that installs it: a run that
+    uses no canary fixture must not pay for aiohttp, jsonschema, YAML, Kubernetes, Docker or
+    the harness. Only our plugin is loaded (other plugins import some of these)."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makeconftest(
+        f"""
+        import sys
+
+        def pytest_unconfigure(config):
+            loaded = [m for m in {HEAVY_MODULES!r} if m in sys.modules]
+            with open("loaded.txt", "w") as f:
+                f.write(" ".join(loaded))
+        """
+    )
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess("-p", "pytest_canary.plugin")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["canary: local backend modelling*"])  # the plugin was on
+    assert (pytester.path / "loaded.txt").read_text() == ""
 
 
 def test_a_backend_that_fails_to_close_ends_the_session_with_one_error_line(
