@@ -30,44 +30,86 @@ def plot_file_name(verdict: Verdict, index: int) -> str:
     return f"{index:03d}-{slug}-{verdict.kind.replace(' ', '-')}.png"
 
 
-def plot_verdict(verdict: Verdict, path: Path) -> Path:
-    """Draw every version's interval over the requests used, against its band.
+def plotted_versions(verdict: Verdict) -> list[str]:
+    """The versions whose share the user asked about: with two versions, the first one (the
+    canary of ``expect_split(0.2)``, or the version a one-entry mapping names; the other's
+    share is its mirror image); with more, every version, the named ones first."""
+    versions = [v for v in verdict.expected if v in verdict.bands]
+    return versions[:1] if len(versions) == 2 else versions
 
-    One panel per expected version: the shaded band is expected ± tolerance, the two lines
-    the running-intersection confidence sequence after each batch, the dot the decision.
+
+def plot_verdict(verdict: Verdict, path: Path) -> Path:
+    """Draw the share of each version the user asked about over the responses used.
+
+    One panel per version (:func:`plotted_versions`): the shaded band is expected ±
+    tolerance, the blue area the anytime-valid confidence sequence after each batch, and the
+    decisive point -- the last interval and the observed share, where the verdict was
+    decided -- is drawn on top and labelled with the decision. The legend sits outside the
+    axes, so it never covers the data.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    versions = [v for v in verdict.expected if v in verdict.bands]
-    if len(versions) == 2:
-        versions = versions[1:]  # two versions mirror each other: show the canary
-    fig, axes = plt.subplots(len(versions), 1, figsize=(7, 2.6 * len(versions)), squeeze=False)
+    versions = plotted_versions(verdict)
+    fig, axes = plt.subplots(len(versions), 1, figsize=(8, 2.8 * len(versions)), squeeze=False)
     for ax, version in zip(axes[:, 0], versions, strict=True):
-        ns = [n for n, ivs in verdict.history if version in ivs]
-        lows = [ivs[version].low for _, ivs in verdict.history if version in ivs]
-        highs = [ivs[version].high for _, ivs in verdict.history if version in ivs]
+        points = [(n, ivs[version]) for n, ivs in verdict.history if version in ivs]
+        ns = [n for n, _ in points]
+        lows = [iv.low for _, iv in points]
+        highs = [iv.high for _, iv in points]
         band = verdict.bands[version]
-        ax.axhspan(band.low, band.high, color="tab:green", alpha=0.15, label="accepted band")
-        ax.axhline(verdict.expected[version], color="tab:green", linewidth=0.8)
-        ax.fill_between(ns, lows, highs, step="post", color="tab:blue", alpha=0.25)
-        ax.step(ns, lows, where="post", color="tab:blue", linewidth=1, label="confidence sequence")
-        ax.step(ns, highs, where="post", color="tab:blue", linewidth=1)
+        expected = verdict.expected[version]
+        ax.axhspan(
+            band.low,
+            band.high,
+            color="tab:green",
+            alpha=0.18,
+            label=f"accepted {band.low:.2f}-{band.high:.2f}",
+        )
+        ax.axhline(expected, color="tab:green", linewidth=0.8, label=f"expected {expected:.2f}")
         if ns:
-            ax.plot([ns[-1]], [verdict.observed.get(version, 0.0)], "o", color="black")
+            # Hold the last interval a little past the decisive point, so that it shows as a
+            # step (a "post" step ends at its own x).
+            right = ns[-1] * 1.08
+            ns, lows, highs = [*ns, right], [*lows, lows[-1]], [*highs, highs[-1]]
+            ax.fill_between(ns, lows, highs, step="post", color="tab:blue", alpha=0.25)
+            ax.step(ns, lows, where="post", color="tab:blue", linewidth=1)
+            ax.step(
+                ns,
+                highs,
+                where="post",
+                color="tab:blue",
+                linewidth=1,
+                label=f"{1 - verdict.alpha:g} confidence sequence",
+            )
+            last_n, last = points[-1][0], verdict.intervals.get(version, points[-1][1])
+            observed = verdict.observed.get(version, 0.0)
+            colour = "tab:green" if verdict.passed else "tab:red"
+            ax.errorbar(
+                [last_n],
+                [observed],
+                yerr=[[max(observed - last.low, 0.0)], [max(last.high - observed, 0.0)]],
+                fmt="o",
+                color=colour,
+                capsize=4,
+                zorder=5,
+                label=f"{verdict.decision} at n={last_n}: observed {observed:.3f}",
+            )
+            ax.set_xlim(0, right)
         ax.set_xlabel("responses")
         ax.set_ylabel(f"share of {version}")
         ax.set_ylim(0, 1)
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    asked = " and ".join(f"{v}={verdict.expected[v]:.2f}" for v in versions)
     fig.suptitle(
-        f"{verdict.test or 'verdict'}\n{verdict.decision} after n={verdict.n} "
-        f"(alpha={verdict.alpha:g}, tolerance={verdict.tolerance:g})",
+        f"{verdict.test or 'verdict'}\nexpected share {asked}: {verdict.decision} after "
+        f"n={verdict.n} (alpha={verdict.alpha:g}, tolerance={verdict.tolerance:g})",
         fontsize=9,
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
