@@ -56,7 +56,7 @@ def plot_verdict(verdict: Verdict, path: Path) -> Path:
     fig, axes = plt.subplots(len(versions), 1, figsize=(8, 2.8 * len(versions)), squeeze=False)
     for ax, version in zip(axes[:, 0], versions, strict=True):
         points = [(n, ivs[version]) for n, ivs in verdict.history if version in ivs]
-        ns = [n for n, _ in points]
+        ns: list[float] = [n for n, _ in points]
         lows = [iv.low for _, iv in points]
         highs = [iv.high for _, iv in points]
         band = verdict.bands[version]
