@@ -22,6 +22,8 @@ def test_weight_steps_then_promote(canary: Harness) -> None:
     rel.set_weight(50)
     rel.expect_split(0.50)
     rel.promote()
+    assert rel.stable_version == "2.0"  # the stable track now runs the new version
+    assert rel.previous_version == "1.0"
     rel.expect_routed("2.0")
 
 

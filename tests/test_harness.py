@@ -32,6 +32,19 @@ def test_a_failed_zero_downtime_promotion_can_be_rolled_back(canary: Harness) ->
     rel.expect_routed("1.0")
 
 
+def test_after_promote_the_stable_version_is_the_promoted_one(canary: Harness) -> None:
+    """As Argo Rollouts and Flagger report it: the stable track runs the promoted version;
+    the version before the release stays available, and a rollback returns to it."""
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=20)
+    assert (rel.stable_version, rel.canary_version, rel.previous_version) == ("1.0", "2.0", "1.0")
+    rel.promote()
+    assert (rel.stable_version, rel.canary_version, rel.previous_version) == ("2.0", "2.0", "1.0")
+    rel.expect_routed(rel.stable_version)
+    rel.rollback()
+    assert (rel.stable_version, rel.previous_version) == ("1.0", "1.0")
+    rel.expect_routed(rel.stable_version)
+
+
 def test_zero_downtime_traffic_uses_the_release_path(canary: Harness) -> None:
     rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50, path="/api")
     verdict = rel.promote(check_errors=True)
