@@ -101,10 +101,32 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "nginx-canary-invalid-value",
-            "a canary header name, header value or cookie name outside the allowed characters",
+            "a canary header name, header value, header pattern or cookie name that "
+            "ingress-nginx resets to '' (or that no request can match) because of its "
+            "characters",
             f"{INGRESS_NGINX} internal/ingress/annotations/canary/main.go: canary-by-header, "
-            "canary-by-header-value and canary-by-cookie must match "
-            r"^[/\-._~a-zA-Z0-9:]*$, otherwise they are silently reset to ''",
+            "canary-by-header-value and canary-by-cookie are validated by "
+            "parser/validators.go ValidateRegex(BasicCharsRegex, true) (spaces removed, then "
+            r"^[/\-._~a-zA-Z0-9:]*$), canary-by-header-pattern by ValidateRegex(IsValidRegex, "
+            "false); a value that fails is silently reset to ''",
+        ),
+        Rule(
+            "nginx-canary-unknown-annotation",
+            "a canary* annotation that ingress-nginx does not know (a typo): it has no effect",
+            f"{INGRESS_NGINX} internal/ingress/annotations/canary/main.go CanaryAnnotations "
+            "(the seven annotations the canary parser reads) and "
+            "internal/ingress/annotations/annotations.go Extract (each registered parser reads "
+            "only its own annotations)",
+        ),
+        Rule(
+            "nginx-canary-value-ignored",
+            "a canary value ingress-nginx parses to nothing (read as the default) or ignores",
+            f"{INGRESS_NGINX} internal/ingress/annotations/parser/main.go GetBoolAnnotation / "
+            "GetIntAnnotation -> checkAnnotation with validators.go ValidateBool "
+            "(strconv.ParseBool) and ValidateInt (strconv.Atoi); canary/main.go Parse reads a "
+            "rejected or empty value as the default (canary false, weight 0, weight-total 100); "
+            "rootfs/etc/nginx/lua/balancer.lua route_to_alternative_balancer: "
+            "math.random(total) <= weight, a total used only above 100",
         ),
         Rule(
             "nginx-dropped",
@@ -366,7 +388,7 @@ def _nginx(objects: list[dict[str, Any]]) -> list[Finding]:
             )
     out += _second_canary(canaries)
     out += _canary_service_is_main(canaries, mains)
-    out += _invalid_values(canaries)
+    out += _annotation_issues(ingresses)
     return out
 
 
@@ -473,22 +495,28 @@ def _canary_service_is_main(
     return out
 
 
-def _invalid_values(canaries: list[dict[str, Any]]) -> list[Finding]:
+# What the ingress-nginx model's annotation parser reports, by its kind of issue.
+_ISSUE_RULES = {
+    "unknown": "nginx-canary-unknown-annotation",
+    "ignored": "nginx-canary-value-ignored",
+    "invalid": "nginx-canary-invalid-value",
+}
+
+
+def _annotation_issues(ingresses: list[dict[str, Any]]) -> list[Finding]:
+    """Canary annotations ingress-nginx ignores or reads otherwise, as the model's parser
+    (``dataplane.nginx.parse_canary``) says -- the local router reads them the same way."""
     out: list[Finding] = []
-    for ing in canaries:
-        notes = (ing.get("metadata") or {}).get("annotations") or {}
-        for key in ("canary-by-header", "canary-by-header-value", "canary-by-cookie"):
-            value = notes.get(nginx_model.PREFIX + key)
-            if value is not None and not nginx_model.ANNOTATION_CHARS.match(str(value)):
-                out.append(
-                    _finding(
-                        "nginx-canary-invalid-value",
-                        _ref("Ingress", _name(ing)),
-                        f"{key}={str(value)!r} has characters outside [/-._~a-zA-Z0-9:]; "
-                        "ingress-nginx silently resets it to '' so that routing rule never "
-                        "applies (use only letters, digits and / - . _ ~ :)",
-                    )
-                )
+    for ing in ingresses:
+        for issue in nginx_model.annotation_issues(ing):
+            # Short names under the usual prefix; the full key where the prefix is the problem.
+            same_prefix = issue.annotation.startswith(nginx_model.PREFIX)
+            name = issue.annotation.removeprefix(nginx_model.PREFIX)
+            message = f"{name}={issue.value!r}: {issue.effect}"
+            if issue.suggestion:
+                meant = issue.suggestion.removeprefix(nginx_model.PREFIX if same_prefix else "")
+                message += f" (did you mean {meant}?)"
+            out.append(_finding(_ISSUE_RULES[issue.kind], _ref("Ingress", _name(ing)), message))
     return out
 
 

@@ -25,6 +25,8 @@ UPSTREAM_OF = {
     "nginx-canary-service-is-main": "createUpstreams",
     "nginx-canary-not-enabled": "canary/main.go",
     "nginx-canary-invalid-value": "canary/main.go",
+    "nginx-canary-unknown-annotation": "CanaryAnnotations",
+    "nginx-canary-value-ignored": "strconv.Atoi",
     "nginx-dropped": "dataplane/nginx.py",
     "istio-no-default-route": "BuildHTTPRoutesForVirtualService",
     "istio-all-weights-zero": "applyHTTPRouteDestination",
@@ -153,11 +155,53 @@ def test_path_mismatch_really_drops_the_canary(canary: Harness) -> None:
 
 
 def test_header_value_reset_really_disables_header_routing(canary: Harness) -> None:
-    """canary/main.go: 'yes please' is outside the character set, reset to '' upstream, so
-    x-beta-user: yes please does not select the canary (only the 10% weight does)."""
+    """canary/main.go: 'yes!' is outside the character set, reset to '' upstream, so
+    x-beta-user: yes! does not select the canary (only the 10% weight does)."""
     shop = canary.apply(BROKEN / "nginx-canary-invalid-value", findings="ignore")
     with pytest.raises(AssertionError, match="routed"):
-        shop.expect_routed("v2", headers={"x-beta-user": "yes please"})
+        shop.expect_routed("v2", headers={"x-beta-user": "yes!"})
+
+
+def test_a_misspelt_weight_really_sends_nothing_to_the_canary(canary: Harness) -> None:
+    """canary-wieght: "30" is read by nobody: every request stays on v1."""
+    shop = canary.apply(BROKEN / "nginx-canary-unknown-annotation", findings="ignore")
+    shop.expect_routed("v1", leak=0.1)
+
+
+@pytest.mark.parametrize(
+    ("weight", "finding"),
+    [
+        ("abc", "not an integer for strconv.Atoi, so it is read as 0"),
+        ("-5", "a negative weight never wins math.random(total) <= weight"),
+        ("1e3", "not an integer for strconv.Atoi, so it is read as 0"),
+        ("10.5", "not an integer for strconv.Atoi, so it is read as 0"),
+        ("", "empty, so it is read as 0"),
+        (" 10", "not an integer for strconv.Atoi, so it is read as 0"),
+        ("+10", None),
+        ("10", None),
+    ],
+)
+def test_canary_weights_ingress_nginx_parses_to_nothing_are_findings(
+    weight: str, finding: str | None, tmp_path: Path
+) -> None:
+    text = (BROKEN / "nginx-canary-value-ignored" / "manifests.yaml").read_text()
+    (tmp_path / "shop.yaml").write_text(text.replace('"10.5"', f'"{weight}"'))
+    found = [f for f in lint.lint_paths(tmp_path) if f.rule == "nginx-canary-value-ignored"]
+    if finding is None:
+        assert found == []
+    else:
+        (only,) = found
+        assert only.message.startswith(f"canary-weight={weight!r}: {finding}"), only.message
+        assert "strconv.Atoi" in only.upstream
+
+
+def test_a_typo_gets_a_did_you_mean() -> None:
+    (finding,) = lint.lint_paths(BROKEN / "nginx-canary-unknown-annotation")
+    assert finding.object == "Ingress/shop-canary"
+    assert finding.message == (
+        "canary-wieght='30': no ingress-nginx parser reads it, so it has no effect "
+        "(did you mean canary-weight?)"
+    )
 
 
 def test_undefined_subset_really_fails_requests(canary: Harness) -> None:

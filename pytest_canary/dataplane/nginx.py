@@ -15,15 +15,27 @@ What it reproduces, each rule with its upstream source (repository kubernetes/in
   routes to the same main Service.
 - Per request (rootfs/etc/nginx/lua/balancer.lua ``route_to_alternative_balancer``): only the
   first alternative backend is considered; header (value, then pattern, then always/never),
-  then cookie (always/never), then ``math.random(total) <= weight``.
-- Annotation parsing (internal/ingress/annotations/canary/main.go): header name, header value
-  and cookie name outside ``^[/\\-._~a-zA-Z0-9:]*$`` silently become ""; canary values set
+  then cookie (always/never), then ``math.random(total) <= weight``. Request headers whose
+  name has other characters than letters, digits and ``-`` never get there (nginx.tmpl
+  ``ignore_invalid_headers on``, ``underscores_in_headers off``: the config.go defaults).
+- Annotation parsing (internal/ingress/annotations/canary/main.go ``Parse``, through
+  internal/ingress/annotations/parser/main.go ``GetBoolAnnotation`` / ``GetIntAnnotation`` /
+  ``GetStringAnnotation`` and their validators in parser/validators.go, see
+  :func:`parse_canary`): ``canary`` is Go's ``strconv.ParseBool``, ``canary-weight`` and
+  ``canary-weight-total`` Go's ``strconv.Atoi`` (no spaces, no fraction, no exponent); a value
+  they reject is read as the default (false, 0, 100) with only a log line. Header name,
+  header value and cookie name must match ``^[/\\-._~a-zA-Z0-9:]*$`` once spaces are removed
+  (``ValidateRegex(BasicCharsRegex, true)``), the header pattern ``IsValidRegex`` as written;
+  otherwise they silently become "", and accepted values are trimmed. Canary values set
   without ``canary: "true"`` are an invalid configuration that ``Extract`` skips, so the
-  Ingress loads as a main Ingress (the first of two on one location wins).
+  Ingress loads as a main Ingress (the first of two on one location wins). Only the seven
+  canary annotations of ``CanaryAnnotations`` are read: any other ``canary*`` name (a typo)
+  has no effect.
 """
 
 from __future__ import annotations
 
+import difflib
 import random
 import re
 from collections.abc import Iterable, Mapping
@@ -38,6 +50,22 @@ PREFIX = "nginx.ingress.kubernetes.io/"
 # internal/ingress/annotations/canary/main.go: the character class of header/cookie fields.
 ANNOTATION_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9:]*$")
 DEFAULT_SERVER = "_"
+# nginx.tmpl ignore_invalid_headers on, underscores_in_headers off (config.go defaults
+# IgnoreInvalidHeaders true, EnableUnderscoresInHeaders false): a request header whose name
+# has anything but letters, digits and '-' is dropped before balancer.lua looks.
+NGINX_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+# parser/validators.go IsValidRegex: the basic characters plus regex ones, ^$[](){}*+?|&=\.
+PATTERN_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9:^$\[\](){}*+?|&=\\]*$")
+# canary/main.go CanaryAnnotations: the only canary annotations the controller reads.
+CANARY_ANNOTATIONS = (
+    "canary",
+    "canary-weight",
+    "canary-weight-total",
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+)
 
 
 @dataclass(frozen=True)
@@ -189,7 +217,14 @@ def decide_canary(
     if policy.header:
         # nginx exposes headers as $http_<name> with '-' turned into '_', case-insensitively.
         wanted = policy.header.lower().replace("-", "_")
-        value = next((v for k, v in request.headers.items() if k.replace("-", "_") == wanted), None)
+        value = next(
+            (
+                v
+                for k, v in request.headers.items()
+                if NGINX_HEADER_NAME.match(k) and k.lower().replace("-", "_") == wanted
+            ),
+            None,
+        )
         if value is not None:
             if policy.header_value:
                 # An exact value is set: only it matters, "always"/"never" are not special.
@@ -232,19 +267,202 @@ def _annotation(meta: Mapping[str, Any], key: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _int_annotation(meta: Mapping[str, Any], key: str, default: int) -> int:
-    raw = _annotation(meta, key)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        return default
+def go_atoi(raw: str) -> int | None:
+    """Go's ``strconv.Atoi`` (strconv/atoi.go, base 10, int64): an optional ``+`` or ``-``
+    then ASCII digits, nothing else -- no spaces, no ``_``, no fraction, no exponent; None
+    where Atoi returns an error (ingress-nginx then uses the annotation's default)."""
+    if re.fullmatch(r"[+-]?[0-9]+", raw) is None:
+        return None
+    value = int(raw)
+    return value if -(2**63) <= value < 2**63 else None  # ErrRange beyond int64
 
 
-def _char_checked(meta: Mapping[str, Any], key: str) -> str:
-    raw = _annotation(meta, key) or ""
-    return raw if ANNOTATION_CHARS.match(raw) else ""
+# strconv.ParseBool (strconv/atob.go): exactly these spellings.
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def go_parse_bool(raw: str) -> bool | None:
+    """Go's ``strconv.ParseBool``; None where it returns an error."""
+    return True if raw in GO_TRUE else False if raw in GO_FALSE else None
+
+
+@dataclass(frozen=True)
+class AnnotationIssue:
+    """A canary annotation that ingress-nginx ignores or reads otherwise than written.
+
+    Attributes:
+        annotation: the key as written (prefix included).
+        value: its value.
+        kind: ``unknown`` (no parser reads it), ``ignored`` (its value is read as the
+            default, or has no effect) or ``invalid`` (a header/cookie field reset to "" or
+            unusable because of its characters).
+        effect: what ingress-nginx does with it.
+        suggestion: the annotation probably meant, for an unknown one.
+    """
+
+    annotation: str
+    value: str
+    kind: str
+    effect: str
+    suggestion: str = ""
+
+
+@dataclass(frozen=True)
+class CanaryAnnotations:
+    """The canary configuration ingress-nginx reads from an Ingress's annotations
+    (``canary.Config``), and what it could not use."""
+
+    enabled: bool = False
+    weight: int = 0
+    weight_total: int = 100
+    header: str = ""
+    header_value: str = ""
+    header_pattern: str = ""
+    cookie: str = ""
+    issues: tuple[AnnotationIssue, ...] = ()
+
+
+def _unknown_canary_keys(annotations: Mapping[str, Any]) -> list[AnnotationIssue]:
+    """annotations.go ``Extract`` runs the registered parsers, each reading its own names
+    (canary/main.go ``CanaryAnnotations``): a misspelt canary annotation, or one under
+    another prefix, is read by nobody."""
+    found = []
+    for key, value in annotations.items():
+        prefix, _, name = str(key).rpartition("/")
+        known = f"{PREFIX}{name}" if name in CANARY_ANNOTATIONS else ""
+        if prefix + "/" == PREFIX and name in CANARY_ANNOTATIONS:
+            continue
+        close = difflib.get_close_matches(name.lower(), CANARY_ANNOTATIONS, n=1, cutoff=0.75)
+        if not (known or close or (prefix + "/" == PREFIX and name.lower().startswith("canary"))):
+            continue  # not of the canary family: another annotation, not ours to judge
+        meant = known or (PREFIX + close[0] if close else "")
+        found.append(
+            AnnotationIssue(
+                str(key),
+                str(value),
+                "unknown",
+                "no ingress-nginx parser reads it, so it has no effect",
+                meant,
+            )
+        )
+    return found
+
+
+def parse_canary(meta: Mapping[str, Any]) -> CanaryAnnotations:
+    """The canary annotations as controller-v1.15.1 reads them (canary/main.go ``Parse``).
+
+    Each value goes through parser/main.go ``checkAnnotation``, which runs the
+    annotation's validator on a non-empty value, then the typed read:
+
+    - ``canary``: ``ValidateBool`` / ``strconv.ParseBool``; otherwise false;
+    - ``canary-weight``, ``canary-weight-total``: ``ValidateInt`` / ``strconv.Atoi``
+      (:func:`go_atoi`); otherwise 0 and 100. A negative weight is kept and never wins
+      balancer.lua's ``math.random(total) <= weight``; a total of 100 or less is ignored
+      there (100 is used);
+    - ``canary-by-header``, ``-value``, ``canary-by-cookie``: ``ValidateRegex(BasicCharsRegex,
+      true)``, i.e. :data:`ANNOTATION_CHARS` once spaces are removed, then
+      ``normalizeString`` (trimmed); otherwise "";
+    - ``canary-by-header-pattern``: ``ValidateRegex(IsValidRegex, false)``
+      (:data:`PATTERN_CHARS`, spaces not allowed), then trimmed; otherwise "".
+
+    An empty value fails its typed read and is the default too. Every such case, and every
+    unknown ``canary*`` annotation, is listed in ``issues``.
+    """
+    annotations = meta.get("annotations") or {}
+    issues = _unknown_canary_keys(annotations)
+
+    def issue(key: str, raw: str, kind: str, effect: str) -> None:
+        issues.append(AnnotationIssue(PREFIX + key, raw, kind, effect))
+
+    raw = _annotation(meta, "canary")
+    enabled = False
+    if raw is not None:
+        parsed = go_parse_bool(raw)
+        if parsed is None:
+            issue(
+                "canary",
+                raw,
+                "ignored",
+                "strconv.ParseBool rejects it (1, t, T, TRUE, true, True or their false "
+                "spellings), so it is read as false: the Ingress is no canary",
+            )
+        enabled = bool(parsed)
+
+    def integer(key: str, default: int) -> int:
+        raw = _annotation(meta, key)
+        if raw is None:
+            return default
+        value = go_atoi(raw)
+        if value is None:
+            what = "empty" if raw == "" else "not an integer for strconv.Atoi"
+            issue(key, raw, "ignored", f"{what}, so it is read as {default}")
+            return default
+        return value
+
+    weight = integer("canary-weight", 0)
+    if weight < 0:
+        issue(
+            "canary-weight",
+            str(weight),
+            "ignored",
+            "a negative weight never wins math.random(total) <= weight: no request goes to "
+            "the canary by weight",
+        )
+    weight_total = integer("canary-weight-total", 100)
+    if weight_total < 100:
+        issue(
+            "canary-weight-total",
+            str(weight_total),
+            "ignored",
+            "balancer.lua uses a total only above 100, so the weight counts out of 100",
+        )
+
+    def text(key: str, pattern: re.Pattern[str], spaces_allowed: bool) -> str:
+        raw = _annotation(meta, key)
+        if raw is None:
+            return ""
+        checked = raw.replace(" ", "") if spaces_allowed else raw
+        if raw.strip() == "":
+            issue(key, raw, "ignored", "empty, so it is read as '' and never applies")
+            return ""
+        if not pattern.match(checked) or "\n" in checked or "\r" in checked:
+            allowed = "[/-._~a-zA-Z0-9:]" + ("" if spaces_allowed else " and ^$[](){}*+?|&=\\")
+            issue(
+                key,
+                raw,
+                "invalid",
+                f"has characters outside {allowed}, so it is silently reset to '' and that "
+                "routing rule never applies",
+            )
+            return ""
+        value = raw.strip()
+        if " " in value and key in ("canary-by-header", "canary-by-cookie"):
+            # Kept by the parser, but nginx drops header lines whose name has a space
+            # (ignore_invalid_headers on) and cookie names are tokens: nothing can match.
+            issue(
+                key,
+                raw,
+                "invalid",
+                "a name with a space is kept, but no request can carry such a header or "
+                "cookie, so that routing rule never applies",
+            )
+        return value
+
+    header = text("canary-by-header", ANNOTATION_CHARS, True)
+    header_value = text("canary-by-header-value", ANNOTATION_CHARS, True)
+    header_pattern = text("canary-by-header-pattern", PATTERN_CHARS, False)
+    cookie = text("canary-by-cookie", ANNOTATION_CHARS, True)
+    return CanaryAnnotations(
+        enabled,
+        weight,
+        weight_total,
+        header,
+        header_value,
+        header_pattern,
+        cookie,
+        tuple(issues),
+    )
 
 
 def is_nginx_ingress(obj: Mapping[str, Any], ingress_class: str = "nginx") -> bool:
@@ -262,8 +480,8 @@ def is_nginx_ingress(obj: Mapping[str, Any], ingress_class: str = "nginx") -> bo
 
 
 def canary_enabled(obj: Mapping[str, Any]) -> bool:
-    """``nginx.ingress.kubernetes.io/canary: "true"``."""
-    return (_annotation(obj.get("metadata") or {}, "canary") or "").lower() == "true"
+    """``nginx.ingress.kubernetes.io/canary`` read as Go's ``strconv.ParseBool`` true."""
+    return parse_canary(obj.get("metadata") or {}).enabled
 
 
 def canary_misconfigured(obj: Mapping[str, Any]) -> bool:
@@ -271,20 +489,20 @@ def canary_misconfigured(obj: Mapping[str, Any]) -> bool:
 
     annotations/canary/main.go ``Parse``: an error only when a parsed value is set (weight
     above 0, or a non-empty header, header value, header pattern or cookie), so
-    ``canary-weight: "0"`` or ``canary-weight-total`` alone are no error.
+    ``canary-weight: "0"``, an unparsable weight or ``canary-weight-total`` alone are no error.
     """
-    if canary_enabled(obj):
+    parsed = parse_canary(obj.get("metadata") or {})
+    if parsed.enabled:
         return False
-    meta = obj.get("metadata") or {}
-    return _int_annotation(meta, "canary-weight", 0) > 0 or any(
-        _annotation(meta, key)
-        for key in (
-            "canary-by-header",
-            "canary-by-header-value",
-            "canary-by-header-pattern",
-            "canary-by-cookie",
-        )
+    return parsed.weight > 0 or any(
+        (parsed.header, parsed.header_value, parsed.header_pattern, parsed.cookie)
     )
+
+
+def annotation_issues(obj: Mapping[str, Any]) -> tuple[AnnotationIssue, ...]:
+    """What ingress-nginx ignores or reads otherwise among an Ingress's canary annotations
+    (:func:`parse_canary`): what the linter reports."""
+    return parse_canary(obj.get("metadata") or {}).issues
 
 
 def _backend_upstream(namespace: str, backend: Mapping[str, Any] | None) -> Upstream | None:
@@ -374,15 +592,15 @@ def _same_type(a: str, b: str) -> bool:
 
 def _merge_canary(config: NginxConfig, ing: Mapping[str, Any], namespace: str) -> None:
     name = ing["metadata"]["name"]
-    meta = ing.get("metadata") or {}
+    parsed = parse_canary(ing.get("metadata") or {})
     policy = CanaryPolicy(
         ingress=name,
-        weight=_int_annotation(meta, "canary-weight", 0),
-        weight_total=_int_annotation(meta, "canary-weight-total", 100),
-        header=_char_checked(meta, "canary-by-header"),
-        header_value=_char_checked(meta, "canary-by-header-value"),
-        header_pattern=_annotation(meta, "canary-by-header-pattern") or "",
-        cookie=_char_checked(meta, "canary-by-cookie"),
+        weight=parsed.weight,
+        weight_total=parsed.weight_total,
+        header=parsed.header,
+        header_value=parsed.header_value,
+        header_pattern=parsed.header_pattern,
+        cookie=parsed.cookie,
     )
     spec = ing.get("spec") or {}
     default_alt = _backend_upstream(namespace, spec.get("defaultBackend"))

@@ -172,7 +172,17 @@ def test_header_pattern_speaks_pcre() -> None:
 def test_header_name_matches_case_insensitively_with_dash_as_underscore() -> None:
     objects = [MAIN, canary_ingress(canary_by_header="X-Canary")]
     assert service_of(route(objects, headers={"x-canary": "always"})) == "canary"
-    assert service_of(route(objects, headers={"X_CANARY": "always"})) == "canary"
+    # balancer.lua reads ngx.var["http_" .. name with '-' as '_']: an annotation X_Canary is
+    # the request header X-Canary.
+    underscored = [MAIN, canary_ingress(canary_by_header="X_Canary")]
+    assert service_of(route(underscored, headers={"X-CANARY": "always"})) == "canary"
+
+
+def test_request_headers_with_underscores_never_reach_the_canary_rules() -> None:
+    """nginx.tmpl: ignore_invalid_headers on, underscores_in_headers off (config.go
+    defaults): nginx drops a request header named X_Canary before balancer.lua runs."""
+    objects = [MAIN, canary_ingress(canary_by_header="X-Canary")]
+    assert service_of(route(objects, headers={"X_CANARY": "always"})) == "stable"
 
 
 def test_cookie_always_and_never() -> None:
@@ -287,8 +297,70 @@ def test_canary_weight_zero_without_canary_true_is_no_error() -> None:
 
 
 def test_invalid_header_name_silently_disables_header_routing() -> None:
-    objects = [MAIN, canary_ingress(canary_by_header="X Canary")]
-    assert service_of(route(objects, headers={"X Canary": "always"})) == "stable"
+    """parser/validators.go BasicCharsRegex: 'X!Canary' is reset to '' (no header rule);
+    'X Canary' passes (spaces are removed before the check) but no request header can have
+    that name, so nothing matches it either."""
+    for name in ("X!Canary", "X Canary"):
+        objects = [MAIN, canary_ingress(canary_by_header=name)]
+        assert service_of(route(objects, headers={name: "always"})) == "stable"
+    assert nginx.parse_canary(canary_ingress(canary_by_header="X!Canary")["metadata"]).header == ""
+
+
+def test_canary_annotation_values_are_read_by_go_parsers() -> None:
+    """canary/main.go Parse via parser/main.go: canary is strconv.ParseBool, the weights
+    strconv.Atoi (a rejected value is the default), text fields are trimmed, and an empty
+    value is the default. Each rejected value is an issue the linter reports."""
+    # (annotations, field, value read, whether the linter gets an issue)
+    cases: list[tuple[dict[str, str], str, object, bool]] = [
+        ({"canary_weight": "30"}, "weight", 30, False),
+        ({"canary_weight": "+30"}, "weight", 30, False),
+        ({"canary_weight": "007"}, "weight", 7, False),
+        ({"canary_weight": "abc"}, "weight", 0, True),
+        ({"canary_weight": "1e3"}, "weight", 0, True),
+        ({"canary_weight": "10.5"}, "weight", 0, True),
+        ({"canary_weight": " 10"}, "weight", 0, True),
+        ({"canary_weight": "1_0"}, "weight", 0, True),
+        ({"canary_weight": ""}, "weight", 0, True),
+        ({"canary_weight": "-5"}, "weight", -5, True),
+        ({"canary_weight": "99999999999999999999"}, "weight", 0, True),
+        ({"canary_weight_total": "x"}, "weight_total", 100, True),
+        ({"canary_weight_total": "50"}, "weight_total", 50, True),
+        ({"canary_weight_total": "1000"}, "weight_total", 1000, False),
+        ({"canary_by_header": " X-Canary "}, "header", "X-Canary", False),
+        ({"canary_by_header_value": "yes please"}, "header_value", "yes please", False),
+        ({"canary_by_header_value": "yes!"}, "header_value", "", True),
+        ({"canary_by_header_pattern": "a b"}, "header_pattern", "", True),
+        ({"canary_by_header_pattern": "^(cd|sz)$"}, "header_pattern", "^(cd|sz)$", False),
+    ]
+    for notes, field, expected, flagged in cases:
+        parsed = nginx.parse_canary(canary_ingress(**notes)["metadata"])
+        assert getattr(parsed, field) == expected, (notes, parsed)
+        assert bool(parsed.issues) is flagged, (notes, parsed.issues)
+    for spelling, enabled in (("true", True), ("T", True), ("1", True), ("tRUE", False)):
+        meta = canary_ingress()["metadata"] | {"annotations": {P + "canary": spelling}}
+        assert nginx.parse_canary(meta).enabled is enabled, spelling
+
+
+def test_a_negative_weight_never_draws_the_canary() -> None:
+    """balancer.lua: math.random(total) <= weight never holds for a weight below 1."""
+    config = nginx.load([MAIN, canary_ingress(canary_weight="-5")])
+    draws = [
+        config.route(RoutedRequest.build("foo.bar", "/"), random.Random(s)) for s in range(200)
+    ]
+    assert {service_of(d) for d in draws} == {"stable"}
+
+
+def test_an_unknown_canary_annotation_is_read_by_nobody() -> None:
+    """canary/main.go CanaryAnnotations lists the seven names the parser reads; annotations.go
+    Extract runs only registered parsers: canary-wieght has no effect (weight 0)."""
+    objects = [MAIN, canary_ingress(canary_wieght="100")]
+    assert {service_of(route(objects, seed=s)) for s in range(20)} == {"stable"}
+    (issue,) = nginx.annotation_issues(objects[1])
+    assert (issue.annotation, issue.kind, issue.suggestion) == (
+        P + "canary-wieght",
+        "unknown",
+        P + "canary-weight",
+    )
 
 
 def test_unknown_host_goes_to_the_default_backend() -> None:
