@@ -323,6 +323,15 @@ class CanaryAnnotations:
     issues: tuple[AnnotationIssue, ...] = ()
 
 
+def request_header_for(header: str) -> str | None:
+    """The request header that reaches a ``canary-by-header`` rule, or None when no request
+    can: balancer.lua reads ``ngx.var["http_" .. name]`` with ``-`` as ``_`` (so ``X_Canary``
+    is the request header ``X-Canary``), and nginx drops request header names with other
+    characters than letters, digits and ``-`` (``ignore_invalid_headers``)."""
+    name = header.replace("_", "-")
+    return name if NGINX_HEADER_NAME.match(name) else None
+
+
 def _unknown_canary_keys(annotations: Mapping[str, Any]) -> list[AnnotationIssue]:
     """annotations.go ``Extract`` runs the registered parsers, each reading its own names
     (canary/main.go ``CanaryAnnotations``): a misspelt canary annotation, or one under

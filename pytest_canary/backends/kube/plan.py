@@ -339,17 +339,15 @@ def _nginx_plan(
         want = NginxWant(
             main=location.upstream.name, canary=alternative.name, policy=_policy(policy)
         )
-        if policy.header:
+        # The request header that reaches the rule: X_Canary is read from X-Canary; a name
+        # no request can carry (a space) gets no probe.
+        sent = nginx_model.request_header_for(policy.header) if policy.header else None
+        if sent:
             if policy.header_value:
-                probes.append(
-                    (
-                        f"{policy.header}: {policy.header_value}",
-                        {policy.header: policy.header_value},
-                    )
-                )
+                probes.append((f"{sent}: {policy.header_value}", {sent: policy.header_value}))
             elif not policy.header_pattern:
-                probes.append((f"{policy.header}: always", {policy.header: "always"}))
-                probes.append((f"{policy.header}: never", {policy.header: "never"}))
+                probes.append((f"{sent}: always", {sent: "always"}))
+                probes.append((f"{sent}: never", {sent: "never"}))
         if policy.cookie:
             for value in ("always", "never"):
                 probes.append(

@@ -404,7 +404,8 @@ current-context: staging-eu
             "*canary: kube backend (context staging-eu; entries *=http://127.0.0.1:*; "
             "keep namespaces failed)",
             "*canary diagnostics*",
-            "*--- manifests of shop (canary) ---*",
+            "*--- manifests of shop (canary): routing objects ---*",
+            "(every section in full: */artifacts/*)",
             "*canary kept namespaces*",
             "canary-test-bad-*",
         ]

@@ -333,7 +333,8 @@ def test_nginx_weighted_canary_plan() -> None:
 def test_nginx_policy_is_what_the_controller_reports_for_hand_written_annotations() -> None:
     # ingress-nginx internal/ingress/annotations/canary/main.go: canary-weight-total is reported
     # as written (balancer.lua then ignores a total <= 100) and a header/cookie that fails
-    # BasicCharsRegex becomes "", so /dbg backends all never shows the raw values.
+    # BasicCharsRegex (spaces removed first) becomes "": /dbg backends all shows the values as
+    # parsed. "X Canary" passes but no request can carry it: no forced route.
     spec, objects = objects_of(Scenario("x", "nginx", "1.0", "2.0", {"weight": 20}))
     canary = next(
         o for o in objects if o["metadata"]["name"] == "kubeapp-canary" and o["kind"] == "Ingress"
@@ -345,8 +346,19 @@ def test_nginx_policy_is_what_the_controller_reports_for_hand_written_annotation
     plan = plan_for(objects, Dataplane("nginx"), namespace=NS, host=spec.host)
     assert plan.nginx is not None
     assert plan.nginx.policy["weightTotal"] == 50
-    assert (plan.nginx.policy["header"], plan.nginx.policy["cookie"]) == ("", "")
+    assert (plan.nginx.policy["header"], plan.nginx.policy["cookie"]) == ("X Canary", "")
     assert routes_of(plan) == {"default": ({}, {"1.0", "2.0"})}  # 20 of 100, no forced route
+
+
+def test_an_underscored_canary_header_is_probed_with_the_request_header_that_reaches_it() -> None:
+    # balancer.lua reads ngx.var["http_x_canary"]: the request header X-Canary; nginx drops a
+    # request header named X_Canary (ignore_invalid_headers on, underscores_in_headers off).
+    plan = plan_of("nginx", weight=20, header="X_Canary")
+    assert routes_of(plan) == {
+        "default": ({}, {"1.0", "2.0"}),
+        "X-Canary: always": ({"X-Canary": "always"}, {"2.0"}),
+        "X-Canary: never": ({"X-Canary": "never"}, {"1.0"}),
+    }
 
 
 def test_nginx_header_value_cookie_and_virtual_host_routes() -> None:
