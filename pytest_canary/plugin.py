@@ -22,33 +22,26 @@ import pytest
 
 from pytest_canary import config as options
 from pytest_canary.errors import BackendError, CanaryConfigError, CanaryError
-from pytest_canary.report import (
-    SUMMARY_WIDTH,
-    CanaryAssertionError,
-    Verdict,
-    VerdictLog,
-    failure_evidence,
-    junit_properties,
-)
 
 if TYPE_CHECKING:
     from pytest_canary.backends.base import Backend
     from pytest_canary.config import Settings
     from pytest_canary.harness import Harness
+    from pytest_canary.report import Verdict, VerdictLog
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 RUNS_CACHE_DIR = "canary-runs"  # under .pytest_cache/d/: one record per finished run
 
-backend_key = pytest.StashKey["Backend"]()
-verdicts_key = pytest.StashKey[VerdictLog]()
-pending_verdicts_key = pytest.StashKey[list[Verdict]]()
+backend_key: pytest.StashKey[Backend] = pytest.StashKey()
+verdicts_key: pytest.StashKey[VerdictLog] = pytest.StashKey()
+pending_verdicts_key: pytest.StashKey[list[Verdict]] = pytest.StashKey()
 verdict_count_key = pytest.StashKey[int]()
 VERDICT_PROPERTY = "canary_verdict"
 seed_key = pytest.StashKey[int]()
 seed_origin_key = pytest.StashKey[str]()
 resolved_key = pytest.StashKey[dict[str, options.Resolved]]()
-settings_key = pytest.StashKey["Settings"]()
-harness_key = pytest.StashKey["Harness"]()
+settings_key: pytest.StashKey[Settings] = pytest.StashKey()
+harness_key: pytest.StashKey[Harness] = pytest.StashKey()
 swept_key = pytest.StashKey[list[str]]()
 cluster_options_key = pytest.StashKey[Any]()  # KubeOptions or KindOptions
 run_id_key = pytest.StashKey[str]()
@@ -378,8 +371,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "canary(alpha=None, tolerance=None, leak=None, max_requests=None, concurrency=None, "
         "timeout=None): statistical and traffic settings of pytest-canary for this test.",
     )
-    config.stash[verdicts_key] = VerdictLog()
-    config.pluginmanager.register(VerdictCollector(config.stash[verdicts_key]), "canary-verdicts")
+    config.pluginmanager.register(VerdictCollector(config), "canary-verdicts")
     try:
         # Every setting once, so that a typo fails the run once, not every test.
         config.stash[resolved_key] = options.resolve(ALL_OPTIONS, _sources(config))
@@ -649,12 +641,11 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     excinfo = call.excinfo
-    if (
-        excinfo is not None
-        and isinstance(excinfo.value, (CanaryError, CanaryAssertionError))
-        and not item.config.getoption("fulltrace", False)
-    ):
-        _hide_own_frames(excinfo)
+    if excinfo is not None and not item.config.getoption("fulltrace", False):
+        from pytest_canary.report import CanaryAssertionError
+
+        if isinstance(excinfo.value, (CanaryError, CanaryAssertionError)):
+            _hide_own_frames(excinfo)
     report = yield
     _attach_verdicts(item, report)
     harness = item.stash.get(harness_key, None)
@@ -674,6 +665,10 @@ def _attach_verdicts(item: pytest.Item, report: pytest.TestReport) -> None:
     become JUnit properties of the test case (junitxml writes those of the teardown report,
     which carries ``item.user_properties``)."""
     pending = item.stash.get(pending_verdicts_key, [])
+    if not pending:
+        return
+    from pytest_canary.report import junit_properties
+
     expected = report.when == "call" and (report.passed or hasattr(report, "wasxfail"))
     for verdict in pending:
         if expected and not verdict.passed:
@@ -697,6 +692,8 @@ def _attach_diagnostics(item: pytest.Item, report: pytest.TestReport, harness: H
             from pytest_canary.backends.artifacts import write_artifacts
 
             folder = write_artifacts(diagnostics, Path(artifacts), item.nodeid)
+        from pytest_canary.report import failure_evidence
+
         report.sections.append(
             (
                 "canary diagnostics",
@@ -709,15 +706,19 @@ def _attach_diagnostics(item: pytest.Item, report: pytest.TestReport, harness: H
 
 class VerdictCollector:
     """Collects the verdicts carried by test reports into the session's log (in an xdist
-    run, the controller receives the workers' reports)."""
+    run, the controller receives the workers' reports). The log exists from the first
+    verdict on: a run without any loads nothing of the report module."""
 
-    def __init__(self, log: VerdictLog) -> None:
-        self.log = log
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == VERDICT_PROPERTY and isinstance(value, dict):
-                self.log.add(Verdict.from_json(value))
+                from pytest_canary.report import Verdict, VerdictLog
+
+                log = self.config.stash.setdefault(verdicts_key, VerdictLog())
+                log.add(Verdict.from_json(value))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -733,6 +734,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if log is None or not log.verdicts:
         return
     terminalreporter.section("canary verdicts")
+    from pytest_canary.report import SUMMARY_WIDTH
+
     for line in log.summary_lines(SUMMARY_WIDTH):
         terminalreporter.write_line(line)
 
@@ -746,7 +749,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         _record_run(config, exitstatus)
         log = config.stash.get(verdicts_key, None)
         report = _resolved(config, "report")
-        if report and log is not None:
+        if report:
+            if log is None:  # no verdict in this run: the report says so
+                from pytest_canary.report import VerdictLog
+
+                log = VerdictLog()
             log.write_json(
                 Path(report),
                 {"seed": config.stash.get(seed_key, None), "backend": _resolved(config, "backend")},
