@@ -314,7 +314,7 @@ def test_runtime_option_is_in_help_and_header(pytester: pytest.Pytester) -> None
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest("--help")
     help_text = " ".join(result.stdout.str().split())  # argparse wraps the help
-    assert "--canary-runtime=CANARY_RUNTIME How the local backend runs pods" in help_text
+    assert "--canary-runtime={process,docker} How the local backend runs pods" in help_text
     assert "canary_runtime (string): How the local backend runs pods" in help_text
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(
@@ -329,7 +329,7 @@ def test_runtime_option_is_in_help_and_header(pytester: pytest.Pytester) -> None
             ["--canary-runtime=podman"],
             "",
             None,
-            "*--canary-runtime=podman: must be one of process, docker*",
+            "*runtime 'podman' from command line --canary-runtime: must be one of process, docker",
         ),
         ([], "canary_runtime = vm", None, "*runtime 'vm' from ini canary_runtime: must be one of*"),
         ([], "", "k8s", "*runtime 'k8s' from environment PYTEST_CANARY_RUNTIME: must be one of*"),
