@@ -44,6 +44,9 @@ STRATEGIES: tuple[str, ...] = (
 # cookie name must match this; upstream silently resets a bad value to "", we refuse it.
 NGINX_ANNOTATION_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9:]*$")
 NGINX_ALLOWED_CHARS = "letters, digits and / - . _ ~ :"
+# parser/validators.go IsValidRegex (canary-by-header-pattern): those plus ^$[](){}*+?|&=\;
+# the model (dataplane/nginx.py PATTERN_CHARS) resets anything else to "", as upstream does.
+NGINX_PATTERN_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9:^$\[\](){}*+?|&=\\]*$")
 
 # Kubernetes label value (versions become the `version` label and the image tag).
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -340,6 +343,13 @@ def _regex(fld: str, value: object) -> str:
 def _pcre(fld: str, value: object) -> None:
     # ingress-nginx balancer.lua matches canary-by-header-pattern with PCRE (ngx.re.match).
     pattern = _regex(fld, value)
+    if not NGINX_PATTERN_CHARS.match(pattern):
+        raise _fail(
+            fld,
+            _short(pattern),
+            f"ingress-nginx accepts only {NGINX_ALLOWED_CHARS} and ^$[](){{}}*+?|&=\\ in a "
+            "header pattern (it would silently ignore this one)",
+        )
     problem = pcre_problem(pattern)
     if problem:
         raise _fail(

@@ -152,10 +152,17 @@ def test_istio_regex_longer_than_istiod_allows_is_refused() -> None:
         )
 
 
-@pytest.mark.parametrize("pattern", ["(?<=x)y", r"(a)\1", "a*+", r"\p{Greek}"])
+@pytest.mark.parametrize("pattern", ["y(?=x)", r"(a)\1", "a*+", r"\p{Greek}"])
 def test_nginx_header_pattern_is_pcre(pattern: str) -> None:
     spec = build_spec("nginx", stable="1.0", canary="2.0", header_pattern=pattern)
     assert spec.header_pattern == pattern
+
+
+@pytest.mark.parametrize("pattern", ["(?<=x)y", "a b", "a,b", "#x"])
+def test_nginx_header_pattern_outside_is_valid_regex_is_refused(pattern: str) -> None:
+    """parser/validators.go IsValidRegex: ingress-nginx would reset it to '' silently."""
+    with pytest.raises(CanaryConfigError, match="in a header pattern .it would silently ignore"):
+        build_spec("nginx", stable="1.0", canary="2.0", header_pattern=pattern)
 
 
 def test_nginx_header_pattern_that_pcre_cannot_compile_is_refused() -> None:
