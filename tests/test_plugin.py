@@ -249,10 +249,13 @@ def test_session_options_resolve_like_every_setting(
         ["*runtime 'podman' from environment PYTEST_CANARY_RUNTIME: must be one of process, docker"]
     )
     monkeypatch.delenv("PYTEST_CANARY_RUNTIME")
-    monkeypatch.setenv("PYTEST_CANARY_KEEP_CLUSTER", "maybe")
+    monkeypatch.setenv("PYTEST_CANARY_ANY_KUBERNETES_VERSION", "maybe")  # a switch
     result = pytester.runpytest()
     result.stderr.fnmatch_lines(
-        ["*keep_cluster 'maybe' from environment PYTEST_CANARY_KEEP_CLUSTER: must be one of 1, *"]
+        [
+            "*any_kubernetes_version 'maybe' from environment "
+            "PYTEST_CANARY_ANY_KUBERNETES_VERSION: must be one of 1, *"
+        ]
     )
 
 
@@ -543,8 +546,8 @@ def test_progress_lines_show_while_output_is_captured(
     kind = tools / "kind"
     kind.write_text(
         '#!/bin/sh\ncase "$1 $2" in\n'
+        "  'version ') echo 'kind v0.31.0 go1.25.5 linux/amd64' ;;\n"
         "  'get clusters') echo pytest-canary ;;\n"
-        "  'get kubeconfig') echo 'apiVersion: v1' ;;\n"
         "esac\n"
     )
     kubectl = tools / "kubectl"
