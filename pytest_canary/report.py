@@ -242,11 +242,16 @@ def format_rows(
     if width is not None:
         total = len(indent) + sum(widths) + 2 * (len(widths) - 1)
         while total > width:
-            candidates = [i for i in shrink if widths[i] > min_width]
+            candidates = sorted(
+                (i for i in shrink if widths[i] > min_width), key=lambda i: -widths[i]
+            )
             if not candidates:
                 break
-            widest = max(candidates, key=lambda i: widths[i])
-            cut = min(total - width, widths[widest] - min_width)
+            # Level the widest down to the next one (or the minimum) first: the cut is
+            # shared among the long columns instead of eating one of them.
+            widest = candidates[0]
+            floor = max([min_width, *(widths[i] for i in candidates[1:2])])
+            cut = max(1, min(total - width, widths[widest] - floor))
             widths[widest] -= cut
             total -= cut
     return [

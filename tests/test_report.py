@@ -1,0 +1,111 @@
+"""Verdicts as users read them: the session summary, JUnit properties, failure evidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pytest_canary.report import (
+    Verdict,
+    VerdictLog,
+    failure_evidence,
+    format_rows,
+    junit_properties,
+)
+from pytest_canary.stats import Interval
+
+
+def verdict(**changes: object) -> Verdict:
+    values: dict[str, object] = {
+        "kind": "split",
+        "passed": True,
+        "decision": "PASS",
+        "expected": {"2.0": 0.2, "1.0": 0.8},
+        "observed": {"2.0": 0.21, "1.0": 0.79},
+        "counts": {"2.0": 210, "1.0": 790},
+        "n": 1000,
+        "errors": {},
+        "alpha": 0.001,
+        "tolerance": 0.05,
+        "intervals": {"2.0": Interval(0.17, 0.24), "1.0": Interval(0.76, 0.83)},
+        "test": "suites/test_x.py::test_split",
+        "strategy": "nginx",
+    }
+    return Verdict(**(values | changes))  # type: ignore[arg-type]
+
+
+def test_the_summary_fits_120_columns_sharing_the_cut_among_long_columns() -> None:
+    log = VerdictLog()
+    log.add(verdict(kind="routed", request="x-beta-user: yes", strategy="own manifests"))
+    log.add(verdict(kind="zero-downtime", request="promote(check_errors=True)", expected={}))
+    three = {"v1": 0.5, "v2": 0.25, "v3": 0.25}
+    log.add(verdict(expected=three, observed=three, test="t.py::" + "test_long_" * 20))
+    lines = log.summary_lines(120)
+    assert max(len(line) for line in lines) <= 120
+    header, rows = lines[0], [line for line in lines[1:] if line.startswith("  ")]
+    checks = [row[header.index("check") : header.index("expected")].strip() for row in rows]
+    # The cut is shared: the long check cells keep a readable part, not a stub.
+    assert checks[:2] == ["routed \u2026beta-user: yes)", "zero-do\u2026k_errors=True))"]
+    assert any("\u2026" in line for line in lines)
+    assert lines[1] == "suites/test_x.py::test_split" and lines[-2].startswith("t.py::test_long")
+
+
+def test_format_rows_without_a_width_keeps_every_cell() -> None:
+    rows = [["a", "b"], ["x" * 50, "y"]]
+    assert format_rows(rows) == ["a" + " " * 51 + "b", "x" * 50 + "  y"]
+
+
+def test_a_caught_failure_reads_as_expected() -> None:
+    caught = verdict(passed=False, decision="FAIL", caught=True)
+    assert caught.result == "FAIL (expected)"
+    assert verdict().result == "PASS"
+
+
+def test_junit_properties_follow_the_verdicts_json_whatever_its_fields() -> None:
+    """A kind of verdict with fields of its own (e.g. canary vs stable health) reaches the
+    JUnit file without any change to the writer."""
+
+    @dataclass
+    class HealthVerdict(Verdict):
+        error_rate: dict[str, float] = field(default_factory=dict)
+        latency_ratio: float = 1.0
+
+    health = HealthVerdict(
+        **{k: v for k, v in vars(verdict(kind="health")).items()},
+        error_rate={"2.0": 0.01, "1.0": 0.0},
+        latency_ratio=1.25,
+    )
+    properties = dict(junit_properties(health, 2))
+    assert properties["canary.2"].startswith("canary health expectation PASS")
+    assert properties["canary.2.kind"] == "health"
+    assert properties["canary.2.error_rate[2.0]"] == "0.01"
+    assert properties["canary.2.latency_ratio"] == "1.25"
+    assert properties["canary.2.intervals[2.0]"] == "[0.17, 0.24]"
+    assert properties["canary.2.errors"] == "none"
+    assert "canary.2.history" not in properties and "canary.2.test" not in properties
+
+
+def test_failure_evidence_counts_repeated_log_lines_and_keeps_routing_objects() -> None:
+    sections = {
+        "router access log (last 4)": "\n".join(
+            [
+                "11:00:01 foo.bar / -> [stable:80] pod-a 200 (weight 30/100 drew the main backend)",
+                "11:00:02 foo.bar / -> [canary:80] pod-b 200 (weight 30/100 drew the canary)",
+                "11:00:03 foo.bar / -> [stable:80] pod-a 200 (weight 30/100 drew the main backend)",
+                "11:00:04 foo.bar / -> [stable:80] pod-a 200 (weight 30/100 drew the main backend)",
+            ]
+        ),
+        "manifests of shop (canary)": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n"
+        "  name: shop\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n"
+        "  name: shop-canary\n",
+        "events": "\n".join(f"event {i}" for i in range(40)),
+    }
+    text = failure_evidence(sections, max_lines=30)
+    assert "3x foo.bar / -> [stable:80] pod-a 200 (weight 30/100 drew the main backend)" in text
+    assert "kind: Ingress" in text and "kind: Deployment" not in text
+    assert "(not shown: Deployment/shop)" in text
+    assert "... 10 more lines" in text
+    # The manifests come last, after the evidence.
+    assert text.index("--- events ---") < text.index("--- manifests of shop (canary)")
+    assert text.endswith("(every section in full, manifests included: --canary-artifacts=DIR)")
+    written = failure_evidence(sections, full_at="/tmp/evidence/test_x")
+    assert written.endswith("(every section in full: /tmp/evidence/test_x)")
