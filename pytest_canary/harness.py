@@ -179,7 +179,7 @@ class Harness:
                 warnings.warn(lint.FindingWarning(str(finding)), stacklevel=2)
         moved = byo.rewrite_namespace(objects, env.namespace)
         host = host if host is not None else byo.default_host(moved)
-        handle = _applied_class(moved, version_label, env.runs_argo_rollouts)(
+        handle = _applied_class(moved, version_label, env)(
             self,
             moved,
             versions=tuple(dict.fromkeys(versions.values())),
@@ -878,12 +878,13 @@ def _release_class(strategy: str) -> type[Release]:
 
 
 def _applied_class(
-    objects: list[Manifest], version_label: str, runs_argo_rollouts: bool
+    objects: list[Manifest], version_label: str, env: Environment
 ) -> Callable[..., AppliedManifests]:
     """The handle of applied manifests: with an Argo ``Rollout``, on a backend that runs
-    the controller, one that drives it."""
+    the controller, one that drives it (asked only when there is a Rollout: a cluster
+    backend may install the controller when asked)."""
     rollouts = [o["metadata"]["name"] for o in objects if o.get("kind") == "Rollout"]
-    if not rollouts or not runs_argo_rollouts:
+    if not rollouts or not env.runs_argo_rollouts:
         return AppliedManifests
     if len(rollouts) > 1:
         raise CanaryConfigError(

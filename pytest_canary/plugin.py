@@ -203,7 +203,7 @@ CLUSTER_OPTIONS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
         "canary_addons",
         "LIST",
         "Add-ons to install on kind, comma-separated: gateway-api, ingress-nginx, istio (default "
-        "all three) or none.",
+        "all three), argo-rollouts (otherwise installed when a test first needs it) or none.",
         "store",
     ),
     (

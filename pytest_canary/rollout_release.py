@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# Waits: this long for the controller to act, plus what is left of a timed pause.
-SETTLE_TIMEOUT = 60.0
-
 
 class RolloutMoved(AssertionError):
     """The Rollout changed its traffic split while an expectation was sampling."""
@@ -92,8 +89,9 @@ class RolloutControls:
     # -- waits ---------------------------------------------------------------------------
 
     def _timeout(self) -> float:
-        """How long a wait may take: 60 s for the controller, plus what is left of the
-        current timed pause (every timed pause before the status is known)."""
+        """How long a wait may take: the environment's time for the controller to act (60 s
+        locally, ``--canary-wait-timeout`` on a cluster), plus what is left of the current
+        timed pause (every timed pause before the status is known)."""
         remaining = 0.0
         config = self._config()
         try:
@@ -107,19 +105,27 @@ class RolloutControls:
             remaining = float(step.pause_seconds)
         elif config is not None:
             remaining = float(sum(s.pause_seconds or 0 for s in config.steps))
-        return SETTLE_TIMEOUT + remaining
+        return self._environment.rollout_settle_timeout + remaining
 
     def _config(self) -> model.RolloutConfig | None:
         return None
 
-    def _await(self, what: str, until: Callable[[RolloutStatus], bool]) -> RolloutStatus:
+    def _await_served(self) -> None:
+        """Return once the data plane serves what the controller wrote (no-op where routing
+        follows the controller's writes at once, the local backend)."""
+
+    def _await(
+        self, what: str, until: Callable[[RolloutStatus], bool], *, serve: bool = True
+    ) -> RolloutStatus:
         status = self._environment.await_rollout(
             self._rollout, until, what=what, timeout=self._timeout()
         )
         self._seen_pause = _pause_key(status)
+        if serve:
+            self._await_served()
         return status
 
-    def _await_settled(self) -> RolloutStatus:
+    def _await_settled(self, *, serve: bool = True) -> RolloutStatus:
         """The next pause (not the one seen last), the end (Healthy) or Degraded."""
         seen = self._seen_pause
         return self._await(
@@ -127,6 +133,7 @@ class RolloutControls:
             lambda s: (
                 (s.paused and _pause_key(s) != seen) or s.phase in (model.HEALTHY, model.DEGRADED)
             ),
+            serve=serve,
         )
 
     def wait_for_pause(self) -> RolloutStatus:
@@ -241,6 +248,9 @@ class RolloutRelease(RolloutControls, Release):
     def _config(self) -> model.RolloutConfig | None:
         return model.read_rollout(rollout_manifests.rollout(self.spec, self.spec.canary))
 
+    def _await_served(self) -> None:
+        self._environment.await_dataplane(self.spec, self.objects)
+
     # -- facts ---------------------------------------------------------------------------
 
     @property
@@ -263,8 +273,7 @@ class RolloutRelease(RolloutControls, Release):
         env = self._environment
         if not env.runs_argo_rollouts:
             raise BackendError(
-                f"the {type(env).__name__} backend does not run Argo Rollouts yet; the local "
-                "backend does (--canary-backend=local)"
+                f"deploy('rollouts', ...): {env.argo_rollouts_missing()}"
             )
         if phase is not Phase.CANARY or self.objects:
             raise CanaryConfigError(
@@ -443,8 +452,18 @@ class AppliedRollout(RolloutControls, AppliedManifests):
         return model.read_rollout(obj) if obj is not None else None
 
     def _after_apply(self) -> None:
-        """Wait, like ``deploy``, for the first pause, the end or an abort."""
-        self._await_settled()
+        """Wait, like ``deploy``, for the first pause, the end or an abort (the data plane
+        was just awaited by ``canary.apply``)."""
+        self._await_settled(serve=False)
+
+    def _await_served(self) -> None:
+        self._environment.await_manifests(
+            self.objects,
+            self.entry,
+            path=self.path,
+            version_label=self._label_name,
+            version_from=self.version_from,
+        )
 
     @property
     def canary_version(self) -> str | None:

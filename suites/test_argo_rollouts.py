@@ -31,11 +31,11 @@ STEPS: list[dict[str, Any]] = [
 
 @pytest.fixture(autouse=True)
 def _needs_argo_rollouts(canary: Harness) -> None:
+    """Skip where no Argo Rollouts controller runs, saying how to get one (the local
+    backend models it; kind installs the pinned add-on when this fixture asks; on your
+    cluster, install it yourself)."""
     if not canary.environment.runs_argo_rollouts:
-        pytest.skip(
-            "this backend does not run Argo Rollouts yet; the local backend models the "
-            "controller (--canary-backend=local)"
-        )
+        pytest.skip(f"Argo Rollouts: {canary.environment.argo_rollouts_missing()}")
 
 
 def test_argo_canary_steps(canary: Harness) -> None:

@@ -13,7 +13,12 @@ otherwise), verifies it, and takes local files instead for air-gapped machines.
    retried until the admission webhook answers;
 3. **istio** -- ``istioctl install -y -f <overlay>`` (default profile, ingress gateway as a
    NodePort Service with the nodePort kind maps), which waits for readiness itself, then the
-   ingress gateway rolled out.
+   ingress gateway rolled out;
+4. **argo-rollouts** (on demand: when a test first needs the controller, or at setup when
+   ``--canary-addons`` names it) -- namespace ``argo-rollouts`` (its ClusterRoleBinding
+   names the ServiceAccount there), the release's ``install.yaml`` applied server-side in
+   it, its five CRDs ``Established``, the controller Deployment ``argo-rollouts`` rolled out
+   and its pod (``app.kubernetes.io/name=argo-rollouts``) Ready.
 
 An add-on already present at the pinned version is left alone (only its readiness is waited
 for); another version is upgraded in place by the same install, with a progress line saying so.
@@ -53,22 +58,29 @@ class Addon:
         install: the :class:`AddonInstaller` method that installs it and waits for it.
         namespace: where its pods run: watched while it installs, so that a pod stuck for a
             reason that will not heal fails the install within a minute (None: no pods).
+        on_demand: installed at setup only when ``--canary-addons`` names it, otherwise
+            when a test first needs it (not part of the default set :data:`ADDONS`).
     """
 
     name: str
     install: str
     namespace: str | None
+    on_demand: bool = False
 
 
 ADDON_TABLE: tuple[Addon, ...] = (
     Addon("gateway-api", "gateway_api", None),
     Addon("ingress-nginx", "ingress_nginx", "ingress-nginx"),
     Addon("istio", "istio", "istio-system"),
+    Addon("argo-rollouts", "argo_rollouts", "argo-rollouts", on_demand=True),
 )
 """Every add-on, in install order (Gateway API CRDs before Istio, which serves them). One
 more add-on is one more row, one entry in ``fixtures/addons.yaml`` and one install method."""
 
-ADDONS = tuple(addon.name for addon in ADDON_TABLE)
+ADDONS = tuple(addon.name for addon in ADDON_TABLE if not addon.on_demand)
+"""The add-ons installed at setup by default (``--canary-addons`` unset)."""
+ALL_ADDONS = tuple(addon.name for addon in ADDON_TABLE)
+"""Every add-on ``--canary-addons`` and ``--canary-addon-file`` accept."""
 BY_NAME = {addon.name: addon for addon in ADDON_TABLE}
 
 ADDON_FILE_LIMITS = YamlLimits(
@@ -81,6 +93,21 @@ GATEWAY_API_CORE = ("gatewayclasses", "gateways", "httproutes")
 
 ISTIO_GATEWAY = "istio-system/istio-ingressgateway"
 """The Service the Istio overlay creates; istio and gateway traffic enters there."""
+
+ARGO_NAMESPACE = "argo-rollouts"
+"""Where Argo Rollouts runs: its ``install.yaml`` ClusterRoleBinding names the ServiceAccount
+``argo-rollouts`` in this namespace (argoproj/argo-rollouts v1.9.1 ``manifests/install.yaml``)."""
+ARGO_CONTROLLER = "argo-rollouts"
+"""The controller Deployment of ``install.yaml`` (selector
+``app.kubernetes.io/name: argo-rollouts``)."""
+ARGO_CRDS = (
+    "rollouts",
+    "analysisruns",
+    "analysistemplates",
+    "clusteranalysistemplates",
+    "experiments",
+)
+"""The CRDs (``<plural>.argoproj.io``) ``install.yaml`` brings."""
 
 TOOL_GRACE = 30.0
 """Seconds a tool may run past its own ``--timeout`` before it is stopped: it prints why it
@@ -215,7 +242,7 @@ def load_pins(path: Path | None = None) -> dict[str, Pin]:
     source = path or fixtures_dir() / "addons.yaml"
     raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     pins: dict[str, Pin] = {}
-    for name in ADDONS:
+    for name in ALL_ADDONS:
         entry = raw.get(name)
         if not isinstance(entry, Mapping):
             raise BackendError(f"{source}: no entry for add-on {name!r}")
@@ -269,12 +296,13 @@ def parse_addons(value: str) -> tuple[str, ...]:
         CanaryConfigError: for an unknown add-on.
     """
     names = [n.strip() for n in value.split(",") if n.strip() and n.strip() != "none"]
-    unknown = [n for n in names if n not in ADDONS]
+    unknown = [n for n in names if n not in ALL_ADDONS]
     if unknown:
         raise CanaryConfigError(
-            f"add-ons {value!r}: unknown {', '.join(unknown)}; known: {', '.join(ADDONS)} (or none)"
+            f"add-ons {value!r}: unknown {', '.join(unknown)}; known: "
+            f"{', '.join(ALL_ADDONS)} (or none)"
         )
-    return tuple(n for n in ADDONS if n in names)
+    return tuple(n for n in ALL_ADDONS if n in names)
 
 
 def parse_addon_files(values: Sequence[str]) -> dict[str, str]:
@@ -286,9 +314,10 @@ def parse_addon_files(values: Sequence[str]) -> dict[str, str]:
     files: dict[str, str] = {}
     for item in values:
         name, sep, path = item.partition("=")
-        if not sep or name not in ADDONS:
+        if not sep or name not in ALL_ADDONS:
             raise CanaryConfigError(
-                f"add-on file {item!r}: must be NAME=PATH with NAME one of {', '.join(ADDONS)}"
+                f"add-on file {item!r}: must be NAME=PATH with NAME one of "
+                f"{', '.join(ALL_ADDONS)}"
             )
         if not Path(path).expanduser().is_file():
             raise CanaryConfigError(f"add-on file {item!r}: {path} is not a file")
@@ -891,4 +920,53 @@ class AddonInstaller:
             "istio-system",
             "deployment/istio-ingressgateway",
             f"--timeout={int(self.timeout)}s",
+        )
+
+    def argo_rollouts(self, pin: Pin) -> None:
+        """Argo Rollouts: namespace ``argo-rollouts``, the release's ``install.yaml``
+        applied server-side in it, the CRDs Established, the controller rolled out and its
+        pod Ready. The controller at the pinned version is kept (readiness only)."""
+        deployment = self.get_json("deployment", "-n", ARGO_NAMESPACE, ARGO_CONTROLLER)
+        containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get(
+            "spec", {}
+        ).get("containers") or [{}]
+        present = version_in_image(str(containers[0].get("image", "")))
+        if present == pin.version:
+            self.progress(f"argo-rollouts {pin.version} already installed")
+        else:
+            path = self.downloads.fetch(pin, self.platform)
+            self.progress(
+                f"installing argo-rollouts {pin.version}"
+                + (f" (replacing {present})" if present else "")
+            )
+            # install.yaml has no namespace of its own: the namespaced objects go to -n, and
+            # its ClusterRoleBinding names the ServiceAccount in argo-rollouts (docs/
+            # installation.md: "kubectl create namespace argo-rollouts" first).
+            namespace = yaml.safe_dump(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ARGO_NAMESPACE}}
+            )
+            self.kubectl("apply", "-f", "-", stdin=namespace)
+            # Server-side, as gateway-api: no last-applied annotation holding the CRDs.
+            self.kubectl(
+                "apply", "--server-side", "--force-conflicts", "-n", ARGO_NAMESPACE, "-f", str(path)
+            )
+        seconds = f"--timeout={int(self.timeout)}s"
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            seconds,
+            *(f"crd/{plural}.argoproj.io" for plural in ARGO_CRDS),
+        )
+        self.kubectl(
+            "rollout", "status", "-n", ARGO_NAMESPACE, f"deployment/{ARGO_CONTROLLER}", seconds
+        )
+        self.kubectl(
+            "wait",
+            "-n",
+            ARGO_NAMESPACE,
+            "--for=condition=ready",
+            "pod",
+            "-l",
+            f"app.kubernetes.io/name={ARGO_CONTROLLER}",
+            seconds,
         )

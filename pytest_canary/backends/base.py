@@ -106,8 +106,28 @@ class Environment(abc.ABC):
 
     # -- Argo Rollouts (the strategy ``rollouts`` and Rollouts in ``canary.apply``) --------
 
-    # Whether this environment runs the Argo Rollouts controller (the rollout_* methods).
-    runs_argo_rollouts: bool = False
+    @property
+    def runs_argo_rollouts(self) -> bool:
+        """Whether this environment runs the Argo Rollouts controller (the ``rollout_*``
+        methods)."""
+        return False
+
+    def argo_rollouts_missing(self) -> str:
+        """Why :attr:`runs_argo_rollouts` is False and how to get the controller, for skips
+        and errors ("" when it runs)."""
+        if self.runs_argo_rollouts:
+            return ""
+        return (
+            f"the {type(self).__name__} does not run Argo Rollouts; the local backend models "
+            "the controller (--canary-backend=local), kind installs it "
+            "(--canary-backend=kind)"
+        )
+
+    @property
+    def rollout_settle_timeout(self) -> float:
+        """Seconds a Rollout wait gives the controller to act, besides what is left of a
+        timed pause."""
+        return 60.0
 
     def rollout_status(self, name: str) -> RolloutStatus:
         """The status the controller last wrote for Rollout ``name``."""

@@ -34,7 +34,8 @@ from pytest_canary.errors import BackendError, CanaryConfigError
 
 def test_pins_are_the_versions_the_project_targets() -> None:
     pins = load_pins()
-    assert list(pins) == list(ADDONS) == ["gateway-api", "ingress-nginx", "istio"]
+    assert list(ADDONS) == ["gateway-api", "ingress-nginx", "istio"]  # installed by default
+    assert list(pins) == [*ADDONS, "argo-rollouts"]  # and the one installed on demand
     assert pins["ingress-nginx"].version == "controller-v1.15.1"
     assert pins["ingress-nginx"].resolve("linux/amd64")[0] == (
         "https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-v1.15.1/"

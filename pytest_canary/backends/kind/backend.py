@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from pytest_canary.backends.kind.cluster import (
 )
 from pytest_canary.backends.kind.config import NODE_PORT_POOL
 from pytest_canary.backends.kind.images import ImageLoader, workload_images
+from pytest_canary.backends.kind.on_demand import install_on_demand
 from pytest_canary.backends.kind.options import KindOptions, default_cache_dir
 from pytest_canary.backends.kube.backend import KubeBackend
 from pytest_canary.backends.kube.entry import EntryPoints
@@ -96,6 +98,8 @@ class KindBackend(KubeBackend):
         )
         self.images = ImageLoader(handle, progress=progress)
         self.users = ClusterUsers(self.api, run_id, self.owner) if owns_cluster else None
+        self._on_demand_lock = threading.Lock()
+        self._on_demand_ready: set[str] = set(handle.addons)  # installed at setup
 
     @classmethod
     def setup(
@@ -149,6 +153,17 @@ class KindBackend(KubeBackend):
     def prepare(self, objects: Sequence[Mapping[str, Any]]) -> None:
         for image in workload_images(objects):
             self.images.ensure(image)
+
+    def ensure_argo_rollouts(self) -> None:
+        """Install the pinned Argo Rollouts add-on the first time a test needs it
+        (:func:`~pytest_canary.backends.kind.on_demand.install_on_demand`)."""
+        with self._on_demand_lock:
+            if "argo-rollouts" in self._on_demand_ready:
+                return
+            install_on_demand(
+                self.handle, self.kind_options, "argo-rollouts", progress=self.progress
+            )
+            self._on_demand_ready.add("argo-rollouts")
 
     def handoff(self) -> dict[str, Any]:
         """The cluster as plain data for xdist workers (:meth:`attach`)."""

@@ -400,6 +400,44 @@ class KubeApi:
             raise
         return True
 
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        body: Any,
+        *,
+        content_type: str,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        """A patch that is not an apply: ``content_type`` says which
+        (``application/merge-patch+json``, ``application/json-patch+json``), ``subresource``
+        where it goes (``status`` for a custom resource with the status subresource).
+        Returns the server's object; API errors propagate as ``ApiException``.
+
+        Raises:
+            BackendError: for a subresource of a built-in kind (not needed, not offered).
+        """
+        rtype = self.resource(api_version, kind)
+        options: dict[str, Any] = {
+            "_content_type": content_type,
+            "_preload_content": False,
+            "_request_timeout": self.request_timeout,
+        }
+        if rtype.typed is not None:
+            if subresource is not None:
+                raise BackendError(f"patching {kind}/{name}/{subresource} is not offered")
+            method = self._typed(rtype, "patch")
+            args = (name, namespace, body) if rtype.namespaced else (name, body)
+            return self._json(method(*args, **options))
+        custom = self._api("CustomObjectsApi")
+        suffix = f"_{subresource}" if subresource else ""
+        verb = getattr(custom, f"patch_namespaced_custom_object{suffix}")
+        return self._json(
+            verb(rtype.group, rtype.version, namespace, rtype.plural, name, body, **options)
+        )
+
     def pod_log(
         self, name: str, namespace: str, *, container: str | None = None, tail: int = 20
     ) -> str:

@@ -323,6 +323,10 @@ class KubeBackend(Backend):
         """(host, port) that reaches ``node_port`` from this machine."""
         return self.node_address.endpoint(node_port)
 
+    def ensure_argo_rollouts(self) -> None:
+        """Nothing is installed on your cluster: a test that needs Argo Rollouts finds the
+        controller there or is told how to install it (the kind backend installs it)."""
+
     # -- cleanup -----------------------------------------------------------------------------
 
     def close(self) -> None:

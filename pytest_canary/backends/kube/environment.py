@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pytest_canary.apps import VersionReader
@@ -41,6 +41,8 @@ from pytest_canary.backends.kube.plan import (
     service_plan,
 )
 from pytest_canary.backends.kube.ready import Readiness
+from pytest_canary.backends.kube.rollouts import ClusterRollouts, controller_missing
+from pytest_canary.backends.kube.rollouts import settled as rollout_settled
 from pytest_canary.backends.kube.signals import (
     ConfigSignals,
     PodsOf,
@@ -50,7 +52,8 @@ from pytest_canary.backends.kube.signals import (
 )
 from pytest_canary.backends.kube.sweep import LeaseRenewer
 from pytest_canary.backends.owner import Owner
-from pytest_canary.errors import BackendError
+from pytest_canary.dataplane import argo_rollouts as rollout_model
+from pytest_canary.errors import BackendError, CanaryConfigError
 from pytest_canary.manifests import Manifest
 from pytest_canary.spec import ReleaseSpec
 
@@ -87,9 +90,38 @@ class Session(Protocol):
     def node_endpoint(self, node_port: int) -> tuple[str, int]:
         """(host, port) reaching a nodePort."""
 
+    def ensure_argo_rollouts(self) -> None:
+        """Make the Argo Rollouts controller run where the backend installs it (kind)."""
+
 
 SERVICE_ENTRY_STRATEGIES = ("replicas", "bluegreen", "rolling")
 """Strategies whose traffic enters through a NodePort Service (kube-proxy)."""
+
+
+def _service_entry(spec: ReleaseSpec) -> bool:
+    """Whether the release's traffic enters through a NodePort Service: the strategies of
+    :data:`SERVICE_ENTRY_STRATEGIES` and an Argo Rollouts basic canary (no traffic router:
+    one Service in front of every pod, split by replica counts)."""
+    return spec.strategy in SERVICE_ENTRY_STRATEGIES or (
+        spec.strategy == "rollouts" and spec.traffic is None
+    )
+
+
+def _entry_key(spec: ReleaseSpec, points: EntryPoints) -> str:
+    """The ``--canary-entry-url`` key of a release: its strategy, or for ``rollouts`` the
+    traffic router it uses (``nginx``, ``istio``) unless a ``rollouts=`` URL is given."""
+    if spec.strategy == "rollouts" and spec.traffic and "rollouts" not in points.urls:
+        return spec.traffic
+    return spec.strategy
+
+
+def _rollouts(objects: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Names of the Argo Rollouts among ``objects``."""
+    return [
+        str(key_of(o)[2])
+        for o in objects
+        if key_of(o)[:2] == (rollout_model.GROUP, rollout_model.KIND)
+    ]
 
 
 class KubeEnvironment(Environment):
@@ -123,6 +155,11 @@ class KubeEnvironment(Environment):
         # for _manifest_target).
         self._manifest_dataplane: Dataplane | None = None
         self._manifest_target: str | None = None
+        # Argo Rollouts: the cluster's controller, driven as kubectl argo rollouts does.
+        self.rollouts = ClusterRollouts(
+            self.api, self.namespace, wait_timeout=self.options.wait_timeout
+        )
+        self._argo_missing: str | None = None
 
     # -- namespace ------------------------------------------------------------------------
 
@@ -214,7 +251,7 @@ class KubeEnvironment(Environment):
         self.applier.delete_routing(stale)
         releases = {app_label(o) for o in wanted.values()}
         spec = self._specs.get(next(iter(releases)) or "") if len(releases) == 1 else None
-        if (stale or deferred) and spec is not None:
+        if (stale or deferred) and spec is not None and spec.strategy != "rollouts":
             self._converge(spec, list(wanted.values()))
         self.applier.finish(stale, deferred)
 
@@ -224,7 +261,7 @@ class KubeEnvironment(Environment):
         return _services(self.applier.applied)
 
     def entry(self, spec: ReleaseSpec) -> Entry:
-        if spec.strategy in SERVICE_ENTRY_STRATEGIES:
+        if _service_entry(spec):
             target = self._entry_target(spec)
             service = self._services()[target]
             claimed = self.entries.claim(target, waits.service_selector(service), service, target)
@@ -245,8 +282,9 @@ class KubeEnvironment(Environment):
             return Entry(
                 url=url, host=spec.host, description=f"Gateway address {url} (Host: {spec.host})"
             )
-        url = points.url_for(spec.strategy)
-        what = "ingress-nginx" if spec.strategy == "nginx" else "Istio ingress gateway"
+        key = _entry_key(spec, points)
+        url = points.url_for(key)
+        what = "ingress-nginx" if key == "nginx" else "Istio ingress gateway"
         return Entry(url=url, host=spec.host, description=f"{what} at {url} (Host: {spec.host})")
 
     def relay_entry(self, spec: ReleaseSpec, source: str) -> Entry:
@@ -421,6 +459,18 @@ class KubeEnvironment(Environment):
             BackendError: when the routing objects route nothing for the entry's host.
         """
         adapted = self._adapt(objects)
+        rollouts = _rollouts(adapted)
+        for name in rollouts:
+            # The controller walks the Rollout: wait for a state it stays in, then plan
+            # from what it wrote (Services, canary Ingress, routes, ReplicaSets).
+            self.rollouts.wait(
+                name,
+                rollout_settled,
+                what="at a pause, Healthy or Degraded",
+                timeout=self.options.wait_timeout,
+            )
+        if rollouts:
+            adapted = self.rollouts.live_objects(adapted)
         plan = self._manifest_plan(adapted, entry, path, version_label)
         probe = EntryProbe(entry, path=path, classify=version_from.classifier())
         self._await_plan(
@@ -466,12 +516,17 @@ class KubeEnvironment(Environment):
         return dataclasses.replace(plan, routes=routes)
 
     def _check_applicable(self, objects: Sequence[Manifest]) -> None:
+        if _rollouts(objects) and not self.runs_argo_rollouts:
+            raise CanaryConfigError(
+                f"Rollout {', '.join(_rollouts(objects))} in your manifests: "
+                + self.argo_rollouts_missing()
+            )
         refuse_unapplicable(self.api, objects)
 
     # -- data plane -----------------------------------------------------------------------
 
     def _dataplane(self, spec: ReleaseSpec, objects: Sequence[Mapping[str, Any]]) -> Dataplane:
-        if spec.strategy in SERVICE_ENTRY_STRATEGIES:
+        if _service_entry(spec):
             return Dataplane("service", self._entry_target(spec))
         found = routing_dataplane(
             objects, namespace=self.namespace, ingress_class=self.options.ingress_class
@@ -485,6 +540,11 @@ class KubeEnvironment(Environment):
 
     def await_dataplane(self, spec: ReleaseSpec, objects: Sequence[Manifest]) -> None:
         self._specs[spec.name] = spec
+        if _rollouts(objects):
+            # The controller rewrote the routing: the plan is made from the objects as they
+            # are now (its Services, canary Ingress, VirtualService, ReplicaSets).
+            self._converge(spec, self.rollouts.live_objects(self._adapt(objects)))
+            return
         self._converge(spec, self._adapt(objects))
 
     def _converge(self, spec: ReleaseSpec, objects: Sequence[Mapping[str, Any]]) -> None:
@@ -536,6 +596,67 @@ class KubeEnvironment(Environment):
             objects, dataplane, self.backend.gateway_selector(), self.options.gateway
         )
 
+    # -- Argo Rollouts ---------------------------------------------------------------------
+
+    @property
+    def runs_argo_rollouts(self) -> bool:
+        """Whether the cluster runs the Argo Rollouts controller: on kind it is installed
+        when first asked (the pinned add-on); on any cluster its CRD must be served."""
+        return not self.argo_rollouts_missing()
+
+    def argo_rollouts_missing(self) -> str:
+        """Why this cluster cannot run Rollouts and how to install the controller ("" when
+        it can).
+
+        Raises:
+            BackendError: the add-on could not be installed (kind), or Rollouts cannot be
+                listed for another reason than their absence.
+        """
+        if self._argo_missing is None:
+            self.backend.ensure_argo_rollouts()
+            self._argo_missing = controller_missing(self.api, self.namespace)
+        return self._argo_missing
+
+    @property
+    def rollout_settle_timeout(self) -> float:
+        """Seconds the controller gets to act (``--canary-wait-timeout``): pods are pulled
+        and started on a cluster."""
+        return self.options.wait_timeout
+
+    def rollout_status(self, name: str) -> rollout_model.RolloutStatus:
+        """The Rollout's status as ``kubectl argo rollouts get`` shows it."""
+        return self.rollouts.status(name)
+
+    def rollout_command(self, name: str, action: str) -> None:
+        """The requests ``kubectl argo rollouts <action>`` sends (status merge patches; undo
+        a JSON patch of the template), sent through the API."""
+        self.rollouts.command(name, action)
+
+    def await_rollout(
+        self,
+        name: str,
+        until: Callable[[rollout_model.RolloutStatus], bool],
+        *,
+        what: str,
+        timeout: float,
+    ) -> rollout_model.RolloutStatus:
+        """Wait for the Rollout's status (the controller's answer to every change made so
+        far) to satisfy ``until``, and for what the controller wrote to agree with the
+        model (:func:`~pytest_canary.backends.kube.rollouts.written_check`)."""
+        return self.rollouts.wait(name, until, what=what, timeout=timeout)
+
+    def rollout_versions(self, name: str, version_label: str = "version") -> dict[str, str]:
+        """Pod template hash -> ``version_label`` of each ReplicaSet the Rollout controls."""
+        return self.rollouts.versions(name, version_label)
+
+    def rollout_events(self, name: str) -> list[str]:
+        """The Kubernetes events of the Rollout (what the controller recorded)."""
+        return self.rollouts.events(name)
+
+    # hold_rollout_timers: the base's no-op. A cluster's clock runs on: a timed pause
+    # shorter than an expectation's sampling ends in the middle of it, and the
+    # expectation fails with RolloutMoved rather than mixing two splits.
+
     # -- diagnostics ----------------------------------------------------------------------
 
     def diagnostics(self) -> Diagnostics:
@@ -547,7 +668,7 @@ class KubeEnvironment(Environment):
         if any(k[1] == "Ingress" for k in self.applier.applied):
             objects = list(self.applier.applied.values())
             controller = self._controller_pods(objects)
-        return diagnostics_module.collect(
+        diag = diagnostics_module.collect(
             self.api,
             self.namespace,
             header=f"{self.namespace} on {self.api.server} (run {self.backend.run_id})",
@@ -560,6 +681,10 @@ class KubeEnvironment(Environment):
             ],
             controller=controller,
         )
+        for key in self.applier.applied:
+            if key[:2] == (rollout_model.GROUP, rollout_model.KIND):
+                diag.add(f"Rollout {key[2]}", self.rollouts.diagnostics(key[2]))
+        return diag
 
     # -- cleanup --------------------------------------------------------------------------
 
