@@ -272,9 +272,7 @@ class RolloutRelease(RolloutControls, Release):
     def _apply(self, phase: Phase) -> None:
         env = self._environment
         if not env.runs_argo_rollouts:
-            raise BackendError(
-                f"deploy('rollouts', ...): {env.argo_rollouts_missing()}"
-            )
+            raise BackendError(f"deploy('rollouts', ...): {env.argo_rollouts_missing()}")
         if phase is not Phase.CANARY or self.objects:
             raise CanaryConfigError(
                 "a Rollout changes through its controller: use promote(), abort(), retry(), "

@@ -316,8 +316,7 @@ def parse_addon_files(values: Sequence[str]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or name not in ALL_ADDONS:
             raise CanaryConfigError(
-                f"add-on file {item!r}: must be NAME=PATH with NAME one of "
-                f"{', '.join(ALL_ADDONS)}"
+                f"add-on file {item!r}: must be NAME=PATH with NAME one of {', '.join(ALL_ADDONS)}"
             )
         if not Path(path).expanduser().is_file():
             raise CanaryConfigError(f"add-on file {item!r}: {path} is not a file")

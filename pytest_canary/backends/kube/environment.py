@@ -244,6 +244,8 @@ class KubeEnvironment(Environment):
         self._hosts |= hosts
         self._ensure_namespace(list(wanted.values()))
         self.backend.prepare(list(wanted.values()))
+        if _rollouts(list(wanted.values())):
+            self.applier.ready.rollout_pods = True
         stale = self.applier.stale(wanted, prune_all=prune_all)
         deferred = self.applier.make(wanted)
         self.entries.follow(_services(wanted))

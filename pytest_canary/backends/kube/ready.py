@@ -13,6 +13,7 @@ from typing import Any
 from pytest_canary.backends import waits
 from pytest_canary.backends.kube.api import Key, KubeApi, key_of
 from pytest_canary.backends.waits import Check
+from pytest_canary.dataplane import argo_rollouts as rollout_model
 
 
 def template_labels(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -39,6 +40,9 @@ class Readiness:
         self.api = api
         self.namespace = namespace
         self.timeout = timeout
+        # Argo Rollouts run in the namespace: their pods belong to the ReplicaSets their
+        # controller made, which the endpoint counts include from then on.
+        self.rollout_pods = False
 
     def workloads(self, wanted: Mapping[Key, Mapping[str, Any]]) -> None:
         """Every Deployment among ``wanted`` rolled out (``kubectl rollout status``)."""
@@ -76,7 +80,19 @@ class Readiness:
             selector = waits.service_selector(obj)
             if not selector:
                 continue
+            if self.rollout_pods:
+                selector = self._rollout_selector(key[2], selector)
             self.service_endpoints(key[2], self.counter(selector, wanted.values()))
+
+    def _rollout_selector(self, service: str, applied: dict[str, str]) -> dict[str, str]:
+        """The selector a Service has now where an Argo Rollouts controller manages it (it
+        adds ``rollouts-pod-template-hash``: rollout/service.go ``switchServiceSelector``),
+        else the applied one."""
+        live = self.api.get("v1", "Service", service, self.namespace)
+        annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+        if live is not None and rollout_model.MANAGED_BY in annotations:
+            return waits.service_selector(live)
+        return applied
 
     def expected_endpoints(self, selector: Mapping[str, str]) -> int:
         """Pods the Service should have as ready endpoints: every pod of the namespace's
@@ -91,6 +107,15 @@ class Readiness:
             if waits.labels_match(selector, labels):
                 status = dep.get("status") or {}
                 total += int(status.get("replicas", spec.get("replicas", 1)) or 0)
+        if self.rollout_pods:
+            # A Rollout is not a Deployment: its pods are those of the ReplicaSets its
+            # controller owns (one per template, sized by the steps), counted as they are.
+            for rs in self.api.list("apps/v1", "ReplicaSet", namespace=self.namespace):
+                owners = (rs.get("metadata") or {}).get("ownerReferences") or []
+                if not any(o.get("kind") == "Rollout" and o.get("controller") for o in owners):
+                    continue
+                if waits.labels_match(selector, template_labels(rs)):
+                    total += int((rs.get("status") or {}).get("replicas") or 0)
         return total
 
     def counter(
@@ -98,10 +123,15 @@ class Readiness:
     ) -> Callable[[], int] | None:
         """How many endpoints a Service selecting ``selector`` must have; None when it selects
         pods of other workloads among ``objects`` (a StatefulSet of your own manifests), whose
-        count is not predicted: then at least one."""
+        count is not predicted: then at least one. Deployments count their pods, Argo
+        Rollouts their ReplicaSets' (with :attr:`rollout_pods`)."""
         for obj in objects:
             labels = template_labels(obj)
-            if key_of(obj)[1] != "Deployment" and labels and waits.labels_match(selector, labels):
+            if (
+                key_of(obj)[1] not in ("Deployment", "Rollout")
+                and labels
+                and waits.labels_match(selector, labels)
+            ):
                 return None
         return lambda: self.expected_endpoints(selector)
 

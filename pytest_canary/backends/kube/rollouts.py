@@ -542,7 +542,11 @@ def written_check(live: LiveRollout) -> Check:
         ):
             if not service or target is None:
                 continue
-            have_hash = _selector_hash(live.objects.get(("Service", service)))
+            found = live.objects.get(("Service", service))
+            if found is None:
+                problems.append(f"Service {service} not found")
+                continue
+            have_hash = _selector_hash(found)
             if have_hash != target:
                 problems.append(
                     f"Service {service} selects {model.POD_TEMPLATE_HASH}={have_hash}, "
