@@ -286,7 +286,8 @@ class KubeEnvironment(Environment):
             )
         key = _entry_key(spec, points)
         url = points.url_for(key)
-        what = "ingress-nginx" if key == "nginx" else "Istio ingress gateway"
+        router = spec.traffic if spec.strategy == "rollouts" else spec.strategy
+        what = "ingress-nginx" if router == "nginx" else "Istio ingress gateway"
         return Entry(url=url, host=spec.host, description=f"{what} at {url} (Host: {spec.host})")
 
     def relay_entry(self, spec: ReleaseSpec, source: str) -> Entry:

@@ -21,7 +21,7 @@ from argo_fakes import ArgoEmulator, argo_api_server
 from test_kube_permissions import allowed, permission, readme_rules
 
 from conftest import ApiServer
-from pytest_canary.backends.kube import KubeBackend
+from pytest_canary.backends.kube import EntryPoints, KubeBackend, KubeOptions
 from pytest_canary.backends.kube.rollouts import (
     INSTALL_URL,
     LiveRollout,
@@ -790,3 +790,24 @@ def test_every_request_of_a_rollout_is_allowed_by_the_readme_cluster_role(
         ("apps", "replicasets", "list"),
     } <= used
     assert sorted(p for p in used if not allowed(rules, *p)) == []
+
+
+@pytest.mark.parametrize(
+    ("urls", "traffic", "url", "what"),
+    [
+        ({"nginx": "http://n", "istio": "http://i"}, "nginx", "http://n", "ingress-nginx"),
+        ({"nginx": "http://n", "istio": "http://i"}, "istio", "http://i", "Istio ingress"),
+        ({"istio": "http://i", "rollouts": "http://r"}, "nginx", "http://r", "ingress-nginx"),
+    ],
+)
+def test_a_rollouts_release_enters_where_its_traffic_router_does(
+    api_server: ApiServer, urls: dict[str, str], traffic: str, url: str, what: str
+) -> None:
+    backend = KubeBackend(api_server.api(), KubeOptions(), EntryPoints(urls=urls), run_id="r")
+    try:
+        spec = build_spec("rollouts", "1.0", "2.0", steps=STEPS, traffic=traffic)
+        entry = backend.environment("test_entry").entry(spec)
+        assert entry.url == url and entry.host == spec.host
+        assert entry.description.startswith(what)
+    finally:
+        backend.close()
