@@ -2,10 +2,11 @@
 Addon.on_demand`): Argo Rollouts is heavy enough (five CRDs, a controller pod) to be
 installed only for the tests that use it, or at setup when ``--canary-addons`` names it.
 
-Once per cluster: under a file lock next to the cluster's setup lock, so that xdist workers
-and concurrent sessions install it once (the others find it at the pinned version and only
-wait for its readiness); the cluster's Kubernetes version is checked against the add-on's
-window first, as at setup.
+Once per cluster: under a file lock next to the cluster's setup lock (one place per user,
+as cluster names are shared by everything on the Docker engine), so that xdist workers and
+concurrent sessions install it once (the others find it at the pinned version and only wait
+for its readiness); the cluster's Kubernetes version is checked against the add-on's window
+first, as at setup.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_canary.backends import addons
-from pytest_canary.backends.kind.cluster import ClusterHandle, cluster_api, cluster_home
+from pytest_canary.backends.kind.cluster import ClusterHandle, cluster_api, cluster_lock
 from pytest_canary.backends.kind.config import GATEWAY_NODE_PORT
 from pytest_canary.backends.kind.options import KindOptions
 from pytest_canary.backends.kube.backend import check_kubernetes_version
-from pytest_canary.errors import BackendError
+from pytest_canary.locks import file_lock
 
 Progress = Callable[[str], None]
 
@@ -34,23 +35,18 @@ def install_on_demand(
     (kept as it is when already at the pinned version).
 
     Raises:
-        BackendError: another session holds the lock past ``--canary-setup-timeout``, the
-            cluster's Kubernetes version is outside the add-on's window (unless
-            ``--canary-any-kubernetes-version``), or the install failed (with its evidence).
+        LockTimeout: another session holds the lock past ``--canary-setup-timeout``.
+        BackendError: the cluster's Kubernetes version is outside the add-on's window
+            (unless ``--canary-any-kubernetes-version``), or the install failed (with its
+            evidence).
     """
-    import filelock
-
-    home = cluster_home(handle.cache_dir, handle.name)
-    home.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(home / f"addon-{name}.lock"))
-    try:
-        lock.acquire(timeout=options.setup_timeout)
-    except filelock.Timeout:
-        raise BackendError(
-            f"another session kept the install of {name} on kind cluster {handle.name} for "
-            f"{options.setup_timeout:.0f}s ({lock.lock_file})"
-        ) from None
-    try:
+    lock = cluster_lock(handle.name)
+    with file_lock(
+        lock.with_name(f"{lock.stem}-addon-{name}.lock"),
+        timeout=options.setup_timeout,
+        what=f"the install of {name} on kind cluster {handle.name}",
+        progress=progress,
+    ):
         api = cluster_api(handle)
         try:
             check_kubernetes_version(
@@ -73,5 +69,3 @@ def install_on_demand(
             progress=progress,
         )
         installer.install([name], addons.load_pins(), gateway_node_port=GATEWAY_NODE_PORT)
-    finally:
-        lock.release()

@@ -95,6 +95,7 @@ def cluster_key(server: str) -> str:
 SERVED_DATAPLANES = (
     ("istio", "networking.istio.io/v1", "networking.istio.io/v1 served"),
     ("gateway-api", "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1 served"),
+    ("argo-rollouts", "argoproj.io/v1alpha1", "argoproj.io/v1alpha1 served"),
 )
 """Add-ons a cluster runs when it serves their API (CRDs installed)."""
 
@@ -104,9 +105,9 @@ def dataplanes_in(
 ) -> dict[str, str]:
     """The pinned data planes this cluster runs, each with what showed it: ingress-nginx by an
     IngressClass whose ``spec.controller`` is ingress-nginx's default ``k8s.io/ingress-nginx``
-    (or the class ``--canary-ingress-class`` names), Istio and Gateway API by their served
-    API groups. What cannot be told (no permission) is said in a progress line and left out:
-    only the windows of data planes the cluster has are checked."""
+    (or the class ``--canary-ingress-class`` names), Istio, Gateway API and Argo Rollouts by
+    their served API groups. What cannot be told (no permission) is said in a progress line
+    and left out: only the windows of data planes the cluster has are checked."""
     found: dict[str, str] = {}
     try:
         classes = api.list("networking.k8s.io/v1", "IngressClass")
@@ -137,7 +138,7 @@ def dataplanes_in(
             continue
         if served:
             found[name] = why
-    return {name: found[name] for name in addons.ADDONS if name in found}
+    return {name: found[name] for name in addons.ALL_ADDONS if name in found}
 
 
 class KubeBackend(Backend):

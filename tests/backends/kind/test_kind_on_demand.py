@@ -24,9 +24,12 @@ from pytest_canary.errors import BackendError
 
 
 @pytest.fixture
-def installs(monkeypatch: pytest.MonkeyPatch, api_server: ApiServer) -> list[dict[str, Any]]:
+def installs(
+    monkeypatch: pytest.MonkeyPatch, api_server: ApiServer, tmp_path: Path
+) -> list[dict[str, Any]]:
     """Installs asked of the add-on installer (stood in for); the cluster's API is the
-    emulator."""
+    emulator; the per-user locks under a home of the test's own."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     done: list[dict[str, Any]] = []
 
     class Installer:
@@ -65,7 +68,8 @@ def test_argo_rollouts_is_installed_once_when_a_test_first_needs_it(
     assert [i["names"] for i in installs] == [("argo-rollouts",)]
     assert installs[0]["kubectl"] == "/bin/kubectl"
     assert installs[0]["kubeconfig"] == str(tmp_path / "kubeconfig")
-    assert (tmp_path / "clusters" / "c" / "addon-argo-rollouts.lock").exists()
+    locks = tmp_path / "home" / ".cache" / "pytest-canary" / "locks"
+    assert (locks / "kind-cluster-c-addon-argo-rollouts.lock").exists()  # next to the setup's
 
 
 def test_installed_at_setup_it_is_not_installed_again(

@@ -22,6 +22,7 @@ from test_kube_permissions import allowed, permission, readme_rules
 
 from conftest import ApiServer
 from pytest_canary.backends.kube import EntryPoints, KubeBackend, KubeOptions
+from pytest_canary.backends.kube.backend import check_kubernetes_version, dataplanes_in
 from pytest_canary.backends.kube.rollouts import (
     INSTALL_URL,
     LiveRollout,
@@ -811,3 +812,19 @@ def test_a_rollouts_release_enters_where_its_traffic_router_does(
         assert entry.description.startswith(what)
     finally:
         backend.close()
+
+
+def test_a_cluster_running_argo_rollouts_is_held_to_its_kubernetes_window(
+    api_server: ApiServer,
+) -> None:
+    """Like the data planes: a cluster that serves argoproj.io/v1alpha1 runs the controller
+    whose window (1.32-1.35, the e2e matrix of v1.9.1) the server must be in."""
+    api = api_server.api()
+    try:
+        found = dataplanes_in(api)  # the emulator serves the Istio and Gateway API groups too
+        assert found["argo-rollouts"] == "argoproj.io/v1alpha1 served"
+        api_server.emulator.version = {"major": "1", "minor": "36", "gitVersion": "v1.36.0"}
+        with pytest.raises(BackendError, match=r"argo-rollouts v1\.9\.1"):
+            check_kubernetes_version(api, list(found), where="context x", allow_any=False)
+    finally:
+        api.close()
