@@ -132,7 +132,8 @@ CLUSTER_OPTIONS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
         "--canary-wait-timeout",
         "canary_wait_timeout",
         "SECONDS",
-        "Deadline of each wait for workloads, endpoints and ingress admission (default 180).",
+        "Deadline of each wait for workloads, endpoints, ingress admission and the Argo "
+        "Rollouts controller (plus what is left of a timed pause) (default 180).",
         "store",
     ),
     (

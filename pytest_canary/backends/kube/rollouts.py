@@ -441,7 +441,11 @@ def _written_objects(live: LiveRollout, weight: int) -> list[str]:
                 missing = name if canary is None else stable_name
                 problems.append(f"Ingress {missing} not found")
                 continue
-            wanted = model.canary_ingress(config, stable, weight, canary)
+            try:
+                wanted = model.canary_ingress(config, stable, weight, canary)
+            except model.ReconcileError as exc:
+                problems.append(f"Ingress {stable_name}: {exc}")
+                continue
             annotations = _meta(canary).get("annotations") or {}
             for key in (f"{prefix}/canary", f"{prefix}/canary-weight"):
                 have, want = annotations.get(key), wanted["metadata"]["annotations"][key]

@@ -666,6 +666,16 @@ def test_a_canary_ingress_behind_the_status_is_not_the_state_to_sample() -> None
     )
 
 
+def test_a_stable_ingress_the_controller_cannot_use_is_named_not_raised() -> None:
+    live = live_rollout("nginx", AT_20)
+    stable = live.objects[("Ingress", "kubeapp")]
+    stable["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "elsewhere"
+    check = written_check(live)
+    assert "Ingress kubeapp: ingress `kubeapp` has no rules using service kubeapp-stable" in (
+        check.status
+    )
+
+
 def test_istio_routes_and_subsets_are_read_against_the_model() -> None:
     live = live_rollout("istio", AT_20)
     vs = live.objects[("VirtualService", "kubeapp")]
