@@ -31,7 +31,9 @@ contexts: [{{name: kind-emu, context: {{cluster: emu, user: emu}}}}]
 current-context: kind-emu
 """
     )
-    pytester.makepyfile(test_argo_rollouts=SUITE.read_text())
+    # Another module name than the suite's: in a worker that already imported
+    # suites/test_argo_rollouts.py, the same name would be another file.
+    pytester.makepyfile(test_suite_copy=SUITE.read_text())
     result = pytester.runpytest(
         "--canary-backend=kube",
         f"--canary-kubeconfig={kubeconfig}",
