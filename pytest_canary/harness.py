@@ -292,11 +292,22 @@ class TrafficChecks:
             source: send through the frontend pods of this version, which call the release
                 from inside the mesh (needs ``source=True`` at deploy).
         """
-        headers = _relayed(headers, cookies) if source is not None else headers
-        cookies = None if source is not None else cookies
-        sample = self._sampler_get(source).sample(n, headers=headers, cookies=cookies)
+        sample = self._send(n, headers=headers, cookies=cookies, source=source)
         self._harness.environment.check_health()
         return sample
+
+    def _send(
+        self,
+        n: int,
+        *,
+        headers: Mapping[str, str] | None,
+        cookies: Mapping[str, str] | None,
+        source: str | None,
+    ) -> Sample:
+        """``n`` requests as :meth:`sample` sends them, without the backend check."""
+        headers = _relayed(headers, cookies) if source is not None else headers
+        cookies = None if source is not None else cookies
+        return self._sampler_get(source).sample(n, headers=headers, cookies=cookies)
 
     def _expected_shares(self, share: float | Mapping[str, float]) -> dict[str, float]:
         versions = self._served_versions()
@@ -382,25 +393,27 @@ class TrafficChecks:
         sampler = self._sampler_get(source)
         total = Sample()
         started = time.perf_counter()
+        checks = _BackendChecks(self._harness.environment)
         while test.decision is stats.Decision.CONTINUE:
+            # One round of `concurrency` requests per look: the test stops at the first round
+            # that decides.
             size = test.next_batch_size(sampler.concurrency)
-            batch = self.sample(size, headers=headers, cookies=cookies, source=source)
+            batch = self._send(size, headers=headers, cookies=cookies, source=source)
             total.merge(batch)
             test.update(batch.counts)
+            checks.after(total.total)
             if batch.classified == 0 and batch.error_count:
                 break  # nothing but errors: no evidence will come
             if total.error_count and max_error_rate == 0:
                 break  # no failed request allowed: the verdict is FAIL already
             if total.total >= max_requests:
                 break  # the budget counts failed requests too
+        checks.final()
         decision = test.decision
         reason = ""
         passed = decision is stats.Decision.PASS
         if decision is stats.Decision.INCONCLUSIVE:
-            reason = (
-                f"undecided after {test.n} responses (max_requests={max_requests}); about "
-                f"{test.needed_requests()} would be needed at the observed share"
-            )
+            reason = test.reason
         elif decision is stats.Decision.CONTINUE and total.classified == 0:
             reason = "every request failed"
         elif decision is stats.Decision.CONTINUE and total.total >= max_requests:
@@ -896,6 +909,24 @@ def _applied_class(
     from pytest_canary.rollout_release import AppliedRollout
 
     return partial(AppliedRollout, rollout=rollouts[0], version_label=version_label)
+
+
+class _BackendChecks:
+    """Re-raises a background error of the backend in the test thread
+    (``Environment.check_health``) as requests grow by a quarter, and once at the end: the
+    statistical test looks after every round, the backend need not be asked that often."""
+
+    def __init__(self, environment: Environment) -> None:
+        self._environment = environment
+        self._next = 0
+
+    def after(self, requests: int) -> None:
+        if requests >= self._next:
+            self._environment.check_health()
+            self._next = max(requests + stats.FIRST_BATCH, int(1.25 * requests))
+
+    def final(self) -> None:
+        self._environment.check_health()
 
 
 def _check_max_error_rate(value: object) -> None:

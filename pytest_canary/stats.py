@@ -42,7 +42,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "Plan",
     "RoutedTest",
     "SplitTest",
+    "acceptance_counts",
     "assert_split_counts",
     "beta_cdf",
     "beta_quantile",
@@ -70,10 +71,10 @@ __all__ = [
 
 #: Weight of the broad Jeffreys component of the prior (see :meth:`MixturePrior.for_band`).
 BROAD_WEIGHT = 0.2
-#: First batch size suggested by :meth:`SplitTest.next_batch_size`, before rounding up to a
-#: multiple of the concurrency: small, so that a grossly wrong split stops in ~50-100 requests.
+#: First batch size suggested by :meth:`RoutedTest.next_batch_size`, before rounding up to a
+#: multiple of the concurrency: small, so that the first leak stops the test early.
 FIRST_BATCH = 16
-#: Each later batch is this fraction of the requests so far: n grows about 1.25x per batch.
+#: Each later routed batch is this fraction of the requests so far (n grows ~1.25x a batch).
 BATCH_GROWTH = 0.25
 #: :meth:`SplitTest.needed_requests` answers this when no number of requests would decide
 #: (an observed share exactly on a band edge).
@@ -462,14 +463,20 @@ def target_requests(share: float, tolerance: float, alpha: float) -> float:
 
 @dataclass(frozen=True)
 class MixturePrior:
-    """A finite mixture of Beta distributions: the prior of the beta-binomial mixture martingale.
+    """A finite mixture of Beta distributions and point masses at 0 or 1: the prior of the
+    beta-binomial mixture martingale.
 
-    ``components`` holds ``(weight, a, b)`` triples; weights are positive and sum to 1. Any
-    prior gives a valid confidence sequence (Ville's inequality holds for every mixture); the
-    prior only decides *where* the sequence is tight.
+    ``components`` holds ``(weight, a, b)`` triples of Beta(a, b) components, ``atoms``
+    ``(weight, location)`` pairs of point masses at ``location`` 0.0 or 1.0; all weights are
+    positive and sum to 1, and there is at least one Beta component. Any prior gives a valid
+    confidence sequence (Ville's inequality holds for every mixture); the prior only decides
+    *where* the sequence is tight. A point mass at 1 makes "every response came from this
+    version" cost ``ln(1/weight)`` nats instead of the ``~1/2 ln(pi n / 2)`` of a Beta
+    component: full promotion decides in ~40% fewer requests (benchmarks/README.md).
     """
 
     components: tuple[tuple[float, float, float], ...]
+    atoms: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.components:
@@ -479,6 +486,13 @@ class MixturePrior:
             if not (weight > 0.0 and a > 0.0 and b > 0.0):
                 raise ValueError(
                     f"MixturePrior component {(weight, a, b)!r}: weight, a and b must be > 0"
+                )
+            total += weight
+        for weight, location in self.atoms:
+            if not (weight > 0.0 and location in (0.0, 1.0)):
+                raise ValueError(
+                    f"MixturePrior atom {(weight, location)!r}: weight must be > 0 and the "
+                    "location 0.0 or 1.0"
                 )
             total += weight
         if abs(total - 1.0) > 1e-9:
@@ -497,7 +511,10 @@ class MixturePrior:
         """The prior we use to test ``share +- tolerance`` at level ``alpha``.
 
         ``(1 - w) Beta(c p0, c (1 - p0)) + w Beta(1/2, 1/2)`` with ``p0 = share``,
-        ``c = n*`` (:func:`target_requests`) and ``w = BROAD_WEIGHT`` (0.2).
+        ``c = n*`` (:func:`target_requests`) and ``w = BROAD_WEIGHT`` (0.2). For a share of
+        exactly 0 or 1 (full promotion, rollback) the focused component is a point mass at
+        ``p0`` (weight ``1 - w``): the extreme share is where the data then lie, and the
+        point mass prices "all responses from one version" at ``ln(1/(1 - w)) = 0.22`` nats.
 
         Why ``c = n*``. Take a Beta(c p0, c (1 - p0)) prior, ``v = p0 (1 - p0)`` and data with
         observed share ``p_hat = p0 + e``. The confidence sequence excludes ``p`` once
@@ -516,8 +533,8 @@ class MixturePrior:
         regret where decisions happen (about 1% of ``ln(1/alpha) + R`` at alpha = 0.001) and
         keeps the off-centre cost at ``n*`` to ``n* tolerance^2 / (16 v) = (ln(1/alpha) +
         0.57) / 8`` (0.9 nat at alpha = 0.001). Measured (benchmarks/README.md, "prior
-        ablation", 0.20 +- 0.05 at alpha = 0.001): ``c = n*/10`` needs ~8% more requests at
-        the right share, ``c = 10 n*`` ~17% more at 0.22 (in the band, off-centre); ``c = n*``
+        ablation", 0.20 +- 0.05 at alpha = 0.001): ``c = n*/10`` needs more requests at
+        the right share, ``c = 10 n*`` more at 0.22 (in the band, off-centre); ``c = n*``
         is within noise of the best of both.
 
         Why the Jeffreys component. Far from ``p0`` the focused component has almost no mass,
@@ -534,6 +551,9 @@ class MixturePrior:
         c = target_requests(share, tolerance, alpha) if concentration is None else concentration
         if not c > 0.0:
             raise ValueError(f"concentration={concentration!r}: must be > 0")
+        if share in (0.0, 1.0) and concentration is None and w > 0.0:
+            # Full promotion / rollback: the focused component becomes a point mass.
+            return cls(((w, 0.5, 0.5),), ((1.0 - w, share),))
         # Keep both Beta parameters >= 1/2 so a share of exactly 0 or 1 still gives a proper prior.
         a = max(c * share, 0.5)
         b = max(c * (1.0 - share), 0.5)
@@ -542,8 +562,11 @@ class MixturePrior:
         return cls(((1.0 - w, a, b), (w, 0.5, 0.5)))
 
     def mirrored(self) -> MixturePrior:
-        """The prior of ``1 - share`` (swap a and b)."""
-        return MixturePrior(tuple((w, b, a) for w, a, b in self.components))
+        """The prior of ``1 - share`` (swap a and b, move point masses to the other end)."""
+        return MixturePrior(
+            tuple((w, b, a) for w, a, b in self.components),
+            tuple((w, 1.0 - location) for w, location in self.atoms),
+        )
 
     def log_marginal(self, successes: int, trials: int) -> float:
         """``ln integral of theta^s (1 - theta)^(n - s) prior(d theta)`` (marginal likelihood)."""
@@ -555,13 +578,34 @@ class MixturePrior:
             - math.lgamma(c + trials)
             for offset, a, b, c in self._terms
         ]
+        # A point mass at 0 (1) explains the data only when no (every) response is a success.
+        terms.extend(
+            log_weight
+            for log_weight, location in self._atom_terms
+            if (successes == 0 if location == 0.0 else failures == 0)
+        )
         top = max(terms)
         return top + math.log(math.fsum(math.exp(t - top) for t in terms))
+
+    def log_martingale(self, successes: int, trials: int, p: float) -> float:
+        """``ln M_n(p) = ln m_n - ln L_n(p)``: ``p`` is excluded once this reaches ``ln(1/alpha)``.
+
+        ``+inf`` when ``p`` cannot have produced the data (p = 0 with a success, p = 1 with a
+        failure).
+        """
+        likelihood = _log_likelihood(p, successes, trials)
+        if likelihood == -math.inf:
+            return math.inf
+        return self.log_marginal(successes, trials) - likelihood
 
     @functools.cached_property
     def _terms(self) -> tuple[tuple[float, float, float, float], ...]:
         """``(ln w - ln B(a, b), a, b, a + b)`` per component, computed once."""
         return tuple((math.log(w) - _log_beta(a, b), a, b, a + b) for w, a, b in self.components)
+
+    @functools.cached_property
+    def _atom_terms(self) -> tuple[tuple[float, float], ...]:
+        return tuple((math.log(w), location) for w, location in self.atoms)
 
 
 def _log_likelihood(p: float, successes: int, trials: int) -> float:
@@ -727,6 +771,119 @@ class ConfidenceSequence:
         self.interval = Interval(1.0 - other.interval.high, 1.0 - other.interval.low)
 
 
+def acceptance_counts(
+    trials: int,
+    p: float,
+    alpha: float,
+    prior: MixturePrior,
+    *,
+    near: tuple[int, int] | None = None,
+) -> tuple[int, int]:
+    """The counts ``s`` out of ``trials`` with which ``p`` stays in ``C_n``: ``lo <= s <= hi``.
+
+    ``p`` is excluded from ``C_n`` exactly when ``s < lo`` (then ``C_n`` lies below ``p``) or
+    ``s > hi`` (above). ``ln M_n(p)`` is convex in ``s`` (``ln m_n`` is log-convex by Hölder's
+    inequality, ``ln L_n(p)`` is linear in ``s``) and below ``ln 2 < ln(1/alpha)`` at the
+    integer nearest ``n p``, so the accepted counts are one run of integers around ``n p``.
+    Every decision of :class:`SplitTest` is a comparison of a count with these bounds, which
+    is how the simulations (tests/test_stats_simulation.py) and the benchmark evaluate
+    thousands of runs at once. ``near`` (the bounds at a nearby ``trials``) speeds the search
+    up; it never changes the answer.
+
+    Example:
+        >>> acceptance_counts(1000, 0.2, 0.001, MixturePrior.for_band(0.2, 0.05, 0.001))
+        (156, 247)
+    """
+    n = _check_count("trials", trials)
+    level = -math.log(_check_probability("alpha", alpha, 0.0, 1.0, "error level"))
+
+    def accepted(count: int) -> bool:
+        return prior.log_martingale(count, n, p) < level
+
+    centre = min(n, max(0, round(n * p)))
+    if not accepted(centre):  # pragma: no cover - impossible for alpha < 1/2 (see above)
+        raise ArithmeticError(f"acceptance_counts({n}, {p}): p excluded at s = {centre}")
+    low_guess, high_guess = (centre, centre) if near is None else near
+    return (
+        _run_end(accepted, centre, min(max(low_guess, 0), centre), -1, 0),
+        _run_end(accepted, centre, max(min(high_guess, n), centre), +1, n),
+    )
+
+
+def _run_end(
+    accepted: Callable[[int], bool], inside: int, guess: int, step: int, limit: int
+) -> int:
+    """The last accepted count from ``inside`` in direction ``step`` (the run ends at ``limit``).
+
+    Gallops from ``guess`` (outward while accepted, inward while not), then bisects.
+    """
+    if accepted(guess):
+        good, stride = guess, 1
+        while good != limit:
+            probe = good + step * stride
+            probe = max(probe, limit) if step < 0 else min(probe, limit)
+            if not accepted(probe):
+                bad = probe
+                break
+            good, stride = probe, stride * 2
+        else:
+            return limit
+    else:
+        bad, stride = guess, 1
+        while True:
+            probe = bad - step * stride
+            probe = min(probe, inside) if step < 0 else max(probe, inside)
+            if accepted(probe):
+                good = probe
+                break
+            bad, stride = probe, stride * 2
+    while abs(bad - good) > 1:
+        middle = (good + bad) // 2
+        if accepted(middle):
+            good = middle
+        else:
+            bad = middle
+    return good
+
+
+@dataclass
+class _Edges:
+    """What the confidence sequence of one version has shown about its band so far.
+
+    ``C_t`` is an interval around ``p_hat_t``, so "the running intersection of ``C_1 .. C_t``
+    lies above ``band.low``" means "some ``C_u``, ``u <= t``, excluded ``band.low`` with
+    ``p_hat_u > band.low``": one evaluation of the martingale at the band edge per look.
+    """
+
+    above_low: bool = False
+    below_high: bool = False
+
+
+def _edge_verdict(
+    prior: MixturePrior, successes: int, trials: int, band: Interval, level: float, edges: _Edges
+) -> Decision:
+    """Update ``edges`` with ``C_n`` (``s`` of ``n``) and decide: FAIL when ``C_n`` lies
+    entirely outside ``band``, PASS when the running intersection lies inside, else CONTINUE.
+    """
+    if trials == 0:
+        return Decision.CONTINUE
+    p_hat = successes / trials
+    outside = (band.high < 1.0 and p_hat > band.high) or (band.low > 0.0 and p_hat < band.low)
+    if outside:
+        edge = band.high if p_hat > band.high else band.low
+        if prior.log_martingale(successes, trials, edge) >= level:
+            return Decision.FAIL
+    if not edges.above_low:
+        edges.above_low = band.low <= 0.0 or (
+            p_hat > band.low and prior.log_martingale(successes, trials, band.low) >= level
+        )
+    if not edges.below_high:
+        edges.below_high = band.high >= 1.0 or (
+            p_hat < band.high and prior.log_martingale(successes, trials, band.high) >= level
+        )
+    return Decision.PASS if edges.above_low and edges.below_high else Decision.CONTINUE
+
+
 # --------------------------------------------------------------------------------------------
 # The sequential split test
 # --------------------------------------------------------------------------------------------
@@ -754,13 +911,23 @@ class SplitTest:
     martingale (Robbins 1970; Howard, Ramdas, McAuliffe & Sekhon 2021) with the prior of
     :meth:`MixturePrior.for_band`.
 
+    Decisions: FAIL as soon as one version's confidence set lies entirely outside its band;
+    PASS once the running intersection of every version's confidence sets lies inside its
+    band (each band edge excluded at some look, :func:`acceptance_counts`).
+
     Guarantee: for i.i.d. routing with true shares ``p``, whatever the batch sizes,
     ``P(FAIL) <= alpha`` when every ``p_v`` lies in its band and ``P(PASS) <= alpha`` when some
-    ``p_v`` lies outside its band. With two versions the two intervals are mirror images (one
-    event), so each gets level ``alpha``; with ``k >= 3`` versions each gets ``alpha / k``
+    ``p_v`` lies outside its band. With two versions and mirrored priors (the default) the two
+    intervals are mirror images (one event), so each gets level ``alpha``; otherwise (``k >= 3``
+    versions, or two priors that do not mirror each other) each gets ``alpha / k``
     (Bonferroni), which makes the intervals simultaneous. ``priors`` (one
     :class:`MixturePrior` per version) replaces the default priors; any prior keeps the
     guarantee, only the number of requests changes.
+
+    A right expectation can still end INCONCLUSIVE (a failed test) when the true share sits
+    at or near a band edge: there no number of requests proves it inside (0.24 in 0.20 +- 0.05
+    at alpha = 0.001 is undecided after 20,000 requests in most runs, benchmarks/README.md).
+    The reason then says what would decide: more requests, or a wider tolerance.
 
     Example:
         >>> test = SplitTest({"1.0": 0.8, "2.0": 0.2}, tolerance=0.05, alpha=0.001)
@@ -800,8 +967,7 @@ class SplitTest:
         self.expected = shares
         self.versions = tuple(shares)
         k = len(self.versions)
-        #: Level of each version's confidence sequence.
-        self.alpha_per_version = self.alpha if k == 2 else self.alpha / k
+        first, second = self.versions[0], self.versions[1]
         self.bands = {
             v: Interval(max(0.0, p - self.tolerance), min(1.0, p + self.tolerance))
             for v, p in shares.items()
@@ -814,24 +980,34 @@ class SplitTest:
                 f"priors for {sorted(priors)}: must give one MixturePrior for each expected "
                 f"version {sorted(shares)}"
             )
-        self.priors = (
-            dict(priors)
-            if priors is not None
-            else {
-                v: MixturePrior.for_band(p, self.tolerance, self.alpha_per_version)
+        if priors is not None:
+            self.priors = dict(priors)
+        elif k == 2:
+            # Built as exact mirror images: the two sequences are then one event (level alpha).
+            prior = MixturePrior.for_band(shares[first], self.tolerance, self.alpha)
+            self.priors = {first: prior, second: prior.mirrored()}
+        else:
+            self.priors = {
+                v: MixturePrior.for_band(p, self.tolerance, self.alpha / k)
                 for v, p in shares.items()
             }
-        )
-        # The mirror shortcut is exact only when the second prior mirrors the first.
-        first, second = self.versions[0], self.versions[1]
+        # The mirror shortcut (one sequence, level alpha) is exact only when the second prior
+        # mirrors the first; two independent sequences need alpha / 2 each.
         self._mirror = k == 2 and self.priors[second] == self.priors[first].mirrored()
+        #: Level of each version's confidence sequence.
+        self.alpha_per_version = self.alpha if self._mirror else self.alpha / k
+        #: Versions whose sequences decide: with mirrored priors the second version's sequence
+        #: and band are the mirror images of the first's, so the first alone decides.
+        self.decided_by: tuple[str, ...] = self.versions[:1] if self._mirror else self.versions
+        self._level = -math.log(self.alpha_per_version)
         self._sequences = {
             v: ConfidenceSequence(self.alpha_per_version, self.priors[v]) for v in self.versions
         }
+        self._edges = {v: _Edges() for v in self.versions}
         self.decision = Decision.CONTINUE
         #: Why the test decided (or why it has not yet), one sentence.
         self._reason = "not enough responses yet"
-        self._needed: int | None = None
+        self._advice: str | None = None
         self._straddling: str | None = None  # a version whose interval straddles its band
         self.n = 0
         #: n at the moment of the decision (None while CONTINUE).
@@ -903,7 +1079,19 @@ class SplitTest:
                 "moved during the test (routing changed?)",
             )
             return
-        outside = [v for v in self.versions if self.intervals[v].disjoint(self.bands[v])]
+        judged = self.decided_by
+        verdicts = {}
+        for v in judged:
+            sequence = self._sequences[v]
+            verdicts[v] = _edge_verdict(
+                self.priors[v],
+                sequence.successes,
+                sequence.trials,
+                self.bands[v],
+                self._level,
+                self._edges[v],
+            )
+        outside = [v for v in judged if verdicts[v] is Decision.FAIL]
         if outside:
             v = outside[0]
             self._finish(
@@ -913,19 +1101,17 @@ class SplitTest:
                 f"{self.intervals[v]}",
             )
             return
-        if all(self.intervals[v].within(self.bands[v]) for v in self.versions):
+        if all(verdict is Decision.PASS for verdict in verdicts.values()):
             self._finish(Decision.PASS, "every share's confidence sequence is inside its band")
             return
         if self.max_requests is not None and self.n >= self.max_requests:
-            # The "would need" part of the reason is computed when someone reads it.
+            # What would decide is computed when someone reads the reason.
             self._finish(
                 Decision.INCONCLUSIVE,
                 f"undecided after {self.n} requests (max_requests={self.max_requests})",
             )
             return
-        self._straddling = next(
-            v for v in self.versions if not self.intervals[v].within(self.bands[v])
-        )
+        self._straddling = next(v for v in judged if verdicts[v] is Decision.CONTINUE)
 
     def _finish(self, decision: Decision, reason: str) -> None:
         self.decision = decision
@@ -936,16 +1122,50 @@ class SplitTest:
     def reason(self) -> str:
         """Why the test decided, or why it has not yet: one sentence for the report.
 
-        For INCONCLUSIVE it includes :meth:`needed_requests` (computed when first read).
+        For INCONCLUSIVE it says what would decide (:meth:`advice`, computed when first read).
         """
         if self.decision is Decision.INCONCLUSIVE:
-            if self._needed is None:
-                self._needed = self.needed_requests()
-            return f"{self._reason}; about {self._needed} would be needed at the observed shares"
+            if self._advice is None:
+                self._advice = self.advice()
+            return f"{self._reason}; {self._advice}"
         if self.decision is Decision.CONTINUE and self._straddling is not None:
             v = self._straddling
             return f"interval of {v!r} {self.intervals[v]} straddles its band {self.bands[v]}"
         return self._reason
+
+    def advice(self) -> str:
+        """What would decide an undecided test, in one sentence.
+
+        At the observed shares: the requests a decision needs (:meth:`needed_requests`), and
+        when every observed share is inside its band, the tolerance that the confidence
+        sequences fit now (a band edge closer than that to a right share cannot be told apart
+        from it by this many requests).
+        """
+        needed = self.needed_requests()
+        shares = self.observed
+        if any(shares[v] not in self.bands[v] for v in self.versions):
+            would = "a FAIL" if needed < NEEDED_REQUESTS_CAP else "no number of requests"
+            return (
+                f"the observed shares are outside their bands; {would}"
+                + (f" needs about {needed} requests" if needed < NEEDED_REQUESTS_CAP else "")
+                + " at these shares"
+            )
+        fit = max(
+            max(self.expected[v] - self.intervals[v].low, self.intervals[v].high - self.expected[v])
+            for v in self.versions
+        )
+        # Round up to the next 0.005 so the suggestion is a value one would write.
+        suggested = min(0.5, math.ceil(fit * 200.0 - 1e-9) / 200.0)
+        requests = (
+            f"about {needed} requests would be needed at the observed shares"
+            if needed < NEEDED_REQUESTS_CAP
+            else "a share exactly on a band edge is never decided by more requests"
+        )
+        return (
+            f"{requests}, or tolerance={suggested:g} (the intervals now lie within "
+            f"+-{fit:.3f} of the expected shares); a true share near a band edge needs many "
+            f"more requests than one near the expected share (stats.plan_requests budgets one)"
+        )
 
     def needed_requests(self) -> int:
         """Estimated total requests for a decision if the observed shares stay as they are.
@@ -970,12 +1190,11 @@ class SplitTest:
     def _needed_for(self, version: str, share: float, want_pass: bool) -> int:
         band = self.bands[version]
         prior = self.priors[version]
-        alpha = self.alpha_per_version
+        want = Decision.PASS if want_pass else Decision.FAIL
 
         def decides(n: int) -> bool:
             s = min(n, max(0, round(share * n)))
-            interval = cs_interval(s, n, alpha, prior)
-            return interval.within(band) if want_pass else interval.disjoint(band)
+            return _edge_verdict(prior, s, n, band, self._level, _Edges()) is want
 
         hi = 16
         while not decides(hi):
@@ -992,15 +1211,17 @@ class SplitTest:
         return hi
 
     def next_batch_size(self, concurrency: int) -> int:
-        """Suggested size of the next batch (0 once ``max_requests`` is reached).
+        """Size of the next batch: one round of ``concurrency`` requests (0 once
+        ``max_requests`` is reached; never past it).
 
-        ``FIRST_BATCH`` requests at first, then ``BATCH_GROWTH`` of the requests so far (n grows
-        ~1.25x a batch: few looks, little overshoot), rounded up to a multiple of
-        ``concurrency`` but never past ``max_requests``. Any schedule is valid: this one only
-        saves requests and round trips.
+        The test looks after every round: a look costs nothing in validity for an
+        anytime-valid sequence, and stopping at the first round that decides saves the
+        overshoot of larger batches (~15% of the requests, benchmarks/README.md).
         """
         concurrency = _check_count("concurrency", concurrency, minimum=1)
-        return _batch_size(self.n, concurrency, self.max_requests)
+        if self.max_requests is None:
+            return concurrency
+        return max(0, min(concurrency, self.max_requests - self.n))
 
 
 def _batch_size(n: int, concurrency: int, max_requests: int | None) -> int:
@@ -1109,11 +1330,16 @@ class RoutedTest:
 
 
 def fixed_requests(share: float, tolerance: float, alpha: float) -> int:
-    """Sample size of the fixed design with the same guarantees as :class:`SplitTest`.
+    """Sample size of the fixed design with the guarantees of :class:`SplitTest`, by the
+    normal approximation.
 
-    ``n = ceil((z_{1-alpha} + z_{1-alpha/2})^2 p (1 - p) / tolerance^2)``: a two-sided
-    ``1 - alpha`` interval (false PASS ``<= alpha``) that fits in the band with probability
-    ``>= 1 - alpha`` when the share is right. 2606 for 0.20 +- 0.05 at alpha = 0.001.
+    ``n = ceil((z_{1-alpha} + z_{1-alpha/2})^2 p (1 - p) / tolerance^2)``, alpha *per side*:
+    a two-sided ``1 - alpha`` interval (a wrong share passes with probability ``<= alpha/2``)
+    whose end stays short of each band edge with probability ``1 - alpha`` when the share is
+    right (so a right share fails to fit with probability up to ``alpha`` on each side, about
+    ``2 alpha`` in all). 2606 for 0.20 +- 0.05 at alpha = 0.001. The exact design
+    (Clopper-Pearson intervals, binomial probabilities) needs a few % more: 2,689 with false
+    PASS and not-PASS each ``<= alpha`` (benchmarks/requests_to_verdict.py).
     """
     share = _check_share("share", share)
     tolerance = _check_tolerance(tolerance)
@@ -1137,45 +1363,66 @@ class Plan:
     fixed_requests: int
 
 
-def _binomial_log_pmf(k: int, n: int, p: float) -> float:
-    return (
-        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + _log_likelihood(p, k, n)
-    )
-
-
-def _pass_probability(
-    n: int, share: float, band: Interval, alpha: float, prior: MixturePrior
-) -> float:
-    """``P(C_n lies inside band)`` when ``S_n ~ Binomial(n, share)``: exact sum over s.
-
-    The s whose ``C_n`` fits form a run around ``n share`` (``C_n`` moves with ``s / n``), so
-    the sum scans outward from the centre and stops at the first s on each side that fails.
-    """
-    if n == 0:
+def _binomial_tail_at_most(k: int, n: int, p: float) -> float:
+    """``P(Binomial(n, p) <= k)``, accurate also when it is tiny."""
+    if k < 0:
         return 0.0
+    if k >= n:
+        return 1.0
+    return beta_cdf(1.0 - p, n - k, k + 1)
 
-    def fits(s: int) -> bool:
-        return band.low <= s / n <= band.high and cs_interval(s, n, alpha, prior).within(band)
 
-    centre = min(n, max(0, round(n * share)))
-    if not fits(centre):
+def _binomial_tail_at_least(k: int, n: int, p: float) -> float:
+    """``P(Binomial(n, p) >= k)``, accurate also when it is tiny."""
+    if k <= 0:
+        return 1.0
+    if k > n:
         return 0.0
-    total = math.exp(_binomial_log_pmf(centre, n, share))
-    for step in (1, -1):
-        s = centre + step
-        while 0 <= s <= n and fits(s):
-            total += math.exp(_binomial_log_pmf(s, n, share))
-            s += step
-    return min(1.0, total)
+    return beta_cdf(p, k, n - k + 1)
+
+
+class _EdgeBounds:
+    """The acceptance counts of both band edges at successive n, each search started from
+    the bounds at the previous n."""
+
+    def __init__(self, band: Interval, alpha: float, prior: MixturePrior) -> None:
+        self.band, self.alpha, self.prior = band, alpha, prior
+        self._last: dict[float, tuple[int, int, int]] = {}
+
+    def at(self, n: int, p: float) -> tuple[int, int]:
+        previous = self._last.get(p)
+        near = None
+        if previous is not None:
+            last_n, lo, hi = previous
+            shift = round((n - last_n) * p)
+            near = (lo + shift, hi + shift)
+        lo, hi = acceptance_counts(n, p, self.alpha, self.prior, near=near)
+        self._last[p] = (n, lo, hi)
+        return lo, hi
+
+    def no_pass_probability(self, n: int, share: float) -> float:
+        """``P(C_n does not lie inside the band)`` when ``S_n ~ Binomial(n, share)``, exactly:
+        ``C_n`` lies inside iff ``s`` is above the acceptance counts of the lower edge and
+        below those of the upper edge."""
+        band = self.band
+        below = self.at(n, band.low)[1] if band.low > 0.0 else -1
+        above = self.at(n, band.high)[0] if band.high < 1.0 else n + 1
+        if below + 1 > above - 1:
+            return 1.0
+        return min(
+            1.0,
+            _binomial_tail_at_most(below, n, share) + _binomial_tail_at_least(above, n, share),
+        )
 
 
 def plan_requests(share: float, tolerance: float, alpha: float, *, concurrency: int = 16) -> Plan:
     """Budget an ``expect_split(share, tolerance, alpha)`` whose true share is ``share``.
 
-    Computed exactly, without simulation, on the batch schedule of
-    :meth:`SplitTest.next_batch_size` (``concurrency``): the test has stopped by the batch
-    ending at ``n_k`` at least when ``C_{n_k}`` alone fits in the band, so with
-    ``q_k = P(C_{n_k} inside band)`` (an exact binomial sum),
+    Computed exactly, without simulation, on the look schedule of
+    :meth:`SplitTest.next_batch_size` (one look per round of ``concurrency`` requests): the
+    test has stopped by the look at ``n_k`` at least when ``C_{n_k}`` alone fits in the band,
+    so with ``q_k = P(C_{n_k} inside band)`` (exact binomial tails beyond the
+    :func:`acceptance_counts` of the band edges),
     ``E[requests] <= sum_k (n_{k+1} - n_k) (1 - q_k)`` and ``P(requests <= n_k) >= q_k``.
     ``worst_case_requests`` is the first ``n_k`` with ``q_k >= 0.95``. Both ignore the extra
     help of the running intersection, so they are upper bounds. Two versions
@@ -1190,17 +1437,16 @@ def plan_requests(share: float, tolerance: float, alpha: float, *, concurrency: 
     alpha = _check_alpha(alpha)
     concurrency = _check_count("concurrency", concurrency, minimum=1)
     band = Interval(max(0.0, share - tolerance), min(1.0, share + tolerance))
-    prior = MixturePrior.for_band(share, tolerance, alpha)
+    edges = _EdgeBounds(band, alpha, MixturePrior.for_band(share, tolerance, alpha))
     expected = 0.0
     worst: int | None = None
     n = 0
     survival = 1.0  # bound on P(no verdict after n requests)
     while True:
-        step = _batch_size(n, concurrency, None)
-        expected += step * survival
-        n += step
-        q = _pass_probability(n, share, band, alpha, prior)
-        survival = 1.0 - q
+        expected += concurrency * survival
+        n += concurrency
+        survival = edges.no_pass_probability(n, share)
+        q = 1.0 - survival
         if worst is None and q >= 0.95:
             worst = n
         if worst is not None and survival < 1e-6:

@@ -5,8 +5,8 @@ scipy is the reference for the special functions; the module under test is pure 
 
 from __future__ import annotations
 
-import itertools
 import math
+import re
 
 import pytest
 from scipy import integrate, optimize, special
@@ -422,6 +422,76 @@ def test_mixture_prior_for_band_and_validation() -> None:
         MixturePrior(())
 
 
+def test_point_masses_at_zero_and_one() -> None:
+    """Full promotion and rollback priors: the focused component becomes a point mass."""
+    prior = MixturePrior.for_band(1.0, 0.05, 0.001)
+    assert prior.atoms == ((1 - stats.BROAD_WEIGHT, 1.0),)
+    assert prior.components == ((stats.BROAD_WEIGHT, 0.5, 0.5),)
+    assert prior.mirrored() == MixturePrior.for_band(0.0, 0.05, 0.001)
+    jeffreys = math.log(special.beta(0.5 + 20, 0.5) / special.beta(0.5, 0.5))
+    # Every response from the version: the point mass at 1 explains it with probability 0.8.
+    assert prior.log_marginal(20, 20) == pytest.approx(
+        math.log(0.8 + 0.2 * math.exp(jeffreys)), rel=1e-12
+    )
+    # One response from elsewhere: only the Jeffreys component is left.
+    assert prior.log_marginal(19, 20) == pytest.approx(
+        math.log(0.2 * special.beta(19.5, 1.5) / special.beta(0.5, 0.5)), rel=1e-12
+    )
+    assert prior.log_martingale(19, 20, 1.0) == math.inf  # p = 1 cannot give a failure
+    with pytest.raises(ValueError, match=r"location 0\.0 or 1\.0"):
+        MixturePrior(((0.5, 1.0, 1.0),), ((0.5, 0.5),))
+    with pytest.raises(ValueError, match="sum to 1"):
+        MixturePrior(((0.5, 1.0, 1.0),), ((0.6, 1.0),))
+
+
+def test_full_promotion_passes_after_144_responses() -> None:
+    """n ln(1/0.95) >= ln(1000) + ln(1/0.8) first holds at n = 139: the 9th round of 16."""
+    test = SplitTest({"1.0": 0.0, "2.0": 1.0}, tolerance=0.05, alpha=0.001)
+    for _ in range(8):
+        assert test.update({"2.0": 16}) is Decision.CONTINUE
+    assert test.update({"2.0": 16}) is Decision.PASS
+    assert test.decided_at == 144
+    # One response from stable is not a failure of full promotion, but it costs requests.
+    again = SplitTest({"1.0": 0.0, "2.0": 1.0}, tolerance=0.05, alpha=0.001)
+    again.update({"1.0": 1, "2.0": 15})
+    assert all(again.update({"2.0": 16}) is Decision.CONTINUE for _ in range(8))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.05, 0.15, 0.25, 0.9, 1.0])
+@pytest.mark.parametrize("n", [1, 16, 160, 1600])
+def test_acceptance_counts_are_where_the_martingale_stays_below_one_over_alpha(
+    p: float, n: int
+) -> None:
+    prior = MixturePrior.for_band(0.2, 0.05, 0.001)
+    level = math.log(1000)
+    accepted = [s for s in range(n + 1) if prior.log_martingale(s, n, p) < level]
+    lo, hi = stats.acceptance_counts(n, p, 0.001, prior)
+    assert accepted == list(range(lo, hi + 1))
+    # A warm start from any guess gives the same answer.
+    assert stats.acceptance_counts(n, p, 0.001, prior, near=(0, n)) == (lo, hi)
+    assert stats.acceptance_counts(n, p, 0.001, prior, near=(n, 0)) == (lo, hi)
+
+
+def test_two_versions_share_alpha_only_when_their_priors_mirror() -> None:
+    """The two intervals of a k = 2 test are one event only when the priors mirror each other;
+    otherwise each sequence is a separate event and gets alpha / 2 (Bonferroni)."""
+    default = SplitTest(TWO, tolerance=0.05, alpha=0.001)
+    assert default.priors["1.0"] == default.priors["2.0"].mirrored()  # exactly, not to an ulp
+    assert default.alpha_per_version == 0.001 and default.decided_by == ("1.0",)
+    mirrored = MixturePrior(((1.0, 2.0, 8.0),))
+    custom = SplitTest(
+        TWO, tolerance=0.05, alpha=0.001, priors={"1.0": mirrored.mirrored(), "2.0": mirrored}
+    )
+    assert custom.alpha_per_version == 0.001
+    skewed = {"1.0": MixturePrior(((1.0, 8.0, 2.0),)), "2.0": MixturePrior(((1.0, 1.0, 1.0),))}
+    split = SplitTest(TWO, tolerance=0.05, alpha=0.001, priors=skewed)
+    assert split.alpha_per_version == 0.0005
+    assert split.decided_by == ("1.0", "2.0")
+    split.update({"1.0": 80, "2.0": 20})
+    reference = cs_interval(20, 100, 0.0005, skewed["2.0"])
+    assert split.intervals["2.0"].low == pytest.approx(reference.low, rel=1e-12)
+
+
 def test_target_requests_known_value() -> None:
     # 2 v (ln 1000 + ln 1.25 + ln 2 / 2) / 0.05^2 with v = 0.16.
     expected = 2 * 0.16 * (math.log(1000) + math.log(1.25) + 0.5 * math.log(2)) / 0.0025
@@ -489,8 +559,29 @@ def test_straddling_continues_then_budget_makes_it_inconclusive() -> None:
     assert "straddles" in test.reason
     assert feed(test, 0.2, 100) is Decision.INCONCLUSIVE
     assert test.n == 400
-    assert f"about {test.needed_requests()} would be needed" in test.reason
+    assert f"about {test.needed_requests()} requests would be needed" in test.reason
     assert 400 < test.needed_requests() < 2606
+
+
+def test_inconclusive_says_which_tolerance_or_budget_would_decide() -> None:
+    """A right share near the band edge (0.24 in 0.20 +- 0.05): the budget runs out; the
+    reason names the requests a decision needs at 0.24 and a tolerance whose band holds the
+    intervals now (and that tolerance would indeed have passed these data)."""
+    test = SplitTest(TWO, tolerance=0.05, alpha=0.001, max_requests=3000)
+    assert feed(test, 0.24, 3000) is Decision.INCONCLUSIVE
+    needed = test.needed_requests()
+    assert needed > 3000
+    match = re.search(r"or tolerance=([0-9.]+) \(the intervals now lie within", test.reason)
+    assert match is not None, test.reason
+    assert f"about {needed} requests would be needed" in test.reason
+    wider = float(match.group(1))
+    assert 0.05 < wider <= 0.1
+    assert feed(SplitTest(TWO, tolerance=wider, alpha=0.001), 0.24, 3000) is Decision.PASS
+    # Outside the band: only more requests (towards a FAIL) would decide.
+    outside = SplitTest(TWO, tolerance=0.05, alpha=0.001, max_requests=1000)
+    feed(outside, 0.26, 1000)
+    assert outside.decision is Decision.INCONCLUSIVE
+    assert "outside their bands; a FAIL needs about" in outside.reason
 
 
 def test_unexpected_version_fails_at_once_and_is_reported() -> None:
@@ -578,14 +669,10 @@ def schedule(test: SplitTest, concurrency: int, batches: int) -> list[int]:
     return sizes
 
 
-def test_next_batch_size_grows_geometrically_in_multiples_of_concurrency() -> None:
-    sizes = schedule(SplitTest(TWO, tolerance=0.05, alpha=0.001), 16, 25)
-    assert sizes[:4] == [16, 16, 16, 16]  # a gross error can stop after 48-80 requests
-    assert all(size % 16 == 0 for size in sizes)
-    totals = [sum(sizes[: i + 1]) for i in range(len(sizes))]
-    growth = [b / a for a, b in itertools.pairwise(totals[10:])]
-    assert all(1.15 <= ratio <= 1.45 for ratio in growth)
-    assert schedule(SplitTest(TWO, tolerance=0.05, alpha=0.001), 1, 3) == [16, 16, 16]
+def test_next_batch_size_is_one_round_of_concurrency() -> None:
+    """The test looks after every round: a look is free for an anytime-valid sequence."""
+    assert schedule(SplitTest(TWO, tolerance=0.05, alpha=0.001), 16, 25) == [16] * 25
+    assert schedule(SplitTest(TWO, tolerance=0.05, alpha=0.001), 1, 3) == [1, 1, 1]
     assert schedule(SplitTest(TWO, tolerance=0.05, alpha=0.001), 64, 2) == [64, 64]
 
 
@@ -743,10 +830,11 @@ def test_plan_requests_budgets_below_the_fixed_design() -> None:
     assert plan.fixed_requests == 2606
     assert plan.expected_requests < 0.8 * plan.fixed_requests
     assert plan.expected_requests < plan.worst_case_requests
-    # The worst case is a batch boundary of the default schedule.
-    sizes = schedule(SplitTest(TWO, 0.05, 0.001), 16, 40)
-    boundaries = {sum(sizes[: i + 1]) for i in range(len(sizes))}
-    assert plan.worst_case_requests in boundaries
+    # The worst case is a look of the default schedule (every round of 16).
+    assert plan.worst_case_requests % 16 == 0
+    # Full promotion: the point mass at 1 decides every run at the 9th look.
+    full = plan_requests(1.0, 0.05, 0.001)
+    assert full.expected_requests == full.worst_case_requests == 144
 
 
 def test_plan_requests_rejects_bad_arguments() -> None:
