@@ -1,23 +1,28 @@
-"""Requests to a verdict: pytest-canary's sequential test against fixed-N and upstream designs.
+"""Requests to a verdict: pytest-canary's sequential tests against fixed-N and upstream designs.
 
-Run from the repository root (takes a minute or two; the output is deterministic):
+Run from the repository root (deterministic, seeded; about a minute):
 
     python benchmarks/requests_to_verdict.py [--runs 2000] [--seed 7]
 
 Prints Markdown tables (copied into benchmarks/README.md):
 
-1. ``SplitTest`` (expected canary share 0.20 +- 0.05, alpha = 0.001, batches as
-   ``next_batch_size(16)`` suggests) at true shares 0.20, 0.22, 0.30, 0.50: mean / median / p95
-   requests to a verdict and the verdicts, side by side with the fixed-N design with the same
-   guarantees (n = (z_{1-a} + z_{1-a/2})^2 p (1 - p) / tol^2 = 2606, Clopper-Pearson verdicts
-   computed exactly) and with ``plan_requests``' budget.
-2. The upstream designs (Istio, ingress-nginx, Gateway API conformance) with their error rates
+1. ``SplitTest`` (expected canary share 0.20 +- 0.05, alpha = 0.001, a look after every round
+   of 16 requests) at true shares 0.20, 0.22, 0.24, 0.30, 0.50 and full promotion: mean /
+   median / p95 requests to a verdict and the verdicts, side by side with the *exact* fixed-N
+   design with the same guarantees (Clopper-Pearson, binomial probabilities: 2,689 requests)
+   and with ``plan_requests``' budget.
+2. What the look schedule and the point mass save, on the same draws.
+3. The upstream designs (Istio, ingress-nginx, Gateway API conformance) with their error rates
    computed exactly from the binomial distribution, and ``SplitTest`` on the same splits.
-3. Prior ablation: how the choice of the mixture prior moves the mean requests.
+4. Prior ablation: how the choice of the mixture prior moves the mean requests.
+5. Three versions: Bonferroni (what SplitTest does) against a Dirichlet-multinomial mixture.
+6. ``HealthTest`` (``expect_healthy``): requests to a verdict for healthy and unhealthy canaries.
 
-Simulation: numpy ``Generator`` seeded per scenario; per-batch counts are binomial draws at the
-true share and ``SplitTest.update`` is called once per batch, exactly as the harness does.
-numpy and scipy are used here only; ``pytest_canary.stats`` is pure Python.
+Simulation: numpy ``Generator`` seeded per scenario; per-round counts are multinomial draws at
+the true shares, and every run is decided by SplitTest's own decision rule evaluated for all
+runs at once (``tests/verdict_simulation.py``, checked against ``SplitTest.update`` run by run
+in ``tests/test_stats_simulation.py``). numpy and scipy are used here and in the tests only;
+``pytest_canary.stats`` is pure Python.
 """
 
 from __future__ import annotations
@@ -26,21 +31,31 @@ import argparse
 import math
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import special as spf
 from scipy import stats as sps
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout
+sys.path.insert(0, str(ROOT / "tests"))
 
-from pytest_canary.stats import (
+from verdict_simulation import (  # noqa: E402
+    Outcome,
+    decide_split,
+    draw_counts,
+    look_schedule,
+    simulate_split,
+)
+
+from pytest_canary.stats import (  # noqa: E402
+    BROAD_WEIGHT,
+    FIRST_BATCH,
     Decision,
     MixturePrior,
-    SplitTest,
-    assert_split_counts,
     fixed_requests,
     plan_requests,
     target_requests,
@@ -50,32 +65,10 @@ EXPECTED = 0.20
 TOLERANCE = 0.05
 ALPHA = 0.001
 CONCURRENCY = 16
-TRUE_SHARES = (0.20, 0.22, 0.30, 0.50)
+DEFAULT_BUDGET = 20_000  # --canary-max-requests' default
+TRUE_SHARES = (0.20, 0.22, 0.24, 0.30, 0.50)
 
 PriorFactory = Callable[[float, float, float], MixturePrior]
-
-
-@dataclass
-class Result:
-    requests: np.ndarray
-    verdicts: Counter[Decision]
-
-    @property
-    def runs(self) -> int:
-        return int(self.requests.size)
-
-    def share_of(self, decision: Decision) -> float:
-        return self.verdicts[decision] / self.runs
-
-
-def schedule(expected: float, budget: int) -> list[int]:
-    """The batch sizes SplitTest suggests up to ``budget`` (they depend on n only)."""
-    probe = SplitTest(two(expected), TOLERANCE, ALPHA, max_requests=budget)
-    sizes = []
-    while (size := probe.next_batch_size(CONCURRENCY)) > 0:
-        sizes.append(size)
-        probe.update({"stable": size})
-    return sizes
 
 
 def two(canary_share: float) -> dict[str, float]:
@@ -88,55 +81,72 @@ def simulate(
     *,
     runs: int,
     seed: int,
-    budget: int,
-    tolerance: float = TOLERANCE,
-    alpha: float = ALPHA,
+    budget: int = DEFAULT_BUDGET,
     prior: PriorFactory | None = None,
-) -> Result:
-    """``runs`` SplitTest runs until a verdict (or ``budget``), seeded."""
-    sizes = schedule(expected, budget)
-    rng = np.random.default_rng(seed)
-    hits = rng.binomial(np.array(sizes)[None, :], true_share, size=(runs, len(sizes)))
+) -> Outcome:
+    """``runs`` SplitTest runs at ``true_share`` until a verdict (or ``budget``), seeded."""
     priors = None
     if prior is not None:
-        canary_prior = prior(expected, tolerance, alpha)
+        canary_prior = prior(expected, TOLERANCE, ALPHA)
         priors = {"stable": canary_prior.mirrored(), "canary": canary_prior}
-    requests = np.zeros(runs, dtype=np.int64)
-    verdicts: Counter[Decision] = Counter()
-    for run in range(runs):
-        test = SplitTest(two(expected), tolerance, alpha, max_requests=budget, priors=priors)
-        for step, size in enumerate(sizes):
-            canary = int(hits[run, step])
-            if test.update({"stable": size - canary, "canary": canary}) is not Decision.CONTINUE:
-                break
-        verdicts[test.decision] += 1
-        requests[run] = test.decided_at if test.decided_at is not None else test.n
-    return Result(requests, verdicts)
-
-
-def fixed_design_verdicts(n: int, true_share: float) -> dict[Decision, float]:
-    """Exact verdict probabilities of the fixed-N Clopper-Pearson test (assert_split_counts)."""
-    pmf = sps.binom.pmf(np.arange(n + 1), n, true_share)
-    totals: dict[Decision, float] = dict.fromkeys(
-        (Decision.PASS, Decision.FAIL, Decision.INCONCLUSIVE), 0.0
+    return simulate_split(
+        two(expected),
+        two(true_share),
+        TOLERANCE,
+        ALPHA,
+        runs=runs,
+        seed=seed,
+        budget=budget,
+        concurrency=CONCURRENCY,
+        priors=priors,
     )
-    # Only s within 10 standard deviations matter (the rest has probability < 1e-20).
-    sd = math.sqrt(n * true_share * (1 - true_share))
-    low = max(0, int(n * true_share - 10 * sd))
-    high = min(n, int(n * true_share + 10 * sd) + 1)
-    for s in range(low, high + 1):
-        verdict = assert_split_counts(s, n, EXPECTED, TOLERANCE, ALPHA).decision
-        totals[verdict] += float(pmf[s])
-    return totals
+
+
+# ------------------------------------------------------------------------------------------
+# The exact fixed design
+# ------------------------------------------------------------------------------------------
+
+
+def clopper_pearson_ends(n: int, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided ``1 - level`` Clopper-Pearson interval of every count 0..n."""
+    s = np.arange(n + 1)
+    low = np.where(s == 0, 0.0, sps.beta.ppf(level / 2, s, n - s + 1))
+    high = np.where(s == n, 1.0, sps.beta.ppf(1 - level / 2, s + 1, n - s))
+    return low, high
+
+
+def exact_fixed_verdicts(n: int, true_share: float) -> dict[Decision, float]:
+    """Exact verdict probabilities of the fixed design: PASS when the Clopper-Pearson interval
+    at level 2 alpha (alpha per side, so a wrong share PASSes with probability <= alpha) lies
+    inside the band, FAIL when it lies outside, else inconclusive."""
+    low, high = clopper_pearson_ends(n, 2 * ALPHA)
+    pmf = sps.binom.pmf(np.arange(n + 1), n, true_share)
+    band_low, band_high = EXPECTED - TOLERANCE, EXPECTED + TOLERANCE
+    inside = (low >= band_low) & (high <= band_high)
+    outside = (high < band_low) | (low > band_high)
+    return {
+        Decision.PASS: float(pmf[inside].sum()),
+        Decision.FAIL: float(pmf[outside].sum()),
+        Decision.INCONCLUSIVE: float(pmf[~inside & ~outside].sum()),
+    }
+
+
+def exact_fixed_requests(share: float = EXPECTED) -> int:
+    """The smallest n whose exact fixed design PASSes a right share with probability
+    >= 1 - alpha (and, by the level 2 alpha interval, a wrong one with probability <= alpha):
+    the guarantees of SplitTest, without the normal approximation of ``fixed_requests``."""
+    n = fixed_requests(share, TOLERANCE, ALPHA)
+    while exact_fixed_verdicts(n, share)[Decision.PASS] >= 1 - ALPHA:
+        n -= 1
+    while exact_fixed_verdicts(n, share)[Decision.PASS] < 1 - ALPHA:
+        n += 1
+    return n
 
 
 def oracle_fixed_requests(true_share: float) -> int:
-    """The fixed n that reaches the right verdict with probability ~1 - alpha at ``true_share``.
-
-    Same formula as fixed_requests, with the distance from the true share to the nearest band
-    edge instead of the tolerance: what a fixed design would need if it knew the true share
-    in advance (a sequential test adapts without knowing it).
-    """
+    """The fixed n that reaches the right verdict with probability ~1 - alpha at ``true_share``
+    (normal approximation, alpha per side): what a fixed design would need if it knew the true
+    share in advance (a sequential test adapts without knowing it)."""
     z = sps.norm.ppf(1 - ALPHA) + sps.norm.ppf(1 - ALPHA / 2)
     low, high = EXPECTED - TOLERANCE, EXPECTED + TOLERANCE
     distance = min(abs(true_share - low), abs(true_share - high))
@@ -172,65 +182,158 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def outcome_shares(outcome: Outcome) -> dict[Decision, float]:
+    return {d: outcome.share_of(d) for d in (Decision.PASS, Decision.FAIL, Decision.INCONCLUSIVE)}
+
+
 # ------------------------------------------------------------------------------------------
 # 1. Sequential vs fixed N
 # ------------------------------------------------------------------------------------------
 
 
 def section_sequential(runs: int, seed: int) -> str:
-    fixed_n = fixed_requests(EXPECTED, TOLERANCE, ALPHA)
-    budget = 20 * fixed_n  # never binds in practice: every run reaches a verdict
+    exact_n = exact_fixed_requests()
     plan = plan_requests(EXPECTED, TOLERANCE, ALPHA, concurrency=CONCURRENCY)
     rows = []
     for index, share in enumerate(TRUE_SHARES):
-        result = simulate(EXPECTED, share, runs=runs, seed=seed + index, budget=budget)
-        mean = float(result.requests.mean())
-        fixed = fixed_design_verdicts(fixed_n, share)
+        result = simulate(EXPECTED, share, runs=runs, seed=seed + index)
+        decided = result.decisions != 0
+        mean = float(result.requests[decided].mean()) if decided.any() else math.nan
         oracle = oracle_fixed_requests(share)
         rows.append(
             [
                 f"{share:.2f}",
                 "right (in band)" if abs(share - EXPECTED) <= TOLERANCE else "wrong",
-                f"{mean:,.0f}",
+                f"{mean:,.0f}" + ("" if decided.all() else f" ({decided.mean():.0%} decided)"),
                 f"{np.median(result.requests):,.0f}",
                 f"{np.percentile(result.requests, 95):,.0f}",
-                f"{mean / fixed_n:.3f}x",
-                verdict_text({d: result.share_of(d) for d in Decision}),
-                f"{fixed_n:,}",
-                verdict_text(fixed),
+                f"{mean / exact_n:.3f}x",
+                verdict_text(outcome_shares(result)),
+                verdict_text(exact_fixed_verdicts(exact_n, share)),
                 f"{oracle:,} ({mean / oracle:.2f}x)",
             ]
         )
+    full = simulate_split(
+        {"stable": 0.0, "canary": 1.0},
+        {"stable": 0.0, "canary": 1.0},
+        TOLERANCE,
+        ALPHA,
+        runs=runs,
+        seed=seed + 50,
+        budget=DEFAULT_BUDGET,
+    )
+    rows.append(
+        [
+            "1.00 of 1.00",
+            "full promotion",
+            f"{full.requests.mean():,.0f}",
+            f"{np.median(full.requests):,.0f}",
+            f"{np.percentile(full.requests, 95):,.0f}",
+            "-",
+            verdict_text(outcome_shares(full)),
+            "-",
+            "-",
+        ]
+    )
     header = [
         "true share",
         "config",
         "mean n",
         "median n",
         "p95 n",
-        "mean / fixed",
+        f"mean / exact fixed ({exact_n:,})",
         f"sequential verdicts ({runs:,} runs)",
-        "fixed-N n",
-        "fixed-N verdicts (exact)",
+        f"exact fixed-N verdicts (n = {exact_n:,})",
         "fixed-N sized for this share (mean / it)",
     ]
     text = [
-        f"### Requests to a verdict: expected {EXPECTED:.2f} +- {TOLERANCE}, alpha = {ALPHA}",
+        f"### Requests to a verdict: expected {EXPECTED:.2f} +- {TOLERANCE}, alpha = {ALPHA}, "
+        f"budget {DEFAULT_BUDGET:,}",
         "",
         table(header, rows),
         "",
+        f"Exact fixed design: n = {exact_n:,}, the smallest n whose Clopper-Pearson interval "
+        f"(alpha per side: a wrong share PASSes with probability <= alpha) lies in the band "
+        f"with probability >= 1 - alpha at the right share; the normal approximation "
+        f"(`stats.fixed_requests`) says {fixed_requests(EXPECTED, TOLERANCE, ALPHA):,}. "
         f"`plan_requests({EXPECTED}, {TOLERANCE}, {ALPHA})`: expected_requests = "
         f"{plan.expected_requests:,} (an upper bound), worst_case_requests = "
-        f"{plan.worst_case_requests:,} (conservative p95), fixed_requests = "
-        f"{plan.fixed_requests:,}. Prior concentration c = n* = "
-        f"{target_requests(EXPECTED, TOLERANCE, ALPHA):.0f}. Last column: the fixed n that "
-        "would reach the right verdict with probability ~1 - alpha if the true share were "
-        "known in advance (distance to the nearest band edge in place of the tolerance).",
+        f"{plan.worst_case_requests:,} (conservative p95). Prior concentration c = n* = "
+        f"{target_requests(EXPECTED, TOLERANCE, ALPHA):.0f}. Mean n of a row with undecided "
+        "runs is over the decided ones. Last column: the fixed n that would reach the right "
+        "verdict with probability ~1 - alpha if the true share were known in advance "
+        "(distance to the nearest band edge in place of the tolerance).",
     ]
     return "\n".join(text)
 
 
 # ------------------------------------------------------------------------------------------
-# 2. Upstream designs, exact
+# 2. What the schedule and the point mass save
+# ------------------------------------------------------------------------------------------
+
+
+def growing_schedule(budget: int) -> np.ndarray:
+    """The previous look schedule: 16 requests, then batches of 25% of the requests so far,
+    rounded up to the concurrency."""
+    looks, n = [], 0
+    while n < budget:
+        size = max(FIRST_BATCH, math.ceil(0.25 * n))
+        size = min(-(-size // CONCURRENCY) * CONCURRENCY, budget - n)
+        n += size
+        looks.append(n)
+    return np.array(looks, dtype=np.int64)
+
+
+def section_savings(runs: int, seed: int) -> str:
+    exact_n = exact_fixed_requests()
+    rows = []
+    for index, share in enumerate((0.20, 0.22, 0.30, 0.50)):
+        truth = two(share)
+        means = []
+        for ns in (growing_schedule(DEFAULT_BUDGET), look_schedule(DEFAULT_BUDGET, CONCURRENCY)):
+            counts = draw_counts(truth, ns, runs, seed + 200 + index)
+            outcome = decide_split(two(EXPECTED), truth, TOLERANCE, ALPHA, ns, counts)
+            means.append(float(outcome.requests.mean()))
+        rows.append(
+            [
+                f"expect_split(0.20), true {share:.2f}",
+                f"{means[0]:,.0f} ({means[0] / exact_n:.2f}x)",
+                f"{means[1]:,.0f} ({means[1] / exact_n:.2f}x)",
+                f"{means[1] / means[0]:.2f}x",
+            ]
+        )
+    full = {"stable": 0.0, "canary": 1.0}
+    jeffreys = MixturePrior(((1.0, 0.5, 0.5),))
+    ns = look_schedule(DEFAULT_BUDGET, CONCURRENCY)
+    counts = draw_counts(full, ns, runs, seed + 210)
+    jeffreys_priors = {"stable": jeffreys, "canary": jeffreys}
+    before = decide_split(full, full, TOLERANCE, ALPHA, ns, counts, jeffreys_priors)
+    after = decide_split(full, full, TOLERANCE, ALPHA, ns, counts)
+    rows.append(
+        [
+            "expect_split(1.0), full promotion: Jeffreys prior -> point mass at 1",
+            f"{before.requests.mean():,.0f}",
+            f"{after.requests.mean():,.0f}",
+            f"{after.requests.mean() / before.requests.mean():.2f}x",
+        ]
+    )
+    return "\n".join(
+        [
+            f"### What changed: looks after every round, point mass at 0/1 ({runs:,} runs, same "
+            "draws per row)",
+            "",
+            table(["scenario", "before: mean n", "now: mean n", "now / before"], rows),
+            "",
+            "Before: a look after batches growing ~1.25x (16, 16, 16, 16, 16, 32, 32, ...); now a "
+            "look after every round of 16. Both are anytime-valid; the saving is the overshoot "
+            "past the first round that decides. Multiples: of the exact fixed design "
+            f"({exact_n:,}).",
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Upstream designs, exact
 # ------------------------------------------------------------------------------------------
 
 
@@ -310,8 +413,8 @@ def section_upstream(runs: int, seed: int) -> str:
     ours_rows = []
     for index, (expected, gross) in enumerate(((0.50, 0.60), (0.30, 0.40))):
         fixed_n = fixed_requests(expected, TOLERANCE, ALPHA)
-        right = simulate(expected, expected, runs=runs, seed=seed + 10 + index, budget=20 * fixed_n)
-        wrong = simulate(expected, gross, runs=runs, seed=seed + 20 + index, budget=20 * fixed_n)
+        right = simulate(expected, expected, runs=runs, seed=seed + 10 + index)
+        wrong = simulate(expected, gross, runs=runs, seed=seed + 20 + index)
         ours_rows.append(
             [
                 f"SplitTest {expected:.2f} ± {TOLERANCE}, alpha {ALPHA} (simulated, {runs:,} runs)",
@@ -352,7 +455,7 @@ def section_upstream(runs: int, seed: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------
-# 3. Prior ablation
+# 4. Prior ablation
 # ------------------------------------------------------------------------------------------
 
 
@@ -381,30 +484,31 @@ def jeffreys(share: float, tolerance: float, alpha: float) -> MixturePrior:
 
 
 ABLATION: tuple[tuple[str, PriorFactory | None], ...] = (
-    ("**default**: 0.8 Beta(c=n*) + 0.2 Jeffreys", None),
-    ("c = n*/10", focused(0.1, 0.2)),
-    ("c = 10 n*", focused(10.0, 0.2)),
-    ("c = 1000 n* (~ point mass at 0.20)", focused(1000.0, 0.2)),
-    ("Jeffreys weight 0.05", focused(1.0, 0.05)),
-    ("Jeffreys weight 0.5", focused(1.0, 0.5)),
+    (f"**default**: {1 - BROAD_WEIGHT:g} Beta(c=n*) + {BROAD_WEIGHT:g} Jeffreys", None),
+    ("c = n*/10", focused(0.1, BROAD_WEIGHT)),
+    ("c = n*/2", focused(0.5, BROAD_WEIGHT)),
+    ("c = 2 n*", focused(2.0, BROAD_WEIGHT)),
+    ("c = 10 n*", focused(10.0, BROAD_WEIGHT)),
+    ("c = 1000 n* (~ point mass at 0.20)", focused(1000.0, BROAD_WEIGHT)),
+    ("Jeffreys weight 0.1", focused(1.0, 0.1)),
+    ("Jeffreys weight 0.3", focused(1.0, 0.3)),
     ("no Jeffreys component", focused(1.0, 0.0)),
     ("Jeffreys Beta(1/2, 1/2) only", jeffreys),
     ("0.6 Beta(c=n*) + 0.2 Beta(sd=tol) + 0.2 Jeffreys", three_components),
 )
 
+ABLATION_SHARES = (0.20, 0.22, 0.30, 0.50)
+
 
 def section_ablation(runs: int, seed: int) -> str:
-    fixed_n = fixed_requests(EXPECTED, TOLERANCE, ALPHA)
     rows = []
     for name, prior in ABLATION:
         means = [
-            simulate(
-                EXPECTED, share, runs=runs, seed=seed + 100 + i, budget=20 * fixed_n, prior=prior
-            ).requests.mean()
-            for i, share in enumerate(TRUE_SHARES)
+            simulate(EXPECTED, share, runs=runs, seed=seed + 100 + i, prior=prior).requests.mean()
+            for i, share in enumerate(ABLATION_SHARES)
         ]
         rows.append([name] + [f"{m:,.0f}" for m in means])
-    header = ["prior (canary share)"] + [f"mean n at {s:.2f}" for s in TRUE_SHARES]
+    header = ["prior (canary share)"] + [f"mean n at {s:.2f}" for s in ABLATION_SHARES]
     return "\n".join(
         [
             f"### Prior ablation ({runs:,} runs each, same seeds across rows; "
@@ -416,20 +520,143 @@ def section_ablation(runs: int, seed: int) -> str:
     )
 
 
+# ------------------------------------------------------------------------------------------
+# 5. Three versions: Bonferroni against a Dirichlet-multinomial mixture
+# ------------------------------------------------------------------------------------------
+
+
+def dirichlet_multinomial_decisions(
+    expected: dict[str, float], ns: np.ndarray, counts: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decisions of the alternative for k >= 3: one Dirichlet-multinomial mixture martingale
+    for the whole share vector at level alpha (no Bonferroni), prior
+    ``0.8 Dirichlet(c p0) + 0.2 Dirichlet(1/2, ..., 1/2)``, c = the largest n* of the versions.
+
+    The confidence region is ``{p : ln L_n(p) > ln m_n + ln alpha}`` (convex). Its running
+    intersection lies above ``band.low`` of version v once the face ``p_v = band.low`` was
+    excluded with ``p_hat_v > band.low``; the largest likelihood on that face is closed-form
+    (``p_v`` fixed, the others proportional to their counts). FAIL when a face is excluded with
+    ``p_hat_v`` beyond it, as SplitTest does per version.
+    """
+    versions = list(expected)
+    shares = np.array([expected[v] for v in versions])
+    c = max(target_requests(p, TOLERANCE, ALPHA) for p in shares)
+    components = [
+        (1 - BROAD_WEIGHT, np.maximum(c * shares, 0.5)),
+        (BROAD_WEIGHT, np.full(len(versions), 0.5)),
+    ]
+    stacked = np.stack([counts[v] for v in versions], axis=2)  # runs x looks x k
+    runs, looks, _ = stacked.shape
+    level = math.log(1 / ALPHA)
+    above = np.zeros((runs, len(versions)), dtype=bool)
+    below = np.zeros((runs, len(versions)), dtype=bool)
+    passes = np.zeros((runs, looks), dtype=bool)
+    fails = np.zeros((runs, looks), dtype=bool)
+    for look in range(looks):
+        s = stacked[:, look, :].astype(float)
+        n = s.sum(axis=1)
+        terms = [
+            math.log(w)
+            + spf.gammaln(a.sum())
+            - spf.gammaln(a).sum()
+            + spf.gammaln(s + a[None, :]).sum(axis=1)
+            - spf.gammaln(n + a.sum())
+            for w, a in components
+        ]
+        log_marginal = np.logaddexp.reduce(np.stack(terms), axis=0)
+        for i in range(len(versions)):
+            rest = n - s[:, i]
+            others = sum(
+                spf.xlogy(s[:, j], s[:, j] / np.maximum(rest, 1.0))
+                for j in range(len(versions))
+                if j != i
+            )
+            p_hat = s[:, i] / n
+            low, high = max(0.0, shares[i] - TOLERANCE), min(1.0, shares[i] + TOLERANCE)
+            for edge, is_low in ((low, True), (high, False)):
+                if edge in (0.0, 1.0):
+                    (above if is_low else below)[:, i] = True
+                    continue
+                face = spf.xlogy(s[:, i], edge) + spf.xlogy(rest, 1 - edge) + others
+                excluded = log_marginal - face >= level
+                if is_low:
+                    above[:, i] |= excluded & (p_hat > edge)
+                    fails[:, look] |= excluded & (p_hat < edge)
+                else:
+                    below[:, i] |= excluded & (p_hat < edge)
+                    fails[:, look] |= excluded & (p_hat > edge)
+        passes[:, look] = (above & below).all(axis=1)
+    decided = passes | fails
+    first = np.where(decided.any(axis=1), decided.argmax(axis=1), looks - 1)
+    rows = np.arange(runs)
+    decisions = np.where(decided.any(axis=1), np.where(fails[rows, first], -1, 1), 0)
+    return decisions, ns[first]
+
+
+def section_three_versions(runs: int, seed: int) -> str:
+    expected = {"v1": 0.5, "v2": 0.25, "v3": 0.25}
+    scenarios = (
+        ("right (50/25/25)", expected),
+        ("right, off-centre (52/24/24)", {"v1": 0.52, "v2": 0.24, "v3": 0.24}),
+        ("wrong (50/35/15)", {"v1": 0.50, "v2": 0.35, "v3": 0.15}),
+        ("grossly wrong (34/33/33)", {"v1": 0.34, "v2": 0.33, "v3": 0.33}),
+    )
+    rows = []
+    for index, (name, truth) in enumerate(scenarios):
+        ns = look_schedule(DEFAULT_BUDGET, CONCURRENCY)
+        counts = draw_counts(truth, ns, runs, seed + 300 + index)
+        bonferroni = decide_split(expected, truth, TOLERANCE, ALPHA, ns, counts)
+        decisions, requests = dirichlet_multinomial_decisions(expected, ns, counts)
+        dm_shares = {
+            Decision.PASS: float(np.mean(decisions == 1)),
+            Decision.FAIL: float(np.mean(decisions == -1)),
+            Decision.INCONCLUSIVE: float(np.mean(decisions == 0)),
+        }
+        mean_b, mean_d = float(bonferroni.requests.mean()), float(requests.mean())
+        rows.append(
+            [
+                name,
+                f"{mean_b:,.0f} ({verdict_text(outcome_shares(bonferroni))})",
+                f"{mean_d:,.0f} ({verdict_text(dm_shares)})",
+                f"{mean_d / mean_b:.2f}x",
+            ]
+        )
+    return "\n".join(
+        [
+            f"### Three versions, 50/25/25 ± {TOLERANCE}, alpha {ALPHA} ({runs:,} runs, same "
+            "draws per row)",
+            "",
+            table(
+                [
+                    "true shares",
+                    "Bonferroni (alpha/3 per version): mean n",
+                    "Dirichlet-multinomial mixture: mean n",
+                    "DM / Bonferroni",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2000, help="Simulated runs per scenario.")
     parser.add_argument(
-        "--ablation-runs", type=int, default=1000, help="Simulated runs per ablation cell."
+        "--ablation-runs", type=int, default=2000, help="Simulated runs per ablation cell."
     )
     parser.add_argument("--seed", type=int, default=7, help="Base seed of numpy's Generator.")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     print(section_sequential(args.runs, args.seed))
     print()
+    print(section_savings(args.runs, args.seed))
+    print()
     print(section_upstream(args.runs, args.seed))
     print()
     print(section_ablation(args.ablation_runs, args.seed))
+    print()
+    print(section_three_versions(args.runs, args.seed))
     print()
     print(
         f"_runs={args.runs}, ablation-runs={args.ablation_runs}, seed={args.seed}; "

@@ -20,6 +20,7 @@ The benchmark (benchmarks/requests_to_verdict.py) uses the same functions.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -160,3 +161,286 @@ def decide_split(
     until = np.arange(looks)[None, :] <= (looks - 1 if run_to_budget else first[:, None])
     ever_missed = (missed & until).any(axis=1)
     return Outcome(decisions.astype(np.int64), requests.astype(np.int64), ever_missed)
+
+
+# ------------------------------------------------------------------------------------------
+# HealthTest
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """A discrete latency distribution: ``values`` (seconds, ascending) with ``weights``."""
+
+    values: np.ndarray
+    weights: np.ndarray
+
+    def level_of(self, uniform: np.ndarray) -> np.ndarray:
+        """The level index of each uniform draw (inverse CDF)."""
+        levels = len(self.values)
+        if np.all(self.weights == self.weights[0]):
+            return np.minimum((uniform * levels).astype(np.int64), levels - 1)
+        cumulative = np.cumsum(self.weights)
+        return np.minimum(np.searchsorted(cumulative, uniform, side="right"), levels - 1)
+
+    def scaled(self, factor: float) -> Latencies:
+        """The same distribution ``factor`` times slower: every quantile times ``factor``."""
+        return Latencies(self.values * factor, self.weights)
+
+    @classmethod
+    def lognormal(cls, median: float, sigma: float, levels: int = 100) -> Latencies:
+        """A lognormal distribution on ``levels`` equally likely values (its quantiles at the
+        midpoints of ``levels`` equal slices): ties are rare, as with measured latencies."""
+        from scipy import stats as sps
+
+        probabilities = (np.arange(levels) + 0.5) / levels
+        values = median * np.exp(sigma * sps.norm.ppf(probabilities))
+        return cls(values, np.full(levels, 1.0 / levels))
+
+
+@dataclass
+class HealthOutcome:
+    """The verdicts of ``runs`` simulated HealthTest runs (codes: 1 PASS, -1 FAIL, 0 none)."""
+
+    decisions: np.ndarray  # the HealthTest verdict, as SplitTest's Outcome
+    requests: np.ndarray  # n at the verdict (or the budget)
+    errors: np.ndarray  # what the error aspect alone decides within the budget
+    latency: np.ndarray  # what the latency aspect alone decides within the budget
+    errors_at: np.ndarray  # n at the error aspect's decision (or the budget)
+    latency_at: np.ndarray
+
+
+def log_marginal(prior: MixturePrior, successes: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """``MixturePrior.log_marginal`` for arrays of counts."""
+    from scipy import special
+
+    terms = [
+        math.log(w) - special.betaln(a, b) + special.betaln(a + successes, b + trials - successes)
+        for w, a, b in prior.components
+    ]
+    for w, location in prior.atoms:
+        explained = successes == 0 if location == 0.0 else successes == trials
+        terms.append(np.where(explained, math.log(w), -np.inf))
+    return np.logaddexp.reduce(np.stack(terms), axis=0)
+
+
+def line_maximum(
+    e_c: np.ndarray, n_c: np.ndarray, e_s: np.ndarray, n_s: np.ndarray, d: float
+) -> np.ndarray:
+    """``analysis._line_maximum`` for arrays (its first value): the same safeguarded Newton
+    iteration on the slope of ``-ln L`` along the segment, for every run at once."""
+    from scipy import special
+
+    if d <= 0.0 or d >= 1.0:
+        raise ValueError("line_maximum: the margin d must be in (0, 1)")
+    e_c, n_c, e_s, n_s = (x.astype(float) for x in (e_c, n_c, e_s, n_s))
+    f_c, f_s = n_c - e_c, n_s - e_s
+    low, high = 0.0, 1.0 - d
+    # The slope at the ends (p_s = 0, p_c = 1): infinite where the data rule that end out.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at_low = -e_c / d + f_c / (1.0 - d) - np.where(e_s > 0, np.inf, 0.0) + f_s
+        at_high = -e_c + np.where(f_c > 0, np.inf, 0.0) - e_s / high + f_s / d
+    stop_low = ~(at_low < 0.0)
+    stop_high = ~stop_low & ~(at_high > 0.0)
+    a, b = np.full(e_c.shape, low), np.full(e_c.shape, high)
+    pooled = (e_c + e_s - n_c * d) / np.maximum(n_c + n_s, 1.0)
+    margin = 0.25 * (high - low) * 1e-6
+    y = np.clip(pooled, low + margin, high - margin)
+    for _ in range(40):
+        p = y + d
+        g = -e_c / p + f_c / (1.0 - p) - e_s / y + f_s / (1.0 - y)
+        h = e_c / (p * p) + f_c / ((1.0 - p) ** 2) + e_s / (y * y) + f_s / ((1.0 - y) ** 2)
+        a = np.where(g < 0.0, y, a)
+        b = np.where(g > 0.0, y, b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = y - g / h
+        step = np.where((step > a) & (step < b), step, 0.5 * (a + b))
+        step = np.where(g == 0.0, y, step)
+        done = np.abs(step - y) <= 1e-13 * y
+        y = step
+        if done.all():
+            break
+    y = np.where(stop_low, low, np.where(stop_high, high, y))
+    p = y + d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = special.xlogy(e_c, p) + special.xlog1py(f_c, -p)
+        total = total + special.xlogy(e_s, y) + special.xlog1py(f_s, -y)
+    return total
+
+
+def order_statistic(cumulative: np.ndarray, values: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The k-th smallest (1-indexed) of each run's answers from its cumulative histogram
+    (NaN where k is 0 or beyond the answers)."""
+    rows, levels = cumulative.shape
+    valid = (k >= 1) & (k <= cumulative[:, -1])
+    # Each row is non-decreasing: offset row r by r * (largest count + 1) and the whole array
+    # is sorted, so one searchsorted finds every row's first level with count >= k.
+    stride = int(cumulative[:, -1].max(initial=0)) + 1
+    offsets = np.arange(rows, dtype=np.int64) * stride
+    flat = (cumulative + offsets[:, None]).ravel()
+    position = np.searchsorted(flat, np.maximum(k, 1) + offsets, side="left")
+    index = np.clip(position - offsets // stride * levels, 0, levels - 1)
+    return np.where(valid, values[index], np.nan)
+
+
+def simulate_health(
+    *,
+    canary_share: float,
+    error_rates: tuple[float, float],
+    latencies: tuple[Latencies, Latencies],
+    max_error_increase: float,
+    max_latency_increase: float,
+    quantile: float,
+    alpha: float,
+    runs: int,
+    seed: int,
+    budget: int,
+    concurrency: int = 16,
+    record: list[dict[str, np.ndarray]] | None = None,
+    only: str | None = None,
+) -> HealthOutcome:
+    """``runs`` seeded runs of HealthTest (canary, stable) looking after every round.
+
+    Each request goes to the canary with probability ``canary_share``, fails with its
+    version's error rate, and takes a latency drawn from its version's distribution. The two
+    aspects are also followed on their own to the budget (``errors``/``latency``): the error
+    probability of each test, whatever the other one decides. ``record`` receives each
+    round's draws (for replaying them into HealthTest). ``only="errors"`` (``"latency"``)
+    follows that aspect alone and skips the verdict (all its codes 0): faster, for the error
+    probability of one test.
+    """
+    from pytest_canary.analysis import HealthTest
+
+    probe = HealthTest(
+        max_error_increase=max_error_increase,
+        max_latency_increase=max_latency_increase,
+        quantile=quantile,
+        alpha=alpha,
+        max_requests=budget,
+    )
+    level = probe.latency_alpha
+    error_level = -math.log(probe.error_alpha)
+    # The quantile sequence's acceptance counts at every n up to the budget, looked up by n.
+    rank_table = np.zeros((budget + 1, 2), dtype=np.int64)
+    if only != "errors":
+        rank_table[1:] = bounds(np.arange(1, budget + 1), quantile, level, probe.latency_prior)
+
+    rng = np.random.default_rng(seed)
+    ns = look_schedule(budget, concurrency)
+    sizes = np.diff(ns, prepend=0)
+    canary_lat, stable_lat = latencies
+    canary_n = np.zeros(runs, dtype=np.int64)
+    stable_n = np.zeros(runs, dtype=np.int64)
+    canary_e = np.zeros(runs, dtype=np.int64)
+    stable_e = np.zeros(runs, dtype=np.int64)
+    canary_h = np.zeros((runs, len(canary_lat.values)), dtype=np.int64)
+    stable_h = np.zeros((runs, len(stable_lat.values)), dtype=np.int64)
+    overall = np.zeros(runs, dtype=np.int64)
+    overall_at = np.full(runs, budget, dtype=np.int64)
+    aspect_err = np.zeros(runs, dtype=np.int64)  # decided inside HealthTest (final)
+    aspect_lat = np.zeros(runs, dtype=np.int64)
+    alone_err = np.zeros(runs, dtype=np.int64)  # decided on its own, to the budget
+    alone_lat = np.zeros(runs, dtype=np.int64)
+    alone_err_at = np.full(runs, budget, dtype=np.int64)
+    alone_lat_at = np.full(runs, budget, dtype=np.int64)
+    err_limit = max_error_increase
+    lat_limit = 1.0 + max_latency_increase
+    one_sided_after = probe._one_sided_after
+    run_of = np.repeat(np.arange(runs), concurrency)
+    err_now = np.zeros(runs, dtype=np.int64)
+    lat_now = np.zeros(runs, dtype=np.int64)
+    for look, size in enumerate(sizes.tolist()):
+        # Per request: its version, whether it fails, its latency level (the same random
+        # stream whatever the decisions, so a recorded run replays exactly).
+        who = run_of[: runs * size].reshape(runs, size).ravel()
+        canary_hit = rng.random(runs * size) < canary_share
+        fails = rng.random(runs * size)
+        level_draw = rng.random(runs * size)
+        to_canary = np.bincount(who[canary_hit], minlength=runs)
+        to_stable = size - to_canary
+        new_ce = np.bincount(who[canary_hit & (fails < error_rates[0])], minlength=runs)
+        new_se = np.bincount(who[~canary_hit & (fails < error_rates[1])], minlength=runs)
+        canary_level = canary_lat.level_of(level_draw[canary_hit])
+        stable_level = stable_lat.level_of(level_draw[~canary_hit])
+        if record is not None:
+            record.append(
+                {"canary": to_canary, "canary_errors": new_ce, "stable": to_stable,
+                 "stable_errors": new_se, "canary_runs": who[canary_hit],
+                 "canary_levels": canary_level, "stable_runs": who[~canary_hit],
+                 "stable_levels": stable_level}
+            )  # fmt: skip
+        if only != "errors":
+            canary_h += np.bincount(
+                who[canary_hit] * canary_h.shape[1] + canary_level, minlength=canary_h.size
+            ).reshape(canary_h.shape)
+            stable_h += np.bincount(
+                who[~canary_hit] * stable_h.shape[1] + stable_level, minlength=stable_h.size
+            ).reshape(stable_h.shape)
+        canary_n += to_canary
+        stable_n += to_stable
+        canary_e += new_ce
+        stable_e += new_se
+        n = ns[look]
+        live = (overall == 0) & (overall_at == budget) & (only is None)
+        # Errors, where someone still needs them.
+        todo = np.flatnonzero((live & (aspect_err == 0)) | (alone_err == 0))
+        if only == "latency":
+            todo = todo[:0]
+        err_now[:] = 0
+        if todo.size:
+            ce, cn, se, sn = canary_e[todo], canary_n[todo], stable_e[todo], stable_n[todo]
+            statistic = (
+                log_marginal(probe.error_prior, ce, cn)
+                + log_marginal(probe.error_prior, se, sn)
+                - line_maximum(ce, cn, se, sn, err_limit)
+            )
+            with np.errstate(invalid="ignore", divide="ignore"):
+                observed = ce / cn - se / sn
+            excluded = (cn > 0) & (sn > 0) & (statistic >= error_level)
+            err_now[todo] = np.where(
+                excluded & (observed < err_limit),
+                1,
+                np.where(excluded & (observed > err_limit), -1, 0),
+            )
+        # Latency, likewise.
+        todo = np.flatnonzero((live & (aspect_lat == 0)) | (alone_lat == 0))
+        if only == "errors":
+            todo = todo[:0]
+        lat_now[:] = 0
+        if todo.size:
+            c_lo, c_hi = rank_table[canary_n[todo]].T
+            s_lo, s_hi = rank_table[stable_n[todo]].T
+            c_cum = np.cumsum(canary_h[todo], axis=1)
+            s_cum = np.cumsum(stable_h[todo], axis=1)
+            cq_low = order_statistic(c_cum, canary_lat.values, c_lo)
+            cq_high = order_statistic(c_cum, canary_lat.values, c_hi + 1)
+            sq_low = order_statistic(s_cum, stable_lat.values, s_lo)
+            sq_high = order_statistic(s_cum, stable_lat.values, s_hi + 1)
+            with np.errstate(invalid="ignore"):
+                lat_pass = cq_high <= lat_limit * sq_low  # NaN compares False: no bound yet
+                lat_fail = cq_low > lat_limit * sq_high
+            lat_now[todo] = np.where(lat_pass, 1, np.where(lat_fail, -1, 0))
+        # Each aspect on its own: the first decision is final.
+        new = (alone_err == 0) & (err_now != 0)
+        alone_err[new], alone_err_at[new] = err_now[new], n
+        new = (alone_lat == 0) & (lat_now != 0)
+        alone_lat[new], alone_lat_at[new] = lat_now[new], n
+        # The HealthTest verdict, for runs still undecided.
+        update = live & (aspect_err == 0)
+        aspect_err[update] = err_now[update]
+        update = live & (aspect_lat == 0)
+        aspect_lat[update] = lat_now[update]
+        failed = live & ((aspect_err == -1) | (aspect_lat == -1))
+        passed = live & ~failed & (aspect_err == 1) & (aspect_lat == 1)
+        quiet = live & ~failed & ~passed & ((canary_n == 0) | (stable_n == 0))
+        quiet &= n >= one_sided_after
+        overall[failed], overall_at[failed] = -1, n
+        overall[passed], overall_at[passed] = 1, n
+        overall_at[quiet] = n  # INCONCLUSIVE (code 0) at this n
+        settled = (only is not None or not (overall_at == budget).any()) and (
+            (only == "latency" or (alone_err != 0).all())
+            and (only == "errors" or (alone_lat != 0).all())
+        )
+        if settled:
+            break
+    return HealthOutcome(overall, overall_at, alone_err, alone_lat, alone_err_at, alone_lat_at)

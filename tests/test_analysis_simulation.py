@@ -1,0 +1,197 @@
+"""Proof by simulation: the error probabilities that pytest_canary.analysis claims.
+
+Bounds as in tests/test_stats_simulation.py (module docstring there): with ``R`` independent
+seeded runs, a wrong verdict of probability ``<= a`` per run shows up in more than
+``a + 3 sqrt(a (1 - a) / R)`` of them with probability ~0.0013. Each aspect of HealthTest is
+wrong with probability ``<= alpha / 2`` in either direction (analysis.py module docstring),
+and that is the bound checked, on the hardest cases: a true difference exactly on the margin
+(a FAIL is wrong there) and just beyond it (a PASS is wrong there).
+
+Runs are simulated as the harness samples: a look after every round of 16 requests; each
+request goes to the canary with probability 1/2, fails with its version's error rate and takes
+a latency from its version's distribution (a lognormal on 100 equally likely values). The
+decisions are HealthTest's, evaluated for all runs at once (``tests/verdict_simulation.py``);
+:func:`test_vectorised_simulation_matches_health_test` replays runs into ``HealthTest.update``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_stats_simulation import assert_rate_within_bound
+from verdict_simulation import HealthOutcome, Latencies, simulate_health
+
+from pytest_canary.analysis import HealthTest, Observations
+from pytest_canary.stats import Decision
+
+RUNS = 2000
+ALPHA = 0.05
+STABLE = Latencies.lognormal(0.010, 0.3)
+ERROR_MARGIN = 0.02
+LATENCY_MARGIN = 0.2
+CODES = {Decision.PASS: 1, Decision.FAIL: -1, Decision.INCONCLUSIVE: 0}
+
+
+def run(
+    *,
+    error_rates: tuple[float, float] = (0.0, 0.0),
+    slower: float = 1.0,
+    runs: int = RUNS,
+    seed: int,
+    budget: int = 3000,
+    only: str | None = None,
+    record: list[dict[str, np.ndarray]] | None = None,
+) -> HealthOutcome:
+    """Canary and stable at 50/50, the canary ``slower`` times the stable's latencies."""
+    return simulate_health(
+        canary_share=0.5,
+        error_rates=error_rates,
+        latencies=(STABLE.scaled(slower), STABLE),
+        max_error_increase=ERROR_MARGIN,
+        max_latency_increase=LATENCY_MARGIN,
+        quantile=0.95,
+        alpha=ALPHA,
+        runs=runs,
+        seed=seed,
+        budget=budget,
+        only=only,
+        record=record,
+    )
+
+
+@pytest.mark.parametrize(
+    ("error_rates", "slower", "budget", "outcomes", "seed"),
+    [
+        ((0.0, 0.0), 1.0, 1200, {Decision.PASS, Decision.INCONCLUSIVE}, 11),
+        ((0.06, 0.01), 1.3, 800, {Decision.FAIL, Decision.INCONCLUSIVE}, 12),
+    ],
+    ids=["healthy", "unhealthy"],
+)
+def test_vectorised_simulation_matches_health_test(
+    error_rates: tuple[float, float],
+    slower: float,
+    budget: int,
+    outcomes: set[Decision],
+    seed: int,
+) -> None:
+    """40 runs replayed round by round into HealthTest.update give exactly the verdicts and
+    request counts of the vectorised evaluation (scenarios where the budget cuts some runs
+    short, so both a decision and INCONCLUSIVE occur)."""
+    runs = 40
+    record: list[dict[str, np.ndarray]] = []
+    outcome = run(
+        error_rates=error_rates, slower=slower, runs=runs, seed=seed, budget=budget, record=record
+    )
+    canary_values, stable_values = STABLE.scaled(slower).values, STABLE.values
+    seen = set()
+    for r in range(runs):
+        test = HealthTest(
+            max_error_increase=ERROR_MARGIN,
+            max_latency_increase=LATENCY_MARGIN,
+            quantile=0.95,
+            alpha=ALPHA,
+            max_requests=budget,
+        )
+        for draws in record:
+            canary = Observations(
+                int(draws["canary"][r]),
+                int(draws["canary_errors"][r]),
+                canary_values[draws["canary_levels"][draws["canary_runs"] == r]].tolist(),
+            )
+            stable = Observations(
+                int(draws["stable"][r]),
+                int(draws["stable_errors"][r]),
+                stable_values[draws["stable_levels"][draws["stable_runs"] == r]].tolist(),
+            )
+            if test.update(canary=canary, stable=stable) is not Decision.CONTINUE:
+                break
+        assert (CODES[test.decision], test.decided_at) == (
+            outcome.decisions[r],
+            outcome.requests[r],
+        ), (r, test)
+        seen.add(test.decision)
+    assert seen == outcomes
+
+
+# ------------------------------------------------------------------------------------------
+# Errors: anytime-valid CS for the difference of two Bernoulli rates
+# ------------------------------------------------------------------------------------------
+
+
+def test_error_test_false_fail_on_the_margin_is_at_most_alpha_half() -> None:
+    """Stable fails 1%, canary 3%: exactly max_error_increase = 0.02 worse, still healthy. A
+    FAIL needs the joint region to miss the true pair: <= alpha/2 = 0.025; bound 0.025 +
+    3 sqrt(0.025 * 0.975 / 2000) = 0.0355. 2000 runs, budget 3000 requests each.
+
+    Not vacuous: a canary as good as the stable (1% both) must PASS in most runs."""
+    outcome = run(error_rates=(0.03, 0.01), seed=21, only="errors")
+    assert_rate_within_bound(int(np.sum(outcome.errors == -1)), RUNS, ALPHA / 2, "false FAIL")
+    healthy = run(error_rates=(0.01, 0.01), runs=400, seed=22, only="errors")
+    assert np.mean(healthy.errors == 1) >= 0.5
+
+
+def test_error_test_false_pass_beyond_the_margin_is_at_most_alpha_half() -> None:
+    """Stable 1%, canary 3.2%: 0.022 worse, just beyond the margin 0.02. A PASS needs the joint
+    region to miss the true pair: <= alpha/2; bound 0.0355. 2000 runs, budget 3000.
+
+    Not vacuous: a canary failing 7% (0.06 worse) must FAIL in most runs."""
+    outcome = run(error_rates=(0.032, 0.01), seed=31, only="errors")
+    assert_rate_within_bound(int(np.sum(outcome.errors == 1)), RUNS, ALPHA / 2, "false PASS")
+    broken = run(error_rates=(0.07, 0.01), runs=400, seed=32, only="errors")
+    assert np.mean(broken.errors == -1) >= 0.5
+
+
+# ------------------------------------------------------------------------------------------
+# Latency: quantile confidence sequences (Howard & Ramdas 2022)
+# ------------------------------------------------------------------------------------------
+
+
+def test_latency_test_false_fail_on_the_margin_is_at_most_alpha_half() -> None:
+    """The canary's latencies are the stable's times 1.2: its p95 is exactly 1 +
+    max_latency_increase times the stable's, still healthy. A FAIL needs the canary's lower
+    bound above its p95 or the stable's upper bound below its p95: <= 2 x alpha/4; bound
+    0.0355. 2000 runs, budget 3000.
+
+    Not vacuous: a canary as fast as the stable must PASS in most runs."""
+    outcome = run(slower=1.2, seed=41, only="latency")
+    assert_rate_within_bound(int(np.sum(outcome.latency == -1)), RUNS, ALPHA / 2, "false FAIL")
+    healthy = run(slower=1.0, runs=400, seed=42, only="latency")
+    assert np.mean(healthy.latency == 1) >= 0.5
+
+
+def test_latency_test_false_pass_beyond_the_margin_is_at_most_alpha_half() -> None:
+    """The canary's latencies are the stable's times 1.23: 2.5% beyond the margin. A PASS
+    needs the canary's upper bound below its p95 or the stable's lower bound above its p95:
+    <= 2 x alpha/4; bound 0.0355. 2000 runs, budget 3000.
+
+    Not vacuous: a canary 1.6 times slower must FAIL in most runs."""
+    outcome = run(slower=1.23, seed=51, only="latency")
+    assert_rate_within_bound(int(np.sum(outcome.latency == 1)), RUNS, ALPHA / 2, "false PASS")
+    slow = run(slower=1.6, runs=400, seed=52, only="latency")
+    assert np.mean(slow.latency == -1) >= 0.5
+
+
+# ------------------------------------------------------------------------------------------
+# The verdict
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error_rates", "slower", "wrong", "bound", "seed"),
+    [
+        ((0.03, 0.01), 1.2, Decision.FAIL, ALPHA, 61),
+        ((0.032, 0.01), 1.0, Decision.PASS, ALPHA / 2, 62),
+    ],
+    ids=["healthy-on-both-margins", "errors-just-beyond"],
+)
+def test_verdict_error_probabilities(
+    error_rates: tuple[float, float], slower: float, wrong: Decision, bound: float, seed: int
+) -> None:
+    """The verdict (FAIL at the first aspect that FAILs, PASS once both PASSed): a canary
+    healthy on both margins FAILs with probability <= alpha (either aspect may err, alpha/2
+    each); one unhealthy in errors only PASSes with probability <= alpha/2 (its error test
+    must PASS). 2000 runs each, budget 3000."""
+    outcome = run(error_rates=error_rates, slower=slower, seed=seed)
+    assert_rate_within_bound(
+        int(np.sum(outcome.decisions == CODES[wrong])), RUNS, bound, f"false {wrong.value}"
+    )
