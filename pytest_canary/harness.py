@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
 
-from pytest_canary import byo, lint, manifests, stats
+from pytest_canary import analysis, byo, lint, manifests, stats
 from pytest_canary.apps import VERSION_READERS, VersionFromHeader, VersionReader
 from pytest_canary.backends.base import Diagnostics, Environment
 from pytest_canary.config import Settings
@@ -469,7 +470,8 @@ class TrafficChecks:
 
         Sends n = ceil(ln alpha / ln(1 - leak)) requests, so a leak rate of at least
         ``leak`` is caught with probability at least 1 - alpha; stops at the first response
-        from another version.
+        from another version. A failed answer (HTTP 5xx) that names another version is a
+        leak too, even where ``max_error_rate`` allows failed requests.
         """
         __tracebackhide__ = True
         settings = self._harness.settings.with_arguments(alpha=alpha, leak=leak)
@@ -499,12 +501,20 @@ class TrafficChecks:
             )
             sample.merge(batch)
             self._harness.environment.check_health()
-            if set(sample.counts) - {version} or (sample.error_count and max_error_rate == 0):
+            if _leaks(sample, version) or (sample.error_count and max_error_rate == 0):
                 break
-        leaked = {v: c for v, c in sample.counts.items() if v != version}
+        leaked = _leaks(sample, version)
         passed = not leaked and sample.counts[version] >= needed
         if leaked:
+            failed = {v: c for v, c in sample.version_errors.items() if v != version and c}
             reason = f"responses from {', '.join(leaked)} where only {version} was expected"
+            if failed:
+                # A failed answer from another version still reached that version: a leak.
+                reason += (
+                    " (failed answers included: "
+                    + ", ".join(f"{v} x{c}" for v, c in sorted(failed.items()))
+                    + ")"
+                )
         elif sample.counts[version] < needed:
             reason = (
                 f"only {sample.counts[version]} of the {needed} answers the leak bound needs "
@@ -533,6 +543,120 @@ class TrafficChecks:
             request=_describe_request(headers, cookies, source),
         )
         return self._conclude(verdict)
+
+    def expect_healthy(
+        self,
+        *,
+        max_error_increase: float = analysis.ERROR_MARGIN,
+        max_latency_increase: float = analysis.LATENCY_MARGIN,
+        quantile: float = analysis.QUANTILE,
+        alpha: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        max_requests: int | None = None,
+        versions: tuple[str, str] | None = None,
+    ) -> Verdict:
+        """Assert that the canary is as healthy as the stable version, on the same traffic.
+
+        Sends rounds of requests until a sequential, anytime-valid comparison decides
+        (:class:`pytest_canary.analysis.HealthTest`): PASS when the canary's error rate is at
+        most ``max_error_increase`` above the stable's *and* its ``quantile`` latency at most
+        ``1 + max_latency_increase`` times the stable's; FAIL as soon as either is shown
+        worse; INCONCLUSIVE (a failure that says what would decide) at ``max_requests``, or
+        when one version answers none of the first few hundred requests. A healthy canary
+        fails with probability at most ``alpha``, an unhealthy one passes with probability at
+        most ``alpha / 2``.
+
+        Every answer that names its version (``X-App-Version``, HTTP 5xx included) counts for
+        that version, a 5xx as an error. A failed request that names no version (refused,
+        reset, timed out) cannot be attributed: it counts as a canary error with the request
+        timeout as its latency, so it can only count against the canary.
+
+        Args:
+            max_error_increase: largest healthy ``error rate(canary) - error rate(stable)``.
+            max_latency_increase: largest healthy ``latency(canary) / latency(stable) - 1``.
+            quantile: the latency quantile compared (0.95: p95).
+            headers, cookies: sent with every request (both versions must get traffic).
+            max_requests: the budget (default: the session's ``max_requests``).
+            versions: ``(canary, stable)`` when the handle cannot tell (own manifests
+                without an ingress-nginx canary).
+
+        Example:
+            >>> rel = canary.deploy("nginx", "1.0", "2.0", weight=50)  # doctest: +SKIP
+            >>> rel.expect_healthy(max_latency_increase=0.2)  # doctest: +SKIP
+        """
+        __tracebackhide__ = True
+        settings = self._harness.settings
+        alpha = settings.alpha if alpha is None else alpha
+        max_requests = settings.max_requests if max_requests is None else max_requests
+        canary, stable = self._health_pair(versions)
+        try:
+            test = analysis.HealthTest(
+                max_error_increase=max_error_increase,
+                max_latency_increase=max_latency_increase,
+                quantile=quantile,
+                alpha=alpha,
+                max_requests=max_requests,
+            )
+        except ValueError as exc:
+            raise CanaryConfigError(str(exc)) from None
+        sampler = self._sampler_get(None)
+        total = Sample()
+        started = time.perf_counter()
+        checks = _BackendChecks(self._harness.environment)
+        while test.decision is stats.Decision.CONTINUE:
+            size = test.next_batch_size(sampler.concurrency)
+            batch = self._send(size, headers=headers, cookies=cookies, source=None)
+            total.merge(batch)
+            on_canary, on_stable = _health_observations(batch, canary, stable, sampler.timeout)
+            test.update(canary=on_canary, stable=on_stable)
+            checks.after(total.total)
+        checks.final()
+        verdict = self._verdict(
+            kind="health",
+            passed=test.decision is stats.Decision.PASS,
+            decision=test.decision.value,
+            expected={},
+            sample=total,
+            alpha=alpha,
+            reason=test.reason + _others(total, canary, stable),
+            elapsed=time.perf_counter() - started,
+            request=_describe_request(headers, cookies),
+            **_health_fields(test, total, canary, stable),
+        )
+        return self._conclude(verdict)
+
+    def _health_pair(self, versions: tuple[str, str] | None) -> tuple[str, str]:
+        """(canary, stable) for expect_healthy, both answering now."""
+        served = self._served_versions()
+        if versions is not None:
+            if (
+                not isinstance(versions, tuple)
+                or len(versions) != 2
+                or not all(isinstance(v, str) for v in versions)
+                or versions[0] == versions[1]
+            ):
+                raise CanaryConfigError(
+                    f"versions={versions!r}: must be a pair of two different versions "
+                    "(canary, stable)"
+                )
+            pair = versions
+        else:
+            found = self._canary_and_stable()
+            if found is None:
+                raise CanaryConfigError(
+                    "expect_healthy: nothing says which version is the canary; pass "
+                    f"versions=(canary, stable), e.g. versions={tuple(reversed(served[:2]))!r}"
+                )
+            pair = found
+        missing = [v for v in pair if v not in served]
+        if missing:
+            raise CanaryConfigError(
+                f"expect_healthy compares the canary with the stable version on the same "
+                f"traffic, but {', '.join(missing)} does not answer now (versions answering: "
+                f"{', '.join(served)}); compare before promote() or rollback()"
+            )
+        return pair
 
     def _verdict(
         self,
@@ -663,13 +787,27 @@ class Release(TrafficChecks):
         self.spec = self.spec.with_knobs(**routing)
         self._apply(Phase.CANARY)
 
-    def promote(self, *, check_errors: bool = False) -> Verdict | None:
+    def promote(self, *, check_errors: bool = False, check_health: bool = False) -> Verdict | None:
         """Make the canary version the only one: 100% of traffic, canary objects deleted.
 
         With ``check_errors=True`` traffic keeps flowing through the switch and the call
-        fails if any request failed (zero-downtime promotion).
+        fails if any request failed (zero-downtime promotion). With ``check_health=True``
+        the canary is first compared with the stable version (:meth:`expect_healthy` with its
+        defaults): an unhealthy or undecided canary fails the call with the health table and
+        nothing is promoted. For other limits, call ``expect_healthy(...)`` yourself before
+        ``promote()``: it raises when the canary is not healthy.
+
+        Returns:
+            The zero-downtime verdict with ``check_errors``, else the health verdict with
+            ``check_health``, else None.
         """
-        return self._switch(Phase.PROMOTED, check_errors)
+        __tracebackhide__ = True
+        health = None
+        if check_health:
+            self._require_phase("promote")
+            health = self.expect_healthy()  # raises: nothing is promoted
+        switched = self._switch(Phase.PROMOTED, check_errors)
+        return switched if switched is not None else health
 
     def rollback(self, *, check_errors: bool = False) -> Verdict | None:
         """Return to the stable version only: canary objects deleted, 100% old version."""
@@ -909,6 +1047,92 @@ def _applied_class(
     from pytest_canary.rollout_release import AppliedRollout
 
     return partial(AppliedRollout, rollout=rollouts[0], version_label=version_label)
+
+
+def _leaks(sample: Sample, version: str) -> dict[str, int]:
+    """Answers from other versions than ``version``, failed ones (HTTP 5xx) included."""
+    leaked = collections.Counter({v: c for v, c in sample.counts.items() if v != version and c})
+    leaked.update({v: c for v, c in sample.version_errors.items() if v != version and c})
+    return dict(leaked)
+
+
+def _health_observations(
+    batch: Sample, canary: str, stable: str, timeout: float
+) -> tuple[analysis.Observations, analysis.Observations]:
+    """A batch as HealthTest sees it: answers naming a version count for it (a 5xx as an
+    error); failed requests that name no version count as canary errors taking the request
+    timeout, the most a request can take (never in the canary's favour)."""
+    unattributed = batch.unattributed_errors
+
+    def of(version: str, extra: int) -> analysis.Observations:
+        latencies = list(batch.version_latencies.get(version, []))
+        errors = batch.version_errors.get(version, 0)
+        latencies.extend([timeout] * extra)
+        return analysis.Observations(
+            batch.counts.get(version, 0) + errors + extra, errors + extra, latencies
+        )
+
+    return of(canary, unattributed), of(stable, 0)
+
+
+def _health_fields(
+    test: analysis.HealthTest, total: Sample, canary: str, stable: str
+) -> dict[str, Any]:
+    """The evidence of a health verdict, as the flat fields of :class:`Verdict`."""
+    roles = {canary: "canary", stable: "stable"}
+    counts = {canary: test.canary, stable: test.stable}
+    latency_intervals = {}
+    quantiles = {}
+    for version, role in roles.items():
+        low, high = test.latency_interval(role)
+        if low is not None and high is not None:
+            latency_intervals[version] = stats.Interval(1000 * low, 1000 * high)
+        observed = test.observed_quantile(role)
+        if observed is not None:
+            quantiles[version] = 1000 * observed
+    comparisons = {
+        name: aspect.interval
+        for name, aspect in (("error increase", test.errors), ("latency ratio", test.latency))
+        if aspect.interval is not None
+    }
+    return {
+        "roles": roles,
+        "checks": {"errors": test.errors.decision.value, "latency": test.latency.decision.value},
+        "limits": {
+            "max_error_increase": test.max_error_increase,
+            "max_latency_increase": test.max_latency_increase,
+            "quantile": test.quantile,
+        },
+        "version_requests": {v: c.requests for v, c in counts.items()},
+        "version_errors": {v: c.errors for v, c in counts.items()},
+        "error_rates": {v: c.error_rate for v, c in counts.items()},
+        "error_intervals": {v: test.error_interval(roles[v]) for v in roles},
+        "latency_quantiles_ms": quantiles,
+        "latency_intervals_ms": latency_intervals,
+        "unattributed_errors": total.unattributed_errors,
+        "intervals": comparisons,
+        "bands": {
+            "error increase": stats.Interval(-1.0, test.max_error_increase),
+            "latency ratio": stats.Interval(0.0, 1.0 + test.max_latency_increase),
+        },
+        "history": list(test.history),
+    }
+
+
+def _others(total: Sample, canary: str, stable: str) -> str:
+    """A note on answers from versions the comparison leaves out (a third Istio subset)."""
+    others = {v: c for v, c in total.counts.items() if v not in (canary, stable)}
+    others.update(
+        {
+            v: others.get(v, 0) + c
+            for v, c in total.version_errors.items()
+            if v not in (canary, stable)
+        }
+    )
+    if not others:
+        return ""
+    seen = ", ".join(f"{v} x{c}" for v, c in sorted(others.items()))
+    return f" (answers from other versions, not compared: {seen})"
 
 
 class _BackendChecks:

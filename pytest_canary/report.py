@@ -19,6 +19,9 @@ from pytest_canary.stats import Interval
 
 SUMMARY_WIDTH = 120  # what a CI log shows without wrapping
 
+#: Verdict fields that map a name to an :class:`Interval` (``[low, high]`` in JSON).
+INTERVAL_FIELDS = ("intervals", "bands", "error_intervals", "latency_intervals_ms")
+
 
 class CanaryAssertionError(AssertionError):
     """An expectation about observed traffic failed; ``verdict`` holds the evidence."""
@@ -33,7 +36,7 @@ class Verdict:
     """The outcome of one expectation.
 
     Attributes:
-        kind: "split", "routed" or "zero-downtime".
+        kind: "split", "routed", "zero-downtime" or "health".
         passed: whether the expectation held.
         decision: PASS, FAIL or INCONCLUSIVE, and why.
         expected: version -> expected share.
@@ -47,6 +50,26 @@ class Verdict:
         caught: the test expected this failure: it passed although the verdict failed (it
             caught the :class:`CanaryAssertionError`, e.g. with ``pytest.raises``), or it is
             marked ``xfail``. Summaries show such a verdict as ``FAIL (expected)``.
+
+    A ``"health"`` verdict (``expect_healthy``) compares the canary with the stable version:
+    ``intervals`` and ``bands`` hold the confidence sequence and the healthy range of each
+    comparison (``"error increase"``: canary minus stable error rate; ``"latency ratio"``:
+    canary over stable latency quantile), ``history`` their sequences, and these fields the
+    per-version evidence (all flat and JSON-ready; empty for other kinds):
+
+    Attributes:
+        roles: version -> "canary" or "stable".
+        checks: comparison ("errors", "latency") -> PASS, FAIL or CONTINUE (undecided).
+        limits: max_error_increase, max_latency_increase and quantile of the expectation.
+        version_requests: version -> requests attributed to it (answers naming it, and for
+            the canary the failed requests that named no version).
+        version_errors: version -> failed requests among those.
+        error_rates: version -> observed error rate.
+        error_intervals: version -> confidence sequence of its error rate.
+        latency_quantiles_ms: version -> observed latency quantile (milliseconds).
+        latency_intervals_ms: version -> confidence sequence of that quantile, once bounded
+            on both sides.
+        unattributed_errors: failed requests that named no version (counted for the canary).
     """
 
     kind: str
@@ -69,6 +92,16 @@ class Verdict:
     history: list[tuple[int, dict[str, Interval]]] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
     caught: bool = False
+    roles: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+    version_requests: dict[str, int] = field(default_factory=dict)
+    version_errors: dict[str, int] = field(default_factory=dict)
+    error_rates: dict[str, float] = field(default_factory=dict)
+    error_intervals: dict[str, Interval] = field(default_factory=dict)
+    latency_quantiles_ms: dict[str, float] = field(default_factory=dict)
+    latency_intervals_ms: dict[str, Interval] = field(default_factory=dict)
+    unattributed_errors: int = 0
 
     @property
     def requests(self) -> int:
@@ -105,7 +138,11 @@ class Verdict:
         return "\n".join(lines)
 
     def table(self) -> str:
-        """expected vs observed per version, with band, interval and counts."""
+        """expected vs observed per version, with band, interval and counts (for a health
+        verdict: per version n, errors, error rate and latency quantile with their intervals,
+        then each comparison and its decision)."""
+        if self.kind == "health":
+            return self._health_table()
         versions = list(dict.fromkeys([*self.expected, *self.counts]))
         header = ["version", "expected", "band", "observed", "interval", "count"]
         rows = [header]
@@ -138,6 +175,50 @@ class Verdict:
         )
         return "\n".join(out)
 
+    def _health_table(self) -> str:
+        label = f"p{self.limits.get('quantile', 0.95) * 100:g}"
+        rows = [["version", "role", "n", "errors", "error rate", "interval", label, "interval"]]
+        for version in sorted(self.roles, key=lambda v: self.roles[v] != "canary"):
+            rate = self.error_intervals.get(version)
+            latency = self.latency_intervals_ms.get(version)
+            quantile = self.latency_quantiles_ms.get(version)
+            rows.append(
+                [
+                    version,
+                    self.roles[version],
+                    str(self.version_requests.get(version, 0)),
+                    str(self.version_errors.get(version, 0)),
+                    f"{self.error_rates.get(version, 0.0):.4f}",
+                    "-" if rate is None else f"[{rate.low:.4f}, {rate.high:.4f}]",
+                    "-" if quantile is None else f"{quantile:.1f}ms",
+                    "-" if latency is None else f"[{latency.low:.1f}, {latency.high:.1f}]ms",
+                ]
+            )
+        out = format_rows(rows, indent="  ")
+        checks = [["check", "decision", "confidence sequence", "healthy"]]
+        for check, key, kind in (
+            ("errors", "error increase", "difference"),
+            ("latency", "latency ratio", "ratio"),
+        ):
+            interval = self.intervals.get(key)
+            band = self.bands.get(key)
+            if kind == "difference":
+                shown = "-" if interval is None else f"[{interval.low:+.4f}, {interval.high:+.4f}]"
+                healthy = "-" if band is None else f"<= {band.high:+.4f}"
+            else:
+                shown = "-" if interval is None else f"[x{interval.low:.3f}, x{interval.high:.3f}]"
+                healthy = "-" if band is None else f"<= x{band.high:.3f}"
+            checks.append([f"{check} ({key})", self.checks.get(check, "-"), shown, healthy])
+        out += format_rows(checks, indent="  ")
+        error_total = sum(self.errors.values())
+        detail = ", ".join(f"{k}: {c}" for k, c in sorted(self.errors.items())) or "none"
+        out.append(
+            f"  {self.requests} requests, errors={error_total} ({detail}; "
+            f"{self.unattributed_errors} named no version, counted for the canary), "
+            f"alpha={self.alpha:g}, {self.elapsed:.2f}s"
+        )
+        return "\n".join(out)
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Verdict:
         """The verdict :meth:`to_json` described (how verdicts travel from xdist workers)."""
@@ -147,8 +228,8 @@ class Verdict:
         def interval(pair: Any) -> Interval:
             return Interval(float(pair[0]), float(pair[1]))
 
-        fields["intervals"] = {k: interval(v) for k, v in fields.get("intervals", {}).items()}
-        fields["bands"] = {k: interval(v) for k, v in fields.get("bands", {}).items()}
+        for name in INTERVAL_FIELDS:
+            fields[name] = {k: interval(v) for k, v in fields.get(name, {}).items()}
         fields["history"] = [
             (int(n), {k: interval(v) for k, v in ivs.items()})
             for n, ivs in fields.get("history", [])
@@ -158,8 +239,8 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of the verdict (intervals as [low, high])."""
         data = asdict(self)
-        data["intervals"] = {k: [i.low, i.high] for k, i in self.intervals.items()}
-        data["bands"] = {k: [i.low, i.high] for k, i in self.bands.items()}
+        for name in INTERVAL_FIELDS:
+            data[name] = {k: [i.low, i.high] for k, i in getattr(self, name).items()}
         data["history"] = [
             [n, {k: [i.low, i.high] for k, i in ivs.items()}] for n, ivs in self.history
         ]

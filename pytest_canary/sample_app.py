@@ -22,8 +22,9 @@ Configuration (a flag wins over its environment variable; an empty variable coun
    (default ``0.0.0.0``).
 3. ``APP_NAME`` (default ``kubeapp``), ``APP_TRACK`` (default ``stable``), ``POD_NAME`` (default
    the hostname).
-4. ``ERROR_RATE`` (0..1, default 0) and ``ERROR_SEED``: fault injection on every path except
-   ``/health`` and ``/relay``.
+4. ``ERROR_RATE`` (0..1, default 0), ``LATENCY_MS`` (milliseconds added before answering: a
+   number, or ``LO-HI`` for a delay drawn uniformly from LO to HI per request; default 0) and
+   ``ERROR_SEED``: fault injection on every path except ``/health`` and ``/relay``.
 5. ``STARTUP_DELAY`` (seconds, default 0) and ``SHUTDOWN_GRACE`` (seconds, default 5).
 """
 
@@ -94,6 +95,9 @@ _LOOPBACK_NAMES = frozenset({"localhost"})
 _LATE_REQUEST_TIMEOUT = 1.0
 _MAX_DISCARDED_BODY = 1 << 20
 
+MAX_LATENCY_MS = 60_000.0
+"""Largest injected delay: a minute, past any client timeout."""
+
 
 class ConfigError(ValueError):
     """A flag or environment variable the app cannot run with.
@@ -115,7 +119,9 @@ class AppConfig:
         track: The ``track`` field of ``GET /`` (``stable`` or ``canary`` by convention).
         hostname: The ``hostname`` field of ``GET /`` (the pod name in Kubernetes).
         error_rate: Fraction of faultable requests answered with HTTP 500.
-        error_seed: Seed of the fault generator; None seeds from the OS.
+        latency_ms: ``(low, high)`` milliseconds added before answering a faultable request,
+            drawn uniformly per request (``low == high``: a fixed delay).
+        error_seed: Seed of the fault generators; None seeds from the OS.
         startup_delay: Seconds to wait before listening.
         shutdown_grace: Seconds in-flight requests get after SIGTERM/SIGINT.
     """
@@ -127,6 +133,7 @@ class AppConfig:
     track: str = DEFAULT_TRACK
     hostname: str = field(default_factory=socket.gethostname)
     error_rate: float = 0.0
+    latency_ms: tuple[float, float] = (0.0, 0.0)
     error_seed: int | None = None
     startup_delay: float = 0.0
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
@@ -153,6 +160,22 @@ def _number(raw: str, origin: str, *, lowest: float, highest: float, want: str) 
     if not (math.isfinite(value) and lowest <= value <= highest):
         raise ConfigError(f"{origin}: want {want}")
     return value
+
+
+def _latency(raw: str, origin: str) -> tuple[float, float]:
+    """``LATENCY_MS``: ``N`` or ``LO-HI`` milliseconds, from 0 to :data:`MAX_LATENCY_MS`."""
+    want = (
+        f"want milliseconds from 0 to {MAX_LATENCY_MS:g}: a number, or LO-HI (e.g. 50-150) "
+        "for a delay drawn uniformly per request"
+    )
+    low_text, dash, high_text = raw.strip().partition("-")
+    low = _number(low_text, origin, lowest=0.0, highest=MAX_LATENCY_MS, want=want)
+    high = (
+        _number(high_text, origin, lowest=0.0, highest=MAX_LATENCY_MS, want=want) if dash else low
+    )
+    if high < low:
+        raise ConfigError(f"{origin}: {want}, with LO <= HI")
+    return low, high
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -214,6 +237,11 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AppConfig:
     if raw is not None:
         error_rate = _number(raw, origin, lowest=0.0, highest=1.0, want="a number from 0 to 1")
 
+    latency_ms = (0.0, 0.0)
+    raw, origin = _setting(None, "", env, "LATENCY_MS")
+    if raw is not None:
+        latency_ms = _latency(raw, origin)
+
     error_seed: int | None = None
     raw, origin = _setting(None, "", env, "ERROR_SEED")
     if raw is not None:
@@ -239,6 +267,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AppConfig:
         track=env.get("APP_TRACK") or DEFAULT_TRACK,
         hostname=env.get("POD_NAME") or socket.gethostname(),
         error_rate=error_rate,
+        latency_ms=latency_ms,
         error_seed=error_seed,
         startup_delay=delays["STARTUP_DELAY"],
         shutdown_grace=delays["SHUTDOWN_GRACE"],
@@ -519,6 +548,27 @@ class _Faults:
             return self._rng.random() < self._rate
 
 
+class _Delays:
+    """Sleeps, per request, the injected delay: fixed, or uniform on [low, high] ms."""
+
+    def __init__(self, latency_ms: tuple[float, float], seed: int | None) -> None:
+        self._low, self._high = latency_ms
+        # Its own generator: adding a delay does not change which requests fault.
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def draw(self) -> float:
+        """The next delay in milliseconds."""
+        if self._high <= self._low:
+            return self._low
+        with self._lock:
+            return self._rng.uniform(self._low, self._high)
+
+    def wait(self) -> None:
+        if self._high > 0.0:
+            time.sleep(self.draw() / 1000.0)
+
+
 class _DateHeader:
     """The ``Date`` header value, formatted at most once per second (it is on every response)."""
 
@@ -557,6 +607,7 @@ class SampleAppServer(ThreadingHTTPServer):
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.faults = _Faults(config.error_rate, config.error_seed)
+        self.delays = _Delays(config.latency_ms, config.error_seed)
         self.date_header = _DateHeader()
         self.draining = False
         self._lock = threading.Lock()
@@ -730,9 +781,13 @@ class SampleAppHandler(BaseHTTPRequestHandler):
         target = urlsplit(self.path)
         if target.path == "/health":
             self._send(HTTPStatus.OK, b"ok\n", _TEXT)
-        elif target.path == "/relay":
+            return
+        if target.path == "/relay":
             self._relay(target.query)
-        elif self.server.faults.hit():
+            return
+        # Every other path can be faulted: delayed first, then perhaps answered with a 500.
+        self.server.delays.wait()
+        if self.server.faults.hit():
             self._send_json(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 {"error": "injected fault", "version": config.version},

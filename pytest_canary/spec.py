@@ -61,7 +61,19 @@ NGINX_DEFAULT_HEADER = "X-Canary"
 HeaderMatch = Literal["exact", "prefix", "regex"]
 
 # Knobs every strategy accepts.
-COMMON_KNOBS: tuple[str, ...] = ("name", "host", "path", "path_type", "app", "canary_error_rate")
+COMMON_KNOBS: tuple[str, ...] = (
+    "name",
+    "host",
+    "path",
+    "path_type",
+    "app",
+    "canary_error_rate",
+    "canary_latency_ms",
+)
+
+#: Largest injected delay (milliseconds): a minute, well past any request timeout.
+MAX_LATENCY_MS = 60_000.0
+_LATENCY_RANGE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*-\s*([0-9]+(?:\.[0-9]*)?)\s*$")
 
 # Routing knobs each strategy understands (DESIGN.md "Strategies").
 STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {
@@ -250,6 +262,7 @@ class ReleaseSpec:
     path_type: str = "Prefix"
     app: AppImage = SAMPLE_APP
     canary_error_rate: float = 0.0
+    canary_latency_ms: float | str = 0.0
     replicas: int = 1
     stable_replicas: int = 3
     canary_replicas: int = 1
@@ -451,6 +464,35 @@ def _check_unknown_knobs(strategy: str, given: Mapping[str, Any]) -> None:
         raise CanaryConfigError(msg)
 
 
+def latency_setting(value: object) -> float | str:
+    """``canary_latency_ms`` validated: a delay in milliseconds (a number), or ``"LO-HI"`` for
+    a delay drawn uniformly from LO to HI milliseconds per request; both from 0 to
+    :data:`MAX_LATENCY_MS`. Returns the number, or the range as ``"LO-HI"`` (the value of the
+    sample app's ``LATENCY_MS``).
+
+    Raises:
+        CanaryConfigError: naming ``canary_latency_ms``, the value and what is allowed.
+    """
+    allowed = (
+        f"must be milliseconds from 0 to {MAX_LATENCY_MS:g} added to every canary answer: a "
+        "number (fixed delay) or 'LO-HI' such as '50-150' (uniformly random per request; "
+        "fault injection, needs the sample app)"
+    )
+    if isinstance(value, bool):
+        raise _fail("canary_latency_ms", value, allowed)
+    if isinstance(value, (int, float)):
+        if not 0.0 <= float(value) <= MAX_LATENCY_MS:  # NaN fails too
+            raise _fail("canary_latency_ms", value, allowed)
+        return float(value)
+    if isinstance(value, str):
+        match = _LATENCY_RANGE.match(value)
+        if match:
+            low, high = float(match.group(1)), float(match.group(2))
+            if low <= high <= MAX_LATENCY_MS:
+                return f"{low:g}-{high:g}" if low < high else low
+    raise _fail("canary_latency_ms", value, allowed)
+
+
 def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> ReleaseSpec:
     """Validate a user's release arguments and return the frozen :class:`ReleaseSpec`.
 
@@ -500,6 +542,14 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
         )
     if rate and not app.is_sample:
         raise _fail("canary_error_rate", rate, "fault injection needs the sample app (app=None)")
+    if "canary_latency_ms" in values:
+        values["canary_latency_ms"] = latency_setting(values["canary_latency_ms"])
+        if values["canary_latency_ms"] and not app.is_sample:
+            raise _fail(
+                "canary_latency_ms",
+                values["canary_latency_ms"],
+                "fault injection needs the sample app (app=None)",
+            )
 
     for fld in ("replicas", "stable_replicas", "canary_replicas"):
         if fld in values:

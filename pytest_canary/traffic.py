@@ -7,7 +7,9 @@ because keep-alive would pin the client to one pod.
 
 Every response is classified exactly once: by its version header when the status is below
 500, otherwise as an error ("HTTP 503", "connection reset", "timeout", "no version header").
-Errors are never counted as a version.
+Errors are never counted as a version's share; an HTTP 5xx that names its version is also
+recorded for that version (``Sample.version_errors``), which is how canary analysis tells a
+failing canary from a failing stable.
 """
 
 from __future__ import annotations
@@ -86,13 +88,18 @@ class Sample:
         counts: responses per version.
         errors: failed requests per reason (5xx, resets, timeouts, unclassifiable answers).
         latencies: seconds per request, in completion order.
-        sources: for relayed traffic, counts per calling frontend version.
+        version_errors: failed answers that named their version (an HTTP 5xx with a version
+            header), per version; they are in ``errors`` too, never in ``counts``.
+        version_latencies: seconds per answer that named its version (successes and
+            ``version_errors``), per version.
     """
 
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
+    version_errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    version_latencies: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def classified(self) -> int:
@@ -108,6 +115,11 @@ class Sample:
     def total(self) -> int:
         """Every request sent."""
         return self.classified + self.error_count
+
+    @property
+    def unattributed_errors(self) -> int:
+        """Failed requests that named no version (refused, reset, timed out, unreadable)."""
+        return self.error_count - sum(self.version_errors.values())
 
     def share(self, version: str) -> float:
         """Observed share of ``version`` among classified responses (0 when there are none)."""
@@ -130,6 +142,9 @@ class Sample:
         self.errors.update(other.errors)
         self.latencies.extend(other.latencies)
         self.elapsed += other.elapsed
+        self.version_errors.update(other.version_errors)
+        for version, latencies in other.version_latencies.items():
+            self.version_latencies.setdefault(version, []).extend(latencies)
 
     def __repr__(self) -> str:
         return (
@@ -221,8 +236,9 @@ class Sampler:
         """Send ``n`` requests (``concurrency`` at a time) and return what they observed.
 
         Args:
-            stop_when: called with each classified version; when it returns True, requests
-                not yet sent are skipped (used to stop at the first leak).
+            stop_when: called with the version each answer names (an HTTP 5xx that names
+                one included); when it returns True, requests not yet sent are skipped (used
+                to stop at the first leak).
         """
         if n < 0:
             raise ValueError(f"n={n}: must be 0 or more")
@@ -268,6 +284,7 @@ class Sampler:
         sample: Sample,
     ) -> str | None:
         began = time.perf_counter()
+        version: str | None = None
         try:
             async with session.get(url, headers=headers, allow_redirects=False) as response:
                 status = response.status
@@ -276,10 +293,18 @@ class Sampler:
                     response.close()  # the rest is never read: drop the connection
                     sample.errors[f"HTTP {status} with a body over {MAX_BODY_BYTES} bytes"] += 1
                     return None
-                if status >= 500 or status < 100:  # 5xx, or no HTTP status at all
+                if status < 100:  # no HTTP status at all
                     sample.errors[f"HTTP {status}"] += 1
                     return None
-                version = self.classify(status, response.headers, body)
+                if status >= 500:
+                    # A failed answer still says who failed when it names its version plainly;
+                    # canary analysis counts it for that version (never as its share).
+                    try:
+                        version = self.classify(status, response.headers, body)
+                    except UnreadableVersion:
+                        version = None
+                else:
+                    version = self.classify(status, response.headers, body)
         except asyncio.TimeoutError:
             sample.errors["timeout"] += 1
             return None
@@ -296,7 +321,16 @@ class Sampler:
             sample.errors[f"HTTP {status}: {exc}"] += 1
             return None
         finally:
-            sample.latencies.append(time.perf_counter() - began)
+            latency = time.perf_counter() - began
+            sample.latencies.append(latency)
+            if version:  # an answer that named its version, failed or not
+                sample.version_latencies.setdefault(version, []).append(latency)
+        if status >= 500:
+            sample.errors[f"HTTP {status}"] += 1
+            if version:
+                sample.version_errors[version] += 1
+                return version
+            return None
         if not version:
             sample.errors[f"HTTP {status} without a version"] += 1
             return None

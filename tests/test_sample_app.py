@@ -53,6 +53,7 @@ APP_VARIABLES = (
     "HOST",
     "ERROR_RATE",
     "ERROR_SEED",
+    "LATENCY_MS",
     "STARTUP_DELAY",
     "SHUTDOWN_GRACE",
     "HTTP_PROXY",
@@ -571,6 +572,11 @@ def test_go_baked_version_wins_over_env(go_builds: GoBuilds, tmp_path: Path) -> 
     [
         ("ERROR_RATE", "1.5"),
         ("ERROR_RATE", "lots"),
+        ("LATENCY_MS", "-5"),
+        ("LATENCY_MS", "150-50"),
+        ("LATENCY_MS", "soon"),
+        ("LATENCY_MS", "60001"),
+        ("LATENCY_MS", "50-"),
         ("ERROR_SEED", "x"),
         ("STARTUP_DELAY", "-1"),
         ("SHUTDOWN_GRACE", "soon"),
@@ -644,6 +650,56 @@ def test_seeded_error_rate_is_binomial(launcher: AppLauncher) -> None:
     assert abs(faulted - mean) <= 5 * sigma, f"{faulted} faults in {requests_sent}, want ~{mean}"
     assert set(statuses["/health"]) == {200}
     assert all(s in (200, 500) for path in paths[:3] for s in statuses[path])
+
+
+def timed_get(app: RunningApp, path: str) -> tuple[Answer, float]:
+    started = time.monotonic()
+    answer = app.get(path)
+    return answer, time.monotonic() - started
+
+
+def test_latency_ms_delays_every_faultable_answer_but_not_health(launcher: AppLauncher) -> None:
+    """LATENCY_MS=600: "/", "/version" and an injected 500 each take at least 600 ms; /health
+    is never delayed (a readiness probe must not wait), so it answers well within 600 ms."""
+    app = launcher.start("v1", env={"LATENCY_MS": "600"})
+    for path in ("/", "/version"):
+        answer, took = timed_get(app, path)
+        assert answer.status == 200 and took >= 0.6, (path, took)
+    health, took = timed_get(app, "/health")
+    assert health.status == 200 and took < 0.6, took
+    faulty = launcher.start("v2", env={"LATENCY_MS": "600", "ERROR_RATE": "1"})
+    answer, took = timed_get(faulty, "/shop/x")
+    assert answer.status == 500 and took >= 0.6, took
+    assert_versioned(answer, "v2")
+
+
+def test_latency_range_delays_at_least_its_low_end(launcher: AppLauncher) -> None:
+    """LATENCY_MS=200-400: every answer waits at least 200 ms (the draw is uniform on
+    [200, 400] ms; its spread is checked without timing by the next test)."""
+    app = launcher.start("v1", env={"LATENCY_MS": "200-400", "ERROR_SEED": "3"})
+    for _ in range(3):
+        answer, took = timed_get(app, "/")
+        assert answer.status == 200 and took >= 0.2, took
+
+
+def test_delays_are_uniform_on_the_range_and_seeded() -> None:
+    """The Python app's draws (the Go app uses its own generator, same contract): 2000 draws
+    on [50, 150] ms stay in range, with mean within 5 standard errors of 100 (sd of a
+    uniform on 100 ms is 28.9, standard error 0.65) and quartiles near 75/125; the same
+    seed repeats them."""
+    config = sample_app.load_config([], {"APP_VERSION": "v1", "LATENCY_MS": "50-150"})
+    assert config.latency_ms == (50.0, 150.0)
+    delays = sample_app._Delays(config.latency_ms, 7)
+    draws = [delays.draw() for _ in range(2000)]
+    assert all(50.0 <= d <= 150.0 for d in draws)
+    assert abs(sum(draws) / len(draws) - 100.0) <= 5 * 28.87 / math.sqrt(2000)
+    ordered = sorted(draws)
+    assert 70 < ordered[500] < 80 and 120 < ordered[1500] < 130
+    again = sample_app._Delays(config.latency_ms, 7)
+    assert [again.draw() for _ in range(2000)] == draws
+    fixed = sample_app.load_config([], {"APP_VERSION": "v1", "LATENCY_MS": "100"})
+    assert fixed.latency_ms == (100.0, 100.0)
+    assert sample_app._Delays(fixed.latency_ms, None).draw() == 100.0
 
 
 def test_error_seed_makes_faults_reproducible(launcher: AppLauncher) -> None:

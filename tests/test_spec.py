@@ -37,6 +37,11 @@ from pytest_canary import CanaryConfigError, build_spec
         ({"path": "shop"}, "path='shop': must be an absolute URL path"),
         ({"path_type": "Regex"}, "path_type='Regex': must be 'Prefix', 'Exact'"),
         ({"canary_error_rate": 1.5}, "canary_error_rate=1.5: must be a fraction from 0 to 1"),
+        ({"canary_latency_ms": -1}, "canary_latency_ms=-1: must be milliseconds from 0 to 60000"),
+        ({"canary_latency_ms": "150-50"}, "canary_latency_ms='150-50': must be milliseconds"),
+        ({"canary_latency_ms": "slow"}, "canary_latency_ms='slow': must be milliseconds"),
+        ({"canary_latency_ms": True}, "canary_latency_ms=True: must be milliseconds"),
+        ({"canary_latency_ms": 61_000}, "canary_latency_ms=61000: must be milliseconds"),
         ({"name": "Kube_App"}, "name='Kube_App': must be a DNS-1035 label"),
     ],
 )

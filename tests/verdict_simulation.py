@@ -298,6 +298,8 @@ def simulate_health(
     concurrency: int = 16,
     record: list[dict[str, np.ndarray]] | None = None,
     only: str | None = None,
+    error_prior: MixturePrior | None = None,
+    latency_prior: MixturePrior | None = None,
 ) -> HealthOutcome:
     """``runs`` seeded runs of HealthTest (canary, stable) looking after every round.
 
@@ -317,6 +319,8 @@ def simulate_health(
         quantile=quantile,
         alpha=alpha,
         max_requests=budget,
+        error_prior=error_prior,
+        latency_prior=latency_prior,
     )
     level = probe.latency_alpha
     error_level = -math.log(probe.error_alpha)

@@ -63,6 +63,12 @@ def deployment(
     ]
     if spec.canary_error_rate and version == spec.canary:
         env.append({"name": "ERROR_RATE", "value": repr(float(spec.canary_error_rate))})
+    if spec.canary_latency_ms and version == spec.canary:
+        # A number of milliseconds or "LO-HI" (sample_app/README.md "Faults").
+        latency = spec.canary_latency_ms
+        env.append(
+            {"name": "LATENCY_MS", "value": latency if isinstance(latency, str) else f"{latency:g}"}
+        )
     pod_context, container_context = pod_security(spec)
     body: Manifest = {
         "replicas": replicas,

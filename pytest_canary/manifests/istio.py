@@ -121,7 +121,7 @@ def version_deployment(
     obj["spec"]["template"]["metadata"]["labels"] = dict(labels)
     if app is not None:
         container = obj["spec"]["template"]["spec"]["containers"][0]
-        env = [e for e in container["env"] if e["name"] != "ERROR_RATE"]
+        env = [e for e in container["env"] if e["name"] not in ("ERROR_RATE", "LATENCY_MS")]
         for item in env:
             if item["name"] == "APP_NAME":
                 item["value"] = app

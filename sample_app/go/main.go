@@ -11,7 +11,9 @@
 //     is empty: build with -X main.version= to configure it at run time); required.
 //   - --port / PORT (default 8080, 0 picks a free port), --host / HOST (default 0.0.0.0).
 //   - APP_NAME (default kubeapp), APP_TRACK (default stable), POD_NAME (default the hostname).
-//   - ERROR_RATE (0..1) and ERROR_SEED: injected HTTP 500s on every path except /health, /relay.
+//   - ERROR_RATE (0..1), LATENCY_MS (milliseconds added before answering: N, or LO-HI drawn
+//     uniformly per request) and ERROR_SEED: injected HTTP 500s and delays on every path except
+//     /health and /relay.
 //   - STARTUP_DELAY (seconds before listening), SHUTDOWN_GRACE (seconds for in-flight requests
 //     after SIGTERM/SIGINT, default 5).
 package main
@@ -57,6 +59,9 @@ const (
 	idleTimeout = 120 * time.Second
 
 	exitUsage = 2
+
+	// maxLatencyMS bounds LATENCY_MS: a minute, past any client timeout.
+	maxLatencyMS = 60000.0
 )
 
 type config struct {
@@ -67,6 +72,8 @@ type config struct {
 	track        string
 	hostname     string
 	errorRate    float64
+	latencyLow   float64 // milliseconds
+	latencyHigh  float64
 	errorSeed    *int64
 	startupDelay time.Duration
 	grace        time.Duration
@@ -151,6 +158,13 @@ func loadConfig(args []string, stderr io.Writer) (*config, error) {
 		}
 		cfg.errorRate = rate
 	}
+	if raw, origin, ok := setting(nil, "", "LATENCY_MS"); ok {
+		low, high, err := parseLatency(raw, origin)
+		if err != nil {
+			return nil, err
+		}
+		cfg.latencyLow, cfg.latencyHigh = low, high
+	}
 	if raw, origin, ok := setting(nil, "", "ERROR_SEED"); ok {
 		seed, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil {
@@ -178,6 +192,64 @@ func loadConfig(args []string, stderr io.Writer) (*config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// parseLatency reads LATENCY_MS: N or LO-HI milliseconds, from 0 to maxLatencyMS.
+func parseLatency(raw, origin string) (float64, float64, error) {
+	want := fmt.Errorf("%s: want milliseconds from 0 to %g: a number, or LO-HI (e.g. 50-150) "+
+		"for a delay drawn uniformly per request", origin, maxLatencyMS)
+	number := func(text string) (float64, bool) {
+		value, err := strconv.ParseFloat(strings.TrimSpace(text), 64)
+		// NaN fails both comparisons, so it is rejected here too.
+		return value, err == nil && value >= 0 && value <= maxLatencyMS
+	}
+	lowText, highText, isRange := strings.Cut(strings.TrimSpace(raw), "-")
+	low, ok := number(lowText)
+	if !ok {
+		return 0, 0, want
+	}
+	high := low
+	if isRange {
+		if high, ok = number(highText); !ok || high < low {
+			return 0, 0, want
+		}
+	}
+	return low, high, nil
+}
+
+// delays sleeps, per request, the injected delay: fixed, or uniform on [low, high] ms.
+type delays struct {
+	mu        sync.Mutex
+	low, high float64
+	rng       *rand.Rand
+}
+
+func newDelays(low, high float64, seed *int64) *delays {
+	source := time.Now().UnixNano() + 1
+	if seed != nil {
+		source = *seed
+	}
+	// Its own generator: adding a delay does not change which requests fault.
+	return &delays{low: low, high: high, rng: rand.New(rand.NewSource(source))}
+}
+
+// wait sleeps the delay, or less if the client goes away (ctx done).
+func (d *delays) wait(ctx context.Context) {
+	if d.high <= 0 {
+		return
+	}
+	delay := d.low
+	if d.high > d.low {
+		d.mu.Lock()
+		delay = d.low + (d.high-d.low)*d.rng.Float64()
+		d.mu.Unlock()
+	}
+	timer := time.NewTimer(time.Duration(delay * float64(time.Millisecond)))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
 }
 
 // faults decides, per request, whether to answer with an injected HTTP 500.
@@ -210,6 +282,7 @@ func (f *faults) hit() bool {
 type app struct {
 	cfg    *config
 	faults *faults
+	delays *delays
 }
 
 type identity struct {
@@ -240,11 +313,17 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			failure{fmt.Sprintf("method %s not allowed: use GET or HEAD", r.Method), a.cfg.version})
 		return
 	}
-	switch {
-	case r.URL.Path == "/health":
+	switch r.URL.Path {
+	case "/health":
 		send(w, http.StatusOK, "text/plain; charset=utf-8", []byte("ok\n"))
-	case r.URL.Path == "/relay":
+		return
+	case "/relay":
 		a.relay(w, r)
+		return
+	}
+	// Every other path can be faulted: delayed first, then perhaps answered with a 500.
+	a.delays.wait(r.Context())
+	switch {
 	case a.faults.hit():
 		a.sendJSON(w, http.StatusInternalServerError, failure{"injected fault", a.cfg.version})
 	case r.URL.Path == "/version":
@@ -420,7 +499,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "listening on %s\n", listenAddress(cfg.host, port))
 
 	server := &http.Server{
-		Handler:           &app{cfg: cfg, faults: newFaults(cfg.errorRate, cfg.errorSeed)},
+		Handler: &app{
+			cfg:    cfg,
+			faults: newFaults(cfg.errorRate, cfg.errorSeed),
+			delays: newDelays(cfg.latencyLow, cfg.latencyHigh, cfg.errorSeed),
+		},
 		ReadHeaderTimeout: idleTimeout,
 		IdleTimeout:       idleTimeout,
 	}

@@ -138,7 +138,9 @@ def test_relative_weights_are_integers_per_version_zero_included() -> None:
 
 
 def test_frontends_run_both_versions_of_the_app_behind_their_own_service() -> None:
-    spec = build_spec("istio", "v1", "v2", source=True, canary_error_rate=0.5)
+    spec = build_spec(
+        "istio", "v1", "v2", source=True, canary_error_rate=0.5, canary_latency_ms="10-20"
+    )
     objects = by_key(render(spec, Phase.CANARY))
     assert objects["Service", "kubeapp-frontend"]["spec"]["selector"] == {"app": "kubeapp-frontend"}
     for version in ("v1", "v2"):
@@ -148,9 +150,11 @@ def test_frontends_run_both_versions_of_the_app_behind_their_own_service() -> No
         container = dep["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["APP_NAME"] == "kubeapp-frontend" and "ERROR_RATE" not in env
+        assert "LATENCY_MS" not in env
     # Fault injection stays on the canary backend.
     backend = objects["Deployment", "kubeapp-v2"]["spec"]["template"]["spec"]["containers"][0]
     assert any(e["name"] == "ERROR_RATE" for e in backend["env"])
+    assert {"name": "LATENCY_MS", "value": "10-20"} in backend["env"]
 
 
 def test_a_path_restricts_every_route_to_it() -> None:

@@ -138,3 +138,21 @@ def test_fault_injection_only_on_the_canary() -> None:
 
     assert env("kubeapp-canary")["ERROR_RATE"] == "0.25"
     assert "ERROR_RATE" not in env("kubeapp-stable")
+
+
+@pytest.mark.parametrize(
+    ("latency", "value"), [(100, "100"), (12.5, "12.5"), ("50-150", "50-150"), ("80-80", "80")]
+)
+def test_latency_injection_only_on_the_canary(latency: float | str, value: str) -> None:
+    """canary_latency_ms becomes the sample app's LATENCY_MS (a number or LO-HI) on the
+    canary's pods only; a new weight keeps it."""
+    spec = build_spec("nginx", stable="1.0", canary="2.0", canary_latency_ms=latency, weight=10)
+    spec = spec.with_knobs(weight=20)
+
+    def env(name: str) -> dict[str, str]:
+        objects = by_kind_name(render(spec, Phase.CANARY))
+        container = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert env("kubeapp-canary")["LATENCY_MS"] == value
+    assert "LATENCY_MS" not in env("kubeapp-stable")
