@@ -113,3 +113,61 @@ def plot_verdict(verdict: Verdict, path: Path) -> Path:
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plot_health(verdict: Verdict, path: Path) -> Path:
+    """Draw a health verdict's two comparisons over the requests used.
+
+    Top: the confidence sequence of the canary's error-rate increase over the stable's,
+    against ``max_error_increase``; bottom: that of the canary/stable latency-quantile ratio,
+    against ``1 + max_latency_increase``. The shaded side of each limit is healthy; a panel's
+    verdict is PASS once its sequence lies there, FAIL once it lies beyond.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("error increase", "errors", "canary - stable error rate"),
+        (
+            "latency ratio",
+            "latency",
+            f"canary / stable p{verdict.limits.get('quantile', 0.95) * 100:g}",
+        ),
+    )
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 5.2), squeeze=False)
+    for ax, (key, check, label) in zip(axes[:, 0], panels, strict=True):
+        points = [(n, ivs[key]) for n, ivs in verdict.history if key in ivs]
+        ns = [n for n, _ in points]
+        lows = [interval.low for _, interval in points]
+        highs = [interval.high for _, interval in points]
+        band = verdict.bands.get(key)
+        if band is not None:
+            ax.axhspan(band.low, band.high, color="tab:green", alpha=0.12, label="healthy")
+            ax.axhline(band.high, color="tab:green", linewidth=0.8)
+        if ns:
+            ax.fill_between(ns, lows, highs, step="post", color="tab:blue", alpha=0.25)
+            ax.step(
+                ns, lows, where="post", color="tab:blue", linewidth=1, label="confidence sequence"
+            )
+            ax.step(ns, highs, where="post", color="tab:blue", linewidth=1)
+            # Early intervals are wide: frame the last one and the limit.
+            limit = band.high if band is not None else highs[-1]
+            low_end, high_end = min(lows[-1], limit), max(highs[-1], limit)
+            pad = 0.5 * (high_end - low_end) or 0.01
+            ax.set_ylim(low_end - pad, high_end + pad)
+        ax.set_xlabel("requests")
+        ax.set_ylabel(label)
+        ax.set_title(f"{check}: {verdict.checks.get(check, '-')}", fontsize=9)
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(
+        f"{verdict.test or 'verdict'}\nhealth {verdict.decision} after {verdict.requests} "
+        f"requests (alpha={verdict.alpha:g})",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -761,10 +761,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             )
         plots = _resolved(config, "plots")
         if plots and log is not None:
-            from pytest_canary.plots import plot_file_name, plot_verdict
+            from pytest_canary.plots import plot_file_name, plot_health, plot_verdict
 
             for index, verdict in enumerate(log.verdicts):
-                if verdict.history:
+                if verdict.kind == "health":
+                    plot_health(verdict, Path(plots) / plot_file_name(verdict, index))
+                elif verdict.history:
                     plot_verdict(verdict, Path(plots) / plot_file_name(verdict, index))
     # Backstop for interrupted runs: whatever a fixture could not stop is stopped here.
     backend = config.stash.get(backend_key, None)

@@ -131,7 +131,7 @@ def test_any_app_image_is_accepted_and_rendered() -> None:
 def test_fault_injection_still_needs_the_sample_app() -> None:
     with pytest.raises(CanaryConfigError, match="fault injection needs the sample app"):
         build_spec("nginx", "1.0", "2.0", app=AppImage("shop:{version}"), canary_error_rate=0.1)
-    with pytest.raises(CanaryConfigError, match="canary_latency_ms=100.0: fault injection needs"):
+    with pytest.raises(CanaryConfigError, match=r"canary_latency_ms=100\.0: fault injection needs"):
         build_spec("nginx", "1.0", "2.0", app=AppImage("shop:{version}"), canary_latency_ms=100)
 
 

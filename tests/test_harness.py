@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_canary import CanaryConfigError, Harness
+from pytest_canary import harness as harness_module
 from pytest_canary.backends.local import LocalBackend
 from pytest_canary.stats import routed_requests
-from pytest_canary.traffic import Entry, Sampler
+from pytest_canary.traffic import Entry, Sample, Sampler
 
 
 @pytest.fixture
@@ -108,3 +109,83 @@ def test_a_truncated_answer_is_an_error_not_a_crash() -> None:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+# ------------------------------------------------------------------------------------------
+# expect_healthy and what it relies on
+# ------------------------------------------------------------------------------------------
+
+
+def test_expect_routed_counts_a_failed_answer_of_another_version_as_a_leak(
+    canary: Harness,
+) -> None:
+    """Every canary answer fails (HTTP 500 with X-App-Version: 2.0). With failed requests
+    allowed, expect_routed("1.0") used to pass on the stable's answers alone; a 500 that names
+    2.0 still went to 2.0: a leak."""
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50, canary_error_rate=1.0)
+    with pytest.raises(AssertionError, match=r"responses from 2\.0 where only 1\.0 was") as info:
+        rel.expect_routed("1.0", max_error_rate=0.9)
+    assert "failed answers included: 2.0 x" in str(info.value)
+
+
+def test_expect_healthy_stops_when_one_version_gets_no_traffic(canary: Harness) -> None:
+    """Headers that force the canary leave nothing to compare: INCONCLUSIVE after the
+    688 requests that would have shown a 1% share, not after the whole budget."""
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50)
+    with pytest.raises(AssertionError, match="the stable answered none of 688 requests") as info:
+        rel.expect_healthy(headers={"X-Canary": "always"})
+    verdict = info.value.verdict  # type: ignore[attr-defined]
+    assert verdict.decision == "INCONCLUSIVE" and verdict.requests == 688
+    assert verdict.request == "X-Canary: always"
+
+
+def test_expect_healthy_budget_says_what_would_decide(canary: Harness) -> None:
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50)
+    with pytest.raises(AssertionError, match="INCONCLUSIVE") as info:
+        rel.expect_healthy(max_requests=160)
+    message = str(info.value)
+    assert "undecided after 160 requests (max_requests=160)" in message
+    assert "requests would decide at the observed rates" in message
+    assert "max_error_increase>=" in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_error_increase": 2}, r"max_error_increase=2: must be in \(0, 1\)"),
+        ({"quantile": 95}, r"quantile=95: must be in \(0, 1\)"),
+        ({"versions": ("2.0",)}, r"versions=\('2\.0',\): must be a pair"),
+        ({"versions": ("3.0", "1.0")}, "but 3.0 does not answer now"),
+    ],
+)
+def test_expect_healthy_arguments_are_checked_before_any_request(
+    canary: Harness, kwargs: dict[str, object], message: str
+) -> None:
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50)
+    with pytest.raises(CanaryConfigError, match=message):
+        rel.expect_healthy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_expect_healthy_needs_both_versions_answering(canary: Harness) -> None:
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50)
+    rel.promote()
+    with pytest.raises(CanaryConfigError, match="compare before promote"):
+        rel.expect_healthy()
+    with pytest.raises(CanaryConfigError, match="already promoted"):
+        rel.promote(check_health=True)
+
+
+def test_failed_requests_that_name_no_version_count_against_the_canary() -> None:
+    """A batch with a timeout and a reset (no version) besides answers of both versions: the
+    two failures go to the canary as errors taking the request timeout; the stable keeps its
+    own answers and 5xx only."""
+    sample = Sample()
+    sample.counts.update({"2.0": 3, "1.0": 4})
+    sample.errors.update({"HTTP 500": 2, "timeout": 1, "connection closed by server": 1})
+    sample.version_errors.update({"1.0": 1, "2.0": 1})
+    sample.version_latencies.update({"2.0": [0.01] * 4, "1.0": [0.02] * 5})
+    canary_obs, stable_obs = harness_module._health_observations(sample, "2.0", "1.0", 10.0)
+    assert (canary_obs.requests, canary_obs.errors) == (3 + 1 + 2, 1 + 2)
+    assert sorted(canary_obs.latencies) == [0.01] * 4 + [10.0, 10.0]
+    assert (stable_obs.requests, stable_obs.errors) == (4 + 1, 1)
+    assert list(stable_obs.latencies) == [0.02] * 5

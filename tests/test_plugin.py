@@ -632,3 +632,56 @@ def test_a_backend_that_fails_to_close_ends_the_session_with_one_error_line(
     )
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert "INTERNALERROR" not in result.stdout.str()
+
+
+def test_health_verdicts_reach_the_summary_report_and_plots(pytester: pytest.Pytester) -> None:
+    """expect_healthy's verdicts travel like every verdict: the failure message is the health
+    table, the terminal summary lists them, the JSON report holds their flat fields (and
+    Verdict.from_json restores them), and --canary-plots draws one PNG each."""
+    pytester.makepyfile(
+        """
+        def test_healthy(canary):
+            rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50)
+            rel.expect_healthy(max_latency_increase=0.5)
+
+        def test_failing(canary):
+            rel = canary.deploy(
+                "nginx", stable="1.0", canary="2.0", weight=50, canary_error_rate=0.1
+            )
+            rel.expect_healthy()
+        """
+    )
+    result = pytester.runpytest(
+        "--canary-seed=3", "--canary-report=report.json", "--canary-plots=plots"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E * canary health expectation FAIL: errors: the canary fails at least*",
+            "E *version*role*n*errors*error rate*interval*p95*interval*",
+            "E *2.0*canary*",
+            "E *1.0*stable*",
+            "E *errors (error increase)*FAIL*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*canary verdicts*", "PASS*test_healthy*nginx*health*"])
+    report = json.loads((pytester.path / "report.json").read_text())
+    healthy, failing = sorted(report["verdicts"], key=lambda v: v["decision"], reverse=True)
+    assert healthy["kind"] == failing["kind"] == "health"
+    assert healthy["checks"] == {"errors": "PASS", "latency": "PASS"}
+    assert failing["checks"]["errors"] == "FAIL"
+    assert failing["roles"] == {"2.0": "canary", "1.0": "stable"}
+    low, high = failing["intervals"]["error increase"]
+    assert 0.01 < low < high
+    assert set(failing["error_intervals"]) == {"1.0", "2.0"}
+    assert failing["limits"] == {
+        "max_error_increase": 0.01,
+        "max_latency_increase": 0.2,
+        "quantile": 0.95,
+    }
+    from pytest_canary.report import Verdict
+
+    for verdict in (healthy, failing):
+        assert Verdict.from_json(verdict).to_json() == verdict
+    pngs = sorted(p.name for p in (pytester.path / "plots").iterdir())
+    assert len(pngs) == 2 and all(name.endswith("-health.png") for name in pngs)
