@@ -16,7 +16,8 @@ Prints Markdown tables (copied into benchmarks/README.md):
    computed exactly from the binomial distribution, and ``SplitTest`` on the same splits.
 4. Prior ablation: how the choice of the mixture prior moves the mean requests.
 5. Three versions: Bonferroni (what SplitTest does) against a Dirichlet-multinomial mixture.
-6. ``HealthTest`` (``expect_healthy``): requests to a verdict for healthy and unhealthy canaries.
+6. ``HealthTest`` (``expect_healthy``): requests to a verdict for healthy and unhealthy
+   canaries, the joint error region against a union bound, and the priors' ablation.
 
 Simulation: numpy ``Generator`` seeded per scenario; per-round counts are multinomial draws at
 the true shares, and every run is decided by SplitTest's own decision rule evaluated for all
@@ -44,18 +45,28 @@ sys.path.insert(0, str(ROOT))  # run from a checkout
 sys.path.insert(0, str(ROOT / "tests"))
 
 from verdict_simulation import (  # noqa: E402
+    HealthOutcome,
+    Latencies,
     Outcome,
     decide_split,
     draw_counts,
     look_schedule,
+    simulate_health,
     simulate_split,
 )
 
+from pytest_canary.analysis import (  # noqa: E402
+    ERROR_MARGIN,
+    LATENCY_MARGIN,
+    QUANTILE,
+    HealthTest,
+)
 from pytest_canary.stats import (  # noqa: E402
     BROAD_WEIGHT,
     FIRST_BATCH,
     Decision,
     MixturePrior,
+    cs_interval,
     fixed_requests,
     plan_requests,
     target_requests,
@@ -639,11 +650,234 @@ def section_three_versions(runs: int, seed: int) -> str:
     )
 
 
+# ------------------------------------------------------------------------------------------
+# 6. HealthTest (expect_healthy)
+# ------------------------------------------------------------------------------------------
+
+STABLE_LATENCY = Latencies.lognormal(0.010, 0.3)  # median 10 ms, p95 ~16 ms
+
+
+@dataclass(frozen=True)
+class HealthScenario:
+    name: str
+    error_rates: tuple[float, float]  # canary, stable
+    canary_latency: Latencies
+    healthy: bool
+
+
+HEALTH_SCENARIOS = (
+    HealthScenario("healthy: no errors, same latency", (0.0, 0.0), STABLE_LATENCY, True),
+    HealthScenario("healthy: 0.2% errors both", (0.002, 0.002), STABLE_LATENCY, True),
+    HealthScenario("healthy: 1% errors both", (0.01, 0.01), STABLE_LATENCY, True),
+    HealthScenario("canary +5% errors (5% vs 0%)", (0.05, 0.0), STABLE_LATENCY, False),
+    HealthScenario(
+        "canary +100 ms (p95 ~16 -> ~116 ms)", (0.0, 0.0), STABLE_LATENCY.shifted(0.1), False
+    ),
+    HealthScenario("canary 1.5x slower", (0.0, 0.0), STABLE_LATENCY.scaled(1.5), False),
+)
+
+
+def health_outcome(
+    scenario: HealthScenario, runs: int, seed: int, **priors: MixturePrior
+) -> HealthOutcome:
+    return simulate_health(
+        canary_share=0.5,
+        error_rates=scenario.error_rates,
+        latencies=(scenario.canary_latency, STABLE_LATENCY),
+        max_error_increase=ERROR_MARGIN,
+        max_latency_increase=LATENCY_MARGIN,
+        quantile=QUANTILE,
+        alpha=ALPHA,
+        runs=runs,
+        seed=seed,
+        budget=DEFAULT_BUDGET,
+        **priors,  # type: ignore[arg-type]
+    )
+
+
+def codes_text(codes: np.ndarray) -> str:
+    return verdict_text(
+        {
+            Decision.PASS: float(np.mean(codes == 1)),
+            Decision.FAIL: float(np.mean(codes == -1)),
+            Decision.INCONCLUSIVE: float(np.mean(codes == 0)),
+        }
+    )
+
+
+def union_bound_errors(
+    scenario: HealthScenario, runs: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The alternative to the joint region for the error test: each version's own
+    beta-binomial CS at alpha/4, joined by a union bound (difference in [low_c - high_s,
+    high_c - low_s]); same draws, same prior."""
+    probe = HealthTest(alpha=ALPHA)
+    rng = np.random.default_rng(seed)
+    ns = look_schedule(DEFAULT_BUDGET, CONCURRENCY)
+    sizes = np.diff(ns, prepend=0)
+    table: dict[tuple[int, int], tuple[float, float]] = {}
+
+    def ends(errors: np.ndarray, requests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lows, highs = np.empty(len(errors)), np.empty(len(errors))
+        for i, key in enumerate(zip(errors.tolist(), requests.tolist(), strict=True)):
+            if key not in table:
+                interval = cs_interval(key[0], key[1], ALPHA / 4, probe.error_prior)
+                table[key] = (interval.low, interval.high)
+            lows[i], highs[i] = table[key]
+        return lows, highs
+
+    canary = np.zeros((runs, 2), dtype=np.int64)  # errors, requests
+    stable = np.zeros((runs, 2), dtype=np.int64)
+    decision = np.zeros(runs, dtype=np.int64)
+    decided_at = np.full(runs, DEFAULT_BUDGET, dtype=np.int64)
+    for look, size in enumerate(sizes.tolist()):
+        to_canary = rng.binomial(size, 0.5, size=runs)
+        canary[:, 1] += to_canary
+        stable[:, 1] += size - to_canary
+        canary[:, 0] += rng.binomial(to_canary, scenario.error_rates[0])
+        stable[:, 0] += rng.binomial(size - to_canary, scenario.error_rates[1])
+        open_runs = np.flatnonzero((decision == 0) & (canary[:, 1] > 0) & (stable[:, 1] > 0))
+        if open_runs.size == 0:
+            break
+        c_low, c_high = ends(canary[open_runs, 0], canary[open_runs, 1])
+        s_low, s_high = ends(stable[open_runs, 0], stable[open_runs, 1])
+        passed = c_high - s_low <= ERROR_MARGIN
+        failed = c_low - s_high > ERROR_MARGIN
+        decision[open_runs[passed]] = 1
+        decision[open_runs[failed]] = -1
+        decided_at[open_runs[passed | failed]] = ns[look]
+    return decision, decided_at
+
+
+def section_health(runs: int, seed: int) -> str:
+    rows = []
+    for index, scenario in enumerate(HEALTH_SCENARIOS):
+        outcome = health_outcome(scenario, runs, seed + 400 + index)
+        decided = outcome.decisions != 0
+        mean = float(outcome.requests[decided].mean()) if decided.any() else math.nan
+        rows.append(
+            [
+                scenario.name,
+                "PASS" if scenario.healthy else "FAIL",
+                f"{mean:,.0f}",
+                f"{np.percentile(outcome.requests, 95):,.0f}",
+                codes_text(outcome.decisions),
+                f"{outcome.errors_at.mean():,.0f} ({codes_text(outcome.errors)})",
+                f"{outcome.latency_at.mean():,.0f} ({codes_text(outcome.latency)})",
+            ]
+        )
+    ablation_runs = max(200, runs // 4)
+    union_rows = []
+    for index, scenario in enumerate(HEALTH_SCENARIOS[:4]):
+        joint = health_outcome(scenario, ablation_runs, seed + 450 + index)
+        decisions, decided_at = union_bound_errors(scenario, ablation_runs, seed + 450 + index)
+        union_rows.append(
+            [
+                scenario.name,
+                f"{joint.errors_at.mean():,.0f} ({codes_text(joint.errors)})",
+                f"{decided_at.mean():,.0f} ({codes_text(decisions)})",
+                f"{decided_at.mean() / joint.errors_at.mean():.2f}x",
+            ]
+        )
+    prior_rows = []
+    error_priors = (
+        ("**default**: 0.5 at 0 + 0.3 Beta(1/2, 1/(2m)) + 0.2 Jeffreys", None),
+        ("Jeffreys Beta(1/2, 1/2) only", MixturePrior(((1.0, 0.5, 0.5),))),
+        ("0.5 at 0 + 0.5 Jeffreys", MixturePrior(((0.5, 0.5, 0.5),), ((0.5, 0.0),))),
+        ("0.8 at 0 + 0.2 Jeffreys", MixturePrior(((0.2, 0.5, 0.5),), ((0.8, 0.0),))),
+    )
+    for name, prior in error_priors:
+        cells = []
+        for index in (0, 1, 3):
+            scenario = HEALTH_SCENARIOS[index]
+            extra = {} if prior is None else {"error_prior": prior}
+            outcome = health_outcome(scenario, ablation_runs, seed + 500 + index, **extra)
+            cells.append(f"{outcome.errors_at.mean():,.0f}")
+        prior_rows.append([f"errors: {name}", *cells])
+    quantile_rows = []
+    for concentration in (20.0, 50.0, 200.0, 2000.0):
+        prior = MixturePrior(
+            ((0.8, concentration * QUANTILE, concentration * (1 - QUANTILE)), (0.2, 0.5, 0.5))
+        )
+        cells = []
+        for index in (0, 4, 5):
+            scenario = HEALTH_SCENARIOS[index]
+            outcome = health_outcome(
+                scenario, ablation_runs, seed + 600 + index, latency_prior=prior
+            )
+            cells.append(f"{outcome.latency_at.mean():,.0f}")
+        marker = " (**default**)" if concentration == 50.0 else ""
+        quantile_rows.append([f"latency: c = {concentration:g}{marker}", *cells])
+    return "\n".join(
+        [
+            f"### expect_healthy: requests to a verdict (alpha = {ALPHA}, "
+            f"max_error_increase = {ERROR_MARGIN}, max_latency_increase = {LATENCY_MARGIN}, "
+            f"p{QUANTILE * 100:g}; weight 50; {runs:,} runs each, budget {DEFAULT_BUDGET:,})",
+            "",
+            table(
+                [
+                    "canary vs stable",
+                    "right verdict",
+                    "mean n (decided runs)",
+                    "p95 n",
+                    "verdicts",
+                    "errors test alone: mean n",
+                    "latency test alone: mean n",
+                ],
+                rows,
+            ),
+            "",
+            "Latencies: stable lognormal, median 10 ms, sigma 0.3 (p95 ~16 ms), on 100 equally "
+            "likely values; each request goes to the canary with probability 1/2. The two "
+            "tests alone are followed to their own decision (or the budget).",
+            "",
+            "Errors: the joint region of both rates (what HealthTest does) against two "
+            f"separate sequences at alpha/4 joined by a union bound ({ablation_runs:,} runs, "
+            "same draws):",
+            "",
+            table(
+                [
+                    "canary vs stable",
+                    "joint region: mean n",
+                    "union bound: mean n",
+                    "union / joint",
+                ],
+                union_rows,
+            ),
+            "",
+            f"Priors ({ablation_runs:,} runs each; mean n of the test alone):",
+            "",
+            table(
+                [
+                    "prior",
+                    f"{HEALTH_SCENARIOS[0].name}",
+                    f"{HEALTH_SCENARIOS[1].name}",
+                    f"{HEALTH_SCENARIOS[3].name}",
+                ],
+                prior_rows,
+            ),
+            "",
+            table(
+                [
+                    "quantile prior 0.8 Beta(c q, c (1 - q)) + 0.2 Jeffreys",
+                    HEALTH_SCENARIOS[0].name,
+                    HEALTH_SCENARIOS[4].name,
+                    HEALTH_SCENARIOS[5].name,
+                ],
+                quantile_rows,
+            ),
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2000, help="Simulated runs per scenario.")
     parser.add_argument(
         "--ablation-runs", type=int, default=2000, help="Simulated runs per ablation cell."
+    )
+    parser.add_argument(
+        "--health-runs", type=int, default=1000, help="Simulated runs per health scenario."
     )
     parser.add_argument("--seed", type=int, default=7, help="Base seed of numpy's Generator.")
     args = parser.parse_args(argv)
@@ -658,8 +892,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(section_three_versions(args.runs, args.seed))
     print()
+    print(section_health(args.health_runs, args.seed))
+    print()
     print(
-        f"_runs={args.runs}, ablation-runs={args.ablation_runs}, seed={args.seed}; "
+        f"_runs={args.runs}, ablation-runs={args.ablation_runs}, "
+        f"health-runs={args.health_runs}, seed={args.seed}; "
         f"{time.perf_counter() - started:.0f} s on this machine._"
     )
     return 0

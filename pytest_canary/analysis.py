@@ -112,9 +112,9 @@ def error_rate_prior(max_increase: float) -> MixturePrior:
     ``0.5 * point mass at 0 + 0.3 * Beta(1/2, 1/(2 m)) + 0.2 * Beta(1/2, 1/2)`` with ``m`` the
     margin. Healthy services mostly fail *never*: the point mass makes "no error in n requests"
     cost ``ln 2`` nats instead of the ``~1/2 ln(pi n)`` of a Beta component (3-4 nats at the
-    n where decisions happen), so a clean canary passes in ~30% fewer requests; the component
-    with mean ``~m`` covers small rates near the margin, Jeffreys the rest (a canary failing a
-    tenth of its requests is caught in a few dozen). Measured in benchmarks/README.md.
+    n where decisions happen), so a clean canary passes in about half the requests of a
+    Jeffreys prior alone. The component with mean ``~m`` covers small rates near the margin,
+    the Jeffreys component every other rate. Measured in benchmarks/README.md.
     """
     margin = _check_fraction("max_error_increase", max_increase, 0.0, 1.0, "error-rate margin")
     return MixturePrior(

@@ -189,3 +189,27 @@ def test_failed_requests_that_name_no_version_count_against_the_canary() -> None
     assert sorted(canary_obs.latencies) == [0.01] * 4 + [10.0, 10.0]
     assert (stable_obs.requests, stable_obs.errors) == (4 + 1, 1)
     assert list(stable_obs.latencies) == [0.02] * 5
+
+
+@pytest.mark.parametrize(
+    "deploy",
+    [
+        {"strategy": "replicas", "stable_replicas": 1, "canary_replicas": 1},
+        {"strategy": "istio", "weight": 50},
+        {"strategy": "gateway", "weight": 50},
+        {"strategy": "rolling"},
+    ],
+    ids=["replicas", "istio", "gateway", "rolling"],
+)
+def test_expect_healthy_attributes_errors_on_every_strategy(
+    canary: Harness, deploy: dict[str, object]
+) -> None:
+    """A canary failing a fifth of its requests fails the comparison whatever routes the
+    traffic (kube-proxy per connection, Envoy, Gateway API, a paused rolling update): its
+    500s name it, the stable's answers do not fail."""
+    rel = canary.deploy(stable="1.0", canary="2.0", canary_error_rate=0.2, **deploy)  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match="errors: the canary fails at least") as info:
+        rel.expect_healthy()
+    verdict = info.value.verdict  # type: ignore[attr-defined]
+    assert verdict.version_errors["1.0"] == 0 < verdict.version_errors["2.0"]
+    assert verdict.unattributed_errors == 0

@@ -183,6 +183,10 @@ class Latencies:
         cumulative = np.cumsum(self.weights)
         return np.minimum(np.searchsorted(cumulative, uniform, side="right"), levels - 1)
 
+    def shifted(self, seconds: float) -> Latencies:
+        """The same distribution with ``seconds`` added to every latency."""
+        return Latencies(self.values + seconds, self.weights)
+
     def scaled(self, factor: float) -> Latencies:
         """The same distribution ``factor`` times slower: every quantile times ``factor``."""
         return Latencies(self.values * factor, self.weights)
