@@ -23,13 +23,21 @@ Verdicts: PASS when the interval of every version lies inside its band (expected
 FAIL when the interval of any version lies entirely outside its band (or a version nobody
 expected answers), INCONCLUSIVE when the request budget runs out first. If the true share is in
 the band, FAIL needs the CS to miss it; if it is outside, PASS needs the CS to miss it: each wrong
-verdict has probability ``<= alpha``, under continuous monitoring and any batch sizes.
+verdict has probability ``<= alpha``, under continuous monitoring and any batch sizes. The test
+looks after every round of ``concurrency`` requests, and each look only asks whether the band
+edges are excluded, i.e. compares the count with the :func:`acceptance_counts` of the edges
+(that is also how the simulations evaluate thousands of runs at once). A right share that sits
+at or near a band edge can end INCONCLUSIVE: no number of requests proves a share on the edge
+inside the band; the reason then names the budget or tolerance that would decide.
 
 The prior (see :meth:`MixturePrior.for_band`) is a two-component Beta mixture: a component
 centred on the expected share with concentration ``c = n*`` (the number of requests at which a
 PASS is expected when the share is right), which makes the CS nearly as tight as a likelihood
 ratio against the expected share where decisions happen, plus a small Jeffreys component
 ``Beta(1/2, 1/2)`` that keeps a grossly wrong share detectable in a few dozen requests.
+
+The canary-against-stable comparison (``expect_healthy``) builds on the same martingales in
+:mod:`pytest_canary.analysis`.
 
 Also here: :func:`routed_requests` / :class:`RoutedTest` for "every response from one version",
 :func:`plan_requests` for budgeting, the fixed-sample :func:`assert_split_counts`

@@ -823,6 +823,26 @@ def test_fixed_requests_is_2606_for_the_issue_example() -> None:
     assert fixed_requests(0.5, 0.1, 0.05) == math.ceil(z**2 * 0.25 / 0.01)
 
 
+def test_fixed_requests_spends_alpha_per_side() -> None:
+    """The formula behind 2606 (z_{1-alpha} + z_{1-alpha/2}) is alpha *per side*: at that n a
+    right share's two-sided 1 - alpha interval passes each band edge with probability ~alpha
+    (exact binomial, skewed at 0.2: 0.0018 above, 0.0005 below), ~2 alpha in all, not
+    alpha."""
+    n = fixed_requests(0.2, 0.05, 0.001)
+    s = sps.binom(n, 0.2)
+    counts = range(n + 1)
+    z = normal_quantile(1 - 0.001 / 2)
+
+    def half(k: int) -> float:
+        p = k / n
+        return z * math.sqrt(p * (1 - p) / n)
+
+    above = sum(s.pmf(k) for k in counts if k / n + half(k) > 0.25)
+    below = sum(s.pmf(k) for k in counts if k / n - half(k) < 0.15)
+    assert 0.00025 < below < above < 0.0025
+    assert 0.0015 < above + below < 0.003  # ~2 alpha in all: alpha is per side
+
+
 def test_plan_requests_budgets_below_the_fixed_design() -> None:
     plan = plan_requests(0.2, 0.05, 0.001)
     assert isinstance(plan, Plan)

@@ -185,7 +185,7 @@ def test_false_pass_just_outside_the_band_tells_alpha_apart() -> None:
     Expected 0.20 +- 0.05, true share 0.251 (just outside the band), 2000 runs to the default
     budget of 20,000 requests. At alpha = 0.001 the false PASS rate must stay below
     0.001 + 3 sqrt(0.001 * 0.999 / 2000) = 0.0031 (6 runs). The same draws decided at
-    alpha = 0.05 — what a test that ignored its alpha would do — PASS in ~2.4% of the runs,
+    alpha = 0.05 — what a test that ignored its alpha would do — PASS in ~2.3% of the runs,
     which the same bound must reject: the check can tell alpha = 0.001 from alpha = 0.05,
     which the alpha = 0.05 checks above cannot tell from 0.15.
     """
