@@ -311,15 +311,22 @@ class RolloutRelease(RolloutControls, Release):
             "release (name=...) with other knobs"
         )
 
-    def promote(self, *, full: bool = False, check_errors: bool = False) -> Verdict | None:
+    def promote(
+        self, *, full: bool = False, check_errors: bool = False, check_health: bool = False
+    ) -> Verdict | None:
         """``kubectl argo rollouts promote``: end the current pause (or skip the current
         step) and return at the next pause or the end. ``full=True`` is ``promote --full``:
         skip the remaining steps, return once Healthy on the new version. With
         ``check_errors=True`` traffic flows meanwhile and any failed request fails the call.
+        With ``check_health=True`` the canary is first compared with the stable version at
+        the current step (:meth:`expect_healthy`); nothing is promoted unless it passes.
         """
-        return self._with_traffic(
+        __tracebackhide__ = True
+        health = self.expect_healthy() if check_health else None  # raises: no promotion
+        switched = self._with_traffic(
             "promote --full" if full else "promote", lambda: self._promote(full), check_errors
         )
+        return switched if switched is not None else health
 
     def rollback(self, *, check_errors: bool = False) -> Verdict | None:
         """Back to the stable version: ``kubectl argo rollouts abort`` then ``undo`` (the
@@ -407,6 +414,11 @@ class RolloutRelease(RolloutControls, Release):
         """As :meth:`Release.sample`; fails when the Rollout moved while sampling."""
         __tracebackhide__ = True
         return self._steady(lambda: Release.sample(self, n, **kwargs))
+
+    def expect_healthy(self, **kwargs: Any) -> Verdict:
+        """As :meth:`Release.expect_healthy`; fails when the Rollout moved while sampling."""
+        __tracebackhide__ = True
+        return self._steady(lambda: Release.expect_healthy(self, **kwargs))
 
     def __repr__(self) -> str:
         try:

@@ -75,3 +75,22 @@ def test_promote_with_check_health_refuses_an_unhealthy_canary(canary: Harness) 
     assert "check                    decision" in str(failure.value)
     assert rel.phase is Phase.CANARY
     rel.expect_routed("1.0", headers={"X-Canary": "never"})
+
+
+def test_argo_rollout_step_is_analysed_before_promotion(canary: Harness) -> None:
+    """The analysis Argo Rollouts runs between steps, done by the test: at the first pause
+    (weight 50) a canary failing a fifth of its requests is compared with the stable
+    ReplicaSet, and ``promote(check_health=True)`` refuses to move the Rollout on."""
+    if not canary.environment.runs_argo_rollouts:
+        pytest.skip("this backend does not run Argo Rollouts (the local backend models it)")
+    rel = canary.deploy(
+        "rollouts",
+        stable="1.0",
+        canary="2.0",
+        steps=[{"setWeight": 50}, {"pause": {}}],
+        traffic="nginx",
+        canary_error_rate=0.2,
+    )
+    with pytest.raises(CanaryAssertionError, match="errors: the canary fails at least"):
+        rel.promote(check_health=True)
+    assert rel.status.step == 1 and rel.status.phase == "Paused"
