@@ -381,7 +381,9 @@ class Aspect:
     Attributes:
         decision: PASS, FAIL or CONTINUE (final once PASS or FAIL).
         interval: the CS of the compared quantity (error-rate difference, latency ratio), or
-            None before both versions give it a finite bound.
+            None before either end is bounded; the latency ratio's upper end is ``inf``
+            until the canary's quantile has an upper bound (its lower end is 0 until it has a
+            lower one).
         limit: the largest healthy value (``max_error_increase``, ``1 + max_latency_increase``).
     """
 
@@ -579,15 +581,20 @@ class HealthTest:
             canary_low is not None and stable_high is not None and canary_low > limit * stable_high
         ):
             decision = Decision.FAIL
-        interval = None
-        if (
-            canary_low is not None
-            and canary_high is not None
-            and stable_low is not None
-            and stable_high is not None
-            and stable_low > 0.0
-        ):
-            interval = Interval(canary_low / stable_high, canary_high / stable_low)
+        # The ratio's bounds from whatever the two sequences bound so far: a missing side is
+        # 0 below (latencies are not negative) and unbounded above (inf), so a FAIL decided
+        # before the canary has an upper bound still shows the lower end that decided it.
+        low = (
+            canary_low / stable_high
+            if canary_low is not None and stable_high is not None and stable_high > 0.0
+            else 0.0
+        )
+        high = (
+            canary_high / stable_low
+            if canary_high is not None and stable_low is not None and stable_low > 0.0
+            else math.inf
+        )
+        interval = None if (low == 0.0 and high == math.inf) else Interval(low, high)
         return Aspect(decision, interval, limit)
 
     def _decide(self) -> None:
@@ -676,7 +683,7 @@ class HealthTest:
                 f"x{aspect.limit:g} ({limit}; {versions})"
             )
         return (
-            f"latency: canary/stable {label} in [x{low:.3f}, x{high:.3f}], undecided against "
+            f"latency: canary/stable {label} in [x{low:.3f}, {_ratio(high)}], undecided against "
             f"x{aspect.limit:g} ({limit}; {versions})"
         )
 
@@ -715,9 +722,14 @@ class HealthTest:
         margins = []
         if self.errors.decision is Decision.CONTINUE and self.errors.interval is not None:
             margins.append(f"max_error_increase>={_round_up(self.errors.interval.high, 3):g}")
-        if self.latency.decision is Decision.CONTINUE and self.latency.interval is not None:
+        latency = self.latency.interval
+        if (
+            self.latency.decision is Decision.CONTINUE
+            and latency is not None
+            and latency.high < math.inf
+        ):
             margins.append(
-                f"max_latency_increase>={_round_up(self.latency.interval.high - 1.0, 2):g}"
+                f"max_latency_increase>={_round_up(latency.high - 1.0, 2):g}"
             )
         if margins:
             parts.append(f"or {' and '.join(margins)} would PASS with these requests")
@@ -786,6 +798,10 @@ class HealthTest:
         if self.max_requests is None:
             return concurrency
         return max(0, min(concurrency, self.max_requests - self.n))
+
+
+def _ratio(value: float) -> str:
+    return "unbounded" if value == math.inf else f"x{value:.3f}"
 
 
 def _round_up(value: float, digits: int) -> float:

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import math
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -1085,8 +1086,11 @@ def _health_fields(
     quantiles = {}
     for version, role in roles.items():
         low, high = test.latency_interval(role)
-        if low is not None and high is not None:
-            latency_intervals[version] = stats.Interval(1000 * low, 1000 * high)
+        if low is not None or high is not None:
+            # A side not bounded yet: 0 below, unbounded (inf; null in JSON) above.
+            latency_intervals[version] = stats.Interval(
+                0.0 if low is None else 1000 * low, math.inf if high is None else 1000 * high
+            )
         observed = test.observed_quantile(role)
         if observed is not None:
             quantiles[version] = 1000 * observed

@@ -6,6 +6,7 @@ clearly when it is missing.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -138,7 +139,13 @@ def plot_health(verdict: Verdict, path: Path) -> Path:
     )
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 5.2), squeeze=False)
     for ax, (key, check, label) in zip(axes[:, 0], panels, strict=True):
-        points = [(n, ivs[key]) for n, ivs in verdict.history if key in ivs]
+        # Unbounded ends (a latency ratio before the canary's quantile has an upper bound)
+        # are not drawn.
+        points = [
+            (n, ivs[key])
+            for n, ivs in verdict.history
+            if key in ivs and math.isfinite(ivs[key].low) and math.isfinite(ivs[key].high)
+        ]
         ns = [n for n, _ in points]
         lows = [interval.low for _, interval in points]
         highs = [interval.high for _, interval in points]

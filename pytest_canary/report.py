@@ -9,6 +9,7 @@ and the JSON report.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -19,8 +20,24 @@ from pytest_canary.stats import Interval
 
 SUMMARY_WIDTH = 120  # what a CI log shows without wrapping
 
-#: Verdict fields that map a name to an :class:`Interval` (``[low, high]`` in JSON).
+#: Verdict fields that map a name to an :class:`Interval` (``[low, high]`` in JSON; an
+#: unbounded end, such as a latency ratio before the canary's quantile has an upper bound,
+#: is ``null``).
 INTERVAL_FIELDS = ("intervals", "bands", "error_intervals", "latency_intervals_ms")
+
+
+def _interval_json(interval: Interval) -> list[float | None]:
+    return [
+        None if math.isinf(interval.low) else interval.low,
+        None if math.isinf(interval.high) else interval.high,
+    ]
+
+
+def _interval_from_json(pair: Any) -> Interval:
+    low, high = pair
+    return Interval(
+        -math.inf if low is None else float(low), math.inf if high is None else float(high)
+    )
 
 
 class CanaryAssertionError(AssertionError):
@@ -191,7 +208,7 @@ class Verdict:
                     f"{self.error_rates.get(version, 0.0):.4f}",
                     "-" if rate is None else f"[{rate.low:.4f}, {rate.high:.4f}]",
                     "-" if quantile is None else f"{quantile:.1f}ms",
-                    "-" if latency is None else f"[{latency.low:.1f}, {latency.high:.1f}]ms",
+                    "-" if latency is None else f"[{latency.low:.1f}, {_end(latency.high)}]ms",
                 ]
             )
         out = format_rows(rows, indent="  ")
@@ -206,7 +223,11 @@ class Verdict:
                 shown = "-" if interval is None else f"[{interval.low:+.4f}, {interval.high:+.4f}]"
                 healthy = "-" if band is None else f"<= {band.high:+.4f}"
             else:
-                shown = "-" if interval is None else f"[x{interval.low:.3f}, x{interval.high:.3f}]"
+                shown = (
+                    "-"
+                    if interval is None
+                    else f"[x{interval.low:.3f}, {_end(interval.high, 'x', 3)}]"
+                )
                 healthy = "-" if band is None else f"<= x{band.high:.3f}"
             checks.append([f"{check} ({key})", self.checks.get(check, "-"), shown, healthy])
         out += format_rows(checks, indent="  ")
@@ -225,13 +246,10 @@ class Verdict:
         fields = dict(data)
         fields.pop("requests", None)
 
-        def interval(pair: Any) -> Interval:
-            return Interval(float(pair[0]), float(pair[1]))
-
         for name in INTERVAL_FIELDS:
-            fields[name] = {k: interval(v) for k, v in fields.get(name, {}).items()}
+            fields[name] = {k: _interval_from_json(v) for k, v in fields.get(name, {}).items()}
         fields["history"] = [
-            (int(n), {k: interval(v) for k, v in ivs.items()})
+            (int(n), {k: _interval_from_json(v) for k, v in ivs.items()})
             for n, ivs in fields.get("history", [])
         ]
         return cls(**fields)
@@ -240,9 +258,9 @@ class Verdict:
         """A JSON-ready dict of the verdict (intervals as [low, high])."""
         data = asdict(self)
         for name in INTERVAL_FIELDS:
-            data[name] = {k: [i.low, i.high] for k, i in getattr(self, name).items()}
+            data[name] = {k: _interval_json(i) for k, i in getattr(self, name).items()}
         data["history"] = [
-            [n, {k: [i.low, i.high] for k, i in ivs.items()}] for n, ivs in self.history
+            [n, {k: _interval_json(i) for k, i in ivs.items()}] for n, ivs in self.history
         ]
         data["requests"] = self.requests
         return data
@@ -292,6 +310,11 @@ class VerdictLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {"verdicts": [v.to_json() for v in self.verdicts], **(extra or {})}
         path.write_text(json.dumps(document, indent=2, sort_keys=True))
+
+
+def _end(value: float, prefix: str = "", digits: int = 1) -> str:
+    """An interval end for a table: ``-`` where it is unbounded."""
+    return "-" if math.isinf(value) else f"{prefix}{value:.{digits}f}"
 
 
 def elide(text: str, width: int) -> str:

@@ -212,3 +212,17 @@ def test_any_prior_can_be_given_for_experiments() -> None:
     test = HealthTest(error_prior=flat, latency_prior=flat)
     assert test.error_prior is flat and test.latency_prior is flat
     assert repr(test).startswith("<HealthTest CONTINUE n=0")
+
+
+def test_latency_fails_before_the_canary_has_an_upper_bound() -> None:
+    """A canary at 1 s against a stable at 10 ms, one request in 16 to the canary: the FAIL
+    needs only the canary's lower bound and the stable's upper bound; the ratio's upper end
+    is unbounded (the canary's p95 needs ~243 answers to be bounded above) and is reported
+    so, with the lower end that decided."""
+    test = HealthTest(alpha=0.001)
+    while test.update(canary=batch(1, latency=1.0), stable=batch(15)) is Decision.CONTINUE:
+        assert test.n < 2000
+    assert test.latency.decision is Decision.FAIL and test.canary.requests < 243
+    interval = test.latency.interval
+    assert interval is not None and interval.high == math.inf and interval.low > 1.2
+    assert "latency: canary/stable p95 at least x" in test.reason

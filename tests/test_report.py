@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 
 from pytest_canary.report import (
@@ -109,3 +111,61 @@ def test_failure_evidence_counts_repeated_log_lines_and_keeps_routing_objects() 
     assert text.endswith("(every section in full, manifests included: --canary-artifacts=DIR)")
     written = failure_evidence(sections, full_at="/tmp/evidence/test_x")
     assert written.endswith("(every section in full: /tmp/evidence/test_x)")
+
+
+def health_verdict() -> Verdict:
+    return Verdict(
+        kind="health",
+        passed=False,
+        decision="FAIL",
+        expected={},
+        observed={"1.0": 0.9, "2.0": 0.1},
+        counts={"1.0": 270, "2.0": 30},
+        n=300,
+        errors={"timeout": 1},
+        alpha=0.001,
+        intervals={
+            "error increase": Interval(-0.02, 0.03),
+            "latency ratio": Interval(12.5, math.inf),
+        },
+        bands={"error increase": Interval(-1.0, 0.01), "latency ratio": Interval(0.0, 1.2)},
+        history=[(16, {"latency ratio": Interval(0.0, math.inf)})],
+        roles={"2.0": "canary", "1.0": "stable"},
+        checks={"errors": "CONTINUE", "latency": "FAIL"},
+        limits={"max_error_increase": 0.01, "max_latency_increase": 0.2, "quantile": 0.95},
+        version_requests={"2.0": 31, "1.0": 270},
+        version_errors={"2.0": 1, "1.0": 0},
+        error_rates={"2.0": 1 / 31, "1.0": 0.0},
+        error_intervals={"2.0": Interval(0.0, 0.4), "1.0": Interval(0.0, 0.03)},
+        latency_quantiles_ms={"2.0": 1000.0, "1.0": 10.0},
+        latency_intervals_ms={"2.0": Interval(1000.0, math.inf), "1.0": Interval(9.0, 11.0)},
+        unattributed_errors=1,
+    )
+
+
+def test_health_verdict_is_strict_json_and_round_trips() -> None:
+    """An unbounded end travels as null (strict JSON: no Infinity) and comes back as inf."""
+    verdict = health_verdict()
+    data = verdict.to_json()
+    text = json.dumps(data, allow_nan=False)  # raises on inf or NaN
+    assert data["intervals"]["latency ratio"] == [12.5, None]
+    assert data["latency_intervals_ms"]["2.0"] == [1000.0, None]
+    assert data["history"] == [[16, {"latency ratio": [0.0, None]}]]
+    assert data["requests"] == 301
+    back = Verdict.from_json(json.loads(text))
+    assert back == verdict
+
+
+def test_health_table_shows_each_version_and_each_check() -> None:
+    text = health_verdict().explain()
+    lines = text.splitlines()
+    assert lines[0] == "canary health expectation FAIL"
+    assert lines[1].split() == [
+        "version", "role", "n", "errors", "error", "rate", "interval", "p95", "interval"
+    ]  # fmt: skip
+    assert lines[2].split()[:4] == ["2.0", "canary", "31", "1"]  # the canary first
+    assert "[1000.0, -]ms" in lines[2]
+    assert lines[3].split()[:2] == ["1.0", "stable"]
+    assert "latency (latency ratio)  FAIL" in text and "[x12.500, -]" in text
+    assert "errors (error increase)  CONTINUE  [-0.0200, +0.0300]" in text
+    assert "1 named no version, counted for the canary" in text
