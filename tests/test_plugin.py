@@ -664,7 +664,9 @@ def test_health_verdicts_reach_the_summary_report_and_plots(pytester: pytest.Pyt
             "E *errors (error increase)*FAIL*",
         ]
     )
-    result.stdout.fnmatch_lines(["*canary verdicts*", "PASS*test_healthy*nginx*health*"])
+    result.stdout.fnmatch_lines(
+        ["*canary verdicts*", "*::test_healthy", "*PASS*nginx*health*", "*::test_failing"]
+    )
     report = json.loads((pytester.path / "report.json").read_text())
     healthy, failing = sorted(report["verdicts"], key=lambda v: v["decision"], reverse=True)
     assert healthy["kind"] == failing["kind"] == "health"

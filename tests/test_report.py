@@ -169,3 +169,14 @@ def test_health_table_shows_each_version_and_each_check() -> None:
     assert "latency (latency ratio)  FAIL" in text and "[x12.500, -]" in text
     assert "errors (error increase)  CONTINUE  [-0.0200, +0.0300]" in text
     assert "1 named no version, counted for the canary" in text
+
+
+def test_health_verdict_reaches_junit_properties_flat() -> None:
+    """The generic JUnit properties carry every health field, one per version or check."""
+    pairs = dict(junit_properties(health_verdict(), 1))
+    assert pairs["canary.1"] == "canary health expectation FAIL"
+    assert pairs["canary.1.checks[latency]"] == "FAIL"
+    assert pairs["canary.1.roles[2.0]"] == "canary"
+    assert pairs["canary.1.version_errors[2.0]"] == "1"
+    assert pairs["canary.1.limits[max_error_increase]"] == "0.01"
+    assert "canary.1.intervals[latency ratio]" in pairs
