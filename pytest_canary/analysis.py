@@ -728,9 +728,7 @@ class HealthTest:
             and latency is not None
             and latency.high < math.inf
         ):
-            margins.append(
-                f"max_latency_increase>={_round_up(latency.high - 1.0, 2):g}"
-            )
+            margins.append(f"max_latency_increase>={_round_up(latency.high - 1.0, 2):g}")
         if margins:
             parts.append(f"or {' and '.join(margins)} would PASS with these requests")
         return "; ".join(parts)
