@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.report import Verdict
+from pytest_canary.stats import Interval
 
 
 def require_matplotlib() -> None:
@@ -139,35 +140,53 @@ def plot_health(verdict: Verdict, path: Path) -> Path:
     )
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 5.2), squeeze=False)
     for ax, (key, check, label) in zip(axes[:, 0], panels, strict=True):
-        # Unbounded ends (a latency ratio before the canary's quantile has an upper bound)
-        # are not drawn.
+        # A latency ratio has an unbounded end until the canary's quantile has an upper bound
+        # (and a lower bound of 0 until the stable's has one): such looks are drawn from their
+        # finite end to the frame's edge, so the panel spans every look, like the other.
         points = [
             (n, ivs[key])
             for n, ivs in verdict.history
-            if key in ivs and math.isfinite(ivs[key].low) and math.isfinite(ivs[key].high)
+            if key in ivs and (math.isfinite(ivs[key].low) or math.isfinite(ivs[key].high))
         ]
-        ns = [n for n, _ in points]
-        lows = [interval.low for _, interval in points]
-        highs = [interval.high for _, interval in points]
         band = verdict.bands.get(key)
         if band is not None:
             ax.axhspan(band.low, band.high, color="tab:green", alpha=0.12, label="healthy")
             ax.axhline(band.high, color="tab:green", linewidth=0.8)
-        if ns:
+        right = max(verdict.requests, 1) * 1.08
+        if points:
+            bottom, top, lows, highs = health_series([iv for _, iv in points], band)
+            ns: list[float] = [n for n, _ in points]
+            ns, lows, highs = [*ns, right], [*lows, lows[-1]], [*highs, highs[-1]]
             ax.fill_between(ns, lows, highs, step="post", color="tab:blue", alpha=0.25)
             ax.step(
-                ns, lows, where="post", color="tab:blue", linewidth=1, label="confidence sequence"
+                ns,
+                lows,
+                where="post",
+                color="tab:blue",
+                linewidth=1,
+                label=f"{1 - verdict.alpha:g} confidence sequence",
             )
             ax.step(ns, highs, where="post", color="tab:blue", linewidth=1)
-            # Early intervals are wide: frame the last one and the limit.
-            limit = band.high if band is not None else highs[-1]
-            low_end, high_end = min(lows[-1], limit), max(highs[-1], limit)
-            pad = 0.5 * (high_end - low_end) or 0.01
-            ax.set_ylim(low_end - pad, high_end + pad)
+            decision = verdict.checks.get(check, "-")
+            if decision in ("PASS", "FAIL"):
+                # The decisive point: the end of the last interval that crossed the limit.
+                last_n, last = points[-1]
+                at = last.high if decision == "PASS" else last.low
+                if math.isfinite(at):
+                    ax.plot(
+                        [last_n],
+                        [at],
+                        "o",
+                        color="tab:green" if decision == "PASS" else "tab:red",
+                        zorder=5,
+                        label=f"{decision} at n={last_n}: {_health_bound(key, decision, at)}",
+                    )
+            ax.set_ylim(bottom, top)
+        ax.set_xlim(0, right)
         ax.set_xlabel("requests")
         ax.set_ylabel(label)
         ax.set_title(f"{check}: {verdict.checks.get(check, '-')}", fontsize=9)
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.suptitle(
         f"{verdict.test or 'verdict'}\nhealth {verdict.decision} after {verdict.requests} "
         f"requests (alpha={verdict.alpha:g})",
@@ -175,6 +194,35 @@ def plot_health(verdict: Verdict, path: Path) -> Path:
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def health_series(
+    intervals: list[Interval], band: Interval | None
+) -> tuple[float, float, list[float], list[float]]:
+    """A health panel's y range and the ends of each look's interval within it.
+
+    The range frames the last interval's finite ends and the limit, padded: early intervals
+    are wide, and an unbounded end (a latency ratio before a quantile has a bound) is drawn at
+    the frame's edge, so every look with one finite end is shown.
+    """
+    last = intervals[-1]
+    values = [v for v in (last.low, last.high) if math.isfinite(v)]
+    if band is not None:
+        values.append(band.high)
+    low_end, high_end = min(values), max(values)
+    pad = 0.5 * (high_end - low_end) or 0.01
+    bottom, top = low_end - pad, high_end + pad
+    lows = [iv.low if math.isfinite(iv.low) else bottom for iv in intervals]
+    highs = [iv.high if math.isfinite(iv.high) else top for iv in intervals]
+    return bottom, top, lows, highs
+
+
+def _health_bound(key: str, decision: str, at: float) -> str:
+    """The decisive end of a health interval in words."""
+    side = "upper" if decision == "PASS" else "lower"
+    if key == "latency ratio":
+        return f"{side} bound x{at:.2f}"
+    return f"{side} bound {at:+.4f}"

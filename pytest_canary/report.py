@@ -192,6 +192,38 @@ class Verdict:
         )
         return "\n".join(out)
 
+    def expected_cell(self) -> str:
+        """What was asked, for the summary table: shares, or a health verdict's limits."""
+        if self.kind == "health":
+            label = f"p{self.limits.get('quantile', 0.95) * 100:g}"
+            errors = self.limits.get("max_error_increase")
+            latency = self.limits.get("max_latency_increase")
+            parts = []
+            if errors is not None:
+                parts.append(f"err<=+{errors:g}")
+            if latency is not None:
+                parts.append(f"{label}<=x{1 + latency:g}")
+            return " ".join(parts) or "-"
+        return " ".join(f"{k}={s:.2f}" for k, s in self.expected.items()) or "-"
+
+    def observed_cell(self) -> str:
+        """What was seen, for the summary table: shares, or for a health verdict the canary's
+        error-rate increase and latency-quantile ratio over the stable's (point estimates)."""
+        if self.kind == "health":
+            canary = next((v for v, r in self.roles.items() if r == "canary"), None)
+            stable = next((v for v, r in self.roles.items() if r == "stable"), None)
+            if canary is None or stable is None:
+                return "-"
+            label = f"p{self.limits.get('quantile', 0.95) * 100:g}"
+            increase = self.error_rates.get(canary, 0.0) - self.error_rates.get(stable, 0.0)
+            parts = [f"err{increase:+.3f}"]
+            mine = self.latency_quantiles_ms.get(canary)
+            theirs = self.latency_quantiles_ms.get(stable)
+            if mine is not None and theirs:
+                parts.append(f"{label} x{mine / theirs:.2f}")
+            return " ".join(parts)
+        return " ".join(f"{k}={s:.3f}" for k, s in self.observed.items()) or "-"
+
     def _health_table(self) -> str:
         label = f"p{self.limits.get('quantile', 0.95) * 100:g}"
         rows = [["version", "role", "n", "errors", "error rate", "interval", label, "interval"]]
@@ -287,8 +319,8 @@ class VerdictLog:
                     v.result,
                     v.strategy,
                     v.kind + (f" ({v.request})" if v.request else ""),
-                    " ".join(f"{k}={s:.2f}" for k, s in v.expected.items()) or "-",
-                    " ".join(f"{k}={s:.3f}" for k, s in v.observed.items()) or "-",
+                    v.expected_cell(),
+                    v.observed_cell(),
                     str(v.n),
                     str(sum(v.errors.values())),
                     f"{v.elapsed:.2f}s",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
-from pytest_canary.plots import plot_verdict, plotted_versions
+from pytest_canary.plots import health_series, plot_health, plot_verdict, plotted_versions
 from pytest_canary.report import Verdict
 from pytest_canary.stats import Interval
 
@@ -50,4 +51,40 @@ def test_a_mapping_of_three_versions_gets_a_panel_each() -> None:
 def test_the_plot_is_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     path = plot_verdict(_verdict({"2.0": 0.2, "1.0": 0.8}), tmp_path / "p.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_health_panel_draws_every_look_with_a_finite_end_within_its_frame() -> None:
+    """A latency ratio is unbounded above until the canary's quantile has a bound: those looks
+    are drawn to the frame's edge, not dropped (the panel would show only the last look)."""
+    looks = [Interval(0.0, math.inf), Interval(0.8, math.inf), Interval(2.0, 5.0)]
+    bottom, top, lows, highs = health_series(looks, Interval(0.0, 1.2))
+    assert bottom < 1.2 < 2.0 < 5.0 < top  # the limit and the last interval are in the frame
+    assert lows == [0.0, 0.8, 2.0]
+    assert highs == [top, top, 5.0]
+
+
+def test_the_health_plot_is_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    verdict = Verdict(
+        kind="health",
+        passed=False,
+        decision="FAIL",
+        expected={},
+        observed={"1.0": 0.5, "2.0": 0.5},
+        counts={"1.0": 150, "2.0": 150},
+        n=300,
+        errors={},
+        alpha=0.001,
+        intervals={"error increase": Interval(-0.02, 0.03), "latency ratio": Interval(2.0, 5.0)},
+        bands={"error increase": Interval(-1.0, 0.01), "latency ratio": Interval(0.0, 1.2)},
+        history=[
+            (16, {"error increase": Interval(-0.9, 0.9), "latency ratio": Interval(0.0, math.inf)}),
+            (300, {"error increase": Interval(-0.02, 0.03), "latency ratio": Interval(2.0, 5.0)}),
+        ],
+        roles={"2.0": "canary", "1.0": "stable"},
+        checks={"errors": "CONTINUE", "latency": "FAIL"},
+        limits={"max_error_increase": 0.01, "max_latency_increase": 0.2, "quantile": 0.95},
+    )
+    path = plot_health(verdict, tmp_path / "h.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

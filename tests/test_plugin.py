@@ -665,7 +665,13 @@ def test_health_verdicts_reach_the_summary_report_and_plots(pytester: pytest.Pyt
         ]
     )
     result.stdout.fnmatch_lines(
-        ["*canary verdicts*", "*::test_healthy", "*PASS*nginx*health*", "*::test_failing"]
+        [
+            "*canary verdicts*",
+            "*::test_healthy",
+            "*PASS*nginx*health*err<=+0.01 p95<=x1.5*err+0.0* p95 x*",
+            "*::test_failing",
+            "*FAIL*nginx*health*err<=+0.01 p95<=x1.2*err+0.*",
+        ]
     )
     report = json.loads((pytester.path / "report.json").read_text())
     healthy, failing = sorted(report["verdicts"], key=lambda v: v["decision"], reverse=True)

@@ -171,6 +171,14 @@ def test_health_table_shows_each_version_and_each_check() -> None:
     assert "1 named no version, counted for the canary" in text
 
 
+def test_a_health_row_of_the_summary_shows_the_limits_and_what_was_seen() -> None:
+    """Not the versions' shares: the limits asked for and the canary's increase and ratio."""
+    log = VerdictLog()
+    log.add(health_verdict())
+    row = log.summary_lines(120)[2]
+    assert "health  err<=+0.01 p95<=x1.2  err+0.032 p95 x100.00  300" in row
+
+
 def test_health_verdict_reaches_junit_properties_flat() -> None:
     """The generic JUnit properties carry every health field, one per version or check."""
     pairs = dict(junit_properties(health_verdict(), 1))
