@@ -31,6 +31,7 @@ from pytest_canary.harness import AppliedManifests, Release
 from pytest_canary.manifests import Phase, render
 from pytest_canary.manifests import rollouts as rollout_manifests
 from pytest_canary.report import Verdict
+from pytest_canary.rollout_spec import MAX_PAUSE_SECONDS
 from pytest_canary.traffic import BackgroundTraffic, Sample
 
 if TYPE_CHECKING:
@@ -102,7 +103,9 @@ class RolloutControls:
         if config is not None and status is not None:
             step, _ = model.current_step(config, status)
         if status is not None and step is not None and step.pause_seconds is not None:
-            remaining = float(step.pause_seconds)
+            # Our bound on a pause a test waits for: canary.apply and deploy refuse longer
+            # ones; a Rollout changed behind the handle's back does not get more.
+            remaining = float(min(step.pause_seconds, MAX_PAUSE_SECONDS))
         elif config is not None:
             remaining = float(sum(s.pause_seconds or 0 for s in config.steps))
         return self._environment.rollout_settle_timeout + remaining

@@ -43,6 +43,7 @@ from pytest_canary.re2 import re2_problem
 
 __all__ = [
     "ARGO_ROLLOUTS",
+    "MAX_PAUSE_SECONDS",
     "MAX_STEPS",
     "HeaderMatch",
     "Problem",
@@ -51,6 +52,7 @@ __all__ = [
     "duration_seconds",
     "go_duration_seconds",
     "parse_steps",
+    "pause_bound_problems",
     "unmodelled",
 ]
 
@@ -60,7 +62,11 @@ TYPES = f"{ARGO_ROLLOUTS} pkg/apis/rollouts/v1alpha1/types.go"
 CRD = f"{ARGO_ROLLOUTS} manifests/crds/rollout-crd.yaml"
 
 # Bounds of our own (Argo has none): every input has one.
+BOUND = "pytest-canary's bound; Argo Rollouts has none"
 MAX_STEPS = 100
+# A test waits for every timed pause it crosses (types.go RolloutPause.DurationSeconds
+# allows any int32 of seconds, or any Go duration).
+MAX_PAUSE_SECONDS = 3600
 MAX_NAME = 253
 MAX_MATCHES = 16
 INT32_MAX = 2**31 - 1
@@ -514,6 +520,33 @@ def _parse_step(raw: object, where: str, problems: list[Problem]) -> Step | None
     return Step(kind, raw=raw)
 
 
+def pause_bound_problems(raw: object, path: str = "steps") -> list[Problem]:
+    """Timed pauses longer than :data:`MAX_PAUSE_SECONDS`: Argo Rollouts runs them, but a
+    test waits for every timed pause it crosses, so this is pytest-canary's bound.
+
+    Example:
+        >>> [str(p).split(":")[0] for p in pause_bound_problems([{"pause": {"duration": "2h"}}])]
+        ["steps[0].pause.duration='2h'"]
+    """
+    steps, _ = parse_steps(raw, path)
+    found: list[Problem] = []
+    for index, step in enumerate(steps_with_index(raw, steps)):
+        if step is None or step.kind != "pause" or step.pause_seconds is None:
+            continue
+        if step.pause_seconds > MAX_PAUSE_SECONDS:
+            found.append(
+                Problem(
+                    f"{path}[{index}].pause.duration",
+                    step.raw["pause"]["duration"],
+                    f"is {step.pause_seconds} s; a timed pause must be 0 to "
+                    f"{MAX_PAUSE_SECONDS} s, since the test waits for it; shorten it for the "
+                    "test",
+                    BOUND,
+                )
+            )
+    return found
+
+
 def parse_steps(raw: object, path: str = "steps") -> tuple[tuple[Step, ...], list[Problem]]:
     """The steps as typed values, and the problems found parsing them (types, shapes and
     the per-step rules that need no other field; see :func:`canary_problems` for all).
@@ -532,7 +565,7 @@ def parse_steps(raw: object, path: str = "steps") -> tuple[tuple[Step, ...], lis
     if len(raw) > MAX_STEPS:
         problems.append(
             Problem(
-                path, f"<{len(raw)} steps>", f"at most {MAX_STEPS} steps", "pytest-canary bound"
+                path, f"<{len(raw)} steps>", f"at most {MAX_STEPS} steps", BOUND
             )
         )
         return (), problems

@@ -28,6 +28,7 @@ from pytest_canary.apps import (
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.pcre import pcre_problem
 from pytest_canary.re2 import re2_problem
+from pytest_canary.rollout_spec import MAX_PAUSE_SECONDS
 
 Strategy = Literal["replicas", "nginx", "istio", "gateway", "bluegreen", "rolling", "rollouts"]
 STRATEGIES: tuple[str, ...] = (
@@ -673,7 +674,7 @@ def build_spec(strategy: str, stable: str, canary: str, **routing: Any) -> Relea
 # -- Argo Rollouts ---------------------------------------------------------------------------
 
 ROLLOUT_TRAFFIC = ("nginx", "istio", None)
-MAX_PAUSE_SECONDS = 3600  # our bound: a test waits for timed pauses
+# MAX_PAUSE_SECONDS (rollout_spec): our bound, a test waits for timed pauses.
 MAX_ANNOTATIONS = 32
 ANNOTATION_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"

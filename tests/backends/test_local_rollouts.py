@@ -177,3 +177,31 @@ def test_timed_pause_does_not_end_while_timers_are_held(canary: Harness) -> None
         with pytest.raises(ConvergenceTimeout):
             env.await_rollout("kubeapp", lambda s: s.step != 1, what="past the pause", timeout=1.5)
     assert rel.wait_for_pause().weight == 80
+
+
+def _shop_rollout(tmp_path: Path, change: Any) -> Path:
+    """The shop's v1 Rollout, changed by ``change(rollout)``, written to ``tmp_path``."""
+    import yaml
+
+    docs = list(yaml.safe_load_all((SHOP / "v1" / "rollout.yaml").read_text()))
+    change(docs[0])
+    (tmp_path / "rollout.yaml").write_text(yaml.safe_dump_all(docs))
+    return tmp_path / "rollout.yaml"
+
+
+def test_own_rollout_with_a_pause_longer_than_a_test_waits_is_refused(
+    canary: Harness, tmp_path: Path
+) -> None:
+    """Argo runs a pause of any duration; a test waits for it, so MAX_PAUSE_SECONDS bounds
+    it here, named as our bound, before anything is applied."""
+
+    def long_pause(rollout: dict[str, Any]) -> None:
+        rollout["spec"]["strategy"]["canary"]["steps"][1] = {"pause": {"duration": "99999h"}}
+
+    path = _shop_rollout(tmp_path, long_pause)
+    with pytest.raises(CanaryConfigError) as caught:
+        canary.apply([SHOP / "routing.yaml", path])
+    message = str(caught.value)
+    assert "spec.strategy.canary.steps[1].pause.duration='99999h'" in message
+    assert "must be 0 to 3600 s" in message and "pytest-canary's bound" in message
+    assert canary.environment.objects() == []
