@@ -734,7 +734,7 @@ def _rollout_knob(path: str) -> str:
 def _check_rollouts(values: dict[str, Any]) -> None:
     """Argo Rollouts knobs, and the canary strategy they make checked as Argo v1.9.1 does
     (``pytest_canary.rollout_spec``: types.go, validation.go)."""
-    from pytest_canary.rollout_spec import canary_problems, parse_steps, unmodelled
+    from pytest_canary.rollout_spec import canary_problems, pause_bound_problems, unmodelled
 
     traffic = values.get("traffic")
     if traffic not in ROLLOUT_TRAFFIC:
@@ -825,14 +825,8 @@ def _check_rollouts(values: dict[str, Any]) -> None:
                 "template hash) or 'host' (a stable and a canary Service)",
             )
 
-    steps, _ = parse_steps(values["steps"], "steps")
-    for step in steps:
-        if step.kind == "pause" and (step.pause_seconds or 0) > MAX_PAUSE_SECONDS:
-            raise _fail(
-                "steps",
-                step.raw,
-                f"a timed pause is at most {MAX_PAUSE_SECONDS} s here (the test waits for it)",
-            )
+    for problem in pause_bound_problems(values["steps"], "steps"):
+        raise _fail(problem.path, problem.value, f"{problem.message} ({problem.rule})")
     canary = {
         "steps": values["steps"],
         "maxSurge": values.get("max_surge", "25%"),

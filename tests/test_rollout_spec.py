@@ -280,7 +280,11 @@ def test_what_argo_refuses_is_a_config_error_citing_validation_go(
         ),
         ({"traffic": "nginx", "managed_routes": ["a"]}, "needs traffic='istio'"),
         ({"traffic": "istio", "istio_split": "mesh"}, "istio_split='mesh'"),
-        ({"steps": [{"pause": {"duration": "2h"}}]}, "at most 3600 s"),
+        (
+            {"steps": [{"setWeight": 20}, {"pause": {"duration": "99999h"}}]},
+            "steps[1].pause.duration='99999h': is 359996400 s; a timed pause must be 0 to "
+            "3600 s",
+        ),
         ({"weight": 20}, "steps=[{'setWeight': 20}]"),
         ({"max_surge": "120%"}, "max_surge='120%'"),
     ],
