@@ -91,24 +91,25 @@ class RolloutControls:
 
     def _timeout(self) -> float:
         """How long a wait may take: the environment's time for the controller to act (60 s
-        locally, ``--canary-wait-timeout`` on a cluster), plus what is left of the current
-        timed pause (every timed pause before the status is known)."""
-        remaining = 0.0
+        locally, ``--canary-wait-timeout`` on a cluster), plus the current step's duration
+        when the Rollout stands at a timed pause (the only pause a wait crosses: every wait
+        ends at the next pause). A Rollout the controller has not reported on yet gets no
+        pause time: its first deploy skips the steps (rollout/sync.go shouldFullPromote
+        "Initial deploy"), and a controller that is not running is reported at once."""
         config = self._config()
+        if config is None:
+            return self._environment.rollout_settle_timeout
         try:
-            status: RolloutStatus | None = self.status
+            status = self.status
         except BackendError:
-            status = None  # not seen by the controller yet
-        step = None
-        if config is not None and status is not None:
-            step, _ = model.current_step(config, status)
-        if status is not None and step is not None and step.pause_seconds is not None:
-            # Our bound on a pause a test waits for: canary.apply and deploy refuse longer
-            # ones; a Rollout changed behind the handle's back does not get more.
-            remaining = float(min(step.pause_seconds, MAX_PAUSE_SECONDS))
-        elif config is not None:
-            remaining = float(sum(s.pause_seconds or 0 for s in config.steps))
-        return self._environment.rollout_settle_timeout + remaining
+            return self._environment.rollout_settle_timeout  # not seen by the controller yet
+        step, _ = model.current_step(config, status)
+        if step is None or step.kind != "pause" or step.pause_seconds is None:
+            return self._environment.rollout_settle_timeout
+        # Our bound on a pause a test waits for: canary.apply and deploy refuse longer ones;
+        # a Rollout changed behind the handle's back does not get more.
+        pause = float(min(step.pause_seconds, MAX_PAUSE_SECONDS))
+        return self._environment.rollout_settle_timeout + pause
 
     def _config(self) -> model.RolloutConfig | None:
         return None

@@ -159,6 +159,57 @@ class _NoRollouts(Environment):
         pass
 
 
+class _Unanswered(_NoRollouts):
+    """A cluster with the Rollout CRD whose controller does not answer until ``status`` is
+    set: waits record their deadline and run out at once."""
+
+    runs_argo_rollouts = True
+    rollout_settle_timeout = 5.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status: ar.RolloutStatus | None = None
+        self.timeouts: list[float] = []
+
+    def rollout_status(self, name: str) -> ar.RolloutStatus:
+        if self.status is None:
+            raise BackendError(f"no status for Rollout {name}")
+        return self.status
+
+    def await_rollout(self, name: str, until: Any, *, what: str, timeout: float) -> Any:
+        self.timeouts.append(timeout)
+        if self.status is not None and until(self.status):
+            return self.status
+        raise ConvergenceTimeout(f"Rollout {name}", what, "no status", timeout)
+
+    def rollout_versions(self, name: str, version_label: str = "version") -> dict[str, str]:
+        return {}
+
+
+def test_a_wait_adds_pause_time_only_while_the_rollout_stands_at_a_timed_pause() -> None:
+    """The first deploy skips every step (sync.go shouldFullPromote "Initial deploy"): with
+    no controller answering, deploy says so after the controller's time alone, not after
+    every pause too. At a timed pause, wait_for_pause waits for it."""
+    steps = [{"setWeight": 20}, {"pause": {"duration": "1h"}}, {"setWeight": 50}, {"pause": {}}]
+    env = _Unanswered()
+    with Harness(env) as harness:
+        with pytest.raises(ConvergenceTimeout):
+            harness.deploy("rollouts", stable="1.0", canary="2.0", steps=steps, traffic="nginx")
+        assert env.timeouts == [5.0]
+    env = _Unanswered()
+    env.status = ar.RolloutStatus(phase=ar.HEALTHY, current_step_index=4, step_count=4)
+    with Harness(env) as harness:
+        rel = harness.deploy("rollouts", stable="1.0", canary="2.0", steps=steps, traffic="nginx")
+        env.status = ar.RolloutStatus(
+            phase=ar.PAUSED,
+            current_step_index=1,
+            step_count=4,
+            pause_conditions=(ar.PauseCondition(ar.PAUSE_STEP, 1.0),),
+        )
+        rel.wait_for_pause()
+        assert env.timeouts == [5.0, 5.0, 5.0 + 3600]
+
+
 def test_a_backend_without_argo_rollouts_says_so_before_applying() -> None:
     env = _NoRollouts()
     with Harness(env) as harness, pytest.raises(BackendError, match="does not run Argo Rollouts"):
