@@ -563,11 +563,7 @@ def parse_steps(raw: object, path: str = "steps") -> tuple[tuple[Step, ...], lis
         problems.append(Problem(path, raw, "must be a list of steps", CRD))
         return (), problems
     if len(raw) > MAX_STEPS:
-        problems.append(
-            Problem(
-                path, f"<{len(raw)} steps>", f"at most {MAX_STEPS} steps", BOUND
-            )
-        )
+        problems.append(Problem(path, f"<{len(raw)} steps>", f"at most {MAX_STEPS} steps", BOUND))
         return (), problems
     steps: list[Step] = []
     for index, item in enumerate(raw):

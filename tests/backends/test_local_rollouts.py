@@ -256,3 +256,31 @@ def test_own_rollout_with_a_pause_longer_than_a_test_waits_is_refused(
     assert "spec.strategy.canary.steps[1].pause.duration='99999h'" in message
     assert "must be 0 to 3600 s" in message and "pytest-canary's bound" in message
     assert canary.environment.objects() == []
+
+
+def test_own_rollout_without_a_selector_is_refused_as_the_controller_does(
+    canary: Harness, tmp_path: Path
+) -> None:
+    """validation.go ValidateRolloutSpec: no spec.selector (the CRD does not require one) is
+    InvalidSpec -- a lint finding before anything is applied, and applied anyway the
+    Rollout is Degraded, never Healthy; an empty selector is refused too."""
+    from pytest_canary import lint
+
+    path = _shop_rollout(tmp_path, lambda rollout: rollout["spec"].pop("selector"))
+    with pytest.raises(CanaryConfigError) as caught:
+        canary.apply([SHOP / "routing.yaml", path])
+    assert "Rollout has missing field '.spec.selector'" in str(caught.value)
+    assert "validation.go ValidateRolloutSpec" in str(caught.value)
+    shop = canary.apply([SHOP / "routing.yaml", path], findings="ignore")
+    status = shop.status
+    assert status.phase == "Degraded"
+    assert "InvalidSpec: spec.selector=None: Rollout has missing field" in status.message
+
+    import yaml
+
+    rollout = yaml.safe_load(path.read_text())
+    rollout["spec"]["selector"] = {"matchLabels": {}}
+    found = [str(f) for f in lint.lint([rollout]) if "spec.selector" in str(f)]
+    assert found and all(
+        "spec.selector={'matchLabels': {}}: empty selector is invalid" in f for f in found
+    )

@@ -15,8 +15,11 @@ Upstream (argoproj/argo-rollouts, tag v1.9.1):
   ``destinationRule`` with its canary and stable subsets), ``managedRoutes``.
 - **Names** (``rollout/sync.go`` ``createDesiredReplicaSet``): a ReplicaSet is
   ``<rollout>-<pod template hash>``.
-- **Validation** (``InvalidSpec``): the rules of :mod:`pytest_canary.rollout_spec`, which
-  cites them; what the model does not cover is listed apart (``unmodelled``).
+- **Validation** (``InvalidSpec``): ``pkg/apis/rollouts/validation/validation.go``
+  ``ValidateRolloutSpec`` for the spec outside the strategy (:func:`spec_problems`: a
+  selector is required and not empty unless ``workloadRef`` is given), then the strategy's
+  rules of :mod:`pytest_canary.rollout_spec`, which cites them; what the model does not
+  cover is listed apart (``unmodelled``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from typing import Any
 
 from pytest_canary.dataplane.argo_rollouts.hashes import pod_template_hash, step_hash
 from pytest_canary.manifests.rolling import scaled_value
-from pytest_canary.rollout_spec import Problem, Step, canary_problems, parse_steps, unmodelled
+from pytest_canary.rollout_spec import (
+    VALIDATION,
+    Problem,
+    Step,
+    canary_problems,
+    parse_steps,
+    unmodelled,
+)
 
 NGINX_PREFIX = "nginx.ingress.kubernetes.io"
 DEFAULT_SCALE_DOWN_DELAY = 30
@@ -165,6 +175,41 @@ def _istio_routing(raw_istio: object) -> IstioRouting | None:
     )
 
 
+def spec_problems(spec: Mapping[str, Any]) -> list[Problem]:
+    """``validation.go`` ``ValidateRolloutSpec`` before the strategy, in its order: what the
+    controller refuses (``InvalidSpec``) that the CRD's schema lets through.
+
+    Example:
+        >>> [p.message for p in spec_problems({"template": {}})]
+        ["Rollout has missing field '.spec.selector'"]
+    """
+    problems: list[Problem] = []
+    rule = f"{VALIDATION} ValidateRolloutSpec"
+    if not spec.get("workloadRef"):
+        selector = spec.get("selector")
+        if selector is None:
+            problems.append(
+                Problem(
+                    "spec.selector",
+                    None,
+                    "Rollout has missing field '.spec.selector'",
+                    f"{rule} (MissingFieldMessage)",
+                )
+            )
+        elif isinstance(selector, Mapping) and not (
+            selector.get("matchLabels") or selector.get("matchExpressions")
+        ):
+            problems.append(
+                Problem(
+                    "spec.selector",
+                    dict(selector),
+                    "empty selector is invalid for deployment",
+                    rule,
+                )
+            )
+    return problems
+
+
 def read_rollout(obj: Mapping[str, Any]) -> RolloutConfig:
     """Read a Rollout object as the controller does: defaults, typed steps, its validation
     problems (``InvalidSpec``) and what the model does not cover."""
@@ -184,6 +229,7 @@ def read_rollout(obj: Mapping[str, Any]) -> RolloutConfig:
             )
         )
         canary = {}
+    problems += spec_problems(spec)
     problems += canary_problems(canary)
     not_covered += unmodelled(canary)
     if spec.get("workloadRef"):
