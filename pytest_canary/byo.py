@@ -315,7 +315,7 @@ def check_schemas(loaded: LoadedManifests) -> None:
     if lines:
         count = f"{len(lines)} problem" + ("s" if len(lines) != 1 else "")
         raise CanaryConfigError(
-            f"{count} in {loaded.describe()} (the API server would reject these):\n"
+            f"{count} in {loaded.describe()} (the schemas of their kinds refuse these):\n"
             + "\n".join(f"  {line}" for line in lines)
         )
 

@@ -219,3 +219,44 @@ def test_own_rollout_example_has_no_findings() -> None:
     rollouts = ROOT / "suites" / "manifests" / "rollouts" / "shop"
     for version in ("v1", "v2"):
         assert lint.lint_paths([rollouts / "routing.yaml", rollouts / version]) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "finding"),
+    [
+        ({"replicas": -1}, "spec.replicas=-1: must be greater than or equal to 0"),
+        (
+            {"selector": {"matchLabels": {"app": "other"}}},
+            "spec.template.metadata.labels={'app': 'shop', 'version': 'v1'}: `selector` does "
+            "not match template `labels`",
+        ),
+        (
+            {
+                "selector": {
+                    "matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["shop"]}]
+                }
+            },
+            "`selector` does not match template `labels`",
+        ),
+    ],
+)
+def test_what_only_the_rollout_controller_refuses_is_its_invalid_spec(
+    change: dict[str, object], finding: str
+) -> None:
+    """The CRD has no minimum on replicas and no selector check (only CEL "is immutable"):
+    the API server stores such a Rollout and the controller marks it InvalidSpec
+    (validation.go ValidateRolloutSpec), so it is a finding citing that, not a schema error."""
+    import yaml
+
+    from pytest_canary.validate import validate_objects
+
+    rollouts = ROOT / "suites" / "manifests" / "rollouts" / "shop"
+    objects = [
+        *yaml.safe_load_all((rollouts / "routing.yaml").read_text()),
+        yaml.safe_load((rollouts / "v1" / "rollout.yaml").read_text()),
+    ]
+    objects[-1]["spec"].update(change)
+    assert validate_objects(objects) == []
+    (found,) = lint.lint(objects)
+    assert found.rule == "argo-rollout-invalid-spec" and finding in found.message
+    assert "validation.go ValidateRolloutSpec" in found.upstream

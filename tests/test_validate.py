@@ -1275,11 +1275,3 @@ def test_rollout_schema_accepts_the_canary_fields_and_checks_the_pod_template() 
         ),
         ("spec.template.spec.containers[0].image", "got integer 5"),
     }
-
-
-def test_rollout_selector_must_select_its_template() -> None:
-    obj = _rollout()
-    obj["spec"]["selector"] = {"matchLabels": {"app": "other"}}
-    (problem,) = validate_objects([obj])
-    assert problem.path == "spec.template.metadata.labels"
-    assert "selector does not match template labels" in problem.message

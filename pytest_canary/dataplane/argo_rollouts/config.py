@@ -16,8 +16,12 @@ Upstream (argoproj/argo-rollouts, tag v1.9.1):
 - **Names** (``rollout/sync.go`` ``createDesiredReplicaSet``): a ReplicaSet is
   ``<rollout>-<pod template hash>``.
 - **Validation** (``InvalidSpec``): ``pkg/apis/rollouts/validation/validation.go``
-  ``ValidateRolloutSpec`` for the spec outside the strategy (:func:`spec_problems`: a
-  selector is required and not empty unless ``workloadRef`` is given), then the strategy's
+  ``ValidateRolloutSpec`` for the spec outside the strategy (:func:`spec_problems`:
+  ``replicas`` not negative (``ValidateNonnegativeField``); a selector required and not
+  empty unless ``workloadRef`` is given; the selector selecting the template's labels
+  (Kubernetes ``ValidatePodTemplateSpecForReplicaSet``) -- the CRD's schema checks none of
+  them, so the API server stores such a Rollout and the controller refuses it), then the
+  strategy's
   rules of :mod:`pytest_canary.rollout_spec`, which cites them; what the model does not
   cover is listed apart (``unmodelled``).
 """
@@ -185,6 +189,16 @@ def spec_problems(spec: Mapping[str, Any]) -> list[Problem]:
     """
     problems: list[Problem] = []
     rule = f"{VALIDATION} ValidateRolloutSpec"
+    replicas = spec.get("replicas")
+    if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas < 0:
+        problems.append(
+            Problem(
+                "spec.replicas",
+                replicas,
+                "must be greater than or equal to 0",
+                f"{rule} (ValidateNonnegativeField)",
+            )
+        )
     if not spec.get("workloadRef"):
         selector = spec.get("selector")
         if selector is None:
@@ -207,7 +221,54 @@ def spec_problems(spec: Mapping[str, Any]) -> list[Problem]:
                     rule,
                 )
             )
+        elif isinstance(selector, Mapping):
+            template = spec.get("template")
+            meta = template.get("metadata") if isinstance(template, Mapping) else None
+            labels = meta.get("labels") if isinstance(meta, Mapping) else None
+            labels = labels if isinstance(labels, Mapping) else {}
+            if selects(selector, labels) is False:
+                problems.append(
+                    Problem(
+                        "spec.template.metadata.labels",
+                        dict(labels),
+                        f"`selector` does not match template `labels` (selector {dict(selector)})",
+                        f"{rule} (ValidatePodTemplateSpecForReplicaSet)",
+                    )
+                )
     return problems
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool | None:
+    """Whether a ``LabelSelector`` selects ``labels`` (apimachinery
+    ``LabelSelectorAsSelector``: every ``matchLabels`` pair, every ``matchExpressions``
+    requirement: In, NotIn, Exists, DoesNotExist); ``None`` when it is not a selector the
+    API would read (the schema check reports that)."""
+    match = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+    if not isinstance(match, Mapping) or not isinstance(expressions, list):
+        return None
+    if any(labels.get(k) != v for k, v in match.items()):
+        return False
+    for expression in expressions:
+        if not isinstance(expression, Mapping):
+            return None
+        key, operator = expression.get("key"), expression.get("operator")
+        values = expression.get("values") or []
+        if not isinstance(key, str) or not isinstance(values, list):
+            return None
+        if operator == "In":
+            held = key in labels and labels[key] in values
+        elif operator == "NotIn":
+            held = key not in labels or labels[key] not in values
+        elif operator == "Exists":
+            held = key in labels
+        elif operator == "DoesNotExist":
+            held = key not in labels
+        else:
+            return None
+        if not held:
+            return False
+    return True
 
 
 def read_rollout(obj: Mapping[str, Any]) -> RolloutConfig:
