@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from pytest_canary.dataplane.argo_rollouts import read_rollout
 from pytest_canary.errors import CanaryConfigError
-from pytest_canary.rollout_spec import pause_bound_problems
 from pytest_canary.validate import validate_objects
 from pytest_canary.yaml_loader import DEFAULT_LIMITS, YamlBudget, YamlLimits, load_all, read_text
 
@@ -44,7 +44,7 @@ __all__ = [
     "PathsArg",
     "canary_version",
     "check_replicas",
-    "check_rollout_pauses",
+    "check_rollout_bounds",
     "check_schemas",
     "default_host",
     "default_path",
@@ -403,25 +403,23 @@ def check_replicas(
             )
 
 
-def check_rollout_pauses(loaded: LoadedManifests) -> None:
-    """Refuse an Argo ``Rollout`` with a timed pause longer than a test waits
-    (:data:`pytest_canary.rollout_spec.MAX_PAUSE_SECONDS`): pytest-canary's bound, not
-    Argo's, which allows any duration.
+def check_rollout_bounds(loaded: LoadedManifests) -> None:
+    """Refuse an Argo ``Rollout`` beyond pytest-canary's own bounds, which Argo does not
+    have: a timed pause longer than a test waits
+    (:data:`pytest_canary.rollout_spec.MAX_PAUSE_SECONDS`), more than
+    :data:`~pytest_canary.rollout_spec.MAX_STEPS` steps, oversized header routes
+    (:attr:`pytest_canary.rollout_spec.Problem.refused_by` ``"pytest-canary"``).
 
     Raises:
-        CanaryConfigError: naming the file, the Rollout, each pause's field
-            (``spec.strategy.canary.steps[i].pause.duration``), its value and the range.
+        CanaryConfigError: naming the file, the Rollout, each field (e.g.
+            ``spec.strategy.canary.steps[i].pause.duration``), its value and the range.
     """
     lines: list[str] = []
     for obj, origin in zip(loaded.objects, loaded.origins, strict=True):
         if obj.get("kind") != "Rollout" or not isinstance(obj.get("spec"), Mapping):
             continue
-        strategy = obj["spec"].get("strategy")
-        canary = strategy.get("canary") if isinstance(strategy, Mapping) else None
-        if not isinstance(canary, Mapping):
-            continue
         name = (obj.get("metadata") or {}).get("name")
-        for problem in pause_bound_problems(canary.get("steps"), "spec.strategy.canary.steps"):
+        for problem in read_rollout(obj).bounds:
             lines.append(f"{origin}: Rollout {name}: {problem}")
     if lines:
         raise CanaryConfigError("\n".join(lines))

@@ -156,7 +156,7 @@ class Harness:
         loaded = byo.load(paths)
         byo.check_schemas(loaded)
         byo.check_replicas(loaded)
-        byo.check_rollout_pauses(loaded)
+        byo.check_rollout_bounds(loaded)
         objects = (
             loaded.objects
             if env.understood_kinds is None

@@ -693,12 +693,17 @@ def _argo_rollouts(objects: list[dict[str, Any]]) -> list[Finding]:
     for obj in rollouts:
         config = rollout_model.read_rollout(obj)
         for problem in config.problems:
+            consequence = (
+                "the API server refuses the Rollout (its CRD's schema)"
+                if problem.refused_by == "api-server"
+                else "the controller marks the Rollout InvalidSpec (phase Degraded) and never "
+                "starts it"
+            )
             out.append(
                 _finding(
                     "argo-rollout-invalid-spec",
                     _ref("Rollout", _name(obj)),
-                    f"{problem.path}={problem.value!r}: {problem.message}; the controller "
-                    "marks the Rollout InvalidSpec (phase Degraded) and never starts it",
+                    f"{problem.path}={problem.value!r}: {problem.message}; {consequence}",
                     f"{problem.rule}",
                 )
             )

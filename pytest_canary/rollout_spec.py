@@ -26,6 +26,11 @@ Upstream sources (repository argoproj/argo-rollouts, tag v1.9.1):
   int-or-string, ...); with the CRD's structural schema an unknown field is refused by
   ``kubectl apply`` (strict field validation).
 
+Bounds of our own (at most :data:`MAX_STEPS` steps, 16 header matches, 1024-character
+header values, route names, timed pauses of at most :data:`MAX_PAUSE_SECONDS`) and our RE2
+check of header regexes cite themselves as pytest-canary's (:attr:`Problem.refused_by`):
+Argo Rollouts runs such a Rollout, a test does not.
+
 Besides Argo's own rules, :func:`unmodelled` names what the local model does not cover
 (analysis, experiment and plugin steps need an AnalysisTemplate and a metrics provider or a
 plugin binary; ``dynamicStableScale`` and friends), so a test learns it before deploying.
@@ -43,6 +48,7 @@ from pytest_canary.re2 import re2_problem
 
 __all__ = [
     "ARGO_ROLLOUTS",
+    "BOUND",
     "MAX_PAUSE_SECONDS",
     "MAX_STEPS",
     "HeaderMatch",
@@ -63,6 +69,8 @@ CRD = f"{ARGO_ROLLOUTS} manifests/crds/rollout-crd.yaml"
 
 # Bounds of our own (Argo has none): every input has one.
 BOUND = "pytest-canary's bound; Argo Rollouts has none"
+# Header regexes are copied into the VirtualService, where Envoy matches them with RE2.
+REGEX_CHECK = "pytest-canary's check: the controller copies it into the VirtualService (RE2)"
 MAX_STEPS = 100
 # A test waits for every timed pause it crosses (types.go RolloutPause.DurationSeconds
 # allows any int32 of seconds, or any Go duration).
@@ -105,7 +113,7 @@ UNMODELLED_FIELDS = {
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing Argo Rollouts (or its CRD) refuses in a canary strategy.
+    """One thing Argo Rollouts (or its CRD, or a bound of ours) refuses in a canary strategy.
 
     Attributes:
         path: the field, e.g. ``steps[3].pause.duration``.
@@ -121,6 +129,17 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}={self.value!r}: {self.message} ({self.rule})"
+
+    @property
+    def refused_by(self) -> str:
+        """Who refuses it: ``"controller"`` (validation.go: the Rollout is ``InvalidSpec``),
+        ``"api-server"`` (the CRD's schema: the Rollout is not stored) or
+        ``"pytest-canary"`` (a bound of ours; Argo Rollouts runs it)."""
+        if self.rule in (BOUND, REGEX_CHECK):
+            return "pytest-canary"
+        if self.rule == CRD:
+            return "api-server"
+        return "controller"
 
 
 @dataclass(frozen=True)
@@ -257,8 +276,18 @@ def _match(raw: object, where: str, problems: list[Problem], *, regex_engine: st
             Problem(where, raw, "must be a mapping with headerName and headerValue", CRD)
         )
     name = entry.get("headerName")
-    if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}", name):
-        problems.append(Problem(f"{where}.headerName", name, "must be an HTTP header name", CRD))
+    if not isinstance(name, str):
+        problems.append(Problem(f"{where}.headerName", name, "must be a string", CRD))
+        name = ""
+    elif not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}", name):
+        problems.append(
+            Problem(
+                f"{where}.headerName",
+                name,
+                "must be an HTTP header name (a token of at most 256 characters)",
+                BOUND,
+            )
+        )
         name = ""
     value = entry.get("headerValue")
     kinds = [k for k in ("exact", "regex", "prefix") if isinstance(value, Mapping) and value.get(k)]
@@ -292,9 +321,9 @@ def _match(raw: object, where: str, problems: list[Problem], *, regex_engine: st
         problems.append(
             Problem(
                 f"{where}.headerValue.{kind}",
-                text,
-                "must be a string of at most 1024 characters",
-                CRD,
+                text if isinstance(text, str) and len(text) <= 64 else f"<{len(str(text))} chars>",
+                "must be a string" if not isinstance(text, str) else "at most 1024 characters",
+                CRD if not isinstance(text, str) else BOUND,
             )
         )
         return HeaderMatch(name, kind, "")
@@ -307,7 +336,7 @@ def _match(raw: object, where: str, problems: list[Problem], *, regex_engine: st
                     f"{where}.headerValue.regex",
                     text,
                     f"is not a valid regular expression ({exc})",
-                    CRD,
+                    REGEX_CHECK,
                 )
             )
         else:
@@ -318,7 +347,7 @@ def _match(raw: object, where: str, problems: list[Problem], *, regex_engine: st
                         f"{where}.headerValue.regex",
                         text,
                         f"{regex_engine} matches regexes with {trouble}",
-                        CRD,
+                        REGEX_CHECK,
                     )
                 )
     return HeaderMatch(name, kind, text)
@@ -326,13 +355,16 @@ def _match(raw: object, where: str, problems: list[Problem], *, regex_engine: st
 
 def _route_name(raw: Mapping[str, Any], where: str, problems: list[Problem]) -> str:
     name = raw.get("name", "")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,252})?", name):
+    if not isinstance(name, str):
+        problems.append(Problem(f"{where}.name", name, "must be a string", CRD))
+        return ""
+    if not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,252})?", name):
         problems.append(
             Problem(
                 f"{where}.name",
                 name,
-                "must be the route's name (letters, digits, '-', '_', '.')",
-                CRD,
+                "must be the route's name (letters, digits, '-', '_', '.'; at most 253)",
+                BOUND,
             )
         )
         return ""
@@ -437,7 +469,7 @@ def _parse_step(raw: object, where: str, problems: list[Problem]) -> Step | None
                         f"{where}.setCanaryScale.{key}",
                         scale[key],
                         "must be a non-negative integer (int32)",
-                        CRD,
+                        CRD if not _is_int(scale[key]) else BOUND,
                     )
                 )
                 return None
@@ -474,17 +506,18 @@ def _parse_step(raw: object, where: str, problems: list[Problem]) -> Step | None
             return None
         name = _route_name(route, f"{where}.setHeaderRoute", problems)
         raw_matches = route.get("match") or []
-        if (
-            not isinstance(raw_matches, Sequence)
-            or isinstance(raw_matches, (str, bytes))
-            or len(raw_matches) > MAX_MATCHES
-        ):
+        if not isinstance(raw_matches, Sequence) or isinstance(raw_matches, (str, bytes)):
+            problems.append(
+                Problem(f"{where}.setHeaderRoute.match", raw_matches, "must be a list", CRD)
+            )
+            return None
+        if len(raw_matches) > MAX_MATCHES:
             problems.append(
                 Problem(
                     f"{where}.setHeaderRoute.match",
-                    raw_matches,
-                    f"must be a list of at most {MAX_MATCHES} header matches",
-                    CRD,
+                    f"<{len(raw_matches)} matches>",
+                    f"at most {MAX_MATCHES} header matches",
+                    BOUND,
                 )
             )
             return None
@@ -513,7 +546,7 @@ def _parse_step(raw: object, where: str, problems: list[Problem]) -> Step | None
                     f"{where}.setMirrorRoute.percentage",
                     percentage,
                     "must be an integer from 0 to 100",
-                    CRD,
+                    CRD if not _is_int(percentage) else BOUND,
                 )
             )
         return Step("setMirrorRoute", route=name, raw=raw)

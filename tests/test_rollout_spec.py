@@ -282,8 +282,7 @@ def test_what_argo_refuses_is_a_config_error_citing_validation_go(
         ({"traffic": "istio", "istio_split": "mesh"}, "istio_split='mesh'"),
         (
             {"steps": [{"setWeight": 20}, {"pause": {"duration": "99999h"}}]},
-            "steps[1].pause.duration='99999h': is 359996400 s; a timed pause must be 0 to "
-            "3600 s",
+            "steps[1].pause.duration='99999h': is 359996400 s; a timed pause must be 0 to 3600 s",
         ),
         ({"weight": 20}, "steps=[{'setWeight': 20}]"),
         ({"max_surge": "120%"}, "max_surge='120%'"),

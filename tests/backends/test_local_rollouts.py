@@ -284,3 +284,41 @@ def test_own_rollout_without_a_selector_is_refused_as_the_controller_does(
     assert found and all(
         "spec.selector={'matchLabels': {}}: empty selector is invalid" in f for f in found
     )
+
+
+@pytest.mark.parametrize(
+    ("steps", "named"),
+    [
+        ([{"setWeight": 10}] * 101, "spec.strategy.canary.steps='<101 steps>': at most 100 steps"),
+        (
+            [
+                {
+                    "setHeaderRoute": {
+                        "name": "beta",
+                        "match": [{"headerName": "x b", "headerValue": {"exact": "1"}}],
+                    }
+                }
+            ],
+            "spec.strategy.canary.steps[0].setHeaderRoute.match[0].headerName='x b': must be "
+            "an HTTP header name",
+        ),
+    ],
+)
+def test_own_rollout_beyond_our_bounds_is_refused_as_ours_not_argos(
+    canary: Harness, tmp_path: Path, steps: list[dict[str, Any]], named: str
+) -> None:
+    """Argo's CRD and validation.go have no such limits: these are pytest-canary's, cited
+    as such, and the linter does not claim the controller refuses them."""
+    from pytest_canary import lint
+
+    def change(rollout: dict[str, Any]) -> None:
+        rollout["spec"]["strategy"]["canary"]["steps"] = steps
+
+    path = _shop_rollout(tmp_path, change)
+    with pytest.raises(CanaryConfigError) as caught:
+        canary.apply([SHOP / "routing.yaml", path])
+    assert named in str(caught.value)
+    assert "pytest-canary's bound; Argo Rollouts has none" in str(caught.value)
+    assert "rollout-crd.yaml" not in str(caught.value)
+    found = lint.lint_paths([SHOP / "routing.yaml", path])
+    assert not any(named.split(":")[0] in str(f) for f in found)

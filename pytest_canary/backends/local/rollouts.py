@@ -198,12 +198,17 @@ class RolloutController:
         """Create or update a Rollout (a spec change bumps its generation); returns the
         command's sequence number for :meth:`wait`."""
         desired = copy.deepcopy(obj)
-        problems = model.read_rollout(desired).unmodelled
-        if problems:
-            name = desired.get("metadata", {}).get("name")
+        config = model.read_rollout(desired)
+        name = desired.get("metadata", {}).get("name")
+        if config.unmodelled:
             raise CanaryConfigError(
                 f"Rollout {name}: the local Argo Rollouts model does not cover:\n  "
-                + "\n  ".join(f"{p.path}: {p.message}" for p in problems)
+                + "\n  ".join(f"{p.path}: {p.message}" for p in config.unmodelled)
+            )
+        if config.bounds:
+            raise CanaryConfigError(
+                f"Rollout {name}: beyond pytest-canary's bounds:\n  "
+                + "\n  ".join(str(p) for p in config.bounds)
             )
 
         def command() -> None:

@@ -40,6 +40,7 @@ from pytest_canary.rollout_spec import (
     Step,
     canary_problems,
     parse_steps,
+    pause_bound_problems,
     unmodelled,
 )
 
@@ -80,7 +81,11 @@ class IstioRouting:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """What the controller reads from a Rollout's spec (defaults applied)."""
+    """What the controller reads from a Rollout's spec (defaults applied).
+
+    ``problems`` are what Argo Rollouts refuses (the controller's ``InvalidSpec``, or the
+    CRD's schema); ``unmodelled`` what the local model does not run; ``bounds`` what
+    pytest-canary's own bounds refuse (Argo runs it; a test does not)."""
 
     name: str
     generation: int
@@ -101,6 +106,7 @@ class RolloutConfig:
     paused: bool = False
     problems: tuple[Problem, ...] = ()
     unmodelled: tuple[Problem, ...] = ()
+    bounds: tuple[Problem, ...] = ()
 
     @property
     def traffic_routing(self) -> bool:
@@ -335,6 +341,10 @@ def read_rollout(obj: Mapping[str, Any]) -> RolloutConfig:
         scale_down_delay=scale_down,
         abort_scale_down_delay=abort_delay,
         paused=bool(spec.get("paused", False)),
-        problems=tuple(problems),
+        problems=tuple(p for p in problems if p.refused_by != "pytest-canary"),
         unmodelled=tuple(not_covered),
+        bounds=(
+            *(p for p in problems if p.refused_by == "pytest-canary"),
+            *pause_bound_problems(canary.get("steps"), "spec.strategy.canary.steps"),
+        ),
     )
