@@ -322,3 +322,25 @@ def test_own_rollout_beyond_our_bounds_is_refused_as_ours_not_argos(
     assert "rollout-crd.yaml" not in str(caught.value)
     found = lint.lint_paths([SHOP / "routing.yaml", path])
     assert not any(named.split(":")[0] in str(f) for f in found)
+
+
+def test_status_weight_is_what_kubectl_argo_rollouts_get_shows(canary: Harness) -> None:
+    """rollout_info.go ActualWeight: a basic canary's weight is its share of the available
+    pods, not the setWeight (replicas 2 at setWeight 10: 1 canary pod and 2 stable, with
+    maxSurge 1 -> 1 x 100 / 3 = 33); past the last step it is 100 for every strategy (the
+    nginx Healthy status showed 0, the basic canary's 100)."""
+    steps = [{"setWeight": 10}, {"pause": {}}]
+    basic = canary.deploy(
+        "rollouts", stable="1.0", canary="2.0", steps=steps, traffic=None, replicas=2
+    )
+    assert (basic.status.set_weight, basic.status.weight) == (10, 33)
+    basic.promote(full=True)
+    assert (basic.status.phase, basic.status.weight) == ("Healthy", 100)
+    routed = canary.deploy(
+        "rollouts", stable="1.0", canary="2.0", steps=steps, traffic="nginx", name="routed"
+    )
+    assert routed.status.weight == 10
+    routed.promote(full=True)
+    status = routed.status
+    assert (status.phase, status.weights and status.weights.canary_weight) == ("Healthy", 0)
+    assert status.weight == 100

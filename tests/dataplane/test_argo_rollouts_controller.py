@@ -724,6 +724,7 @@ def test_a_live_status_reads_as_the_model_writes_it() -> None:
         },
         "phase": "Paused",
         "message": "CanaryPauseStep",
+        "availableReplicas": 2,
     }
     status = ar.read_status(obj)
     assert (status.step, status.weight, status.paused, status.step_count) == (1, 10, True, 2)

@@ -278,11 +278,14 @@ def unobserved(rollout: Mapping[str, Any]) -> str:
     return ""
 
 
-def client_status(rollout: Mapping[str, Any]) -> model.RolloutStatus:
+def client_status(
+    rollout: Mapping[str, Any], replica_sets: Sequence[Mapping[str, Any]] = ()
+) -> model.RolloutStatus:
     """The Rollout's status with the phase ``kubectl argo rollouts get`` shows
     (``GetRolloutPhase``): Progressing while the controller has not observed the latest
-    change (:func:`unobserved`)."""
-    status = model.read_status(rollout)
+    change (:func:`unobserved`); its weight as the plugin shows it, from ``replica_sets``
+    (those it controls) for a basic canary."""
+    status = model.read_status(rollout, [replica_set_state(rs) for rs in replica_sets])
     waiting = unobserved(rollout)
     if waiting:
         return dataclasses.replace(status, phase=model.PROGRESSING, message=waiting)
@@ -635,17 +638,22 @@ class ClusterRollouts:
         """The Rollout now, with its ReplicaSets and routing objects."""
         obj = self.get(name)
         config = model.read_rollout(obj)
+        replica_sets = tuple(self.replica_sets(obj))
         return LiveRollout(
             obj,
             config,
-            client_status(obj),
-            tuple(self.replica_sets(obj)),
+            client_status(obj, replica_sets),
+            replica_sets,
             self._routing_objects(config),
         )
 
     def status(self, name: str) -> model.RolloutStatus:
-        """The Rollout's status as ``kubectl argo rollouts get`` shows it."""
-        return client_status(self.get(name))
+        """The Rollout's status as ``kubectl argo rollouts get`` shows it (a basic canary's
+        weight from its ReplicaSets' available pods, as the plugin reads it)."""
+        obj = self.get(name)
+        if model.read_rollout(obj).traffic_routing:
+            return client_status(obj)
+        return client_status(obj, self.replica_sets(obj))
 
     def versions(self, name: str, label: str = waits.VERSION_LABEL) -> dict[str, str]:
         """Pod template hash -> the template's ``label`` value, per ReplicaSet."""

@@ -12,6 +12,12 @@ Upstream (argoproj/argo-rollouts, tag v1.9.1):
   ``GetCurrentSetWeight``): the step at ``currentStepIndex`` (0 when unset); the setWeight
   in effect is 0 when aborted, 100 past the last step, else the last setWeight at or before
   the current step.
+- **Weight shown** (``pkg/kubectl-argo-rollouts/info/rollout_info.go`` ``NewRolloutInfo``
+  ``ActualWeight``, what ``kubectl argo rollouts get`` shows): 100 (the max traffic weight)
+  past the last step or without steps; 0 with no available pod; with traffic routing the
+  weight in ``status.canary.weights`` (the setWeight in effect before any is written); a
+  basic canary the canary ReplicaSet's available pods x 100 / all available pods, rounded
+  down.
 - **Phase** (``utils/rollout/rolloututil.go`` ``CalculateRolloutPhase``): Degraded on an
   aborted / timed-out / InvalidSpec condition, Paused with pause conditions, Progressing
   while replicas are being updated or steps remain, else Healthy. What
@@ -21,7 +27,7 @@ Upstream (argoproj/argo-rollouts, tag v1.9.1):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -110,6 +116,9 @@ class RolloutStatus:
         step_count: the number of steps (not an Argo field).
         set_weight: the setWeight in effect (``GetCurrentSetWeight``; not an Argo field).
         error: the last error a sync returned (the controller logs it; not an Argo field).
+        traffic_routing: whether a traffic router splits the traffic (not an Argo field).
+        canary_available: available pods of the ReplicaSet of ``currentPodHash`` (read off
+            that ReplicaSet's status; not an Argo field).
     """
 
     observed_generation: int = 0
@@ -134,6 +143,8 @@ class RolloutStatus:
     step_count: int = 0
     set_weight: int = 0
     error: str = ""
+    traffic_routing: bool = False
+    canary_available: int = 0
 
     # -- what a test reads ------------------------------------------------------------------
 
@@ -144,9 +155,20 @@ class RolloutStatus:
 
     @property
     def weight(self) -> int:
-        """Percent of traffic to the canary: what the controller wrote to the traffic router
-        (``status.canary.weights.canary.weight``), or for a basic canary (no router) the
-        setWeight in effect, which the replica counts approximate."""
+        """Percent of traffic to the canary as ``kubectl argo rollouts get`` shows it
+        (``rollout_info.go`` ``ActualWeight``): 100 once past the last step (Healthy on the
+        new version, whatever the strategy); with traffic routing what the controller wrote
+        to the router (``status.canary.weights.canary.weight``); for a basic canary the
+        canary's share of the available pods (1 of 5 -> 20), rounded down; 0 with no
+        available pod."""
+        index = self.current_step_index or 0
+        if self.step_count == 0 or index >= self.step_count:
+            return MAX_WEIGHT
+        if self.available_replicas <= 0:
+            return 0
+        if not self.traffic_routing:
+            canary = self.canary_available if self.current_pod_hash != self.stable_rs else 0
+            return canary * MAX_WEIGHT // self.available_replicas
         return self.weights.canary_weight if self.weights is not None else self.set_weight
 
     @property
@@ -256,10 +278,13 @@ def _seconds(stamp: object) -> float:
         return 0.0
 
 
-def read_status(obj: Mapping[str, Any]) -> RolloutStatus:
+def read_status(
+    obj: Mapping[str, Any], replica_sets: Sequence[ReplicaSetState] = ()
+) -> RolloutStatus:
     """A Rollout object's ``status`` as written by the real controller, as a
     :class:`RolloutStatus` (times in epoch seconds): what cluster waits compare with the
-    model's expectations. ``observedGeneration`` is a string in Argo's status."""
+    model's expectations. ``observedGeneration`` is a string in Argo's status.
+    ``replica_sets`` (those it controls) give a basic canary's shown weight."""
     raw = obj.get("status") or {}
     config = read_rollout(obj)
     weights = None
@@ -304,6 +329,10 @@ def read_status(obj: Mapping[str, Any]) -> RolloutStatus:
         message=str(raw.get("message") or ""),
         revision=int(((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION, 0) or 0),
         step_count=config.step_count,
+        traffic_routing=config.traffic_routing,
+        canary_available=sum(
+            rs.available for rs in replica_sets if rs.hash == raw.get("currentPodHash")
+        ),
     )
     return replace(status, set_weight=current_set_weight(config, status))
 

@@ -84,6 +84,8 @@ def base_status(ctx: SyncContext) -> RolloutStatus:
         weights=ctx.weights,
         revision=new.revision,
         step_count=ctx.config.step_count,
+        traffic_routing=ctx.config.traffic_routing,
+        canary_available=new.available,
     )
 
 
