@@ -344,3 +344,30 @@ def test_status_weight_is_what_kubectl_argo_rollouts_get_shows(canary: Harness) 
     status = routed.status
     assert (status.phase, status.weights and status.weights.canary_weight) == ("Healthy", 0)
     assert status.weight == 100
+
+
+def test_a_canary_ingress_name_taken_by_another_object_stops_the_rollout(
+    canary: Harness, tmp_path: Path
+) -> None:
+    """nginx.go SetWeightPerIngress: an existing `<rollout>-<ingress>-canary` Ingress the
+    Rollout does not control is never overwritten; every sync fails saying so. The linter
+    finds it before anything is applied; applied anyway, the Rollout does not progress."""
+    import yaml
+
+    docs = list(yaml.safe_load_all((SHOP / "routing.yaml").read_text()))
+    taken = copy.deepcopy(next(d for d in docs if d["kind"] == "Ingress"))
+    taken["metadata"]["name"] = "shop-shop-canary"
+    (tmp_path / "taken.yaml").write_text(yaml.safe_dump(taken))
+    paths = [SHOP / "routing.yaml", tmp_path / "taken.yaml", SHOP / "v1"]
+    message = "canary ingress `shop-shop-canary` controlled by different object"
+    with pytest.raises(CanaryConfigError, match=re.escape(message)):
+        canary.apply(paths)
+    with pytest.raises(BackendError, match=re.escape(message)):
+        canary.apply(paths, findings="ignore")
+    ingress = next(
+        o
+        for o in canary.environment.objects()
+        if o["kind"] == "Ingress" and o["metadata"]["name"] == "shop-shop-canary"
+    )
+    assert ingress["spec"] == taken["spec"] and "ownerReferences" not in ingress["metadata"]
+    assert message in canary.environment.rollout_status("shop").describe()

@@ -107,6 +107,7 @@ class RolloutConfig:
     problems: tuple[Problem, ...] = ()
     unmodelled: tuple[Problem, ...] = ()
     bounds: tuple[Problem, ...] = ()
+    uid: str = ""
 
     @property
     def traffic_routing(self) -> bool:
@@ -325,6 +326,7 @@ def read_rollout(obj: Mapping[str, Any]) -> RolloutConfig:
     managed: list[Any] = raw_managed if isinstance(raw_managed, list) else []
     return RolloutConfig(
         name=str(meta.get("name", "")),
+        uid=str(meta.get("uid") or ""),
         generation=_int(meta.get("generation"), 1),
         replicas=_int(spec.get("replicas"), 1),
         template=template,

@@ -44,7 +44,8 @@ def settled(
 def routing_problems(config: RolloutConfig, objects: Mapping[Key, Mapping[str, Any]]) -> list[str]:
     """Why the controller's syncs would fail on these objects, before anything runs: a
     Service, stable Ingress, VirtualService or DestinationRule it names is missing, the
-    stable Ingress has no rule using the stable Service (``buildCanaryIngress``), or a route
+    stable Ingress has no rule using the stable Service (``buildCanaryIngress``), an Ingress
+    of the canary Ingress's name belongs to something else (``SetWeightPerIngress``), or a route
     lacks the canary or stable destination (``ValidateHTTPRoutes``). The messages are the
     controller's own errors."""
     found: list[str] = []
@@ -53,8 +54,10 @@ def routing_problems(config: RolloutConfig, objects: Mapping[Key, Mapping[str, A
             found.append(f'services "{name}" not found')
     if config.nginx is not None:
         for name in config.nginx.stable_ingresses:
+            existing = objects.get(("Ingress", nginx.canary_ingress_name(config.name, name)))
             try:
-                nginx.canary_ingress(config, nginx.find_stable_ingress(objects, name), 0)
+                stable = nginx.find_stable_ingress(objects, name)
+                nginx.canary_ingress(config, stable, 0, existing)
             except ReconcileError as exc:
                 found.append(str(exc))
     if config.istio is not None:

@@ -13,7 +13,9 @@ Upstream (argoproj/argo-rollouts, tag v1.9.1):
   ``SetHeaderRoute``, ``SetMirrorRoute`` and ``RemoveManagedRoutes`` do nothing.
 - **Ownership** (``buildCanaryIngress``: ``SetOwnerReferences`` with
   ``metav1.NewControllerRef``): the canary Ingress is the Rollout's, garbage-collected with
-  it.
+  it. An Ingress of that name the Rollout does not control (``SetWeightPerIngress``:
+  ``metav1.IsControlledBy``) is never touched: every sync fails with "canary ingress `X`
+  controlled by different object".
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def canary_ingress(
     """The canary Ingress ``buildCanaryIngress`` makes from the stable Ingress.
 
     Raises:
-        ReconcileError: the stable Ingress has no rule using the stable Service.
+        ReconcileError: the stable Ingress has no rule using the stable Service, or
+            ``existing`` (the Ingress of the canary's name) is not controlled by the Rollout.
     """
     assert config.nginx is not None
     prefix = config.nginx.annotation_prefix
@@ -86,6 +89,11 @@ def canary_ingress(
             f"ingress `{meta.get('name')}` has no rules using service {config.stable_service} "
             "backend"
         )
+    name = canary_ingress_name(config.name, str(meta.get("name", "")))
+    if existing is not None and not controlled_by_rollout(existing, config):
+        # nginx.go SetWeightPerIngress: "Only modify canaryIngress if it is controlled by
+        # this Rollout".
+        raise ReconcileError(f"canary ingress `{name}` controlled by different object")
     annotations: dict[str, str] = {}
     legacy_class = (meta.get("annotations") or {}).get("kubernetes.io/ingress.class")
     if legacy_class is not None:
@@ -107,7 +115,7 @@ def canary_ingress(
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
         "metadata": {
-            "name": canary_ingress_name(config.name, str(meta.get("name", ""))),
+            "name": name,
             "annotations": annotations,
             "ownerReferences": [owner_reference(config)],
         },
@@ -117,4 +125,19 @@ def canary_ingress(
 
 def owner_reference(config: RolloutConfig) -> Manifest:
     """The controller reference of objects the Rollout owns (garbage-collected with it)."""
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": config.name, "controller": True}
+    ref: Manifest = {"apiVersion": API_VERSION, "kind": KIND, "name": config.name}
+    if config.uid:
+        ref["uid"] = config.uid
+    return {**ref, "controller": True}
+
+
+def controlled_by_rollout(obj: Mapping[str, Any], config: RolloutConfig) -> bool:
+    """``metav1.IsControlledBy``: the object's controller reference is this Rollout (by
+    uid where both have one, else by kind and name: the local backend has no uids)."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if not isinstance(ref, Mapping) or not ref.get("controller"):
+            continue
+        if config.uid and ref.get("uid"):
+            return bool(ref.get("uid") == config.uid)
+        return bool(ref.get("kind") == KIND and ref.get("name") == config.name)
+    return False
