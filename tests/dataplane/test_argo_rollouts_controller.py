@@ -748,3 +748,17 @@ def test_istio_mirror_route_copies_the_weighted_destinations_and_mirrors_to_the_
     assert http[0]["mirror"] == {"host": "app", "subset": "canary"}
     assert http[0]["mirrorPercentage"] == {"value": 40.0}
     assert [d["weight"] for d in http[0]["route"]] == [80, 20]
+
+
+def test_undo_is_skipped_when_the_template_already_matches_ignoring_the_hash_and_unset_fields() -> (
+    None
+):
+    """undo.go equalIgnoreHash: DeepDerivative of the Rollout's template in the ReplicaSet's,
+    the rollouts-pod-template-hash label left out -- asked by both tiers' undo."""
+    rollout_template = {"metadata": {"labels": {"app": "a"}, "annotations": {}}, "spec": {}}
+    rs_template = {
+        "metadata": {"labels": {"app": "a", ar.POD_TEMPLATE_HASH: "abc"}},
+        "spec": {"containers": [{"name": "a"}]},
+    }
+    assert ar.equal_ignore_hash(rollout_template, rs_template)
+    assert not ar.equal_ignore_hash({"metadata": {"labels": {"app": "b"}}}, rs_template)

@@ -182,24 +182,6 @@ def controlled_by(replica_set: Mapping[str, Any], rollout: Mapping[str, Any]) ->
     return False
 
 
-def _derivative(wanted: Any, actual: Any) -> bool:
-    """``apiequality.Semantic.DeepDerivative``: ``wanted`` equals ``actual`` where it is set
-    (unset -- None, empty string, map or list -- fields of ``wanted`` are ignored)."""
-    if wanted is None or wanted in ("", {}, []):
-        return True
-    if isinstance(wanted, Mapping):
-        return isinstance(actual, Mapping) and all(
-            _derivative(v, actual.get(k)) for k, v in wanted.items()
-        )
-    if isinstance(wanted, list):
-        return (
-            isinstance(actual, list)
-            and len(wanted) <= len(actual)
-            and all(_derivative(w, a) for w, a in zip(wanted, actual, strict=False))
-        )
-    return bool(wanted == actual)
-
-
 def _without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
     copied = copy.deepcopy(dict(template))
     labels = (copied.get("metadata") or {}).get("labels")
@@ -248,7 +230,7 @@ def plugin_patches(
         raise BackendError(f'kubectl argo rollouts undo: no revision found for rollout "{name}"')
     chosen = next(rs for rs in owned if rs_hash(rs) == target.hash)
     template = _without_hash(_template(chosen))
-    if _derivative(_without_hash(_template(rollout)), template):
+    if model.equal_ignore_hash(_template(rollout), template):
         return []  # "skipped rollback (current template already matches revision N)"
     return [
         PluginPatch(

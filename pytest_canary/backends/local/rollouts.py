@@ -505,7 +505,7 @@ class RolloutController:
             return
         template = copy.deepcopy(state.replica_sets[target.hash].template)
         template.get("metadata", {}).get("labels", {}).pop(model.POD_TEMPLATE_HASH, None)
-        if template == state.obj["spec"].get("template"):
+        if model.equal_ignore_hash(state.obj["spec"].get("template") or {}, template):
             state.events.append("kubectl argo rollouts undo: skipped (template already matches)")
             return
         state.obj = copy.deepcopy(state.obj)

@@ -66,6 +66,7 @@ from pytest_canary.dataplane.argo_rollouts.api import (
 from pytest_canary.dataplane.argo_rollouts.commands import (
     abort_patch,
     apply_status_patch,
+    equal_ignore_hash,
     promote_patch,
     retry_patch,
     undo_target,
@@ -200,6 +201,7 @@ __all__ = [
     "current_step",
     "desired_counts",
     "destination_rule_with_hashes",
+    "equal_ignore_hash",
     "expected_canary_replicas",
     "expected_weight",
     "owner_reference",
