@@ -46,17 +46,24 @@ FAILs, PASS once both PASSed — is a false FAIL of a healthy canary with probab
 ``tests/test_analysis_simulation.py``.
 
 What the harness feeds it (``Release.expect_healthy``): every answer that names its version
-(``X-App-Version``, HTTP 5xx included) counts for that version, an HTTP 5xx as an error; a failed
-request that names no version (refused, reset, timed out, unreadable) cannot be attributed and
-counts as a *canary* error with the request timeout as its latency — never in the canary's
-favour.
+(``X-App-Version``, HTTP 5xx included) counts for that version, an HTTP 5xx as an error. A
+failed request that names no version (refused, reset, timed out, a router's 502) cannot be
+attributed: it may be the stable's as well as the canary's. It counts against the canary where
+that is the cautious side and nowhere else: as a canary error taking the request timeout for
+deciding PASS (so the canary is never called healthy on the benefit of the doubt), and not at
+all for deciding FAIL (so a stable that times out does not fail a healthy canary). Each
+direction keeps its bound: a false PASS needs the region of the pessimistic counts (every
+unattributed failure the canary's) to miss its true pair, a false FAIL the region of the
+attributed answers to miss theirs. When the unattributed failures alone keep the test from
+passing, it ends INCONCLUSIVE at the budget and says how many there were and why they failed.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pytest_canary.stats import (
@@ -466,8 +473,15 @@ class HealthTest:
             self.latency_prior, MixturePrior
         ):
             raise ValueError("error_prior and latency_prior: must be MixturePrior instances")
+        #: Answers that named the canary, and the stable.
         self.canary = _Version()
         self.stable = _Version()
+        #: The canary's answers plus every failed request that named no version: what the
+        #: canary may have done at worst (deciding PASS only).
+        self.worst = _Version()
+        #: Failed requests that named no version, per reason when the caller says.
+        self.unattributed = 0
+        self.unattributed_reasons: Counter[str] = Counter()
         self.n = 0
         self.decision = Decision.CONTINUE
         self.decided_at: int | None = None
@@ -489,18 +503,26 @@ class HealthTest:
 
     def error_interval(self, version: str) -> Interval:
         """A ``1 - alpha/2`` CS of the error rate of ``"canary"`` or ``"stable"`` alone (for
-        the report; the decision uses the joint region of both, :func:`difference_interval`)."""
+        the report; the decision uses the joint region of both, :func:`difference_interval`).
+        The canary's upper end counts the unattributed failures as its own."""
         counts = self._version(version)
-        return cs_interval(counts.errors, counts.requests, self.error_alpha, self.error_prior)
+        interval = cs_interval(counts.errors, counts.requests, self.error_alpha, self.error_prior)
+        if version != "canary" or not self.unattributed:
+            return interval
+        worst = self.worst
+        high = cs_interval(worst.errors, worst.requests, self.error_alpha, self.error_prior).high
+        return Interval(min(interval.low, high), high)
 
     def latency_interval(self, version: str) -> tuple[float | None, float | None]:
-        """The CS of the latency quantile (seconds) of ``"canary"`` or ``"stable"``."""
-        return quantile_interval(
-            self._version(version).ordered,
-            self.quantile,
-            self.latency_alpha,
-            self.latency_prior,
-        )
+        """The CS of the latency quantile (seconds) of ``"canary"`` or ``"stable"``; the
+        canary's upper end counts the unattributed failures (at their latency) as its own."""
+        low, high = self._quantile_bounds(self._version(version).ordered)
+        if version == "canary" and self.unattributed:
+            high = self._quantile_bounds(self.worst.ordered)[1]
+        return low, high
+
+    def _quantile_bounds(self, ordered: Sequence[float]) -> tuple[float | None, float | None]:
+        return quantile_interval(ordered, self.quantile, self.latency_alpha, self.latency_prior)
 
     def observed_quantile(self, version: str) -> float | None:
         """The empirical latency quantile (seconds) of a version (None before any answer)."""
@@ -518,16 +540,34 @@ class HealthTest:
 
     # -- looking -------------------------------------------------------------------------
 
-    def update(self, *, canary: Observations, stable: Observations) -> Decision:
+    def update(
+        self,
+        *,
+        canary: Observations,
+        stable: Observations,
+        unattributed: Sequence[float] = (),
+        reasons: Mapping[str, int] | None = None,
+    ) -> Decision:
         """Add both versions' observations of a new batch and return the decision.
+
+        Args:
+            canary, stable: the answers that named each version.
+            unattributed: one latency (seconds) per failed request that named no version;
+                they count against the canary for PASS only (module docstring).
+            reasons: why those requests failed, for the report (e.g. ``{"timeout": 3}``).
 
         Once decided, the decision is final; later batches are still counted.
         """
         if not isinstance(canary, Observations) or not isinstance(stable, Observations):
             raise ValueError("canary and stable: must be Observations(requests, errors, latencies)")
+        failed = Observations(len(unattributed), len(unattributed), unattributed)
         self.canary.add(canary)
         self.stable.add(stable)
-        self.n += canary.requests + stable.requests
+        self.worst.add(canary)
+        self.worst.add(failed)
+        self.unattributed += failed.requests
+        self.unattributed_reasons.update(reasons or {})
+        self.n += canary.requests + stable.requests + failed.requests
         errors = self._errors_now()
         latency = self._latency_now()
         self.history.append(
@@ -550,37 +590,59 @@ class HealthTest:
 
     def _errors_now(self) -> Aspect:
         limit = self.max_error_increase
-        c, s = self.canary, self.stable
-        if not (c.requests and s.requests):
+        c, s, w = self.canary, self.stable, self.worst
+        if not (w.requests and s.requests):
             return Aspect(Decision.CONTINUE, None, limit)
-        counts = ((c.errors, c.requests), (s.errors, s.requests))
-        interval = difference_interval(*counts, self.error_alpha, self.error_prior)
-        return Aspect(self._error_decision(*counts), interval, limit)
+        stable = (s.errors, s.requests)
+        worst = difference_interval(
+            (w.errors, w.requests), stable, self.error_alpha, self.error_prior
+        )
+        if not self.unattributed:
+            low = worst.low
+        elif c.requests:
+            low = difference_interval(
+                (c.errors, c.requests), stable, self.error_alpha, self.error_prior
+            ).low
+        else:
+            low = -1.0
+        interval = Interval(min(low, worst.high), worst.high)
+        decision = self._error_decision((c.errors, c.requests), (w.errors, w.requests), stable)
+        return Aspect(decision, interval, limit)
 
-    def _error_decision(self, canary: tuple[int, int], stable: tuple[int, int]) -> Decision:
-        """PASS (FAIL) when the joint region excludes every pair of rates whose difference is
-        at least (at most) the margin: the line at the margin is excluded and the observed
-        difference lies below (above) it."""
+    def _error_decision(
+        self, canary: tuple[int, int], worst: tuple[int, int], stable: tuple[int, int]
+    ) -> Decision:
+        """FAIL when the joint region of the attributed answers (``canary``) excludes every
+        pair of rates whose difference is at most the margin; PASS when the region of the
+        pessimistic counts (``worst``: unattributed failures as canary errors) excludes every
+        pair whose difference is at least the margin. ``(errors, requests)`` each."""
+        if self._excludes_margin(canary, stable, above=True):
+            return Decision.FAIL
+        if self._excludes_margin(worst, stable, above=False):
+            return Decision.PASS
+        return Decision.CONTINUE
+
+    def _excludes_margin(
+        self, canary: tuple[int, int], stable: tuple[int, int], *, above: bool
+    ) -> bool:
+        """Whether the joint region excludes the line at the margin with the observed
+        difference above it (``above``) or below it."""
+        if not (canary[1] and stable[1]):
+            return False
         limit = self.max_error_increase
         observed = canary[0] / canary[1] - stable[0] / stable[1]
-        if observed == limit:
-            return Decision.CONTINUE
+        if (observed > limit) is not above or observed == limit:
+            return False
         statistic = difference_statistic(canary, stable, limit, self.error_prior)
-        if statistic < -math.log(self.error_alpha):
-            return Decision.CONTINUE
-        return Decision.PASS if observed < limit else Decision.FAIL
+        return statistic >= -math.log(self.error_alpha)
 
     def _latency_now(self) -> Aspect:
         limit = 1.0 + self.max_latency_increase
+        # The canary's lower bound from its answers (FAIL), its upper bound with the
+        # unattributed failures as its own (PASS).
         canary_low, canary_high = self.latency_interval("canary")
         stable_low, stable_high = self.latency_interval("stable")
-        decision = Decision.CONTINUE
-        if canary_high is not None and stable_low is not None and canary_high <= limit * stable_low:
-            decision = Decision.PASS
-        elif (
-            canary_low is not None and stable_high is not None and canary_low > limit * stable_high
-        ):
-            decision = Decision.FAIL
+        decision = _latency_decision(canary_low, canary_high, stable_low, stable_high, limit)
         # The ratio's bounds from whatever the two sequences bound so far: a missing side is
         # 0 below (latencies are not negative) and unbounded above (inf), so a FAIL decided
         # before the canary has an upper bound still shows the lower end that decided it.
@@ -620,17 +682,55 @@ class HealthTest:
         if quiet and self.n >= self._one_sided_after:
             self._finish(
                 Decision.INCONCLUSIVE,
-                f"the {quiet[0]} answered none of {self.n} requests: it gets less than "
-                f"{MIN_SHARE:.0%} of this traffic (a weight of 0, or headers/cookies that pick "
-                "one version?); the comparison needs both versions on the same traffic",
+                f"the {quiet[0]} answered none of {self.n} requests{self._unattributed_note()}: "
+                f"it gets less than {MIN_SHARE:.0%} of this traffic (a weight of 0, or "
+                "headers/cookies that pick one version?); the comparison needs both versions "
+                "on the same traffic",
             )
             self._advice = ""
             return
         if self.max_requests is not None and self.n >= self.max_requests:
-            self._finish(
-                Decision.INCONCLUSIVE,
-                f"undecided after {self.n} requests (max_requests={self.max_requests})",
-            )
+            undecided = f"undecided after {self.n} requests (max_requests={self.max_requests})"
+            if self.unattributed and self._attributed_would_pass():
+                # Only the failures nobody can attribute stand between the canary and a PASS:
+                # more requests or wider margins are not what it needs.
+                self._finish(
+                    Decision.INCONCLUSIVE,
+                    f"{undecided}: {self.unattributed} requests failed without naming a "
+                    f"version ({self._reasons()}); they count against the canary for a PASS, "
+                    "and on the answers that named their version alone it would PASS: find "
+                    "why they fail (the router, the stable version, the request timeout?)",
+                )
+                self._advice = ""
+                return
+            self._finish(Decision.INCONCLUSIVE, undecided)
+
+    def _reasons(self) -> str:
+        reasons = self.unattributed_reasons
+        if not reasons:
+            return "reasons not recorded"
+        return ", ".join(f"{reason} x{count}" for reason, count in reasons.most_common())
+
+    def _unattributed_note(self) -> str:
+        if not self.unattributed:
+            return ""
+        return f" ({self.unattributed} failed without naming a version: {self._reasons()})"
+
+    def _attributed_would_pass(self) -> bool:
+        """Whether every undecided aspect would PASS on the answers that named their version
+        (the unattributed failures left out)."""
+        c, s = self.canary, self.stable
+        if self.errors.decision is Decision.CONTINUE and not self._excludes_margin(
+            (c.errors, c.requests), (s.errors, s.requests), above=False
+        ):
+            return False
+        if self.latency.decision is Decision.CONTINUE:
+            canary_high = self._quantile_bounds(c.ordered)[1]
+            stable_low = self.latency_interval("stable")[0]
+            limit = self.latency.limit
+            if canary_high is None or stable_low is None or canary_high > limit * stable_low:
+                return False
+        return True
 
     def _finish(self, decision: Decision, reason: str) -> None:
         self.decision = decision
@@ -652,12 +752,14 @@ class HealthTest:
             if aspect.decision is Decision.PASS:
                 return (
                     f"errors: the canary fails at most {high:+.4f} more often than the stable "
-                    f"(max_error_increase={self.max_error_increase:g}; {versions})"
+                    f"(max_error_increase={self.max_error_increase:g}; {versions}"
+                    f"{self._counted('errors')})"
                 )
             if aspect.decision is Decision.FAIL:
                 return (
                     f"errors: the canary fails at least {low:+.4f} more often than the stable, "
-                    f"more than max_error_increase={self.max_error_increase:g} ({versions})"
+                    f"more than max_error_increase={self.max_error_increase:g} ({versions}"
+                    f"{self._counted('')})"
                 )
             return (
                 f"errors: increase in [{low:+.4f}, {high:+.4f}], undecided against "
@@ -676,16 +778,36 @@ class HealthTest:
             return f"latency: undecided ({versions})"
         low, high = aspect.interval.low, aspect.interval.high
         if aspect.decision is Decision.PASS:
-            return f"latency: canary/stable {label} at most x{high:.3f} ({limit}; {versions})"
+            return (
+                f"latency: canary/stable {label} at most x{high:.3f} ({limit}; {versions}"
+                f"{self._counted('latencies')})"
+            )
         if aspect.decision is Decision.FAIL:
             return (
                 f"latency: canary/stable {label} at least x{low:.3f}, more than "
-                f"x{aspect.limit:g} ({limit}; {versions})"
+                f"x{aspect.limit:g} ({limit}; {versions}{self._counted('')})"
             )
         return (
             f"latency: canary/stable {label} in [x{low:.3f}, {_ratio(high)}], undecided against "
             f"x{aspect.limit:g} ({limit}; {versions})"
         )
+
+    def _counted(self, what: str) -> str:
+        """How a decision treated the unattributed failures (nothing when there were none):
+        a PASS counted them against the canary (``what``: as its errors or latencies), a
+        FAIL (``what`` empty) stands on the answers that named their version."""
+        if not self.unattributed:
+            return ""
+        if what == "errors":
+            how = "as canary errors"
+        elif what:
+            how = "as canary latencies (the request timeout)"
+        else:
+            return (
+                f"; from the answers that named their version, {self.unattributed} failed "
+                "requests that named none left out"
+            )
+        return f"; the {self.unattributed} failed requests that named no version counted {how}"
 
     @property
     def reason(self) -> str:
@@ -737,12 +859,18 @@ class HealthTest:
         """Estimated total requests for both undecided aspects to decide if the observed
         error rates and latency distributions stayed as they are (None: not within 1000x)."""
         for factor in (1 << k for k in range(1, 11)):
-            if all(self._decides_at(factor, name) for name in self._undecided()):
+            if all(
+                self._decides_at(factor, name) is not Decision.CONTINUE
+                for name in self._undecided()
+            ):
                 low = factor // 2
                 high = factor
                 while high - low > max(1, high // 50):
                     middle = (low + high) // 2
-                    if all(self._decides_at(middle, name) for name in self._undecided()):
+                    if all(
+                        self._decides_at(middle, name) is not Decision.CONTINUE
+                        for name in self._undecided()
+                    ):
                         high = middle
                     else:
                         low = middle
@@ -756,37 +884,31 @@ class HealthTest:
             if aspect.decision is Decision.CONTINUE
         ]
 
-    def _decides_at(self, factor: int, name: str) -> bool:
-        """Whether ``name`` decides with ``factor`` times the requests at the same rates."""
-        level = self.latency_alpha
+    def _decides_at(self, factor: int, name: str) -> Decision:
+        """What ``name`` decides with ``factor`` times the requests at the same rates."""
         if name == "errors":
-            c, s = self.canary, self.stable
-            if not (c.requests and s.requests):
-                return False
-            decision = self._error_decision(
-                (c.errors * factor, c.requests * factor), (s.errors * factor, s.requests * factor)
+            c, s, w = self.canary, self.stable, self.worst
+            return self._error_decision(
+                (c.errors * factor, c.requests * factor),
+                (w.errors * factor, w.requests * factor),
+                (s.errors * factor, s.requests * factor),
             )
-            return decision is not Decision.CONTINUE
 
         def scaled(ordered: list[float]) -> tuple[float | None, float | None]:
             n = len(ordered) * factor
             if n == 0:
                 return None, None
-            lo, hi = acceptance_counts(n, self.quantile, level, self.latency_prior)
+            lo, hi = acceptance_counts(n, self.quantile, self.latency_alpha, self.latency_prior)
             # The k-th of n*factor answers at the same distribution: the ceil(k/factor)-th now.
             low = ordered[math.ceil(lo / factor) - 1] if lo >= 1 else None
             high = ordered[math.ceil((hi + 1) / factor) - 1] if hi < n else None
             return low, high
 
-        canary_low, canary_high = scaled(self.canary.ordered)
+        canary_low = scaled(self.canary.ordered)[0]
+        canary_high = scaled(self.worst.ordered)[1]
         stable_low, stable_high = scaled(self.stable.ordered)
-        limit = 1.0 + self.max_latency_increase
-        if canary_high is not None and stable_low is not None and canary_high <= limit * stable_low:
-            return True
-        return (
-            canary_low is not None
-            and stable_high is not None
-            and (canary_low > limit * stable_high)
+        return _latency_decision(
+            canary_low, canary_high, stable_low, stable_high, 1.0 + self.max_latency_increase
         )
 
     def next_batch_size(self, concurrency: int) -> int:
@@ -796,6 +918,22 @@ class HealthTest:
         if self.max_requests is None:
             return concurrency
         return max(0, min(concurrency, self.max_requests - self.n))
+
+
+def _latency_decision(
+    canary_low: float | None,
+    canary_high: float | None,
+    stable_low: float | None,
+    stable_high: float | None,
+    limit: float,
+) -> Decision:
+    """FAIL when the canary's quantile is shown above ``limit`` times the stable's, PASS when
+    shown at most that (FAIL first: a canary whose lower bound is already too slow)."""
+    if canary_low is not None and stable_high is not None and canary_low > limit * stable_high:
+        return Decision.FAIL
+    if canary_high is not None and stable_low is not None and canary_high <= limit * stable_low:
+        return Decision.PASS
+    return Decision.CONTINUE
 
 
 def _ratio(value: float) -> str:

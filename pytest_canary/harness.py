@@ -571,8 +571,11 @@ class TrafficChecks:
 
         Every answer that names its version (``X-App-Version``, HTTP 5xx included) counts for
         that version, a 5xx as an error. A failed request that names no version (refused,
-        reset, timed out) cannot be attributed: it counts as a canary error with the request
-        timeout as its latency, so it can only count against the canary.
+        reset, timed out, a router's 502) cannot be attributed: for a PASS it counts as a
+        canary error with the request timeout as its latency (the canary is not called
+        healthy on the benefit of the doubt); a FAIL is decided on the answers that named
+        their version (a stable that times out does not fail a healthy canary). When those
+        failures alone keep it from passing, it ends INCONCLUSIVE saying how many and why.
 
         Args:
             max_error_increase: largest healthy ``error rate(canary) - error rate(stable)``.
@@ -610,8 +613,7 @@ class TrafficChecks:
             size = test.next_batch_size(sampler.concurrency)
             batch = self._send(size, headers=headers, cookies=cookies, source=None)
             total.merge(batch)
-            on_canary, on_stable = _health_observations(batch, canary, stable, sampler.timeout)
-            test.update(canary=on_canary, stable=on_stable)
+            test.update(**_health_observations(batch, canary, stable, sampler.timeout))
             checks.after(total.total)
         checks.final()
         verdict = self._verdict(
@@ -1058,23 +1060,23 @@ def _leaks(sample: Sample, version: str) -> dict[str, int]:
     return dict(leaked)
 
 
-def _health_observations(
-    batch: Sample, canary: str, stable: str, timeout: float
-) -> tuple[analysis.Observations, analysis.Observations]:
-    """A batch as HealthTest sees it: answers naming a version count for it (a 5xx as an
-    error); failed requests that name no version count as canary errors taking the request
-    timeout, the most a request can take (never in the canary's favour)."""
-    unattributed = batch.unattributed_errors
+def _health_observations(batch: Sample, canary: str, stable: str, timeout: float) -> dict[str, Any]:
+    """A batch as ``HealthTest.update`` takes it: answers naming a version count for it (a
+    5xx as an error); failed requests that name no version go apart, each taking the request
+    timeout, the most a request can take (HealthTest counts them against the canary for a
+    PASS only)."""
 
-    def of(version: str, extra: int) -> analysis.Observations:
-        latencies = list(batch.version_latencies.get(version, []))
+    def of(version: str) -> analysis.Observations:
+        latencies = batch.version_latencies.get(version, [])
         errors = batch.version_errors.get(version, 0)
-        latencies.extend([timeout] * extra)
-        return analysis.Observations(
-            batch.counts.get(version, 0) + errors + extra, errors + extra, latencies
-        )
+        return analysis.Observations(batch.counts.get(version, 0) + errors, errors, latencies)
 
-    return of(canary, unattributed), of(stable, 0)
+    return {
+        "canary": of(canary),
+        "stable": of(stable),
+        "unattributed": [timeout] * batch.unattributed_errors,
+        "reasons": dict(batch.unattributed),
+    }
 
 
 def _health_fields(

@@ -86,7 +86,8 @@ class Verdict:
         latency_quantiles_ms: version -> observed latency quantile (milliseconds).
         latency_intervals_ms: version -> confidence sequence of that quantile, once bounded
             on both sides.
-        unattributed_errors: failed requests that named no version (counted for the canary).
+        unattributed_errors: failed requests that named no version (against the canary for a
+            PASS only).
     """
 
     kind: str
@@ -267,7 +268,7 @@ class Verdict:
         detail = ", ".join(f"{k}: {c}" for k, c in sorted(self.errors.items())) or "none"
         out.append(
             f"  {self.requests} requests, errors={error_total} ({detail}; "
-            f"{self.unattributed_errors} named no version, counted for the canary), "
+            f"{self.unattributed_errors} named no version, against the canary for a PASS only), "
             f"alpha={self.alpha:g}, {self.elapsed:.2f}s"
         )
         return "\n".join(out)

@@ -92,6 +92,8 @@ class Sample:
             header), per version; they are in ``errors`` too, never in ``counts``.
         version_latencies: seconds per answer that named its version (successes and
             ``version_errors``), per version.
+        unattributed: failed requests that named no version, per reason (a subset of
+            ``errors``: timeouts, resets, a router's 502, ...).
     """
 
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -100,6 +102,12 @@ class Sample:
     elapsed: float = 0.0
     version_errors: collections.Counter[str] = field(default_factory=collections.Counter)
     version_latencies: dict[str, list[float]] = field(default_factory=dict)
+    unattributed: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def failed(self, reason: str) -> None:
+        """Count a failed request that named no version."""
+        self.errors[reason] += 1
+        self.unattributed[reason] += 1
 
     @property
     def classified(self) -> int:
@@ -119,7 +127,7 @@ class Sample:
     @property
     def unattributed_errors(self) -> int:
         """Failed requests that named no version (refused, reset, timed out, unreadable)."""
-        return self.error_count - sum(self.version_errors.values())
+        return sum(self.unattributed.values())
 
     def share(self, version: str) -> float:
         """Observed share of ``version`` among classified responses (0 when there are none)."""
@@ -143,6 +151,7 @@ class Sample:
         self.latencies.extend(other.latencies)
         self.elapsed += other.elapsed
         self.version_errors.update(other.version_errors)
+        self.unattributed.update(other.unattributed)
         for version, latencies in other.version_latencies.items():
             self.version_latencies.setdefault(version, []).extend(latencies)
 
@@ -291,10 +300,10 @@ class Sampler:
                 body = await read_bounded(response, MAX_BODY_BYTES)
                 if body is None:
                     response.close()  # the rest is never read: drop the connection
-                    sample.errors[f"HTTP {status} with a body over {MAX_BODY_BYTES} bytes"] += 1
+                    sample.failed(f"HTTP {status} with a body over {MAX_BODY_BYTES} bytes")
                     return None
                 if status < 100:  # no HTTP status at all
-                    sample.errors[f"HTTP {status}"] += 1
+                    sample.failed(f"HTTP {status}")
                     return None
                 if status >= 500:
                     # A failed answer still says who failed when it names its version plainly;
@@ -306,19 +315,19 @@ class Sampler:
                 else:
                     version = self.classify(status, response.headers, body)
         except asyncio.TimeoutError:
-            sample.errors["timeout"] += 1
+            sample.failed("timeout")
             return None
         except aiohttp.ServerDisconnectedError:
-            sample.errors["connection closed by server"] += 1
+            sample.failed("connection closed by server")
             return None
         except aiohttp.ClientConnectionError as exc:
-            sample.errors[f"connection error ({type(exc).__name__})"] += 1
+            sample.failed(f"connection error ({type(exc).__name__})")
             return None
         except aiohttp.ClientError as exc:  # truncated body, bad status line, ...
-            sample.errors[f"bad response ({type(exc).__name__})"] += 1
+            sample.failed(f"bad response ({type(exc).__name__})")
             return None
         except UnreadableVersion as exc:
-            sample.errors[f"HTTP {status}: {exc}"] += 1
+            sample.failed(f"HTTP {status}: {exc}")
             return None
         finally:
             latency = time.perf_counter() - began
@@ -326,13 +335,14 @@ class Sampler:
             if version:  # an answer that named its version, failed or not
                 sample.version_latencies.setdefault(version, []).append(latency)
         if status >= 500:
-            sample.errors[f"HTTP {status}"] += 1
             if version:
+                sample.errors[f"HTTP {status}"] += 1
                 sample.version_errors[version] += 1
                 return version
+            sample.failed(f"HTTP {status}")
             return None
         if not version:
-            sample.errors[f"HTTP {status} without a version"] += 1
+            sample.failed(f"HTTP {status} without a version")
             return None
         sample.counts[version] += 1
         return version

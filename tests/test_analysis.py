@@ -226,3 +226,34 @@ def test_latency_fails_before_the_canary_has_an_upper_bound() -> None:
     interval = test.latency.interval
     assert interval is not None and interval.high == math.inf and interval.low > 1.2
     assert "latency: canary/stable p95 at least x" in test.reason
+
+
+def test_a_stable_that_times_out_does_not_fail_a_healthy_canary() -> None:
+    """Every round one request fails naming no version (a timeout of the stable, say): a
+    FAIL stands on the answers that named their version, so the canary is not failed; a PASS
+    counts the timeouts against the canary, so it is not called healthy either: INCONCLUSIVE
+    at the budget, naming the failures and why."""
+    test = HealthTest(alpha=0.01, max_requests=1600)
+    while (
+        test.update(canary=batch(8), stable=batch(7), unattributed=[10.0], reasons={"timeout": 1})
+        is Decision.CONTINUE
+    ):
+        pass
+    assert test.decision is Decision.INCONCLUSIVE and test.n == 1600
+    assert test.errors.decision is test.latency.decision is Decision.CONTINUE
+    assert "100 requests failed without naming a version (timeout x100)" in test.reason
+    assert "on the answers that named their version alone it would PASS" in test.reason
+    assert test.canary.requests == 800 and test.worst.requests == 900
+
+
+def test_a_failing_canary_fails_on_its_own_answers_despite_unattributed_failures() -> None:
+    """A canary failing a quarter of its answers FAILs, worded on the answers that named
+    their version; the report's canary error rate is its own (2/8), not the timeouts'."""
+    test = HealthTest(alpha=0.001)
+    while (
+        test.update(canary=batch(8, 2), stable=batch(8), unattributed=[10.0]) is Decision.CONTINUE
+    ):
+        assert test.n < 2000
+    assert test.decision is Decision.FAIL
+    assert "canary 0.2500" in test.reason
+    assert "from the answers that named their version" in test.reason

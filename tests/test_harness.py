@@ -175,20 +175,26 @@ def test_expect_healthy_needs_both_versions_answering(canary: Harness) -> None:
         rel.promote(check_health=True)
 
 
-def test_failed_requests_that_name_no_version_count_against_the_canary() -> None:
-    """A batch with a timeout and a reset (no version) besides answers of both versions: the
-    two failures go to the canary as errors taking the request timeout; the stable keeps its
-    own answers and 5xx only."""
+def test_failed_requests_that_name_no_version_go_apart_with_their_reasons() -> None:
+    """A batch with a timeout and a reset (no version) besides answers of both versions: each
+    version keeps its own answers and 5xx; the two failures go apart, each taking the request
+    timeout, with their reasons (HealthTest counts them against the canary for PASS only)."""
     sample = Sample()
     sample.counts.update({"2.0": 3, "1.0": 4})
-    sample.errors.update({"HTTP 500": 2, "timeout": 1, "connection closed by server": 1})
+    sample.errors.update({"HTTP 500": 2})
+    sample.failed("timeout")
+    sample.failed("connection closed by server")
     sample.version_errors.update({"1.0": 1, "2.0": 1})
     sample.version_latencies.update({"2.0": [0.01] * 4, "1.0": [0.02] * 5})
-    canary_obs, stable_obs = harness_module._health_observations(sample, "2.0", "1.0", 10.0)
-    assert (canary_obs.requests, canary_obs.errors) == (3 + 1 + 2, 1 + 2)
-    assert sorted(canary_obs.latencies) == [0.01] * 4 + [10.0, 10.0]
+    batch = harness_module._health_observations(sample, "2.0", "1.0", 10.0)
+    canary_obs, stable_obs = batch["canary"], batch["stable"]
+    assert (canary_obs.requests, canary_obs.errors) == (3 + 1, 1)
+    assert list(canary_obs.latencies) == [0.01] * 4
     assert (stable_obs.requests, stable_obs.errors) == (4 + 1, 1)
     assert list(stable_obs.latencies) == [0.02] * 5
+    assert batch["unattributed"] == [10.0, 10.0]
+    assert batch["reasons"] == {"timeout": 1, "connection closed by server": 1}
+    assert sample.unattributed_errors == 2
 
 
 @pytest.mark.parametrize(

@@ -168,7 +168,7 @@ def test_health_table_shows_each_version_and_each_check() -> None:
     assert lines[3].split()[:2] == ["1.0", "stable"]
     assert "latency (latency ratio)  FAIL" in text and "[x12.500, -]" in text
     assert "errors (error increase)  CONTINUE  [-0.0200, +0.0300]" in text
-    assert "1 named no version, counted for the canary" in text
+    assert "1 named no version, against the canary for a PASS only" in text
 
 
 def test_a_health_row_of_the_summary_shows_the_limits_and_what_was_seen() -> None:

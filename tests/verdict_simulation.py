@@ -304,6 +304,8 @@ def simulate_health(
     only: str | None = None,
     error_prior: MixturePrior | None = None,
     latency_prior: MixturePrior | None = None,
+    unattributed: tuple[float, float] = (0.0, 0.0),
+    timeout: float = 10.0,
 ) -> HealthOutcome:
     """``runs`` seeded runs of HealthTest (canary, stable) looking after every round.
 
@@ -313,7 +315,9 @@ def simulate_health(
     probability of each test, whatever the other one decides. ``record`` receives each
     round's draws (for replaying them into HealthTest). ``only="errors"`` (``"latency"``)
     follows that aspect alone and skips the verdict (all its codes 0): faster, for the error
-    probability of one test.
+    probability of one test. ``unattributed``: the share of each version's requests that fail
+    naming no version (before its error rate applies); HealthTest takes them as failures of
+    latency ``timeout`` that count against the canary for PASS only.
     """
     from pytest_canary.analysis import HealthTest
 
@@ -341,6 +345,7 @@ def simulate_health(
     stable_n = np.zeros(runs, dtype=np.int64)
     canary_e = np.zeros(runs, dtype=np.int64)
     stable_e = np.zeros(runs, dtype=np.int64)
+    lost = np.zeros(runs, dtype=np.int64)  # failed naming no version
     canary_h = np.zeros((runs, len(canary_lat.values)), dtype=np.int64)
     stable_h = np.zeros((runs, len(stable_lat.values)), dtype=np.int64)
     overall = np.zeros(runs, dtype=np.int64)
@@ -355,39 +360,48 @@ def simulate_health(
     lat_limit = 1.0 + max_latency_increase
     one_sided_after = probe._one_sided_after
     run_of = np.repeat(np.arange(runs), concurrency)
+    last_run_of = np.repeat(np.arange(runs), int(sizes[-1]))  # a shorter last round
     err_now = np.zeros(runs, dtype=np.int64)
     lat_now = np.zeros(runs, dtype=np.int64)
     for look, size in enumerate(sizes.tolist()):
         # Per request: its version, whether it fails, its latency level (the same random
         # stream whatever the decisions, so a recorded run replays exactly).
-        who = run_of[: runs * size].reshape(runs, size).ravel()
+        who = run_of if size == concurrency else last_run_of
         canary_hit = rng.random(runs * size) < canary_share
         fails = rng.random(runs * size)
         level_draw = rng.random(runs * size)
-        to_canary = np.bincount(who[canary_hit], minlength=runs)
-        to_stable = size - to_canary
-        new_ce = np.bincount(who[canary_hit & (fails < error_rates[0])], minlength=runs)
-        new_se = np.bincount(who[~canary_hit & (fails < error_rates[1])], minlength=runs)
-        canary_level = canary_lat.level_of(level_draw[canary_hit])
-        stable_level = stable_lat.level_of(level_draw[~canary_hit])
+        # A request fails naming no version below its version's unattributed share, with an
+        # error naming its version in the next error_rate of the uniform draw.
+        u_c, u_s = unattributed
+        missing = np.where(canary_hit, fails < u_c, fails < u_s)
+        new_lost = np.bincount(who[missing], minlength=runs)
+        canary_hit_named = canary_hit & ~missing
+        stable_named = ~canary_hit & ~missing
+        to_canary = np.bincount(who[canary_hit_named], minlength=runs)
+        to_stable = size - to_canary - new_lost
+        new_ce = np.bincount(who[canary_hit_named & (fails < u_c + error_rates[0])], minlength=runs)
+        new_se = np.bincount(who[stable_named & (fails < u_s + error_rates[1])], minlength=runs)
+        canary_level = canary_lat.level_of(level_draw[canary_hit_named])
+        stable_level = stable_lat.level_of(level_draw[stable_named])
         if record is not None:
             record.append(
                 {"canary": to_canary, "canary_errors": new_ce, "stable": to_stable,
-                 "stable_errors": new_se, "canary_runs": who[canary_hit],
-                 "canary_levels": canary_level, "stable_runs": who[~canary_hit],
-                 "stable_levels": stable_level}
+                 "stable_errors": new_se, "canary_runs": who[canary_hit_named],
+                 "canary_levels": canary_level, "stable_runs": who[stable_named],
+                 "stable_levels": stable_level, "unattributed": new_lost}
             )  # fmt: skip
         if only != "errors":
             canary_h += np.bincount(
-                who[canary_hit] * canary_h.shape[1] + canary_level, minlength=canary_h.size
+                who[canary_hit_named] * canary_h.shape[1] + canary_level, minlength=canary_h.size
             ).reshape(canary_h.shape)
             stable_h += np.bincount(
-                who[~canary_hit] * stable_h.shape[1] + stable_level, minlength=stable_h.size
+                who[stable_named] * stable_h.shape[1] + stable_level, minlength=stable_h.size
             ).reshape(stable_h.shape)
         canary_n += to_canary
         stable_n += to_stable
         canary_e += new_ce
         stable_e += new_se
+        lost += new_lost
         n = ns[look]
         live = (overall == 0) & (overall_at == budget) & (only is None)
         # Errors, where someone still needs them.
@@ -396,38 +410,54 @@ def simulate_health(
             todo = todo[:0]
         err_now[:] = 0
         if todo.size:
-            ce, cn, se, sn = canary_e[todo], canary_n[todo], stable_e[todo], stable_n[todo]
-            statistic = (
-                log_marginal(probe.error_prior, ce, cn)
-                + log_marginal(probe.error_prior, se, sn)
-                - line_maximum(ce, cn, se, sn, err_limit)
-            )
-            with np.errstate(invalid="ignore", divide="ignore"):
-                observed = ce / cn - se / sn
-            excluded = (cn > 0) & (sn > 0) & (statistic >= error_level)
-            err_now[todo] = np.where(
-                excluded & (observed < err_limit),
-                1,
-                np.where(excluded & (observed > err_limit), -1, 0),
-            )
+            se, sn, u = stable_e[todo], stable_n[todo], lost[todo]
+
+            def excluded(
+                ce: np.ndarray,
+                cn: np.ndarray,
+                above: bool,
+                se: np.ndarray = se,
+                sn: np.ndarray = sn,
+            ) -> np.ndarray:
+                statistic = (
+                    log_marginal(probe.error_prior, ce, cn)
+                    + log_marginal(probe.error_prior, se, sn)
+                    - line_maximum(ce, cn, se, sn, err_limit)
+                )
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    observed = ce / cn - se / sn
+                side = observed > err_limit if above else observed < err_limit
+                return (cn > 0) & (sn > 0) & side & (statistic >= error_level)
+
+            # FAIL on the attributed answers, PASS with the unattributed failures as canary
+            # errors (HealthTest._error_decision).
+            ce, cn = canary_e[todo], canary_n[todo]
+            fail = excluded(ce, cn, above=True)
+            pass_ = excluded(ce + u, cn + u, above=False) if u.any() else excluded(ce, cn, False)
+            err_now[todo] = np.where(fail, -1, np.where(pass_, 1, 0))
         # Latency, likewise.
         todo = np.flatnonzero((live & (aspect_lat == 0)) | (alone_lat == 0))
         if only == "errors":
             todo = todo[:0]
         lat_now[:] = 0
         if todo.size:
-            c_lo, c_hi = rank_table[canary_n[todo]].T
+            u = lost[todo]
+            c_lo = rank_table[canary_n[todo], 0]
+            c_hi = rank_table[canary_n[todo] + u, 1]  # with the unattributed failures
             s_lo, s_hi = rank_table[stable_n[todo]].T
             c_cum = np.cumsum(canary_h[todo], axis=1)
             s_cum = np.cumsum(stable_h[todo], axis=1)
             cq_low = order_statistic(c_cum, canary_lat.values, c_lo)
-            cq_high = order_statistic(c_cum, canary_lat.values, c_hi + 1)
+            # The canary's histogram with one more level at the timeout for its upper bound.
+            worst_cum = np.concatenate([c_cum, c_cum[:, -1:] + u[:, None]], axis=1)
+            worst_values = np.append(canary_lat.values, timeout)
+            cq_high = order_statistic(worst_cum, worst_values, c_hi + 1)
             sq_low = order_statistic(s_cum, stable_lat.values, s_lo)
             sq_high = order_statistic(s_cum, stable_lat.values, s_hi + 1)
             with np.errstate(invalid="ignore"):
                 lat_pass = cq_high <= lat_limit * sq_low  # NaN compares False: no bound yet
                 lat_fail = cq_low > lat_limit * sq_high
-            lat_now[todo] = np.where(lat_pass, 1, np.where(lat_fail, -1, 0))
+            lat_now[todo] = np.where(lat_fail, -1, np.where(lat_pass, 1, 0))
         # Each aspect on its own: the first decision is final.
         new = (alone_err == 0) & (err_now != 0)
         alone_err[new], alone_err_at[new] = err_now[new], n
