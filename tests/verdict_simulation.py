@@ -272,6 +272,24 @@ def line_maximum(
     return total
 
 
+def line_lower_bound(
+    e_c: np.ndarray, n_c: np.ndarray, e_s: np.ndarray, n_s: np.ndarray, d: float
+) -> np.ndarray:
+    """A lower bound of :func:`line_maximum`: the joint log-likelihood at one point of the
+    segment (the stable's observed rate, moved inside it)."""
+    from scipy import special
+
+    e_c, n_c, e_s, n_s = (x.astype(float) for x in (e_c, n_c, e_s, n_s))
+    y = np.clip(e_s / np.maximum(n_s, 1.0), 1e-9, 1.0 - d - 1e-9)
+    p = y + d
+    return (
+        special.xlogy(e_c, p)
+        + special.xlog1py(n_c - e_c, -p)
+        + special.xlogy(e_s, y)
+        + special.xlog1py(n_s - e_s, -y)
+    )
+
+
 def order_statistic(cumulative: np.ndarray, values: np.ndarray, k: np.ndarray) -> np.ndarray:
     """The k-th smallest (1-indexed) of each run's answers from its cumulative histogram
     (NaN where k is 0 or beyond the answers)."""
@@ -419,15 +437,26 @@ def simulate_health(
                 se: np.ndarray = se,
                 sn: np.ndarray = sn,
             ) -> np.ndarray:
-                statistic = (
-                    log_marginal(probe.error_prior, ce, cn)
-                    + log_marginal(probe.error_prior, se, sn)
-                    - line_maximum(ce, cn, se, sn, err_limit)
-                )
                 with np.errstate(invalid="ignore", divide="ignore"):
                     observed = ce / cn - se / sn
                 side = observed > err_limit if above else observed < err_limit
-                return (cn > 0) & (sn > 0) & side & (statistic >= error_level)
+                marginals = log_marginal(probe.error_prior, ce, cn) + log_marginal(
+                    probe.error_prior, se, sn
+                )
+                # Any point of the line bounds its maximum likelihood from below, so the
+                # statistic from above: where that bound is under the level already, the line
+                # is not excluded and the Newton iteration can be skipped.
+                maybe = (cn > 0) & (sn > 0) & side
+                maybe[maybe] = (
+                    marginals[maybe]
+                    - line_lower_bound(ce[maybe], cn[maybe], se[maybe], sn[maybe], err_limit)
+                    >= error_level
+                )
+                statistic = np.full(ce.shape, -np.inf)
+                statistic[maybe] = marginals[maybe] - line_maximum(
+                    ce[maybe], cn[maybe], se[maybe], sn[maybe], err_limit
+                )
+                return maybe & (statistic >= error_level)
 
             # FAIL on the attributed answers, PASS with the unattributed failures as canary
             # errors (HealthTest._error_decision).
