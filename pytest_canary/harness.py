@@ -799,7 +799,9 @@ class Release(TrafficChecks):
         the canary is first compared with the stable version (:meth:`expect_healthy` with its
         defaults): an unhealthy or undecided canary fails the call with the health table and
         nothing is promoted. For other limits, call ``expect_healthy(...)`` yourself before
-        ``promote()``: it raises when the canary is not healthy.
+        ``promote()``: it raises when the canary is not healthy. Where the canary gets no
+        traffic (bluegreen; weight 0 on nginx, istio, gateway) ``check_health=True`` raises
+        CanaryConfigError up front.
 
         Returns:
             The zero-downtime verdict with ``check_errors``, else the health verdict with
@@ -809,9 +811,28 @@ class Release(TrafficChecks):
         health = None
         if check_health:
             self._require_phase("promote")
+            self._require_canary_traffic()
             health = self.expect_healthy()  # raises: nothing is promoted
         switched = self._switch(Phase.PROMOTED, check_errors)
         return switched if switched is not None else health
+
+    def _require_canary_traffic(self) -> None:
+        """promote(check_health=True) compares the canary with the stable on the traffic they
+        share: where the canary gets none, the comparison could only end INCONCLUSIVE."""
+        spec = self.spec
+        if spec.strategy == "bluegreen":
+            raise CanaryConfigError(
+                "promote(check_health=True) on bluegreen: green gets no traffic before the "
+                "switch, so there is nothing to compare; use promote(check_errors=True) for a "
+                "zero-downtime switch, or a strategy that splits traffic (nginx, istio, "
+                "gateway, replicas) to compare health first"
+            )
+        if spec.weight == 0 and not spec.weights and spec.strategy in ("nginx", "istio", "gateway"):
+            raise CanaryConfigError(
+                f"promote(check_health=True) with weight=0 on {spec.strategy}: the canary gets "
+                "no traffic without headers, so there is nothing to compare; set_weight(n) "
+                "first, or call expect_healthy(headers=...) yourself before promote()"
+            )
 
     def rollback(self, *, check_errors: bool = False) -> Verdict | None:
         """Return to the stable version only: canary objects deleted, 100% old version."""

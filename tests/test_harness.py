@@ -175,6 +175,24 @@ def test_expect_healthy_needs_both_versions_answering(canary: Harness) -> None:
         rel.promote(check_health=True)
 
 
+@pytest.mark.parametrize(
+    ("deploy", "message"),
+    [
+        ({"strategy": "bluegreen"}, "on bluegreen: green gets no traffic before the switch"),
+        ({"strategy": "nginx", "weight": 0}, "with weight=0 on nginx: the canary gets no traffic"),
+    ],
+    ids=["bluegreen", "nginx-weight-0"],
+)
+def test_promote_check_health_refuses_up_front_where_the_canary_gets_no_traffic(
+    canary: Harness, deploy: dict[str, object], message: str
+) -> None:
+    """No requests sent, nothing promoted: the error says what to do instead."""
+    rel = canary.deploy(stable="1.0", canary="2.0", **deploy)  # type: ignore[arg-type]
+    with pytest.raises(CanaryConfigError, match=message):
+        rel.promote(check_health=True)
+    assert rel.phase.value == "canary"
+
+
 def test_failed_requests_that_name_no_version_go_apart_with_their_reasons() -> None:
     """A batch with a timeout and a reset (no version) besides answers of both versions: each
     version keeps its own answers and 5xx; the two failures go apart, each taking the request
