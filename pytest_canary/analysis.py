@@ -829,35 +829,101 @@ class HealthTest:
 
     def advice(self) -> str:
         """What would decide the undecided aspects, in one sentence: the requests a decision
-        needs if the observed rates and latencies stay as they are, and the margins the
-        intervals would pass now."""
-        parts = []
-        if self.errors.decision is Decision.CONTINUE:
-            parts.append(self._describe("errors"))
-        if self.latency.decision is Decision.CONTINUE:
-            parts.append(self._describe("latency"))
-        needed = self.needed_requests()
-        if needed is not None:
-            parts.append(f"about {needed} requests would decide at the observed rates")
-        else:
+        needs if the observed rates and latencies stay as they are (and which way each aspect
+        would go), and the margins that would PASS with these requests.
+
+        The margins are offered as a PASS only when every undecided aspect has one: a latency
+        ratio without an upper end (too few answers for an upper bound of a quantile) cannot
+        PASS at any margin, and then the advice says how many answers that bound needs instead.
+        """
+        undecided = self._undecided()
+        parts = [self._describe(name) for name in undecided]
+        factor = self._needed_factor()
+        if factor is None:
             parts.append("no number of requests decides at the observed rates (on a margin)")
+        else:
+            outcomes = {name: self._decides_at(factor, name) for name in undecided}
+            if all(outcome is Decision.PASS for outcome in outcomes.values()):
+                parts.append(f"about {self.n * factor} requests would PASS at the observed rates")
+            else:
+                ways = ", ".join(f"{name} {outcome.value}" for name, outcome in outcomes.items())
+                parts.append(
+                    f"about {self.n * factor} requests would decide at the observed rates "
+                    f"({ways})"
+                )
         margins = []
-        if self.errors.decision is Decision.CONTINUE and self.errors.interval is not None:
+        if "errors" in undecided and self.errors.interval is not None:
             margins.append(f"max_error_increase>={_round_up(self.errors.interval.high, 3):g}")
         latency = self.latency.interval
-        if (
-            self.latency.decision is Decision.CONTINUE
-            and latency is not None
-            and latency.high < math.inf
-        ):
+        if "latency" in undecided and latency is not None and latency.high < math.inf:
             margins.append(f"max_latency_increase>={_round_up(latency.high - 1.0, 2):g}")
-        if margins:
+        if margins and len(margins) == len(undecided):
             parts.append(f"or {' and '.join(margins)} would PASS with these requests")
+        elif "latency" in undecided and (latency is None or latency.high == math.inf):
+            parts.append(self._latency_needs())
         return "; ".join(parts)
+
+    def _latency_needs(self) -> str:
+        """Why the latency ratio has no upper end yet, so that no margin can PASS it: the
+        answers a version needs for the bound that is missing, and the requests that means at
+        the observed share of that version."""
+        label = f"p{self.quantile * 100:g}"
+        missing = []
+        canary_high = self.latency_interval("canary")[1]
+        stable_low = self.latency_interval("stable")[0]
+        attributed = self.canary.requests + self.stable.requests
+        for version, bound, have, answered in (
+            ("canary", "upper", canary_high, self.worst.requests),
+            ("stable", "lower", stable_low, self.stable.requests),
+        ):
+            if have is not None:
+                continue
+            needed = self._answers_for_bound(upper=bound == "upper")
+            share = self._version(version).requests / attributed if attributed else 0.0
+            at_share = (
+                f"about {math.ceil(needed / share)} requests at the observed {version} share "
+                f"of {share:.1%}"
+                if share > 0.0
+                else f"the {version} has answered none of these requests"
+            )
+            missing.append(
+                f"an {bound} bound of the {version}'s {label} needs {needed} answers of that "
+                f"version at alpha/4={self.latency_alpha:g} (it has {answered}; {at_share})"
+            )
+        if not missing:  # pragma: no cover - the ratio is bounded once both ends are
+            return "the latency check cannot PASS with these requests"
+        return "no margin makes the latency check PASS yet: " + " and ".join(missing)
+
+    def _answers_for_bound(self, *, upper: bool) -> int:
+        """The fewest answers with which a version's quantile sequence has an upper
+        (``upper``) or lower bound: the first n whose accepted counts exclude n (all answers
+        at or below the quantile) or 0. Monotone in n, so found by doubling and bisection."""
+
+        def bounded(n: int) -> bool:
+            low, high = acceptance_counts(n, self.quantile, self.latency_alpha, self.latency_prior)
+            return high < n if upper else low >= 1
+
+        high = 1
+        while not bounded(high):
+            high *= 2
+        low = high // 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            if bounded(middle):
+                high = middle
+            else:
+                low = middle
+        return high
 
     def needed_requests(self) -> int | None:
         """Estimated total requests for both undecided aspects to decide if the observed
         error rates and latency distributions stayed as they are (None: not within 1000x)."""
+        factor = self._needed_factor()
+        return None if factor is None else self.n * factor
+
+    def _needed_factor(self) -> int | None:
+        """The multiple of the requests so far at which every undecided aspect decides (to
+        within 2%), or None if not within 1024x."""
         for factor in (1 << k for k in range(1, 11)):
             if all(
                 self._decides_at(factor, name) is not Decision.CONTINUE
@@ -874,7 +940,7 @@ class HealthTest:
                         high = middle
                     else:
                         low = middle
-                return self.n * high
+                return high
         return None
 
     def _undecided(self) -> list[str]:

@@ -152,16 +152,40 @@ def test_latency_fails_for_a_much_slower_canary() -> None:
 
 
 def test_budget_makes_it_inconclusive_and_says_what_would_decide() -> None:
-    test = HealthTest(alpha=0.001, max_requests=160)
+    """At 300 requests the canary has 152 answers, too few for an upper bound of its p95
+    (243 at alpha/4): no margin can PASS the latency check, so the advice names that need
+    instead of offering an error margin as a PASS. At 600 both checks have a margin."""
+    test = HealthTest(alpha=0.001, max_requests=300)
     while test.update(canary=batch(8), stable=batch(8)) is Decision.CONTINUE:
         pass
-    assert test.decision is Decision.INCONCLUSIVE and test.n == 160
+    assert test.decision is Decision.INCONCLUSIVE and test.n == 304
     assert test.next_batch_size(16) == 0
     needed = test.needed_requests()
-    assert needed is not None and needed > 160
-    assert f"about {needed} requests would decide at the observed rates" in test.reason
-    assert "max_error_increase>=" in test.reason
-    assert "undecided after 160 requests (max_requests=160)" in test.reason
+    assert needed is not None and needed > 300
+    assert "undecided after 304 requests (max_requests=300)" in test.reason
+    assert f"about {needed} requests would PASS at the observed rates" in test.reason
+    assert "would PASS with these requests" not in test.reason
+    assert (
+        "no margin makes the latency check PASS yet: an upper bound of the canary's p95 needs "
+        "243 answers of that version at alpha/4=0.00025 (it has 152; about 486 requests at "
+        "the observed canary share of 50.0%)"
+    ) in test.reason
+
+    test = HealthTest(alpha=0.001, max_requests=600)
+    while test.update(canary=batch(8), stable=batch(8)) is Decision.CONTINUE:
+        pass
+    assert test.latency.decision is Decision.PASS
+    assert "or max_error_increase>=0.028 would PASS with these requests" in test.reason
+
+
+def test_budget_advice_says_which_way_more_requests_would_go() -> None:
+    """A canary failing 1 in 16 against a clean stable, margin 0.01: more requests would
+    FAIL it, and the advice says so rather than promising a decision either way."""
+    test = HealthTest(alpha=0.001, max_requests=600)
+    while test.update(canary=batch(16, 1), stable=batch(16)) is Decision.CONTINUE:
+        pass
+    assert test.decision is Decision.INCONCLUSIVE
+    assert "requests would decide at the observed rates (errors FAIL" in test.reason
 
 
 def test_a_version_without_traffic_stops_early() -> None:
