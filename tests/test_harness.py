@@ -197,6 +197,19 @@ def test_promote_check_health_refuses_up_front_where_the_canary_gets_no_traffic(
     assert rel.phase.value == "canary"
 
 
+def test_health_latency_includes_the_round_trip_of_5xx_answers(canary: Harness) -> None:
+    """README, "What the latency is": a 5xx that names its version counts with its latency.
+    Every canary answer is a 500 sent 100 ms late: the canary's p95 is at least 100 ms."""
+    rel = canary.deploy(
+        "nginx", stable="1.0", canary="2.0", weight=50, canary_error_rate=1.0, canary_latency_ms=100
+    )
+    with pytest.raises(AssertionError, match="health expectation FAIL") as info:
+        rel.expect_healthy()
+    verdict = info.value.verdict  # type: ignore[attr-defined]
+    assert verdict.version_errors["2.0"] == verdict.version_requests["2.0"] > 0
+    assert verdict.latency_quantiles_ms["2.0"] >= 100.0
+
+
 def test_failed_requests_that_name_no_version_go_apart_with_their_reasons() -> None:
     """A batch with a timeout and a reset (no version) besides answers of both versions: each
     version keeps its own answers and 5xx; the two failures go apart, each taking the request
