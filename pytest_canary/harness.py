@@ -27,7 +27,7 @@ from pytest_canary.config import Settings
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.manifests import Manifest, Phase
 from pytest_canary.report import CanaryAssertionError, Verdict
-from pytest_canary.spec import ReleaseSpec, build_spec, check_path
+from pytest_canary.spec import ReleaseSpec, build_spec, check_path, check_request
 from pytest_canary.traffic import BackgroundTraffic, Entry, Sample, Sampler, relay_classifier
 
 if TYPE_CHECKING:
@@ -295,6 +295,7 @@ class TrafficChecks:
             source: send through the frontend pods of this version, which call the release
                 from inside the mesh (needs ``source=True`` at deploy).
         """
+        headers, cookies = check_request(headers, cookies)
         sample = self._send(n, headers=headers, cookies=cookies, source=source)
         self._harness.environment.check_health()
         return sample
@@ -383,6 +384,7 @@ class TrafficChecks:
             max_error_rate: failed requests allowed (0: any failed request fails).
         """
         __tracebackhide__ = True
+        headers, cookies = check_request(headers, cookies)
         settings = self._harness.settings.with_arguments(
             alpha=alpha, tolerance=tolerance, max_requests=max_requests
         )
@@ -476,6 +478,7 @@ class TrafficChecks:
         leak too, even where ``max_error_rate`` allows failed requests.
         """
         __tracebackhide__ = True
+        headers, cookies = check_request(headers, cookies)
         settings = self._harness.settings.with_arguments(alpha=alpha, leak=leak)
         alpha, leak = settings.alpha, settings.leak
         if version not in self._known_versions():
@@ -591,6 +594,7 @@ class TrafficChecks:
             >>> rel.expect_healthy(max_latency_increase=0.2)  # doctest: +SKIP
         """
         __tracebackhide__ = True
+        headers, cookies = check_request(headers, cookies)
         settings = self._harness.settings
         alpha = settings.alpha if alpha is None else alpha
         max_requests = settings.max_requests if max_requests is None else max_requests

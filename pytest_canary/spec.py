@@ -392,6 +392,88 @@ def _short(value: str, limit: int = 80) -> str:
     return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
 
 
+# The headers and cookies a test sends with every request. Bounds: ingress-nginx reads a
+# request header line into one of its large_client_header_buffers (default 4 x 8k), so a name
+# and value well inside 8 KiB; the count keeps a request far below any proxy's header limit.
+MAX_REQUEST_FIELDS = 32
+MAX_FIELD_NAME = 256
+MAX_FIELD_VALUE = 4096
+# RFC 9110 field-value: no control characters but HTAB (CR/LF would end the field and start
+# another, NUL is refused by every server).
+FIELD_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, elided past ``limit`` characters (an error repeats what was given)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_request(
+    headers: object, cookies: object
+) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """Check the ``headers`` and ``cookies`` a call sends with every request.
+
+    Each is None or a mapping of str to str: at most :data:`MAX_REQUEST_FIELDS` entries, names
+    HTTP tokens (RFC 9110) of at most :data:`MAX_FIELD_NAME` characters, values of at most
+    :data:`MAX_FIELD_VALUE` characters without control characters (CR, LF, NUL, ...); cookie
+    values without ``;`` (it would start another cookie), all cookies together at most
+    :data:`MAX_FIELD_VALUE` characters as one ``Cookie`` header.
+
+    Returns:
+        plain-dict copies of both (None stays None).
+
+    Raises:
+        CanaryConfigError: naming the field, the value (elided if long) and what is allowed.
+    """
+    return _fields("headers", headers), _fields("cookies", cookies)
+
+
+def _fields(fld: str, given: object) -> dict[str, str] | None:
+    if given is None:
+        return None
+    what = "header" if fld == "headers" else "cookie"
+    allowed = (
+        f"must be a mapping of {what} name to value (str to str), e.g. "
+        + ("{'X-Canary': 'always'}" if fld == "headers" else "{'canary': 'always'}")
+    )
+    if not isinstance(given, Mapping):
+        raise CanaryConfigError(f"{fld}={_shown(given)}: {allowed}")
+    if len(given) > MAX_REQUEST_FIELDS:
+        raise CanaryConfigError(
+            f"{fld}: {len(given)} entries given; at most {MAX_REQUEST_FIELDS} {what}s are sent"
+        )
+    checked: dict[str, str] = {}
+    for name, value in given.items():
+        if not isinstance(name, str) or not HTTP_TOKEN.match(name) or len(name) > MAX_FIELD_NAME:
+            raise CanaryConfigError(
+                f"{fld} name {_shown(name)}: must be an HTTP token of 1 to {MAX_FIELD_NAME} "
+                "characters (letters, digits and !#$%&'*+-.^_`|~; no space, ':' or '=')"
+            )
+        where = f"{fld}[{name!r}]={_shown(value)}"
+        if not isinstance(value, str):
+            raise CanaryConfigError(f"{where}: {allowed}")
+        if len(value) > MAX_FIELD_VALUE:
+            raise CanaryConfigError(
+                f"{where}: a {what} value of at most {MAX_FIELD_VALUE} characters"
+            )
+        if FIELD_VALUE_CONTROL.search(value):
+            raise CanaryConfigError(
+                f"{where}: a {what} value must not contain control characters (CR, LF, NUL, "
+                "...): they would end the header or be refused"
+            )
+        if fld == "cookies" and ";" in value:
+            raise CanaryConfigError(f"{where}: a cookie value must not contain ';'")
+        checked[name] = value
+    if fld == "cookies":
+        joined = sum(len(name) + len(value) + 3 for name, value in checked.items()) - 2
+        if joined > MAX_FIELD_VALUE:
+            raise CanaryConfigError(
+                f"cookies: {joined} characters as one Cookie header; at most {MAX_FIELD_VALUE}"
+            )
+    return checked
+
+
 # Gateway API HTTPPathMatch.value: maxLength 1024 and this pattern (httproute_types.go): RFC
 # 3986 path characters and %XX escapes, so no space, control character, '?' or '#'.
 MAX_PATH_LENGTH = 1024

@@ -28,6 +28,7 @@ import aiohttp
 
 from pytest_canary.apps import UnreadableVersion, VersionClassifier, VersionFromHeader
 from pytest_canary.errors import BackendError
+from pytest_canary.spec import check_request
 
 
 @dataclass(frozen=True)
@@ -248,9 +249,14 @@ class Sampler:
             stop_when: called with the version each answer names (an HTTP 5xx that names
                 one included); when it returns True, requests not yet sent are skipped (used
                 to stop at the first leak).
+
+        Raises:
+            CanaryConfigError: ``headers`` or ``cookies`` are not a bounded mapping of str
+                to str (:func:`pytest_canary.spec.check_request`).
         """
         if n < 0:
             raise ValueError(f"n={n}: must be 0 or more")
+        headers, cookies = check_request(headers, cookies)
         return self._loop.run_until_complete(
             self._sample(n, dict(headers or {}), cookies, path or self.path, stop_when)
         )

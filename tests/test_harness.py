@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -208,6 +208,25 @@ def test_health_latency_includes_the_round_trip_of_5xx_answers(canary: Harness) 
     verdict = info.value.verdict  # type: ignore[attr-defined]
     assert verdict.version_errors["2.0"] == verdict.version_requests["2.0"] > 0
     assert verdict.latency_quantiles_ms["2.0"] >= 100.0
+
+
+def test_every_call_that_sends_traffic_checks_headers_and_cookies(canary: Harness) -> None:
+    """headers="x" used to end in a ValueError deep in the sampler ("dictionary update
+    sequence"); every public call now refuses it with the same CanaryConfigError."""
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50)
+    with Sampler(rel.entry) as sampler:
+        calls: list[Callable[..., object]] = [
+            lambda **kw: rel.sample(10, **kw),
+            lambda **kw: rel.expect_split(0.5, **kw),
+            lambda **kw: rel.expect_routed("1.0", **kw),
+            lambda **kw: rel.expect_healthy(**kw),
+            lambda **kw: sampler.sample(10, **kw),
+        ]
+        for call in calls:
+            with pytest.raises(CanaryConfigError, match=r"headers='x': must be a mapping"):
+                call(headers="x")
+            with pytest.raises(CanaryConfigError, match=r"cookies\['a'\]=1: must be a mapping"):
+                call(cookies={"a": 1})
 
 
 def test_failed_requests_that_name_no_version_go_apart_with_their_reasons() -> None:

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from pytest_canary import CanaryConfigError, build_spec
+from pytest_canary.spec import check_request
 
 
 @pytest.mark.parametrize(
@@ -219,3 +220,34 @@ def test_nginx_prefix_paths_follow_strict_validate_path_type() -> None:
     )
     assert spec.path == "/caf%C3%A9"
     assert build_spec("gateway", stable="v1", canary="v2", path="/a:b@c").path == "/a:b@c"
+
+
+@pytest.mark.parametrize(
+    ("headers", "cookies", "message"),
+    [
+        ("x", None, r"headers='x': must be a mapping of header name to value \(str to str\)"),
+        (None, ["a=b"], r"cookies=\['a=b'\]: must be a mapping of cookie name to value"),
+        ({"X-A": 1}, None, r"headers\['X-A'\]=1: must be a mapping of header name to value"),
+        ({"X A": "1"}, None, r"headers name 'X A': must be an HTTP token of 1 to 256"),
+        ({"": "1"}, None, r"headers name '': must be an HTTP token"),
+        ({"X-A": "a\r\nHost: evil"}, None, r"must not contain control characters \(CR, LF, NUL"),
+        ({"X-A": "a\x00"}, None, r"headers\['X-A'\]='a\\x00': a header value must not contain"),
+        ({"X-A": "v" * 5000}, None, r"headers\['X-A'\]='v{79}\.\.\. \(5002 characters\): a header "
+         r"value of at most 4096 characters"),
+        ({f"X-{i}": "1" for i in range(33)}, None, r"headers: 33 entries given; at most 32"),
+        (None, {"user": "a;admin=1"}, r"cookies\['user'\]='a;admin=1': a cookie value must not"),
+        (None, {"a=b": "1"}, r"cookies name 'a=b': must be an HTTP token"),
+        (None, {f"c{i}": "v" * 200 for i in range(30)}, r"cookies: \d+ characters as one Cookie"),
+    ],
+)
+def test_headers_and_cookies_are_bounded_mappings_of_str(
+    headers: object, cookies: object, message: str
+) -> None:
+    with pytest.raises(CanaryConfigError, match=message):
+        check_request(headers, cookies)
+
+
+def test_headers_and_cookies_are_copied_when_valid() -> None:
+    headers = {"X-Canary": "always", "X-Trace": "a b\tc"}
+    assert check_request(headers, {"canary": "always"}) == (headers, {"canary": "always"})
+    assert check_request(None, None) == (None, None)
