@@ -404,6 +404,21 @@ def format_rows(
 # Fields of a verdict's JSON that JUnit properties leave out: the test case names the test,
 # and the history (every batch's intervals) belongs in the JSON report and the plots.
 JUNIT_SKIPPED_FIELDS = ("test", "history")
+# Fields only a health verdict fills: the other kinds leave them out of JUnit (empty there).
+HEALTH_FIELDS = frozenset(
+    {
+        "roles",
+        "checks",
+        "limits",
+        "version_requests",
+        "version_errors",
+        "error_rates",
+        "error_intervals",
+        "latency_quantiles_ms",
+        "latency_intervals_ms",
+        "unattributed_errors",
+    }
+)
 
 
 def _property_value(value: Any) -> str:
@@ -427,7 +442,10 @@ def junit_properties(verdict: Verdict, index: int) -> list[tuple[str, str]]:
     ``canary.N`` carries the headline (what a CI page shows first); then one flat property
     per field: ``canary.N.decision``, ``canary.N.n``, and one per version for mappings,
     ``canary.N.observed[2.0]`` or ``canary.N.intervals[2.0] = [0.132, 0.524]``. An empty
-    mapping reads ``none``.
+    mapping reads ``none``. A field that does not apply to the verdict's kind is left out: one
+    whose value is None (a health verdict has no ``tolerance``), the health fields of other
+    kinds; a health verdict's ``expected`` is its limits as the summary shows them
+    (``err<=+0.01 p95<=x1.2``), not the shares it has none of.
 
     Args:
         verdict: the verdict.
@@ -435,8 +453,12 @@ def junit_properties(verdict: Verdict, index: int) -> list[tuple[str, str]]:
     """
     prefix = f"canary.{index}"
     pairs = [(prefix, verdict.explain().splitlines()[0])]
+    health = verdict.kind == "health"
     for key, value in verdict.to_json().items():
-        if key in JUNIT_SKIPPED_FIELDS:
+        if key in JUNIT_SKIPPED_FIELDS or value is None or (key in HEALTH_FIELDS and not health):
+            continue
+        if health and key == "expected":
+            pairs.append((f"{prefix}.expected", verdict.expected_cell()))
             continue
         if isinstance(value, dict):
             if not value:

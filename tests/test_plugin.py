@@ -90,6 +90,29 @@ def test_issue_example_passes(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_a_health_verdict_writes_only_fields_that_apply_to_junit(pytester: pytest.Pytester) -> None:
+    """A health verdict has no tolerance and no expected shares: JUnit carried
+    ``tolerance="None"`` and ``expected="none"``; now it leaves the one out and writes the
+    limits as the other, as the summary does."""
+    pytester.makepyfile(
+        """
+        def test_health(canary):
+            rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50,
+                                canary_error_rate=1.0)
+            rel.expect_healthy()
+        """
+    )
+    result = pytester.runpytest("--junitxml=junit.xml")
+    result.assert_outcomes(failed=1)
+    (case,) = ElementTree.parse(pytester.path / "junit.xml").iter("testcase")
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert properties["canary.1"].startswith("canary health expectation FAIL")
+    assert properties["canary.1.expected"] == "err<=+0.01 p95<=x1.2"
+    assert properties["canary.1.limits[max_latency_increase]"] == "0.2"
+    assert "canary.1.tolerance" not in properties
+    assert not [name for name, value in properties.items() if value in ("None", "none")]
+
+
 def test_a_failing_split_reports_table_evidence_junit_and_artifacts(
     pytester: pytest.Pytester,
 ) -> None:
@@ -143,6 +166,9 @@ def test_a_failing_split_reports_table_evidence_junit_and_artifacts(
     low, high = verdict["intervals"]["2.0"]
     assert properties["canary.1.intervals[2.0]"] == f"[{low:.6g}, {high:.6g}]"
     assert properties["canary.1.observed[2.0]"] == f"{verdict['observed']['2.0']:.6g}"
+    # The health verdict's fields (roles, checks, limits, ...) are no part of a split.
+    assert not [name for name in properties if name.startswith("canary.1.roles")]
+    assert "canary.1.unattributed_errors" not in properties
 
     (folder,) = (pytester.path / "evidence").iterdir()
     manifests = next(p for p in folder.iterdir() if "manifests" in p.name).read_text()
