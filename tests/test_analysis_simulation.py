@@ -47,6 +47,9 @@ STABLE = Latencies.lognormal(0.010, 0.3)
 ERROR_MARGIN = 0.02
 LATENCY_MARGIN = 0.2
 CODES = {Decision.PASS: 1, Decision.FAIL: -1, Decision.INCONCLUSIVE: 0}
+#: Heavy ties: latencies on a 1 ms grid, four atoms (80% at 10 ms, 12% at 11, 5% at 12, 3% at
+#: 20). The p95 is the atom at 12 ms: P(X < 12 ms) = 0.92, P(X <= 12 ms) = 0.97.
+TIES = Latencies(np.array([0.010, 0.011, 0.012, 0.020]), np.array([0.80, 0.12, 0.05, 0.03]))
 TIMEOUT = 10.0
 
 
@@ -60,12 +63,13 @@ def run(
     only: str | None = None,
     record: list[dict[str, np.ndarray]] | None = None,
     unattributed: tuple[float, float] = (0.0, 0.0),
+    stable: Latencies = STABLE,
 ) -> HealthOutcome:
     """Canary and stable at 50/50, the canary ``slower`` times the stable's latencies."""
     return simulate_health(
         canary_share=0.5,
         error_rates=error_rates,
-        latencies=(STABLE.scaled(slower), STABLE),
+        latencies=(stable.scaled(slower), stable),
         max_error_increase=ERROR_MARGIN,
         max_latency_increase=LATENCY_MARGIN,
         quantile=0.95,
@@ -81,14 +85,21 @@ def run(
 
 
 @pytest.mark.parametrize(
-    ("error_rates", "slower", "unattributed", "budget", "outcomes", "seed"),
+    ("error_rates", "slower", "unattributed", "budget", "outcomes", "seed", "stable"),
     [
-        ((0.0, 0.0), 1.0, (0.0, 0.0), 1200, {Decision.PASS, Decision.INCONCLUSIVE}, 11),
-        ((0.06, 0.01), 1.3, (0.0, 0.0), 800, {Decision.FAIL, Decision.INCONCLUSIVE}, 15),
-        ((0.0, 0.0), 1.0, (0.0, 0.01), 1200, {Decision.PASS, Decision.INCONCLUSIVE}, 13),
-        ((0.06, 0.01), 1.3, (0.01, 0.02), 800, {Decision.FAIL, Decision.INCONCLUSIVE}, 14),
+        ((0.0, 0.0), 1.0, (0.0, 0.0), 1200, {Decision.PASS, Decision.INCONCLUSIVE}, 11, STABLE),
+        ((0.06, 0.01), 1.3, (0.0, 0.0), 800, {Decision.FAIL, Decision.INCONCLUSIVE}, 15, STABLE),
+        ((0.0, 0.0), 1.0, (0.0, 0.01), 1200, {Decision.PASS, Decision.INCONCLUSIVE}, 13, STABLE),
+        ((0.06, 0.01), 1.3, (0.01, 0.02), 800, {Decision.FAIL, Decision.INCONCLUSIVE}, 14, STABLE),
+        ((0.0, 0.0), 1.25, (0.0, 0.0), 2000, {Decision.FAIL, Decision.INCONCLUSIVE}, 16, TIES),
     ],
-    ids=["healthy", "unhealthy", "healthy-stable-times-out", "unhealthy-both-time-out"],
+    ids=[
+        "healthy",
+        "unhealthy",
+        "healthy-stable-times-out",
+        "unhealthy-both-time-out",
+        "heavy-ties",
+    ],
 )
 def test_vectorised_simulation_matches_health_test(
     error_rates: tuple[float, float],
@@ -97,11 +108,12 @@ def test_vectorised_simulation_matches_health_test(
     budget: int,
     outcomes: set[Decision],
     seed: int,
+    stable: Latencies,
 ) -> None:
     """20 runs replayed round by round into HealthTest.update give exactly the verdicts and
     request counts of the vectorised evaluation (scenarios where the budget cuts some runs
     short, so both a decision and INCONCLUSIVE occur), failed requests that name no version
-    included."""
+    included, and latencies with heavy ties (:data:`TIES`)."""
     runs = 20
     record: list[dict[str, np.ndarray]] = []
     outcome = run(
@@ -112,8 +124,9 @@ def test_vectorised_simulation_matches_health_test(
         budget=budget,
         record=record,
         unattributed=unattributed,
+        stable=stable,
     )
-    canary_values, stable_values = STABLE.scaled(slower).values, STABLE.values
+    canary_values, stable_values = stable.scaled(slower).values, stable.values
     seen = set()
     for r in range(runs):
         test = HealthTest(
@@ -265,6 +278,30 @@ def test_latency_test_false_pass_beyond_the_margin_is_at_most_alpha_half() -> No
     assert_rate_within_bound(int(np.sum(outcome.latency == 1)), RUNS, ALPHA / 2, "false PASS")
     slow = run(slower=1.6, runs=200, seed=52, only="latency")
     assert np.mean(slow.latency == -1) >= 0.5
+
+
+def test_latency_error_bounds_hold_with_heavy_ties() -> None:
+    """Latencies on a 1 ms grid with four atoms (:data:`TIES`): the stable's p95 is the atom
+    at 12 ms, where the count of latencies <= p95 is Bernoulli(0.97), not 0.95, and most
+    latencies tie. Both error bounds still hold (the sequence is conservative at an atom):
+
+    * on the margin (canary x1.2: p95 14.4 ms = 1.2 x 12 ms, healthy) a FAIL is wrong:
+      <= 2 x alpha/4 = 0.025; bound 0.025 + 3 sqrt(0.025 * 0.975 / 500) = 0.0460;
+    * beyond it (canary x1.25: p95 15 ms) a PASS is wrong: same bound.
+
+    500 runs each, budget 4000. Measured at these seeds: no false FAIL, no false PASS; PASS
+    in 84% of the runs on the margin, FAIL in 84% at x1.25 (not vacuous: each must decide
+    the right way in at least 70%)."""
+    on_margin = run(slower=1.2, seed=81, budget=4000, only="latency", stable=TIES)
+    assert_rate_within_bound(
+        int(np.sum(on_margin.latency == -1)), RUNS, ALPHA / 2, "false FAIL with ties"
+    )
+    assert np.mean(on_margin.latency == 1) >= 0.7
+    beyond = run(slower=1.25, seed=82, budget=4000, only="latency", stable=TIES)
+    assert_rate_within_bound(
+        int(np.sum(beyond.latency == 1)), RUNS, ALPHA / 2, "false PASS with ties"
+    )
+    assert np.mean(beyond.latency == -1) >= 0.7
 
 
 # ------------------------------------------------------------------------------------------
