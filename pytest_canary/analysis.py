@@ -848,8 +848,7 @@ class HealthTest:
             else:
                 ways = ", ".join(f"{name} {outcome.value}" for name, outcome in outcomes.items())
                 parts.append(
-                    f"about {self.n * factor} requests would decide at the observed rates "
-                    f"({ways})"
+                    f"about {self.n * factor} requests would decide at the observed rates ({ways})"
                 )
         margins = []
         if "errors" in undecided and self.errors.interval is not None:

@@ -433,9 +433,8 @@ def _fields(fld: str, given: object) -> dict[str, str] | None:
     if given is None:
         return None
     what = "header" if fld == "headers" else "cookie"
-    allowed = (
-        f"must be a mapping of {what} name to value (str to str), e.g. "
-        + ("{'X-Canary': 'always'}" if fld == "headers" else "{'canary': 'always'}")
+    allowed = f"must be a mapping of {what} name to value (str to str), e.g. " + (
+        "{'X-Canary': 'always'}" if fld == "headers" else "{'canary': 'always'}"
     )
     if not isinstance(given, Mapping):
         raise CanaryConfigError(f"{fld}={_shown(given)}: {allowed}")

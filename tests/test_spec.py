@@ -232,8 +232,12 @@ def test_nginx_prefix_paths_follow_strict_validate_path_type() -> None:
         ({"": "1"}, None, r"headers name '': must be an HTTP token"),
         ({"X-A": "a\r\nHost: evil"}, None, r"must not contain control characters \(CR, LF, NUL"),
         ({"X-A": "a\x00"}, None, r"headers\['X-A'\]='a\\x00': a header value must not contain"),
-        ({"X-A": "v" * 5000}, None, r"headers\['X-A'\]='v{79}\.\.\. \(5002 characters\): a header "
-         r"value of at most 4096 characters"),
+        (
+            {"X-A": "v" * 5000},
+            None,
+            r"headers\['X-A'\]='v{79}\.\.\. \(5002 characters\): a header "
+            r"value of at most 4096 characters",
+        ),
         ({f"X-{i}": "1" for i in range(33)}, None, r"headers: 33 entries given; at most 32"),
         (None, {"user": "a;admin=1"}, r"cookies\['user'\]='a;admin=1': a cookie value must not"),
         (None, {"a=b": "1"}, r"cookies name 'a=b': must be an HTTP token"),
