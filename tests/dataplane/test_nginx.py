@@ -434,3 +434,22 @@ def test_reachable_covers_both_sides_of_the_weight_draw() -> None:
     assert sides(weight=99) == {"kubeapp-stable", "kubeapp-canary"}
     assert sides(weight=100) == {"kubeapp-canary"}
     assert sides(weight=100, weight_total=1000) == {"kubeapp-stable", "kubeapp-canary"}
+
+
+def test_header_pattern_too_large_for_pcre_sends_to_main_and_logs() -> None:
+    """A user's Ingress may hold a pattern whose repetitions PCRE refuses to compile
+    ("regular expression is too large"): ngx.re.match errors, balancer.lua logs it and the
+    request goes to the main backend -- at once, without compiling gigabytes."""
+    objects = [
+        MAIN,
+        canary_ingress(
+            canary_by_header="Region",
+            canary_by_header_pattern="((a{1000}){1000}){1000}",
+            canary_weight="100",
+        ),
+    ]
+    result = nginx.load(objects).route(
+        RoutedRequest.build("foo.bar", "/", {"Region": "a"}), random.Random(0)
+    )
+    assert isinstance(result, Destination) and result.service == "stable"
+    assert "regular expression is too large" in result.log[0]
