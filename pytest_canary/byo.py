@@ -386,15 +386,34 @@ def check_replicas(
         if obj.get("kind") not in WORKLOAD_KINDS:
             continue
         replicas = (obj.get("spec") or {}).get("replicas", 1)
+        # YAML's 1e9 written as 1000000000.0 is a float; kubectl sends it as JSON 1000000000
+        # (Go's encoding/json writes a whole float64 without a fraction), an int32 to the
+        # API server: count it as the integer it becomes.
+        if isinstance(replicas, float) and replicas.is_integer():
+            replicas = int(replicas)
         if isinstance(replicas, bool) or not isinstance(replicas, int):
             continue  # check_schemas reports it
         name = (obj.get("metadata") or {}).get("name")
+        if replicas < 0:
+            # kubernetes pkg/apis/apps/validation ValidateDeploymentSpec:
+            # ValidateNonnegativeField(spec.Replicas) "must be greater than or equal to 0".
+            raise CanaryConfigError(
+                f"{origin}: {obj['kind']} {name} has replicas: {replicas}; the API server "
+                "refuses it: spec.replicas must be greater than or equal to 0"
+            )
         if replicas > max_replicas:
             raise CanaryConfigError(
                 f"{origin}: {obj['kind']} {name} has replicas: {replicas}; a test starts at "
                 f"most {max_replicas} pods per workload (as canary.deploy); lower it for the test"
             )
-        total += replicas
+        canary_scale = _largest_canary_scale(obj, replicas)
+        if canary_scale is not None and canary_scale > max_replicas:
+            raise CanaryConfigError(
+                f"{origin}: {obj['kind']} {name} has a setCanaryScale step that scales the "
+                f"canary to {canary_scale} pods; a test starts at most {max_replicas} pods per "
+                "workload (as canary.deploy); lower it for the test"
+            )
+        total += replicas + (canary_scale or 0)
         if total > max_total:
             raise CanaryConfigError(
                 f"{origin}: {obj['kind']} {name} brings the pods of {loaded.describe()} to "
@@ -423,6 +442,31 @@ def check_rollout_bounds(loaded: LoadedManifests) -> None:
             lines.append(f"{origin}: Rollout {name}: {problem}")
     if lines:
         raise CanaryConfigError("\n".join(lines))
+
+
+def _largest_canary_scale(obj: Mapping[str, Any], replicas: int) -> int | None:
+    """The most canary pods a Rollout's ``setCanaryScale`` steps ask for: Argo Rollouts
+    scales the canary ReplicaSet to ``replicas``, or ``weight`` percent of ``spec.replicas``
+    (above 100 too), whatever the traffic weight (argo-rollouts ``utils/replicaset/canary.go``
+    ``CalculateReplicaCountsForTrafficRoutedCanary``; its tests scale 4 replicas at weight
+    200 to 8 canary pods)."""
+    strategy = (obj.get("spec") or {}).get("strategy")
+    canary = strategy.get("canary") if isinstance(strategy, Mapping) else None
+    steps = canary.get("steps") if isinstance(canary, Mapping) else None
+    largest: int | None = None
+    for step in steps if isinstance(steps, list) else []:
+        scale = step.get("setCanaryScale") if isinstance(step, Mapping) else None
+        if not isinstance(scale, Mapping):
+            continue
+        for key in ("replicas", "weight"):
+            value = scale.get(key)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                continue
+            pods = value if key == "replicas" else -(-replicas * value // 100)
+            largest = pods if largest is None else max(largest, pods)
+    return largest
 
 
 def workload_versions(

@@ -815,7 +815,12 @@ def _rollout_knob(path: str) -> str:
 def _check_rollouts(values: dict[str, Any]) -> None:
     """Argo Rollouts knobs, and the canary strategy they make checked as Argo v1.9.1 does
     (``pytest_canary.rollout_spec``: types.go, validation.go)."""
-    from pytest_canary.rollout_spec import canary_problems, pause_bound_problems, unmodelled
+    from pytest_canary.rollout_spec import (
+        canary_problems,
+        parse_steps,
+        pause_bound_problems,
+        unmodelled,
+    )
 
     traffic = values.get("traffic")
     if traffic not in ROLLOUT_TRAFFIC:
@@ -906,8 +911,24 @@ def _check_rollouts(values: dict[str, Any]) -> None:
                 "template hash) or 'host' (a stable and a canary Service)",
             )
 
+    if values["steps"] is None:
+        raise _fail("steps", None, "must be a list of steps such as [{'setWeight': 20}]")
     for problem in pause_bound_problems(values["steps"], "steps"):
         raise _fail(problem.path, problem.value, f"{problem.message} ({problem.rule})")
+    steps, _ = parse_steps(values["steps"], "steps")
+    for step in steps:
+        # Argo scales the canary to setCanaryScale.replicas whatever spec.replicas says
+        # (utils/replicaset/canary.go CalculateReplicaCountsForTrafficRoutedCanary).
+        if step.kind != "setCanaryScale":
+            continue
+        pods = step.canary_replicas or -(-values["replicas"] * (step.weight or 0) // 100)
+        if pods > 50:
+            raise _fail(
+                "steps",
+                step.raw,
+                f"scales the canary to {pods} pods; setCanaryScale may ask for at most 50 "
+                "(replicas, or weight percent of replicas)",
+            )
     canary = {
         "steps": values["steps"],
         "maxSurge": values.get("max_surge", "25%"),

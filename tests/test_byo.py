@@ -3,6 +3,7 @@ errors that name the file and the document (``pytest_canary.byo``)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import textwrap
@@ -294,6 +295,52 @@ def test_apply_caps_the_pods_of_all_workloads_together(tmp_path: Path) -> None:
     loaded = byo.load(tmp_path)
     with pytest.raises(CanaryConfigError, match=r"d2\.yaml.*to 120; a test starts at most 100"):
         byo.check_replicas(loaded)
+
+
+ROLLOUT = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web, namespace: prod}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web, version: v1}}
+    spec:
+      containers: [{name: web, image: "example.com/web:1"}]
+  strategy:
+    canary:
+      steps: [{setCanaryScale: {STEP}}, {pause: {}}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("replicas", "fragment"),
+    [
+        # YAML 1e9 written as a float is the integer 1000000000 to the API server.
+        ("1000000000.0", "has replicas: 1000000000; a test starts at most 50"),
+        ("-1", "has replicas: -1; the API server refuses it"),
+    ],
+)
+def test_apply_refuses_float_and_negative_replicas(
+    replicas: str, fragment: str, tmp_path: Path
+) -> None:
+    write(tmp_path, "d.yaml", DEPLOYMENT.replace("spec:\n", f"spec:\n  replicas: {replicas}\n", 1))
+    with pytest.raises(CanaryConfigError, match=re.escape(fragment)):
+        byo.check_replicas(byo.load(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("step", "pods"), [("{replicas: 120}", 120), ("{weight: 5000}", 100)]
+)
+def test_apply_bounds_the_canary_pods_of_set_canary_scale(
+    step: str, pods: int, tmp_path: Path
+) -> None:
+    """Argo scales the canary to setCanaryScale.replicas (or weight percent of
+    spec.replicas, above 100 too) whatever spec.replicas says."""
+    write(tmp_path, "r.yaml", ROLLOUT.replace("{STEP}", step))
+    with pytest.raises(CanaryConfigError, match=f"scales the canary to {pods} pods"):
+        byo.check_replicas(byo.load(tmp_path))
 
 
 def test_apply_validates_its_path_argument(canary: Harness) -> None:

@@ -286,6 +286,17 @@ def test_what_argo_refuses_is_a_config_error_citing_validation_go(
         ),
         ({"weight": 20}, "steps=[{'setWeight': 20}]"),
         ({"max_surge": "120%"}, "max_surge='120%'"),
+        ({"steps": None}, "steps=None: must be a list of steps"),
+        # Argo scales the canary to setCanaryScale whatever spec.replicas: bounded like
+        # replicas, so a step cannot start a thousand pods.
+        (
+            {"traffic": "nginx", "steps": [{"setCanaryScale": {"replicas": 1_000_000_000}}]},
+            "scales the canary to 1000000000 pods; setCanaryScale may ask for at most 50",
+        ),
+        (
+            {"traffic": "nginx", "replicas": 10, "steps": [{"setCanaryScale": {"weight": 1000}}]},
+            "scales the canary to 100 pods",
+        ),
     ],
 )
 def test_knobs_are_validated_naming_the_field(knobs: dict[str, Any], fragment: str) -> None:
