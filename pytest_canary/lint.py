@@ -183,6 +183,15 @@ RULES: dict[str, Rule] = {
             "the Gateway it names (status.parents Accepted=False otherwise); it serves nothing",
         ),
         Rule(
+            "gateway-invalid-regex",
+            "an HTTPRoute RegularExpression path or header match that RE2 refuses",
+            f"{GATEWAY_API} apis/v1/httproute_types.go PathMatchRegularExpression / "
+            "HeaderMatchRegularExpression (the regex dialect is the implementation's); Istio "
+            "renders it as an Envoy safe_regex, which is Google RE2 (envoy "
+            "source/common/common/regex.cc CompiledGoogleReMatcher refuses a pattern RE2 "
+            "does not compile): the route is rejected and serves no request",
+        ),
+        Rule(
             "argo-rollout-invalid-spec",
             "a Rollout the Argo Rollouts controller refuses (condition InvalidSpec, phase "
             "Degraded): it never starts",
@@ -636,11 +645,30 @@ def _istio_route(
 # -- Gateway API --------------------------------------------------------------------------
 
 
+# dataplane/gateway.py load(): the line it logs for a route whose regex RE2 refuses.
+_INVALID_ROUTE_REGEX = re.compile(
+    r"^HTTPRoute (?P<route>\S+): invalid regex \((?P<reason>.*)\); rejected$"
+)
+
+
 def _gateway_api(objects: list[dict[str, Any]]) -> list[Finding]:
     if not any(o.get("kind") == "HTTPRoute" for o in objects):
         return []
     config = gateway_model.load(objects, namespace=LINT_NAMESPACE)
     out: list[Finding] = []
+    for line in config.log:
+        refused = _INVALID_ROUTE_REGEX.match(line)
+        if refused:
+            out.append(
+                _finding(
+                    "gateway-invalid-regex",
+                    _ref("HTTPRoute", refused["route"]),
+                    f"a RegularExpression match RE2 refuses ({refused['reason']}); the route "
+                    "is rejected and every request it should serve gets 404 (write the "
+                    "pattern in RE2 syntax: no lookaround, backreferences or possessive "
+                    "quantifiers, repetitions up to 1000)",
+                )
+            )
     for route in config.routes:
         obj = _ref("HTTPRoute", route.name)
         for parent in route.parents:

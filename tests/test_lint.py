@@ -35,6 +35,7 @@ UPSTREAM_OF = {
     "istio-gateway-not-found": "IST0101",
     "gateway-all-weights-zero": "BackendRef.weight",
     "gateway-parent-not-found": "ParentReference",
+    "gateway-invalid-regex": "CompiledGoogleReMatcher",
     "service-not-found": "BackendRef",
     "service-selects-nothing": "endpointslice",
     "argo-rollout-invalid-spec": "validation.go",
