@@ -44,24 +44,40 @@ def _fraction(high: float) -> Callable[[Any], float]:
     return parse
 
 
-def _positive_int(raw: Any) -> int:
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise ValueError("must be an integer of 1 or more") from None
-    if value < 1:
-        raise ValueError("must be an integer of 1 or more")
-    return value
+def _int_up_to(high: int) -> Callable[[Any], int]:
+    """A parser of a whole number from 1 to ``high`` (every input has a bound)."""
+    allowed = f"must be an integer from 1 to {high:,}"
+
+    def parse(raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ValueError(allowed)
+        try:
+            value = int(str(raw))
+        except ValueError:
+            raise ValueError(allowed) from None
+        if not 1 <= value <= high:
+            raise ValueError(allowed)
+        return value
+
+    return parse
 
 
-def _positive_float(raw: Any) -> float:
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ValueError("must be a number above 0") from None
-    if value <= 0:
-        raise ValueError("must be a number above 0")
-    return value
+def _float_up_to(high: float) -> Callable[[Any], float]:
+    """A parser of a number above 0 and at most ``high`` (nan and inf are refused)."""
+    allowed = f"must be a number above 0 and at most {high:g}"
+
+    def parse(raw: Any) -> float:
+        if isinstance(raw, bool):
+            raise ValueError(allowed)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(allowed) from None
+        if not 0.0 < value <= high:  # False for nan
+            raise ValueError(allowed)
+        return value
+
+    return parse
 
 
 def choice(*allowed: str) -> Callable[[Any], str]:
@@ -192,22 +208,22 @@ SETTINGS: tuple[Option, ...] = (
     Option(
         "--canary-max-requests",
         "Request budget of one expect_split; undecided at the budget is INCONCLUSIVE "
-        "(default 20000).",
-        _positive_int,
+        "(default 20000, at most 1000000).",
+        _int_up_to(1_000_000),
         20_000,
         per_test=True,
     ),
     Option(
         "--canary-concurrency",
-        "Requests in flight at once while sampling (default 16).",
-        _positive_int,
+        "Requests in flight at once while sampling (default 16, at most 256).",
+        _int_up_to(256),
         16,
         per_test=True,
     ),
     Option(
         "--canary-timeout",
-        "Seconds one request may take before it counts as an error (default 10).",
-        _positive_float,
+        "Seconds one request may take before it counts as an error (default 10, at most 600).",
+        _float_up_to(600.0),
         10.0,
         per_test=True,
     ),

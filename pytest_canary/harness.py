@@ -595,9 +595,8 @@ class TrafficChecks:
         """
         __tracebackhide__ = True
         headers, cookies = check_request(headers, cookies)
-        settings = self._harness.settings
-        alpha = settings.alpha if alpha is None else alpha
-        max_requests = settings.max_requests if max_requests is None else max_requests
+        settings = self._harness.settings.with_arguments(alpha=alpha, max_requests=max_requests)
+        alpha, max_requests = settings.alpha, settings.max_requests
         canary, stable = self._health_pair(versions)
         try:
             test = analysis.HealthTest(

@@ -53,6 +53,18 @@ def test_zero_downtime_traffic_uses_the_release_path(canary: Harness) -> None:
     assert verdict is not None and verdict.passed and verdict.n > 0
 
 
+@pytest.mark.parametrize("value", [10**12, True, 0, "many"])
+def test_the_request_budget_is_bounded_before_any_request(canary: Harness, value: object) -> None:
+    """A budget of 10**12 requests ran for as long as the test could: it has a bound, checked
+    by the same resolver as the command line's (concurrency and timeout: tests/test_plugin.py)."""
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50)
+    allowed = r"max_requests .* from argument max_requests=: must be an integer from 1 to 1,000,000"
+    with pytest.raises(CanaryConfigError, match=allowed):
+        rel.expect_split(0.5, max_requests=value)  # type: ignore[arg-type]
+    with pytest.raises(CanaryConfigError, match=allowed):
+        rel.expect_healthy(max_requests=value)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("rate", [-0.1, 1, 2, "0.1", True])
 def test_max_error_rate_is_validated_before_any_request(canary: Harness, rate: object) -> None:
     rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=20)

@@ -549,7 +549,22 @@ def test_xdist_workers_report_verdicts_and_use_the_seed_the_header_prints(
         (
             "--canary-max-requests=lots",
             "max_requests 'lots' from command line --canary-max-requests: "
-            "must be an integer of 1 or more",
+            "must be an integer from 1 to 1,000,000",
+        ),
+        (
+            "--canary-max-requests=10000000",
+            "max_requests '10000000' from command line --canary-max-requests: "
+            "must be an integer from 1 to 1,000,000",
+        ),
+        (
+            "--canary-concurrency=5000",
+            "concurrency '5000' from command line --canary-concurrency: "
+            "must be an integer from 1 to 256",
+        ),
+        (
+            "--canary-timeout=nan",
+            "timeout 'nan' from command line --canary-timeout: "
+            "must be a number above 0 and at most 600",
         ),
     ],
 )
