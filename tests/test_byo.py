@@ -330,9 +330,7 @@ def test_apply_refuses_float_and_negative_replicas(
         byo.check_replicas(byo.load(tmp_path))
 
 
-@pytest.mark.parametrize(
-    ("step", "pods"), [("{replicas: 120}", 120), ("{weight: 5000}", 100)]
-)
+@pytest.mark.parametrize(("step", "pods"), [("{replicas: 120}", 120), ("{weight: 5000}", 100)])
 def test_apply_bounds_the_canary_pods_of_set_canary_scale(
     step: str, pods: int, tmp_path: Path
 ) -> None:
