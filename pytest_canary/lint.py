@@ -108,7 +108,9 @@ RULES: dict[str, Rule] = {
             "canary-by-header-value and canary-by-cookie are validated by "
             "parser/validators.go ValidateRegex(BasicCharsRegex, true) (spaces removed, then "
             r"^[/\-._~a-zA-Z0-9:]*$), canary-by-header-pattern by ValidateRegex(IsValidRegex, "
-            "false); a value that fails is silently reset to ''",
+            "false); a value that fails is silently reset to ''; a header pattern PCRE cannot "
+            "compile makes rootfs/etc/nginx/lua/balancer.lua route_to_alternative_balancer "
+            "log the ngx.re.match error and return false (the main backend)",
         ),
         Rule(
             "nginx-canary-unknown-annotation",

@@ -4,6 +4,8 @@ models shows what upstream does with them)."""
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,6 +196,20 @@ def test_canary_weights_ingress_nginx_parses_to_nothing_are_findings(
         (only,) = found
         assert only.message.startswith(f"canary-weight={weight!r}: {finding}"), only.message
         assert "strconv.Atoi" in only.upstream
+
+
+@pytest.mark.parametrize("pattern", ["(", "[z-a]", "((a{1000}){1000}){1000}"])
+def test_a_header_pattern_pcre_cannot_compile_is_a_finding(pattern: str, tmp_path: Path) -> None:
+    """IsValidRegex only checks characters; the pattern fails in ngx.re.match per request."""
+    text = (BROKEN / "nginx-canary-invalid-value" / "manifests.yaml").read_text()
+    text = text.replace(
+        'canary-by-header-value: "yes!"', f"canary-by-header-pattern: {json.dumps(pattern)}"
+    )
+    (tmp_path / "shop.yaml").write_text(text)
+    (only,) = lint.lint_paths(tmp_path)
+    assert only.rule == "nginx-canary-invalid-value"
+    assert only.message.startswith(f"canary-by-header-pattern={pattern!r}: PCRE cannot compile")
+    assert "sends it to the main backend" in only.message
 
 
 def test_a_typo_gets_a_did_you_mean() -> None:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
-from pytest_canary.pcre import PcreError, PcreMatchLimit
+from pytest_canary.pcre import PcreError, PcreMatchLimit, pcre_problem
 from pytest_canary.pcre import search as pcre_search
 
 PREFIX = "nginx.ingress.kubernetes.io/"
@@ -461,6 +461,19 @@ def parse_canary(meta: Mapping[str, Any]) -> CanaryAnnotations:
     header = text("canary-by-header", ANNOTATION_CHARS, True)
     header_value = text("canary-by-header-value", ANNOTATION_CHARS, True)
     header_pattern = text("canary-by-header-pattern", PATTERN_CHARS, False)
+    problem = pcre_problem(header_pattern) if header_pattern else None
+    if problem is not None:
+        # The validator only checks characters; the pattern is compiled per request by
+        # balancer.lua's ngx.re.match, whose error is logged and the request sent to the main
+        # backend (cookie and weight not consulted) -- see route_to_canary above.
+        issue(
+            "canary-by-header-pattern",
+            header_pattern,
+            "invalid",
+            f"PCRE cannot compile it ({problem}), so ingress-nginx logs an error for every "
+            "request carrying the header and sends it to the main backend, whatever the "
+            "cookie or the weight",
+        )
     cookie = text("canary-by-cookie", ANNOTATION_CHARS, True)
     return CanaryAnnotations(
         enabled,
