@@ -5,7 +5,6 @@ models shows what upstream does with them)."""
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterator
 from pathlib import Path
 
