@@ -608,6 +608,10 @@ QUALIFIED_NAME_WORDS = (
 )
 
 
+#: apimachinery objectmeta.go TotalAnnotationSizeLimitB: 256 KiB of annotation keys and values.
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
 @dataclass(frozen=True)
 class _NameRule:
     regex: re.Pattern[str]
@@ -652,6 +656,21 @@ def _metadata_findings(obj: dict[str, Any]) -> Iterator[Finding]:
     yield from _label_findings(("metadata", "labels"), metadata.get("labels"))
     annotations = metadata.get("annotations")
     if isinstance(annotations, dict):
+        # apimachinery pkg/api/validation/objectmeta.go ValidateAnnotationsSize: keys and
+        # values together at most TotalAnnotationSizeLimitB (256 KiB), checked first (the
+        # API server refuses the object whatever its keys are).
+        size = sum(
+            len(k.encode()) + len(v.encode())
+            for k, v in annotations.items()
+            if isinstance(k, str) and isinstance(v, str)
+        )
+        if size > ANNOTATIONS_MAX_BYTES:
+            yield (
+                ("metadata", "annotations"),
+                f"Too long: may not be more than {ANNOTATIONS_MAX_BYTES} bytes (keys and values "
+                f"together are {size} bytes)",
+            )
+            return
         for key in annotations:
             if isinstance(key, str) and (problem := _qualified_name_problem(key)):
                 yield ("metadata", "annotations", key), f"key {problem}"

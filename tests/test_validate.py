@@ -1050,6 +1050,21 @@ def test_problem_names_object_field_value_and_allowed_range() -> None:
     )
 
 
+@pytest.mark.parametrize("count", [1, 10_000])
+def test_annotations_over_256_kib_are_refused_as_the_api_server_does(count: int) -> None:
+    """objectmeta.go ValidateAnnotationsSize: one 3 MB annotation or 10,000 of 30 bytes."""
+    dep = deployment()
+    value = "x" * (3_000_000 // count)
+    dep["metadata"]["annotations"] = {f"example.com/a{i}": value for i in range(count)}
+
+    [problem] = validate_objects([dep])
+
+    assert problem.path == "metadata.annotations"
+    assert problem.message.startswith("Too long: may not be more than 262144 bytes")
+    dep["metadata"]["annotations"] = {"example.com/a": "x" * 200_000}
+    assert validate_objects([dep]) == []
+
+
 def test_every_problem_of_an_object_is_reported() -> None:
     dep = deployment()
     dep["spec"]["replicas"] = "3"
