@@ -63,20 +63,22 @@ def test_help_shows_the_choices_and_the_setup_timeout(pytester: pytest.Pytester)
     )
 
 
+#: The README's first example (tests/test_readme.py checks that it still is this test).
+ISSUE_EXAMPLE = """
+def test_weighted_canary(canary):
+    rel = canary.deploy(strategy="nginx", stable="1.0", canary="2.0", weight=20)
+    rel.expect_split(0.20)
+    rel.expect_routed("2.0", headers={"X-Canary": "always"})
+    rel.expect_routed("1.0", headers={"X-Canary": "never"})
+    rel.set_weight(50)
+    rel.expect_split(0.50)
+    rel.promote()
+    rel.expect_routed("2.0")
+"""
+
+
 def test_issue_example_passes(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        """
-        def test_weighted_canary(canary):
-            rel = canary.deploy(strategy="nginx", stable="1.0", canary="2.0", weight=20)
-            rel.expect_split(0.20)
-            rel.expect_routed("2.0", headers={"X-Canary": "always"})
-            rel.expect_routed("1.0", headers={"X-Canary": "never"})
-            rel.set_weight(50)
-            rel.expect_split(0.50)
-            rel.promote()
-            rel.expect_routed("2.0")
-        """
-    )
+    pytester.makepyfile(ISSUE_EXAMPLE)
     result = pytester.runpytest("--canary-seed=1")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
