@@ -7,16 +7,36 @@ import pytest
 pytest_plugins = ["pytester"]
 
 
+def _load_what_inner_runs_load() -> None:
+    """In-process inner runs share this interpreter, and pytester removes the modules a run
+    imported when its test ends. A module imported again by a later run is a second copy
+    (its classes and enums differ from the first copy's, which other modules kept), and
+    compiled modules (numpy's, matplotlib's) cannot be imported twice in one process. So
+    what inner runs use is imported here once, before pytester takes its snapshot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+    import pytest_canary.harness  # noqa: F401
+    import pytest_canary.plots  # noqa: F401
+
+
 @pytest.fixture(autouse=True)
 def _quiet_unrelated_plugins(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Inner pytest runs (pytester) load every installed plugin; pytest-asyncio (unset
     option) and pytest-benchmark (disabled under xdist) warn at configure time, which
-    ``filterwarnings = error`` turns into a crash of the inner run."""
+    ``filterwarnings = error`` turns into a crash of the inner run. Hypothesis' and kmock's
+    plugins, which no inner run uses, are kept off too: they cost each inner run in a
+    subprocess about 0.8 s of imports (and each in-process run their registration)."""
     if "pytester" in request.fixturenames:
+        _load_what_inner_runs_load()
         request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
-        monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:benchmark")
+        monkeypatch.setenv(
+            "PYTEST_ADDOPTS", "-p no:asyncio -p no:benchmark -p no:hypothesispytest -p no:kmock"
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
