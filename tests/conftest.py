@@ -16,10 +16,10 @@ def _load_what_inner_runs_load() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot
 
-    import pytest_canary.harness  # noqa: F401
-    import pytest_canary.plots  # noqa: F401
+    import pytest_canary.harness
+    import pytest_canary.plots
 
 
 @pytest.fixture(autouse=True)
