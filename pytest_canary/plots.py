@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 from pytest_canary.errors import CanaryConfigError
 from pytest_canary.report import Verdict
@@ -110,11 +111,7 @@ def plot_verdict(verdict: Verdict, path: Path) -> Path:
         f"n={verdict.n} (alpha={verdict.alpha:g}, tolerance={verdict.tolerance:g})",
         fontsize=9,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_health(verdict: Verdict, path: Path) -> Path:
@@ -192,11 +189,7 @@ def plot_health(verdict: Verdict, path: Path) -> Path:
         f"requests (alpha={verdict.alpha:g})",
         fontsize=9,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def health_series(
@@ -218,6 +211,17 @@ def health_series(
     lows = [iv.low if math.isfinite(iv.low) else bottom for iv in intervals]
     highs = [iv.high if math.isfinite(iv.high) else top for iv in intervals]
     return bottom, top, lows, highs
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (its folder made) and release it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _health_bound(key: str, decision: str, at: float) -> str:
