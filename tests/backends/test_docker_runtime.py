@@ -37,6 +37,12 @@ from pytest_canary.backends.local.docker_runtime import (
 from pytest_canary.backends.local.runtime import PodSpec, wait_healthy
 from pytest_canary.images import build_sample_image, connect
 
+# Every session on the Docker runtime sweeps the containers of dead runs, on the one engine: a
+# session started by a test on the other xdist worker could sweep a killed run's containers
+# before this file's test has seen them left behind. One worker runs this file (--dist
+# loadgroup in addopts).
+pytestmark = pytest.mark.xdist_group("docker-engine")
+
 
 @pytest.fixture(scope="module")
 def docker_client() -> Iterator[Any]:
