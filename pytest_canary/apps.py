@@ -80,10 +80,20 @@ class VersionFromHeader:
         def classify(status: int, headers: Mapping[str, str], body: bytes) -> str | None:
             getall = getattr(headers, "getall", None)
             if getall is not None:  # a multidict: every occurrence of the header
-                values = [_clean(v) for v in getall(header, [])]
+                raw = list(getall(header, []))
             else:  # plain dicts (tests, other clients) are case-sensitive
                 lowered = header.lower()
-                values = [_clean(v) for k, v in headers.items() if k.lower() == lowered]
+                raw = [v for k, v in headers.items() if k.lower() == lowered]
+            # RFC 9110 5.3: "1.0, 2.0" in one field line means the same as two lines (and a
+            # client or proxy may join them so): two versions, not a version "1.0, 2.0".
+            # Empty list elements are ignored (RFC 9110 5.6.1).
+            values = [
+                _clean(part)
+                for v in raw
+                for part in (
+                    ([p for p in v.split(",") if p.strip()] or [v]) if isinstance(v, str) else [v]
+                )
+            ]
             distinct = set(values)
             if len(distinct) > 1:
                 raise UnreadableVersion(f"two different {header} headers")

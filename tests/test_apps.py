@@ -177,6 +177,13 @@ def test_two_different_version_headers_are_unreadable_not_the_first() -> None:
     assert classify(200, same, b"") == "2.0"
     with pytest.raises(UnreadableVersion, match="two different X-App-Version headers"):
         classify(200, CIMultiDict([("X-App-Version", "1.0"), ("X-App-Version", "2.0")]), b"")
+    # One field line carrying both (RFC 9110 5.3: the same as two lines), as a proxy may join them.
+    with pytest.raises(UnreadableVersion, match="two different X-App-Version headers"):
+        classify(200, CIMultiDict([("X-App-Version", "1.0, 2.0")]), b"")
+    with pytest.raises(UnreadableVersion, match="two different X-App-Version headers"):
+        classify(200, {"X-App-Version": "1.0,2.0"}, b"")
+    assert classify(200, {"X-App-Version": "2.0, 2.0"}, b"") == "2.0"
+    assert classify(200, {"X-App-Version": "2.0,"}, b"") == "2.0"  # empty elements ignored
 
 
 def test_a_catastrophic_body_regex_is_unreadable_in_bounded_time() -> None:
