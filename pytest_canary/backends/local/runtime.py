@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pytest_canary.backends.local import fork_server
+from pytest_canary.backends.local.fork_server import ForkedProcess
 from pytest_canary.backends.owner import process_start_time
 from pytest_canary.errors import BackendError
 
@@ -233,17 +235,31 @@ def _load_prctl() -> Any:
 _PRCTL = _load_prctl()
 
 
-def _die_with_parent(parent: int) -> None:  # runs in the child between fork and exec
+def _die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:  # between fork and exec
     if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        _PRCTL(1, sig)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+_process_spawner: Spawner | None = None
+_process_spawner_lock = threading.Lock()
+
+
+def _fork_on_process_thread(function: Callable[[], T]) -> T:
+    """Run ``function`` on a spawner thread that lives as long as this process: the fork
+    server, shared by every runtime of the process, must not die with one runtime's thread."""
+    global _process_spawner
+    with _process_spawner_lock:
+        if _process_spawner is None:
+            _process_spawner = Spawner()
+    return _process_spawner.call(function)
 
 
 class ProcessHandle(RuntimeHandle):
     """A pod that is a local process."""
 
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes] | ForkedProcess, log_path: Path) -> None:
         self.process = process
         self.log_path = log_path
         self._lock = threading.Lock()
@@ -279,7 +295,7 @@ class ProcessHandle(RuntimeHandle):
 
 
 def read_listening_line(
-    process: subprocess.Popen[bytes], deadline: float, what: str, log: Path
+    process: subprocess.Popen[bytes] | ForkedProcess, deadline: float, what: str, log: Path
 ) -> tuple[str, int]:
     """Wait for the app's ``listening on HOST:PORT`` line and return (host, port)."""
     assert process.stdout is not None
@@ -316,15 +332,25 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 class ProcessRuntime(Runtime):
-    """Runs the Python sample app (``python -m pytest_canary.sample_app``) per pod.
+    """Runs the Python sample app (``python -S sample_app.py``) per pod.
 
     The version, track and fault rate come from the pod's environment exactly as the
     container would get them from the Deployment.
+
+    Args:
+        log_dir: where the pods' logs go (default: a folder of this run, removed on close).
+        command: the command a pod runs instead of the sample app (always started with
+            ``Popen``).
+        fork: start sample-app pods by forking them from this process's fork server
+            (:mod:`.fork_server`), which has imported the app once, instead of an interpreter
+            start each; ``Popen`` whenever the server cannot run here.
     """
 
     name = "process"
 
-    def __init__(self, log_dir: Path | None = None, command: list[str] | None = None) -> None:
+    def __init__(
+        self, log_dir: Path | None = None, command: list[str] | None = None, fork: bool = True
+    ) -> None:
         self._own_log_dir = log_dir is None
         if log_dir is None:
             sweep_dead_pod_dirs()  # folders of runs that were killed before cleaning up
@@ -334,6 +360,7 @@ class ProcessRuntime(Runtime):
         # Run the app file itself (stdlib only, -S skips site-packages): importing the
         # package would cost each pod ~0.2 s of start-up.
         self.command = command or [sys.executable, "-S", str(SAMPLE_APP)]
+        self.fork = fork and command is None
         self._spawner = Spawner()
 
     def start(self, pod: PodSpec) -> RunningPod:
@@ -380,6 +407,8 @@ class ProcessRuntime(Runtime):
         env.update({"PORT": "0", "HOST": "127.0.0.1", "POD_NAME": pod.name})
         env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
         with open(log_path, "ab") as log:
+            if self.fork and (forked := self._fork(env, log.fileno())) is not None:
+                return pod, ProcessHandle(forked, log_path)
             process = subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
@@ -390,6 +419,16 @@ class ProcessRuntime(Runtime):
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         return pod, ProcessHandle(process, log_path)
+
+
+    @staticmethod
+    def _fork(env: Mapping[str, str], log: int) -> ForkedProcess | None:
+        server = fork_server.fork_server(
+            SAMPLE_APP,
+            _fork_on_process_thread,
+            functools.partial(_die_with_parent, os.getpid(), signal.SIGKILL),
+        )
+        return None if server is None else server.spawn([], env, os.getcwd(), log)
 
 
 def wait_healthy(pod: RunningPod, timeout: float = HEALTH_TIMEOUT) -> None:
