@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import io
 import json
 import os
 import queue
@@ -204,11 +203,13 @@ class ForkServer:
             os.close(reader)
             return None
         reply.args = [sys.executable, str(ZYGOTE), *argv]
-        reply.stdout = io.open(reader, "rb")  # noqa: SIM115 -- the pod's handle closes it
+        reply.stdout = open(reader, "rb")  # noqa: SIM115 -- the pod's handle closes it
         return reply
 
     def close(self) -> None:
         """Stop the server (idempotent): closing the socket ends it, and its pods with it."""
+        if os.getpid() != self.owner:  # a forked copy of the owner: not its server
+            return
         self._closed = True
         with contextlib.suppress(OSError):
             self._control.shutdown(socket.SHUT_RDWR)
@@ -247,6 +248,12 @@ def fork_server(
             return None
         atexit.register(_server.close)
         return _server
+
+
+def current() -> ForkServer | None:
+    """This process's running fork server, if one has been started."""
+    server = _server
+    return server if server is not None and server.owner == os.getpid() else None
 
 
 def failure() -> str | None:

@@ -68,7 +68,8 @@ def serve(control: socket.socket, prctl: Any) -> Pod | None:
     me = os.getpid()
     children: dict[int, int] = {}  # pidfd -> pid
     while True:
-        ready, _, _ = select.select([control, *children], [], [])
+        waiting: list[int] = [control.fileno(), *children]
+        ready, _, _ = select.select(waiting, [], [])
         for fd in ready:
             if fd in children:
                 pid = children.pop(fd)

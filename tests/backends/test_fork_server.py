@@ -1,0 +1,156 @@
+"""Sample-app pods are forked by one fork server per process, and behave as started ones."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_canary.backends.local import fork_server
+from pytest_canary.backends.local.fork_server import ForkedProcess
+from pytest_canary.backends.local.runtime import (
+    SAMPLE_APP,
+    PodSpec,
+    ProcessHandle,
+    ProcessRuntime,
+    RunningPod,
+    process_start_time,
+    wait_healthy,
+)
+from pytest_canary.errors import BackendError
+
+
+def spec(name: str, **env: str) -> PodSpec:
+    return PodSpec(name, {"app": "t"}, "pytest-canary/sample-nginx:1.0", {"APP_VERSION": "1.0", **env}, 80)
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def version(pod: RunningPod) -> str | None:
+    conn = http.client.HTTPConnection(pod.host, pod.port, timeout=5)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        return response.getheader("X-App-Version")
+    finally:
+        conn.close()
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_start_time(pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return process_start_time(pid) is None
+
+
+@pytest.fixture
+def runtime() -> Iterator[ProcessRuntime]:
+    r = ProcessRuntime()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def forked(pod: RunningPod) -> ForkedProcess:
+    assert isinstance(pod.stopper, ProcessHandle)
+    assert isinstance(pod.stopper.process, ForkedProcess), fork_server.failure()
+    return pod.stopper.process
+
+
+def test_pods_are_children_of_one_server_that_is_a_child_of_this_process(
+    runtime: ProcessRuntime,
+) -> None:
+    a, b = runtime.start_many([spec("a"), spec("b", APP_VERSION="2.0")])
+    server = fork_server.current()
+    assert server is not None
+    assert parent_of(server.process.pid) == os.getpid()
+    assert parent_of(forked(a).pid) == parent_of(forked(b).pid) == server.process.pid
+    for pod in (a, b):
+        wait_healthy(pod)
+    # Each pod runs with its own environment, not the server's.
+    assert [version(a), version(b)] == ["1.0", "2.0"]
+    a.stop(grace=5.0)
+    b.stop(grace=5.0)
+    assert forked(a).returncode == forked(b).returncode == 0  # a clean SIGTERM drain
+
+
+def test_a_killed_pod_reports_its_signal_and_keeps_its_log(runtime: ProcessRuntime) -> None:
+    (pod,) = runtime.start_many([spec("killed")])
+    os.kill(forked(pod).pid, signal.SIGKILL)
+    assert forked(pod).wait(timeout=10) == -signal.SIGKILL
+    assert not pod.alive()
+    with pytest.raises(BackendError, match="pod killed exited while waiting for readiness"):
+        wait_healthy(pod)
+    pod.stop(grace=1.0)  # closes its stdout
+
+
+def test_a_pod_that_fails_to_start_reports_its_exit_code_and_log(runtime: ProcessRuntime) -> None:
+    with pytest.raises(BackendError, match=r"(?s)exited with code 2 before listening.*sample_app:"):
+        runtime.start_many([spec("bad", ERROR_RATE="lots")])
+
+
+def test_a_custom_command_is_started_with_popen() -> None:
+    runtime = ProcessRuntime(command=[sys.executable, "-S", str(SAMPLE_APP)])
+    try:
+        (pod,) = runtime.start_many([spec("own")])
+        assert isinstance(pod.stopper, ProcessHandle)
+        assert isinstance(pod.stopper.process, subprocess.Popen)
+        pod.stop(grace=5.0)
+    finally:
+        runtime.close()
+
+
+def test_without_a_server_pods_are_started_with_popen(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    broken = tmp_path / "zygote.py"
+    broken.write_text("raise SystemExit(3)\n")
+    monkeypatch.setattr(fork_server, "ZYGOTE", broken)
+    monkeypatch.setattr(fork_server, "_server", None)
+    monkeypatch.setattr(fork_server, "_failure", None)
+    runtime = ProcessRuntime()
+    try:
+        (pod,) = runtime.start_many([spec("fallback")])
+        assert isinstance(pod.stopper, ProcessHandle)
+        assert isinstance(pod.stopper.process, subprocess.Popen)
+        assert "fork server did not start" in (fork_server.failure() or "")
+        wait_healthy(pod)
+        pod.stop(grace=5.0)
+    finally:
+        runtime.close()
+
+
+def test_pods_die_with_their_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fork_server, "_server", None)  # a server of this test's own
+    runtime = ProcessRuntime()
+    try:
+        pods = runtime.start_many([spec("orphan-1"), spec("orphan-2")])
+        server = fork_server.current()
+        assert server is not None
+        pids = [forked(pod).pid for pod in pods]
+        os.kill(server.process.pid, signal.SIGKILL)
+        assert server.process.wait(timeout=10) == -signal.SIGKILL
+        assert all(gone(pid) for pid in pids)  # their parent-death signal
+        for pod in pods:
+            assert forked(pod).wait(timeout=15) == -signal.SIGTERM
+            pod.stop(grace=1.0)
+        # The next pod gets a new server.
+        (again,) = runtime.start_many([spec("after")])
+        assert fork_server.current() not in (None, server)
+        again.stop(grace=5.0)
+    finally:
+        runtime.close()
+        if (own := fork_server.current()) is not None:
+            own.close()
