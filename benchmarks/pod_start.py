@@ -50,8 +50,13 @@ def start_pods(fork: bool, count: int) -> Callable[[], None]:
         runtime = ProcessRuntime(fork=fork)
         try:
             specs = [
-                PodSpec(f"bench-{i}", {"app": "bench"}, "pytest-canary/sample-nginx:1.0",
-                        {"APP_VERSION": "1.0"}, 80)
+                PodSpec(
+                    f"bench-{i}",
+                    {"app": "bench"},
+                    "pytest-canary/sample-nginx:1.0",
+                    {"APP_VERSION": "1.0"},
+                    80,
+                )
                 for i in range(count)
             ]
             pods = [runtime.start(spec) for spec in specs]
@@ -86,15 +91,19 @@ def main() -> None:
     print("|---|---|---|---|")
     for fork, label in ((False, "Popen"), (True, "fork server")):
         used, wall = measured(start_pods(fork, args.pods))
-        print(f"| {label} | {args.pods} | {used / args.pods * 1000:.0f} ms "
-              f"| {wall / args.pods * 1000:.0f} ms |")
+        print(
+            f"| {label} | {args.pods} | {used / args.pods * 1000:.0f} ms "
+            f"| {wall / args.pods * 1000:.0f} ms |"
+        )
     print()
     print("| start | nginx deploys (2 pods) + close | CPU per deploy | wall per deploy |")
     print("|---|---|---|---|")
     for fork, label in ((False, "Popen"), (True, "fork server")):
         used, wall = measured(deploys(fork, args.deploys))
-        print(f"| {label} | {args.deploys} | {used / args.deploys * 1000:.0f} ms "
-              f"| {wall / args.deploys * 1000:.0f} ms |")
+        print(
+            f"| {label} | {args.deploys} | {used / args.deploys * 1000:.0f} ms "
+            f"| {wall / args.deploys * 1000:.0f} ms |"
+        )
     if fork_server.failure() is not None:
         print(f"fork server unavailable: {fork_server.failure()}")
 

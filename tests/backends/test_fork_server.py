@@ -28,7 +28,9 @@ from pytest_canary.errors import BackendError
 
 
 def spec(name: str, **env: str) -> PodSpec:
-    return PodSpec(name, {"app": "t"}, "pytest-canary/sample-nginx:1.0", {"APP_VERSION": "1.0", **env}, 80)
+    return PodSpec(
+        name, {"app": "t"}, "pytest-canary/sample-nginx:1.0", {"APP_VERSION": "1.0", **env}, 80
+    )
 
 
 def parent_of(pid: int) -> int:

@@ -420,7 +420,6 @@ class ProcessRuntime(Runtime):
             )
         return pod, ProcessHandle(process, log_path)
 
-
     @staticmethod
     def _fork(env: Mapping[str, str], log: int) -> ForkedProcess | None:
         server = fork_server.fork_server(
