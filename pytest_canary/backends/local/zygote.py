@@ -26,6 +26,7 @@ the client, however it ends.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import select
@@ -144,6 +145,9 @@ def main(argv: list[str]) -> int:
         exec(code, warm.__dict__)
         del sys.modules[warm.__name__]
         prctl = _load_prctl()
+        # Objects that exist now are never collected: a pod's collections do not walk (and
+        # so copy) the pages it shares with this process.
+        gc.freeze()
     except BaseException:
         _send(control, {"fatal": traceback.format_exc()})
         return 1
