@@ -195,7 +195,8 @@ class ForkServer:
                 except OSError:  # e.g. an environment larger than a message may be
                     return None
                 reply = self._replies.get(timeout=READY_TIMEOUT)
-        except queue.Empty:
+        except queue.Empty:  # a late reply would answer the next request: no more requests
+            self._closed = True
             return None
         finally:
             os.close(writer)
