@@ -857,6 +857,24 @@ class Release(TrafficChecks):
             self._apply(phase)
             return None
         __tracebackhide__ = True
+        return self._zero_downtime(
+            lambda: self._apply(phase),
+            during=f"the {phase.value} switch",
+            request=f"{'promote' if phase is Phase.PROMOTED else 'rollback'}(check_errors=True)",
+        )
+
+    def _zero_downtime(
+        self,
+        change: Callable[[], object],
+        *,
+        during: str,
+        request: str,
+        settle: Callable[[], object] | None = None,
+    ) -> Verdict:
+        """Run ``change`` under background traffic to the entry: PASS when no request failed
+        while it ran (the zero-downtime check of ``check_errors=True``). ``settle`` runs once
+        the traffic has stopped, before the verdict (e.g. reading the handle's new phase)."""
+        __tracebackhide__ = True
         started = time.perf_counter()
         traffic = BackgroundTraffic(
             self.entry,
@@ -865,9 +883,11 @@ class Release(TrafficChecks):
             path=self.spec.path,
         ).start()
         try:
-            self._apply(phase)
+            change()
         finally:
             sample = traffic.stop()
+        if settle is not None:
+            settle()
         passed = sample.error_count == 0
         verdict = self._verdict(
             kind="zero-downtime",
@@ -877,13 +897,12 @@ class Release(TrafficChecks):
             sample=sample,
             alpha=self._harness.settings.alpha,
             reason=(
-                f"{sample.total} requests during {phase.value} switch, none failed"
+                f"{sample.total} requests during {during}, none failed"
                 if passed
-                else f"{sample.error_count} of {sample.total} requests failed during the "
-                f"{phase.value} switch"
+                else f"{sample.error_count} of {sample.total} requests failed during {during}"
             ),
             elapsed=time.perf_counter() - started,
-            request=f"{'promote' if phase is Phase.PROMOTED else 'rollback'}(check_errors=True)",
+            request=request,
         )
         return self._conclude(verdict)
 

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +31,7 @@ from pytest_canary.manifests import Phase, render
 from pytest_canary.manifests import rollouts as rollout_manifests
 from pytest_canary.report import Verdict
 from pytest_canary.rollout_spec import MAX_PAUSE_SECONDS
-from pytest_canary.traffic import BackgroundTraffic, Sample
+from pytest_canary.traffic import Sample
 
 if TYPE_CHECKING:
     from pytest_canary.backends.base import Environment
@@ -351,35 +350,12 @@ class RolloutRelease(RolloutControls, Release):
             change()
             self._sync_phase()
             return None
-        started = time.perf_counter()
-        traffic = BackgroundTraffic(
-            self.entry,
-            timeout=self._harness.settings.timeout,
-            classify=self.spec.app.classifier(),
-            path=self.spec.path,
-        ).start()
-        try:
-            change()
-        finally:
-            sample = traffic.stop()
-        self._sync_phase()
-        passed = sample.error_count == 0
-        verdict = self._verdict(
-            kind="zero-downtime",
-            passed=passed,
-            decision="PASS" if passed else "FAIL",
-            expected={},
-            sample=sample,
-            alpha=self._harness.settings.alpha,
-            reason=(
-                f"{sample.total} requests during {action}, none failed"
-                if passed
-                else f"{sample.error_count} of {sample.total} requests failed during {action}"
-            ),
-            elapsed=time.perf_counter() - started,
+        return self._zero_downtime(
+            change,
+            during=action,
             request=f"{action}(check_errors=True)",
+            settle=self._sync_phase,
         )
-        return self._conclude(verdict)
 
     def _sync_phase(self) -> None:
         status = self.status
