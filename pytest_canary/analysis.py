@@ -102,6 +102,8 @@ MIN_SHARE = 0.01
 ZERO_WEIGHT = 0.5
 #: Concentration of the focused component of :func:`quantile_prior`.
 QUANTILE_CONCENTRATION = 50.0
+#: The budget advice looks for a decision up to this multiple of the requests so far.
+_MAX_FACTOR = 1024
 
 
 def _check_fraction(name: str, value: object, low: float, high: float, what: str) -> float:
@@ -840,7 +842,10 @@ class HealthTest:
         parts = [self._describe(name) for name in undecided]
         factor = self._needed_factor()
         if factor is None:
-            parts.append("no number of requests decides at the observed rates (on a margin)")
+            parts.append(
+                f"not even {self.n * _MAX_FACTOR} requests would decide at the observed rates "
+                "(they sit on a margin)"
+            )
         else:
             outcomes = {name: self._decides_at(factor, name) for name in undecided}
             if all(outcome is Decision.PASS for outcome in outcomes.values()):
@@ -922,8 +927,8 @@ class HealthTest:
 
     def _needed_factor(self) -> int | None:
         """The multiple of the requests so far at which every undecided aspect decides (to
-        within 2%), or None if not within 1024x."""
-        for factor in (1 << k for k in range(1, 11)):
+        within 2%), or None if not within :data:`_MAX_FACTOR` times."""
+        for factor in (1 << k for k in range(1, _MAX_FACTOR.bit_length())):
             if all(
                 self._decides_at(factor, name) is not Decision.CONTINUE
                 for name in self._undecided()

@@ -188,6 +188,25 @@ def test_budget_advice_says_which_way_more_requests_would_go() -> None:
     assert "requests would decide at the observed rates (errors FAIL" in test.reason
 
 
+def test_budget_advice_on_a_margin_says_no_multiple_decides() -> None:
+    """A canary exactly 1.2x the stable's latencies against max_latency_increase=0.2: more
+    requests at these rates converge on the margin and never decide; the advice says how far
+    it looked instead of naming a number of requests."""
+    rng = np.random.default_rng(3)
+    test = HealthTest(alpha=0.001, max_requests=800)
+    while True:
+        stable = list(rng.lognormal(-4.6, 0.3, 8))
+        canary = [latency * 1.2 for latency in stable]
+        if (
+            test.update(canary=Observations(8, 0, canary), stable=Observations(8, 0, stable))
+            is not Decision.CONTINUE
+        ):
+            break
+    assert test.decision is Decision.INCONCLUSIVE
+    assert "not even 819200 requests would decide at the observed rates" in test.reason
+    assert "requests would PASS at the observed rates" not in test.reason
+
+
 def test_a_version_without_traffic_stops_early() -> None:
     """All of the first routed_requests(0.01, alpha) requests on one version: the other gets
     less than 1% of this traffic; the comparison cannot happen, so it stops there."""

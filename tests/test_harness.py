@@ -154,13 +154,17 @@ def test_expect_healthy_stops_when_one_version_gets_no_traffic(canary: Harness) 
 
 def test_expect_healthy_budget_says_what_would_decide(canary: Harness) -> None:
     """300 requests give the canary ~150 answers, too few for an upper bound of its p95
-    (243): the message names that need, and offers no margin as a PASS."""
+    (243): the message names that need, and offers no margin as a PASS. (How many requests
+    would decide depends on the latencies this machine measures: on a busy one the observed
+    ratio can sit on the margin, and then no multiple decides.)"""
     rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50)
     with pytest.raises(AssertionError, match="INCONCLUSIVE") as info:
         rel.expect_healthy(max_requests=300)
     message = str(info.value)
     assert "undecided after 300 requests (max_requests=300)" in message
-    assert re.search(r"about \d+ requests would (PASS|decide) at the observed rates", message)
+    assert re.search(
+        r"(about|not even) \d+ requests would (PASS|decide) at the observed rates", message
+    )
     assert "an upper bound of the canary's p95 needs 243 answers" in message
     assert "would PASS with these requests" not in message
 
