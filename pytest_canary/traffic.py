@@ -311,6 +311,12 @@ class Sampler:
                 if status < 100:  # no HTTP status at all
                     sample.failed(f"HTTP {status}")
                     return None
+                if status < 200:
+                    # An interim status (101 Switching Protocols, ...) as the final answer to
+                    # a plain GET, which asked for no upgrade: a protocol error, not an answer.
+                    response.close()
+                    sample.failed(f"HTTP {status} to a request that asked for no upgrade")
+                    return None
                 if status >= 500:
                     # A failed answer still says who failed when it names its version plainly;
                     # canary analysis counts it for that version (never as its share).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import http.client
+import logging
 import random
 import socket
 import socketserver
@@ -18,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from pytest_canary.backends.local.router import (
+    CLIENT_LOG,
     AccessRecord,
     ConnectionRouter,
     Endpoint,
@@ -46,6 +48,8 @@ ANSWERS: dict[str, bytes] = {
     "500-headers": b"HTTP/1.1 200 OK\r\nX-App-Version: 1.0\r\n"
     + b"".join(b"X-H%d: v\r\n" % i for i in range(500))
     + b"Content-Length: 2\r\n\r\nok",
+    "101-to-a-get": b"HTTP/1.1 101 Switching Protocols\r\nX-App-Version: 1.0\r\n"
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
     "status-0": b"HTTP/1.1 000 Zero\r\nX-App-Version: 1.0\r\nContent-Length: 2\r\n\r\nok",
     "20mb-body": b"HTTP/1.1 200 OK\r\nX-App-Version: 1.0\r\nContent-Length: 20971520\r\n\r\n"
     + b"x" * 20_971_520,
@@ -358,3 +362,35 @@ def test_a_header_pattern_at_pcres_limit_goes_to_main_logged_while_traffic_flows
             assert "pcre_exec() failed: -8" in log
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\nHeader without colon\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+        b"G@T / HTTP/1.1\r\n\r\n",
+    ],
+    ids=["header-without-colon", "tls-handshake", "bad-method"],
+)
+def test_a_malformed_request_is_answered_400_without_a_logged_traceback(
+    request_bytes: bytes,
+    pod: HostilePod,
+    make_router: Callable[[str, Any], Router],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Someone else's malformed request used to log an ERROR with the HTTP parser's
+    traceback, which pytest shows under "Captured log" of whatever test failed next. It is
+    answered 400 and, with DEBUG on for the router's client log, noted in one line."""
+    router = make_router("nginx", OneEndpoint(pod.port))
+    caplog.set_level(logging.DEBUG, logger=CLIENT_LOG.name)
+    with socket.create_connection(("127.0.0.1", router.port), timeout=5) as client:
+        client.sendall(request_bytes)
+        answer = client.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 400 Bad Request"), answer
+    with Sampler(Entry(f"http://127.0.0.1:{router.port}"), concurrency=1, timeout=5) as sampler:
+        assert dict(sampler.sample(2).counts) == {"1.0": 2}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    (noted,) = [r for r in caplog.records if r.name == CLIENT_LOG.name]
+    assert "answered 400" in noted.getMessage() and "\n" not in noted.getMessage()
+    assert noted.exc_info is None

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import logging
 import random
 import threading
 import time
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from pytest_canary.dataplane.limits import ProxyLimits, limits_for
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
@@ -166,6 +167,31 @@ class RouterErrors:
             raise BackendError(f"the local router failed: {errors[0]!r}") from errors[0]
 
 
+class _ClientMistakes(logging.Filter):
+    """aiohttp logs a malformed request from a client (a header without a colon, TLS sent to a
+    plain port, a bad method) as an ERROR with its parser's traceback. For the router that is
+    the client's mistake, answered 400 as nginx and Envoy answer it, and it must not fill a
+    test's "Captured log" with a traceback from deep inside: it becomes one DEBUG line, logged
+    only when DEBUG is on for this logger. Anything else keeps its level and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, http_exceptions.HttpProcessingError):
+            return True
+        words = " ".join(str(exc.message).split())[:200]  # the parser's caret drawing, flat
+        record.msg = f"{record.getMessage()}: answered {exc.code}: {type(exc).__name__}: {words}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return CLIENT_LOG.isEnabledFor(logging.DEBUG)
+
+
+#: Where the routers log what malformed requests from outside the test they answered 400.
+CLIENT_LOG = logging.getLogger("pytest_canary.router.clients")
+CLIENT_LOG.addFilter(_ClientMistakes())
+
+
 class HttpRouter:
     """An HTTP reverse proxy that routes each request with a data-plane model."""
 
@@ -205,7 +231,7 @@ class HttpRouter:
             max_field_size=PARSER_MAX_FIELD,
             max_headers=PARSER_MAX_HEADERS,
         )
-        self._web_server = web.Server(self._handle, access_log=None)
+        self._web_server = web.Server(self._handle, access_log=None, logger=CLIENT_LOG)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._web_server, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
