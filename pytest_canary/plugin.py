@@ -509,9 +509,9 @@ def _make_backend(config: pytest.Config) -> Backend:
 
         runtime = _resolved(config, "runtime")
         # The session start already swept leftovers of dead runs.
-        extra: dict[str, Any] = (
-            {"sweep": False, "progress": progress} if runtime == "docker" else {}
-        )
+        extra: dict[str, Any] = {"progress": progress}
+        if runtime == "docker":
+            extra["sweep"] = False
         try:
             return LocalBackend(seed=config.stash[seed_key], runtime=make_runtime(runtime, **extra))
         except BackendError as exc:

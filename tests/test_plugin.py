@@ -736,3 +736,32 @@ def test_health_verdicts_reach_the_summary_report_and_plots(pytester: pytest.Pyt
         assert Verdict.from_json(verdict).to_json() == verdict
     pngs = sorted(p.name for p in (pytester.path / "plots").iterdir())
     assert len(pngs) == 2 and all(name.endswith("-health.png") for name in pngs)
+
+
+def test_a_fork_server_that_cannot_run_is_told_on_the_terminal(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pods started as separate interpreters are slower: the run says so once, past the
+    output capture, with the reason (here: a fork server that exits at once)."""
+    from pytest_canary.backends.local import fork_server
+
+    broken = pytester.path / "broken_zygote.py"
+    broken.write_text("raise SystemExit(3)\n")
+    monkeypatch.setattr(fork_server, "ZYGOTE", broken)
+    monkeypatch.setattr(fork_server, "_server", None)
+    monkeypatch.setattr(fork_server, "_failure", None)
+    pytester.makepyfile(
+        """
+        def test_one(canary):
+            canary.deploy("nginx", stable="1.0", canary="2.0", weight=50).expect_split(0.5)
+
+        def test_two(canary):
+            canary.deploy("nginx", stable="1.0", canary="2.0", weight=50).expect_split(0.5)
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["canary [[] *s[]] pods start as separate interpreters*fork server did not start*"]
+    )
+    assert result.stdout.str().count("pods start as separate interpreters") == 1

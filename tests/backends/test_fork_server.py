@@ -122,16 +122,26 @@ def test_without_a_server_pods_are_started_with_popen(
     monkeypatch.setattr(fork_server, "ZYGOTE", broken)
     monkeypatch.setattr(fork_server, "_server", None)
     monkeypatch.setattr(fork_server, "_failure", None)
-    runtime = ProcessRuntime()
+    told: list[str] = []
+    runtime = ProcessRuntime(progress=told.append)
     try:
         (pod,) = runtime.start_many([spec("fallback")])
         assert isinstance(pod.stopper, ProcessHandle)
         assert isinstance(pod.stopper.process, subprocess.Popen)
         assert "fork server did not start" in (fork_server.failure() or "")
         wait_healthy(pod)
-        pod.stop(grace=5.0)
+        (again,) = runtime.start_many([spec("fallback-2")])
+        for running in (pod, again):
+            running.stop(grace=5.0)
     finally:
         runtime.close()
+    # The user is told once why pods start slower, not once per pod.
+    (line,) = told
+    assert line.startswith("pods start as separate interpreters")
+    assert line.endswith(
+        "the fork server cannot run here: the pods' fork server did not start: "
+        "the fork server exited (exit code 3)"
+    ), line
 
 
 def test_pods_die_with_their_server(monkeypatch: pytest.MonkeyPatch) -> None:

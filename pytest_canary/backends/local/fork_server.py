@@ -132,7 +132,12 @@ class ForkServer:
             ready = {"fatal": f"no 'ready' within {READY_TIMEOUT:.0f}s"}
         if not isinstance(ready, dict) or "ready" not in ready:
             self.close()
-            raise BackendError(f"the pods' fork server did not start: {ready}")
+            reason = ready.get("fatal") or ready.get("error") if isinstance(ready, dict) else None
+            code = self.process.poll()
+            raise BackendError(
+                f"the pods' fork server did not start: {reason or ready}"
+                + (f" (exit code {code})" if code is not None else "")
+            )
 
     def _read(self) -> None:
         try:

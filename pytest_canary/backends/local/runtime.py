@@ -344,12 +344,18 @@ class ProcessRuntime(Runtime):
         fork: start sample-app pods by forking them from this process's fork server
             (:mod:`.fork_server`), which has imported the app once, instead of an interpreter
             start each; ``Popen`` whenever the server cannot run here.
+        progress: told once, in one line, when the fork server cannot run and pods start
+            with ``Popen`` instead (slower, so a user should know why).
     """
 
     name = "process"
 
     def __init__(
-        self, log_dir: Path | None = None, command: list[str] | None = None, fork: bool = True
+        self,
+        log_dir: Path | None = None,
+        command: list[str] | None = None,
+        fork: bool = True,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self._own_log_dir = log_dir is None
         if log_dir is None:
@@ -361,6 +367,8 @@ class ProcessRuntime(Runtime):
         # package would cost each pod ~0.2 s of start-up.
         self.command = command or [sys.executable, "-S", str(SAMPLE_APP)]
         self.fork = fork and command is None
+        self._progress = progress
+        self._told_fallback = False
         self._spawner = Spawner()
 
     def start(self, pod: PodSpec) -> RunningPod:
@@ -386,6 +394,8 @@ class ProcessRuntime(Runtime):
         """Spawn every process first (on the spawner thread, so pods outlive the calling
         thread), then wait for each one's listening line."""
         spawned = self._spawner.call(lambda: [self._spawn(pod) for pod in pods])
+        if self.fork and any(not isinstance(h.process, ForkedProcess) for _, h in spawned):
+            self._tell_fallback()  # on the caller's thread, where progress lines belong
         running: list[RunningPod] = []
         try:
             deadline = time.monotonic() + START_TIMEOUT
@@ -419,6 +429,15 @@ class ProcessRuntime(Runtime):
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         return pod, ProcessHandle(process, log_path)
+
+    def _tell_fallback(self) -> None:
+        if self._progress is None or self._told_fallback:
+            return
+        self._told_fallback = True
+        self._progress(
+            "pods start as separate interpreters (about 0.1 s more CPU each): the fork server "
+            f"cannot run here: {fork_server.failure() or 'it stopped'}"
+        )
 
     @staticmethod
     def _fork(env: Mapping[str, str], log: int) -> ForkedProcess | None:
