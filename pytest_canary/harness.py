@@ -313,6 +313,36 @@ class TrafficChecks:
         cookies = None if source is not None else cookies
         return self._sampler_get(source).sample(n, headers=headers, cookies=cookies)
 
+    def _rounds(
+        self,
+        test: stats.SequentialTest,
+        look: Callable[[Sample, Sample], bool],
+        *,
+        headers: Mapping[str, str] | None,
+        cookies: Mapping[str, str] | None,
+        source: str | None,
+    ) -> Sample:
+        """Send rounds of ``concurrency`` requests until ``test`` decides: after each round
+        ``look(batch, total)`` updates the test and says whether to go on. A sequential test
+        looks after every round (looks cost an anytime-valid test nothing) and stops at the
+        first that decides; the backend's background errors are checked as requests grow and
+        once at the end. Returns every request sent."""
+        __tracebackhide__ = True
+        concurrency = self._sampler_get(source).concurrency
+        total = Sample()
+        checks = _BackendChecks(self._harness.environment)
+        while test.decision is stats.Decision.CONTINUE:
+            batch = self._send(
+                test.next_batch_size(concurrency), headers=headers, cookies=cookies, source=source
+            )
+            total.merge(batch)
+            go_on = look(batch, total)
+            checks.after(total.total)
+            if not go_on:
+                break
+        checks.final()
+        return total
+
     def _expected_shares(self, share: float | Mapping[str, float]) -> dict[str, float]:
         versions = self._served_versions()
         if isinstance(share, Mapping):
@@ -395,25 +425,17 @@ class TrafficChecks:
             test = stats.SplitTest(expected, tolerance, alpha, max_requests=max_requests)
         except ValueError as exc:
             raise CanaryConfigError(str(exc)) from None
-        sampler = self._sampler_get(source)
-        total = Sample()
         started = time.perf_counter()
-        checks = _BackendChecks(self._harness.environment)
-        while test.decision is stats.Decision.CONTINUE:
-            # One round of `concurrency` requests per look: the test stops at the first round
-            # that decides.
-            size = test.next_batch_size(sampler.concurrency)
-            batch = self._send(size, headers=headers, cookies=cookies, source=source)
-            total.merge(batch)
+
+        def look(batch: Sample, total: Sample) -> bool:
             test.update(batch.counts)
-            checks.after(total.total)
-            if batch.classified == 0 and batch.error_count:
-                break  # nothing but errors: no evidence will come
-            if total.error_count and max_error_rate == 0:
-                break  # no failed request allowed: the verdict is FAIL already
-            if total.total >= max_requests:
-                break  # the budget counts failed requests too
-        checks.final()
+            return not (
+                (batch.classified == 0 and batch.error_count)  # nothing but errors: no evidence
+                or (total.error_count and max_error_rate == 0)  # no failure allowed: FAIL already
+                or total.total >= max_requests  # the budget counts failed requests too
+            )
+
+        total = self._rounds(test, look, headers=headers, cookies=cookies, source=source)
         decision = test.decision
         reason = ""
         passed = decision is stats.Decision.PASS
@@ -608,17 +630,14 @@ class TrafficChecks:
             )
         except ValueError as exc:
             raise CanaryConfigError(str(exc)) from None
-        sampler = self._sampler_get(None)
-        total = Sample()
+        timeout = self._sampler_get(None).timeout
         started = time.perf_counter()
-        checks = _BackendChecks(self._harness.environment)
-        while test.decision is stats.Decision.CONTINUE:
-            size = test.next_batch_size(sampler.concurrency)
-            batch = self._send(size, headers=headers, cookies=cookies, source=None)
-            total.merge(batch)
-            test.update(**_health_observations(batch, canary, stable, sampler.timeout))
-            checks.after(total.total)
-        checks.final()
+
+        def look(batch: Sample, total: Sample) -> bool:
+            test.update(**_health_observations(batch, canary, stable, timeout))
+            return True
+
+        total = self._rounds(test, look, headers=headers, cookies=cookies, source=None)
         verdict = self._verdict(
             kind="health",
             passed=test.decision is stats.Decision.PASS,

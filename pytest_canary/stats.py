@@ -52,6 +52,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 __all__ = [
     "ConfidenceSequence",
@@ -61,6 +62,7 @@ __all__ = [
     "MixturePrior",
     "Plan",
     "RoutedTest",
+    "SequentialTest",
     "SplitTest",
     "acceptance_counts",
     "assert_split_counts",
@@ -103,6 +105,16 @@ class Decision(enum.Enum):
     FAIL = "FAIL"
     INCONCLUSIVE = "INCONCLUSIVE"
     CONTINUE = "CONTINUE"
+
+
+class SequentialTest(Protocol):
+    """What drives a sequential test's rounds of traffic: its state, and how many requests
+    the next round sends (:class:`SplitTest`, ``analysis.HealthTest``)."""
+
+    @property
+    def decision(self) -> Decision: ...
+
+    def next_batch_size(self, concurrency: int) -> int: ...
 
 
 @dataclass(frozen=True)
