@@ -268,9 +268,10 @@ SESSION_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--canary-plots",
-        "Write one PNG per expect_split into DIR: each expected version's share, its "
-        "confidence sequence narrowing over the requests against the accepted band (needs "
-        "matplotlib).",
+        "Write one PNG per expect_split and expect_healthy into DIR: each expected "
+        "version's share (or the canary's error-rate increase and latency ratio), its "
+        "confidence sequence narrowing over the requests against the accepted band or "
+        "limit (needs matplotlib).",
         metavar="DIR",
     ),
 )

@@ -11,13 +11,16 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import math
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 from urllib.parse import quote
 
 from pytest_canary import analysis, byo, lint, manifests, stats
@@ -252,6 +255,26 @@ class Harness:
         self.close()
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_Checks = TypeVar("_Checks", bound="TrafficChecks")
+
+
+def _on_one_split(
+    method: Callable[Concatenate[_Checks, _P], _R],
+) -> Callable[Concatenate[_Checks, _P], _R]:
+    """Run an expectation inside the handle's :meth:`TrafficChecks._one_split` (its requests
+    must all see one traffic split); the signature and docstring stay the method's."""
+
+    def run(self: _Checks, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        __tracebackhide__ = True
+        with self._one_split():
+            return method(self, *args, **kwargs)
+
+    functools.update_wrapper(run, method)
+    return run
+
+
 class TrafficChecks:
     """Real traffic and verdicts on it: what every handle the harness returns offers
     (:class:`Release` from ``deploy``, :class:`AppliedManifests` from ``apply``).
@@ -281,6 +304,63 @@ class TrafficChecks:
         """What the verdicts name as the strategy."""
         raise NotImplementedError
 
+    def _one_split(self) -> AbstractContextManager[None]:
+        """Around each expectation: where the split can move by itself (an Argo Rollout's
+        timed pause), hold it, and fail an expectation whose requests saw two splits."""
+        return contextlib.nullcontext()
+
+    def _zero_downtime(
+        self,
+        change: Callable[[], object],
+        *,
+        during: str,
+        request: str,
+        settle: Callable[[], object] | None = None,
+    ) -> Verdict:
+        """Run ``change`` under background traffic to the entry: PASS when no request failed
+        while it ran (the zero-downtime check of ``check_errors=True``). ``settle`` runs once
+        the traffic has stopped, before the verdict (e.g. reading the handle's new phase).
+
+        A change that is over in a few rounds would be checked on a handful of requests: the
+        traffic goes on after it until :func:`stats.routed_requests` ``(0.01, alpha)`` were
+        sent in all (688 at alpha 0.001), so a failure rate of 1% or more around the change
+        fails the check with probability at least ``1 - alpha``."""
+        __tracebackhide__ = True
+        started = time.perf_counter()
+        alpha = self._harness.settings.alpha
+        entry = self._sampler_get(None)  # the entry, path and version reader of this handle
+        traffic = BackgroundTraffic(
+            entry.entry,
+            timeout=self._harness.settings.timeout,
+            classify=entry.classify,
+            path=entry.path,
+        ).start()
+        try:
+            change()
+        finally:
+            sample = traffic.stop(min_requests=stats.routed_requests(ZERO_DOWNTIME_RATE, alpha))
+        if settle is not None:
+            settle()
+        passed = sample.error_count == 0
+        verdict = self._verdict(
+            kind="zero-downtime",
+            passed=passed,
+            decision="PASS" if passed else "FAIL",
+            expected={},
+            sample=sample,
+            alpha=alpha,
+            reason=(
+                f"{sample.total} requests during {during} and after it, none failed"
+                if passed
+                else f"{sample.error_count} of {sample.total} requests failed during {during} "
+                "and after it"
+            ),
+            elapsed=time.perf_counter() - started,
+            request=request,
+        )
+        return self._conclude(verdict)
+
+    @_on_one_split
     def sample(
         self,
         n: int,
@@ -390,6 +470,7 @@ class TrafficChecks:
                 raise CanaryConfigError(f"share of {version}={value!r}: must be from 0 to 1")
         return expected
 
+    @_on_one_split
     def expect_split(
         self,
         share: float | Mapping[str, float],
@@ -481,6 +562,7 @@ class TrafficChecks:
         )
         return self._conclude(verdict)
 
+    @_on_one_split
     def expect_routed(
         self,
         version: str,
@@ -571,6 +653,7 @@ class TrafficChecks:
         )
         return self._conclude(verdict)
 
+    @_on_one_split
     def expect_healthy(
         self,
         *,
@@ -852,8 +935,10 @@ class Release(TrafficChecks):
         if spec.weight == 0 and not spec.weights and spec.strategy in ("nginx", "istio", "gateway"):
             raise CanaryConfigError(
                 f"promote(check_health=True) with weight=0 on {spec.strategy}: the canary gets "
-                "no traffic without headers, so there is nothing to compare; set_weight(n) "
-                "first, or call expect_healthy(headers=...) yourself before promote()"
+                "no traffic without headers, so there is nothing to compare (a header that "
+                "selects the canary sends it all the traffic, leaving the stable none); "
+                "set_weight(n) first, e.g. set_weight(50), so both versions share the traffic, "
+                "or promote(check_errors=True) for a zero-downtime switch without comparing"
             )
 
     def rollback(self, *, check_errors: bool = False) -> Verdict | None:
@@ -881,49 +966,6 @@ class Release(TrafficChecks):
             during=f"the {phase.value} switch",
             request=f"{'promote' if phase is Phase.PROMOTED else 'rollback'}(check_errors=True)",
         )
-
-    def _zero_downtime(
-        self,
-        change: Callable[[], object],
-        *,
-        during: str,
-        request: str,
-        settle: Callable[[], object] | None = None,
-    ) -> Verdict:
-        """Run ``change`` under background traffic to the entry: PASS when no request failed
-        while it ran (the zero-downtime check of ``check_errors=True``). ``settle`` runs once
-        the traffic has stopped, before the verdict (e.g. reading the handle's new phase)."""
-        __tracebackhide__ = True
-        started = time.perf_counter()
-        traffic = BackgroundTraffic(
-            self.entry,
-            timeout=self._harness.settings.timeout,
-            classify=self.spec.app.classifier(),
-            path=self.spec.path,
-        ).start()
-        try:
-            change()
-        finally:
-            sample = traffic.stop()
-        if settle is not None:
-            settle()
-        passed = sample.error_count == 0
-        verdict = self._verdict(
-            kind="zero-downtime",
-            passed=passed,
-            decision="PASS" if passed else "FAIL",
-            expected={},
-            sample=sample,
-            alpha=self._harness.settings.alpha,
-            reason=(
-                f"{sample.total} requests during {during}, none failed"
-                if passed
-                else f"{sample.error_count} of {sample.total} requests failed during {during}"
-            ),
-            elapsed=time.perf_counter() - started,
-            request=request,
-        )
-        return self._conclude(verdict)
 
     # -- traffic -------------------------------------------------------------------------
 
@@ -1202,6 +1244,11 @@ def _others(total: Sample, canary: str, stable: str) -> str:
         return ""
     seen = ", ".join(f"{v} x{c}" for v, c in sorted(others.items()))
     return f" (answers from other versions, not compared: {seen})"
+
+
+#: The failure rate around a change that ``check_errors=True`` catches with probability at
+#: least ``1 - alpha`` (the traffic goes on until enough requests were sent).
+ZERO_DOWNTIME_RATE = 0.01
 
 
 class _BackendChecks:

@@ -533,6 +533,7 @@ def _make_backend(config: pytest.Config) -> Backend:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
+    _seed_in_junit(config)
     name = _resolved(config, "backend")
     if (
         name == "kind"
@@ -552,6 +553,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             config.stash[swept_key] = sweep_dead_runs(client)
     except BackendError as exc:
         raise pytest.UsageError(f"--canary-runtime=docker: {exc}") from None
+
+
+def _seed_in_junit(config: pytest.Config) -> None:
+    """The run's seed as a property of the JUnit test suite (``canary.seed``): with ``-q``
+    the report header is not printed, and a CI log may not be kept; the XML is."""
+    if hasattr(config, "workerinput"):
+        return  # the controller writes the XML
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is not None:
+        xml.add_global_property("canary.seed", str(config.stash[seed_key]))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -734,7 +747,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     log = config.stash.get(verdicts_key, None)
     if log is None or not log.verdicts:
         return
-    terminalreporter.section("canary verdicts")
+    terminalreporter.section(f"canary verdicts (--canary-seed={config.stash[seed_key]})")
     from pytest_canary.report import SUMMARY_WIDTH
 
     for line in log.summary_lines(SUMMARY_WIDTH):

@@ -312,7 +312,8 @@ class VerdictLog:
     def summary_lines(self, width: int = SUMMARY_WIDTH) -> list[str]:
         """A table of every verdict, at most ``width`` columns wide: each test's id on a line
         of its own, then one row per verdict (result, strategy, check, expected, observed,
-        n, errors, time). Long cells are elided in the middle."""
+        n, errors, time). Long cells are elided in the middle; expected and observed shares
+        by whole versions (``2.0=0.25 1.0=0.50 +1``)."""
         rows = [["result", "strategy", "check", "expected", "observed", "n", "errors", "time"]]
         for v in self.verdicts:
             rows.append(
@@ -328,7 +329,7 @@ class VerdictLog:
                 ]
             )
         # Shrink the free-text columns first: check, observed, expected, strategy.
-        table = format_rows(rows, indent="  ", width=width, shrink=(2, 4, 3, 1))
+        table = format_rows(rows, indent="  ", width=width, shrink=(2, 4, 3, 1), entries=(3, 4))
         lines = [table[0]]
         previous = None
         for verdict, row in zip(self.verdicts, table[1:], strict=True):
@@ -362,6 +363,21 @@ def elide(text: str, width: int) -> str:
     return text[:head] + "\u2026" + text[len(text) - tail :]
 
 
+def elide_entries(text: str, width: int) -> str:
+    """A cell of space-separated entries (``2.0=0.25 1.0=0.50 3.0=0.25``) shortened to
+    ``width`` by whole entries: the first ones that fit and ``+k`` for the ``k`` left out, so
+    no version's value is cut in two. A cell whose first entry alone does not fit is elided
+    in the middle."""
+    if len(text) <= width:
+        return text
+    entries = text.split(" ")
+    for kept in range(len(entries) - 1, 0, -1):
+        shown = " ".join(entries[:kept]) + f" +{len(entries) - kept}"
+        if len(shown) <= width:
+            return shown
+    return elide(text, width)
+
+
 def format_rows(
     rows: list[list[str]],
     indent: str = "",
@@ -369,11 +385,13 @@ def format_rows(
     width: int | None = None,
     shrink: tuple[int, ...] = (),
     min_width: int = 12,
+    entries: tuple[int, ...] = (),
 ) -> list[str]:
     """Left-aligned columns, two spaces apart (trailing spaces trimmed).
 
     With ``width``, the columns listed in ``shrink`` (widest first) are narrowed, no
-    narrower than ``min_width``, until a row fits; their cells are elided in the middle.
+    narrower than ``min_width``, until a row fits; their cells are elided in the middle, or
+    by whole entries in the columns listed in ``entries`` (:func:`elide_entries`).
     """
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     if width is not None:
@@ -391,9 +409,13 @@ def format_rows(
             cut = max(1, min(total - width, widths[widest] - floor))
             widths[widest] -= cut
             total -= cut
+    cutters = [elide_entries if i in entries else elide for i in range(len(widths))]
     return [
         (
-            indent + "  ".join(elide(cell, w).ljust(w) for cell, w in zip(r, widths, strict=True))
+            indent
+            + "  ".join(
+                cut(cell, w).ljust(w) for cell, w, cut in zip(r, widths, cutters, strict=True)
+            )
         ).rstrip()
         for r in rows
     ]

@@ -20,25 +20,23 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from pytest_canary.dataplane import argo_rollouts as model
 from pytest_canary.dataplane.argo_rollouts import RolloutStatus
 from pytest_canary.errors import BackendError, CanaryConfigError
-from pytest_canary.harness import AppliedManifests, Release
+from pytest_canary.harness import AppliedManifests, Release, TrafficChecks
 from pytest_canary.manifests import Phase, render
 from pytest_canary.manifests import rollouts as rollout_manifests
 from pytest_canary.report import Verdict
 from pytest_canary.rollout_spec import MAX_PAUSE_SECONDS
-from pytest_canary.traffic import Sample
 
 if TYPE_CHECKING:
     from pytest_canary.backends.base import Environment
     from pytest_canary.harness import Harness
     from pytest_canary.spec import ReleaseSpec
-
-T = TypeVar("T")
 
 
 class RolloutMoved(AssertionError):
@@ -55,8 +53,9 @@ def _settled(status: RolloutStatus) -> bool:
     return status.paused or status.phase in (model.HEALTHY, model.DEGRADED)
 
 
-class RolloutControls:
-    """What both handles share: the controller's status and the kubectl plugin's commands.
+class RolloutControls(TrafficChecks):
+    """What both handles share: the controller's status, the kubectl plugin's commands, and
+    expectations that must see one step of the Rollout.
 
     Subclasses set ``_rollout`` (the Rollout's name) and ``_environment``.
     """
@@ -200,27 +199,77 @@ class RolloutControls:
             self.abort()
         return self._undo()
 
+    def promote(
+        self, *, full: bool = False, check_errors: bool = False, check_health: bool = False
+    ) -> Verdict | None:
+        """``kubectl argo rollouts promote``: end the current pause (or skip the current
+        step) and return at the next pause or the end. ``full=True`` is ``promote --full``:
+        skip the remaining steps, return once Healthy on the new version. With
+        ``check_errors=True`` traffic flows meanwhile (and on until 688 requests at alpha
+        0.001) and any failed request fails the call. With ``check_health=True`` the canary
+        is first compared with the stable version at the current step
+        (:meth:`expect_healthy`); nothing is promoted unless it passes.
+
+        Returns:
+            The zero-downtime verdict with ``check_errors``, else the health verdict with
+            ``check_health``, else None (read :attr:`status` for where the Rollout stands).
+        """
+        __tracebackhide__ = True
+        health = self.expect_healthy() if check_health else None  # raises: no promotion
+        switched = self._with_traffic(
+            "promote --full" if full else "promote", lambda: self._promote(full), check_errors
+        )
+        return switched if switched is not None else health
+
+    def rollback(self, *, check_errors: bool = False) -> Verdict | None:
+        """Back to the stable version: ``kubectl argo rollouts abort`` then ``undo`` (the
+        template of the previous revision, which is the stable ReplicaSet's, so the steps are
+        skipped); returns once Healthy. After a completed promotion, ``undo`` starts a new
+        update to the previous version, which walks the steps (returns at the first pause).
+        With ``check_errors=True`` traffic flows meanwhile and any failed request fails it.
+        """
+        __tracebackhide__ = True
+        return self._with_traffic("abort + undo", self._rolled_back, check_errors)
+
+    def _with_traffic(
+        self, action: str, change: Callable[[], RolloutStatus], check_errors: bool
+    ) -> Verdict | None:
+        __tracebackhide__ = True
+        if not check_errors:
+            change()
+            self._changed()
+            return None
+        return self._zero_downtime(
+            change,
+            during=action,
+            request=f"{action}(check_errors=True)",
+            settle=self._changed,
+        )
+
+    def _changed(self) -> None:
+        """After a command has taken effect (a handle that tracks a phase reads it here)."""
+
     # -- expectations that must see one split ----------------------------------------------
 
     def _traffic_state(self) -> tuple[Any, ...]:
         s = self.status
         return (s.weights, s.set_weight, s.stable_rs, s.current_pod_hash, s.abort, s.step)
 
-    def _steady(self, call: Callable[[], T]) -> T:
+    @contextlib.contextmanager
+    def _one_split(self) -> Iterator[None]:
         """Run an expectation on one step of the Rollout: the backend's timers are held
         where it can (the local model); a change of the split meanwhile fails it."""
         __tracebackhide__ = True
         with self._environment.hold_rollout_timers():
             before = self._traffic_state()
             try:
-                result = call()
+                yield
             except AssertionError as exc:
                 if self._traffic_state() != before:
                     raise self._moved(before) from exc
                 raise
             if self._traffic_state() != before:
                 raise self._moved(before)
-        return result
 
     def _moved(self, before: tuple[Any, ...]) -> RolloutMoved:
         now = self.status
@@ -314,48 +363,17 @@ class RolloutRelease(RolloutControls, Release):
             "release (name=...) with other knobs"
         )
 
-    def promote(
-        self, *, full: bool = False, check_errors: bool = False, check_health: bool = False
-    ) -> Verdict | None:
-        """``kubectl argo rollouts promote``: end the current pause (or skip the current
-        step) and return at the next pause or the end. ``full=True`` is ``promote --full``:
-        skip the remaining steps, return once Healthy on the new version. With
-        ``check_errors=True`` traffic flows meanwhile and any failed request fails the call.
-        With ``check_health=True`` the canary is first compared with the stable version at
-        the current step (:meth:`expect_healthy`); nothing is promoted unless it passes.
-        """
-        __tracebackhide__ = True
-        health = self.expect_healthy() if check_health else None  # raises: no promotion
-        switched = self._with_traffic(
-            "promote --full" if full else "promote", lambda: self._promote(full), check_errors
-        )
-        return switched if switched is not None else health
-
     def rollback(self, *, check_errors: bool = False) -> Verdict | None:
-        """Back to the stable version: ``kubectl argo rollouts abort`` then ``undo`` (the
-        template of the previous revision, which is the stable ReplicaSet's, so the steps are
-        skipped); returns once Healthy. After a completed promotion, ``undo`` starts a new
-        update to the previous version, which walks the steps (returns at the first pause).
-        """
-        result = self._with_traffic("abort + undo", self._rolled_back, check_errors)
+        __tracebackhide__ = True
+        result = super().rollback(check_errors=check_errors)
         if self.status.completed:
             self.phase = Phase.ROLLED_BACK
         return result
 
-    def _with_traffic(
-        self, action: str, change: Callable[[], RolloutStatus], check_errors: bool
-    ) -> Verdict | None:
-        __tracebackhide__ = True
-        if not check_errors:
-            change()
-            self._sync_phase()
-            return None
-        return self._zero_downtime(
-            change,
-            during=action,
-            request=f"{action}(check_errors=True)",
-            settle=self._sync_phase,
-        )
+    rollback.__doc__ = RolloutControls.rollback.__doc__
+
+    def _changed(self) -> None:
+        self._sync_phase()
 
     def _sync_phase(self) -> None:
         status = self.status
@@ -379,26 +397,6 @@ class RolloutRelease(RolloutControls, Release):
 
     def _label(self) -> str:
         return f"rollouts ({self.spec.traffic or 'basic canary'})"
-
-    def expect_split(self, share: float | Mapping[str, float], **kwargs: Any) -> Verdict:
-        """As :meth:`Release.expect_split`; fails when the Rollout moved while sampling."""
-        __tracebackhide__ = True
-        return self._steady(lambda: Release.expect_split(self, share, **kwargs))
-
-    def expect_routed(self, version: str, **kwargs: Any) -> Verdict:
-        """As :meth:`Release.expect_routed`; fails when the Rollout moved while sampling."""
-        __tracebackhide__ = True
-        return self._steady(lambda: Release.expect_routed(self, version, **kwargs))
-
-    def sample(self, n: int, **kwargs: Any) -> Sample:
-        """As :meth:`Release.sample`; fails when the Rollout moved while sampling."""
-        __tracebackhide__ = True
-        return self._steady(lambda: Release.sample(self, n, **kwargs))
-
-    def expect_healthy(self, **kwargs: Any) -> Verdict:
-        """As :meth:`Release.expect_healthy`; fails when the Rollout moved while sampling."""
-        __tracebackhide__ = True
-        return self._steady(lambda: Release.expect_healthy(self, **kwargs))
 
     def __repr__(self) -> str:
         try:
@@ -489,27 +487,9 @@ class AppliedRollout(RolloutControls, AppliedManifests):
         )
         return tuple(v for v in known if v) or self.versions
 
-    def promote(self, *, full: bool = False) -> RolloutStatus:
-        """``kubectl argo rollouts promote [--full]`` (see :meth:`RolloutRelease.promote`)."""
-        return self._promote(full)
-
-    def rollback(self) -> RolloutStatus:
-        """``kubectl argo rollouts abort`` + ``undo``."""
-        return self._rolled_back()
-
     def undo(self) -> RolloutStatus:
         """``kubectl argo rollouts undo``: the previous revision's template."""
         return self._undo()
-
-    def expect_split(self, share: float | Mapping[str, float], **kwargs: Any) -> Verdict:
-        """As :meth:`AppliedManifests.expect_split`; fails when the Rollout moved meanwhile."""
-        __tracebackhide__ = True
-        return self._steady(lambda: AppliedManifests.expect_split(self, share, **kwargs))
-
-    def expect_routed(self, version: str, **kwargs: Any) -> Verdict:
-        """As :meth:`AppliedManifests.expect_routed`; fails when the Rollout moved meanwhile."""
-        __tracebackhide__ = True
-        return self._steady(lambda: AppliedManifests.expect_routed(self, version, **kwargs))
 
 
 __all__ = ["AppliedRollout", "RolloutControls", "RolloutMoved", "RolloutRelease", "RolloutStatus"]

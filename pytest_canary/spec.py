@@ -30,6 +30,9 @@ from pytest_canary.pcre import pcre_problem
 from pytest_canary.re2 import re2_problem
 from pytest_canary.rollout_spec import MAX_PAUSE_SECONDS
 
+#: ``replicas`` of ``deploy("rollouts", traffic=None)`` when not given.
+BASIC_CANARY_REPLICAS = 10
+
 Strategy = Literal["replicas", "nginx", "istio", "gateway", "bluegreen", "rolling", "rollouts"]
 STRATEGIES: tuple[str, ...] = (
     "replicas",
@@ -831,7 +834,10 @@ def _check_rollouts(values: dict[str, Any]) -> None:
             "or None (basic canary: the weight becomes replica counts)",
         )
     values.setdefault("steps", [])
-    values.setdefault("replicas", 1)
+    # With traffic routing the router splits the traffic: one pod per ReplicaSet will do (as
+    # Argo's default). A basic canary splits by pod counts: 10 pods make every setWeight that
+    # is a multiple of 10 an exact count (with 1, any weight below 100 is 1 pod of 2: 50%).
+    values.setdefault("replicas", BASIC_CANARY_REPLICAS if traffic is None else 1)
     for fld in ("max_surge", "max_unavailable"):
         if fld in values:
             v = values[fld]

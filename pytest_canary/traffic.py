@@ -443,8 +443,23 @@ class BackgroundTraffic:
         rounds = -(-self.batch // self.concurrency)
         return rounds * float(self.sampler_args.get("timeout", DEFAULT_TIMEOUT)) + 5.0
 
-    def stop(self) -> Sample:
-        """Stop sending and return everything observed; re-raises a sampler error here."""
+    def stop(self, *, min_requests: int = 0, max_wait: float = 60.0) -> Sample:
+        """Stop sending and return everything observed; re-raises a sampler error here.
+
+        Args:
+            min_requests: keep sending until at least this many requests were sent in all
+                (a check of the change needs enough of them to mean something), for at most
+                ``max_wait`` seconds more.
+            max_wait: bound of that wait, in seconds.
+        """
+        deadline = time.monotonic() + max_wait
+        while (
+            self.sample.total < min_requests
+            and time.monotonic() < deadline
+            and self._thread is not None
+            and self._thread.is_alive()
+        ):
+            time.sleep(0.005)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self._batch_deadline())

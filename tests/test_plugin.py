@@ -765,3 +765,24 @@ def test_a_fork_server_that_cannot_run_is_told_on_the_terminal(
         ["canary [[] *s[]] pods start as separate interpreters*fork server did not start*"]
     )
     assert result.stdout.str().count("pods start as separate interpreters") == 1
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_the_seed_reaches_a_quiet_run_and_its_junit_report(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    """With -q the report header (which names the seed) is not printed: the verdicts'
+    section names it, and the JUnit test suite carries it as ``canary.seed``."""
+    pytester.makepyfile(
+        """
+        def test_split(canary):
+            canary.deploy("nginx", stable="1.0", canary="2.0", weight=50).expect_split(0.5)
+        """
+    )
+    result = pytester.runpytest("-q", "--canary-seed=7", "--junitxml=junit.xml", *workers)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*= canary verdicts (--canary-seed=7) =*"])
+    suite = ElementTree.parse(pytester.path / "junit.xml").find("testsuite")
+    assert suite is not None
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["canary.seed"] == "7"

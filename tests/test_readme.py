@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-SHOP = ROOT / "suites" / "manifests" / "shop" / "nginx"
+SHOP = ROOT / "suites" / "manifests" / "shop"  # the layout README describes: nginx/, istio/, ...
 ROLLOUT = ROOT / "suites" / "manifests" / "rollouts" / "shop"
 
 #: README examples that are, word for word, a test the suite runs anyway: the README test

@@ -51,6 +51,25 @@ def test_the_summary_fits_120_columns_sharing_the_cut_among_long_columns() -> No
     assert lines[1] == "suites/test_x.py::test_split" and lines[-2].startswith("t.py::test_long")
 
 
+def test_a_narrowed_share_cell_drops_whole_versions_never_half_a_value() -> None:
+    """Three versions in a narrow summary were cut in the middle (``2.0=0.…0.25 1.0=0.50``),
+    which hid one version's value: the cell now keeps the first versions whole and says how
+    many it left out."""
+    log = VerdictLog()
+    three = {"1.0": 0.5, "2.0": 0.25, "3.0": 0.25}
+    observed = {"1.0": 0.498, "2.0": 0.253, "3.0": 0.249}
+    log.add(verdict(expected=three, observed=observed, kind="split", request="x" * 40))
+    lines = log.summary_lines(100)
+    header, row = lines[0], lines[2]
+    expected = row[header.index("expected") : header.index("observed")].strip()
+    observed_cell = row[header.index("observed") : header.index("n ")].strip()
+    for cell in (expected, observed_cell):
+        entries = cell.split(" ")
+        assert entries[-1] in ("+1", "+2"), cell
+        assert all(e.count("=") == 1 and "…" not in e for e in entries[:-1]), cell
+    assert max(len(line) for line in lines) <= 100
+
+
 def test_format_rows_without_a_width_keeps_every_cell() -> None:
     rows = [["a", "b"], ["x" * 50, "y"]]
     assert format_rows(rows) == ["a" + " " * 51 + "b", "x" * 50 + "  y"]

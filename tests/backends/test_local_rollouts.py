@@ -131,6 +131,60 @@ def test_own_rollout_applied_twice_runs_the_steps(canary: Harness) -> None:
     shop.expect_routed("v2", headers={"x-beta-user": "yes"})
 
 
+def test_own_rollout_promotes_with_the_checks_of_a_deployed_one(canary: Harness) -> None:
+    """README: ``promote`` and ``rollback`` take ``check_errors=True`` (and ``promote``
+    ``check_health=True``) on the handle of your own Rollout too; they used to raise
+    TypeError there. The health check compares v2 with v1 at the current step first; the
+    zero-downtime check sends enough requests to mean something (688 at alpha 0.001)."""
+    canary.apply([SHOP / "routing.yaml", SHOP / "v1"])
+    shop = canary.apply([SHOP / "routing.yaml", SHOP / "v2"])
+    switched = shop.promote(check_errors=True)
+    assert switched is not None and switched.kind == "zero-downtime"
+    assert switched.decision == "PASS" and switched.n >= 688
+    assert shop.status.step == 3 and shop.status.weight == 50  # at the timed pause
+    health = shop.promote(full=True, check_health=True)
+    assert health is not None and health.kind == "health" and health.decision == "PASS"
+    assert health.roles == {"v2": "canary", "v1": "stable"}
+    assert shop.status.phase == "Healthy" and shop.stable_version == "v2"
+
+
+def test_promote_check_errors_on_a_quick_step_still_catches_a_faulty_canary(
+    canary: Harness,
+) -> None:
+    """A promote that returns at the next pause takes a round or two: its zero-downtime check
+    saw 16 requests and passed a canary failing 5% of them about half the time. The traffic
+    now goes on to 688 requests (a 1% failure rate is caught with probability >= 0.999)."""
+    rel = canary.deploy(
+        "rollouts",
+        stable="1.0",
+        canary="2.0",
+        steps=[{"setWeight": 50}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}],
+        traffic="nginx",
+        canary_error_rate=0.05,
+    )
+    with pytest.raises(AssertionError, match="requests failed during promote and after it") as info:
+        rel.promote(check_errors=True)
+    verdict = info.value.verdict  # type: ignore[attr-defined]
+    assert (
+        verdict.decision == "FAIL"
+        and sum(verdict.counts.values()) + sum(verdict.errors.values()) >= 688
+    )
+    assert rel.status.step == 3  # the promotion itself happened: the check watched it
+
+
+def test_a_basic_canary_without_replicas_gets_pods_enough_for_its_weights(
+    canary: Harness,
+) -> None:
+    """README's STEPS with traffic=None and no replicas: with one replica (Argo's default)
+    setWeight 20 is 1 canary pod of 2, 50% of the traffic. A basic canary now defaults to 10
+    replicas, so setWeight 20 is 2 canary pods and 8 stable."""
+    rel = canary.deploy(
+        "rollouts", stable="1.0", canary="2.0", steps=[{"setWeight": 20}, {"pause": {}}]
+    )
+    assert rel.status.weight == 20 and rel.status.set_weight == 20
+    assert rel.ready_pods() == {"2.0": 2, "1.0": 8}
+
+
 def test_own_rollout_with_unmodelled_steps_is_refused(canary: Harness, tmp_path: Path) -> None:
     import yaml
 

@@ -248,7 +248,7 @@ def put_rollout(
     """A Rollout as the controller left it (the stand-in stopped)."""
     assert isinstance(api_server.emulator, ArgoEmulator)
     api_server.emulator.stopped = True
-    spec = build_spec("rollouts", "1.0", "2.0", steps=steps or STEPS, traffic=traffic)
+    spec = build_spec("rollouts", "1.0", "2.0", steps=steps or STEPS, traffic=traffic, replicas=1)
     obj = rollout_manifests.rollout(spec, version)
     obj["metadata"].update(
         namespace=namespace, uid="uid-rollout", generation=generation, resourceVersion="7"
@@ -565,7 +565,9 @@ def test_without_the_crd_rollouts_are_refused_saying_how_to_install_the_controll
 def live_rollout(traffic: str | None, status: dict[str, Any], **knobs: Any) -> LiveRollout:
     """A Rollout paused where ``status`` says, with the objects a faithful controller wrote
     for its weights: ReplicaSets aaa (stable, 1.0) and bbb (canary, 2.0)."""
-    spec = build_spec("rollouts", "1.0", "2.0", steps=STEPS, traffic=traffic, **knobs)
+    spec = build_spec(
+        "rollouts", "1.0", "2.0", steps=STEPS, traffic=traffic, **({"replicas": 1} | knobs)
+    )
     obj = rollout_manifests.rollout(spec, "2.0")
     obj["metadata"].update(uid="uid-rollout", generation=1)
     obj["status"] = copy.deepcopy(status)
