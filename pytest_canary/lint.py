@@ -216,6 +216,17 @@ RULES: dict[str, Rule] = {
             "BackendNotFound -> 500); istio route.go (no Service for the host -> 503 NC)",
         ),
         Rule(
+            "service-port-not-found",
+            "an Ingress, HTTPRoute or VirtualService sends to a port its Service does not have",
+            f"{INGRESS_NGINX} internal/ingress/controller/controller.go serviceEndpoints (no "
+            "Service port number, targetPort or name equals the backend port: no endpoints) "
+            "with rootfs/etc/nginx/lua/balancer.lua sync_backend, get_balancer (503) and "
+            "route_to_alternative_balancer ('no alternative balancer': main backend); "
+            f"{ISTIO} pilot/pkg/networking/core/route/route.go GetDestinationCluster and "
+            "cluster.go buildOutboundClusters (a cluster per Service port only: 503 NC), "
+            "istioctl analyze IST0101 'host:port'",
+        ),
+        Rule(
             "service-selects-nothing",
             "a Service whose selector matches the pods of no workload in the set",
             "kubernetes pkg/controller/endpointslice: a Service's endpoints are the ready pods "
@@ -257,11 +268,30 @@ def _finding(rule: str, obj: str, message: str, upstream: str | None = None) -> 
 # service-not-found: what each referrer's data plane does with a missing Service.
 SERVICE_NOT_FOUND_UPSTREAM = {
     "Ingress": f"{INGRESS_NGINX} internal/ingress/controller/controller.go serviceEndpoints: "
-    "'Error obtaining Service endpoints', the upstream has no endpoints (503)",
+    "'Error obtaining Service endpoints', the upstream has no endpoints (503; a canary "
+    "upstream is skipped by rootfs/etc/nginx/lua/balancer.lua route_to_alternative_balancer)",
     "HTTPRoute": f"{GATEWAY_API} apis/v1/httproute_types.go BackendRef: an unresolvable "
     "reference sets ResolvedRefs=False (BackendNotFound) and its requests get 500",
     "VirtualService": f"{ISTIO} pilot/pkg/networking/core/route/route.go "
     "GetDestinationCluster: no Service for the host, no cluster: Envoy 503 NC",
+}
+
+
+# service-port-not-found: what each referrer's data plane does with a port the Service lacks.
+SERVICE_PORT_NOT_FOUND_UPSTREAM = {
+    "Ingress": f"{INGRESS_NGINX} internal/ingress/controller/controller.go createUpstreams -> "
+    "serviceEndpoints (a Service port matches by number, targetPort or name; none: the "
+    "upstream has no endpoints); rootfs/etc/nginx/lua/balancer.lua sync_backend (no "
+    "endpoints, no balancer), get_balancer/rewrite (a main upstream without one: 503) and "
+    "route_to_alternative_balancer ('no alternative balancer for backend': the main backend)",
+    "HTTPRoute": f"{ISTIO} pilot/pkg/config/kube/gateway/conversion.go buildDestination (the "
+    "backendRef port becomes the destination port unchecked; ResolvedRefs stays True) -> "
+    "pilot/pkg/networking/core/route/route.go GetDestinationCluster; cluster.go "
+    "buildOutboundClusters builds clusters only for the Service's ports: Envoy 503 NC",
+    "VirtualService": f"{ISTIO} pilot/pkg/networking/core/route/route.go GetDestinationCluster "
+    "(outbound|<port>||<host>) and cluster.go buildOutboundClusters (one cluster per Service "
+    "port): no such cluster, Envoy 503 NC; istioctl analyze IST0101 ReferencedResourceNotFound "
+    "'host:port' (virtualservice/destinationhosts.go checkServiceEntryPorts)",
 }
 
 
@@ -348,7 +378,7 @@ def _nginx(objects: list[dict[str, Any]]) -> list[Finding]:
     ingresses = [o for o in objects if nginx_model.is_nginx_ingress(o)]
     if not ingresses:
         return []
-    config = nginx_model.load(ingresses, namespace=LINT_NAMESPACE)
+    config = nginx_model.load(objects, namespace=LINT_NAMESPACE)
     by_name = {_name(o): o for o in ingresses}
     mains = [o for o in ingresses if not nginx_model.canary_enabled(o)]
     canaries = [o for o in ingresses if nginx_model.canary_enabled(o)]
@@ -400,6 +430,51 @@ def _nginx(objects: list[dict[str, Any]]) -> list[Finding]:
     out += _second_canary(canaries)
     out += _canary_service_is_main(canaries, mains)
     out += _annotation_issues(ingresses)
+    out += _ports_without_endpoints(config, ingresses)
+    return out
+
+
+def _ingress_backends(ing: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The backends of an Ingress: each path's, then ``defaultBackend``."""
+    backends = [b for *_, b in _rule_paths(ing)]
+    default = (ing.get("spec") or {}).get("defaultBackend")
+    return backends + ([default] if default else [])
+
+
+def _ports_without_endpoints(
+    config: nginx_model.NginxConfig, ingresses: list[dict[str, Any]]
+) -> list[Finding]:
+    """Backends whose Service exists but has no port matching theirs: the model's upstream
+    has no endpoints (``NginxConfig.without_endpoints``), so the main location answers 503,
+    or a canary is skipped."""
+    out: list[Finding] = []
+    for ing in ingresses:
+        canary = nginx_model.canary_enabled(ing)
+        seen: set[nginx_model.Upstream] = set()
+        for backend in _ingress_backends(ing):
+            upstream = nginx_model.backend_upstream(LINT_NAMESPACE, backend)
+            if upstream is None or upstream in seen:
+                continue
+            seen.add(upstream)
+            why = config.without_endpoints(upstream)
+            if why is None or why.endswith(" not found"):
+                continue  # resolves, or service-not-found says it
+            effect = (
+                "ingress-nginx builds the canary upstream without endpoints and balancer.lua "
+                "skips it ('no alternative balancer for backend'): every request, header and "
+                "cookie included, goes to the main backend"
+                if canary
+                else "ingress-nginx builds the upstream without endpoints and answers every "
+                "request of that location with 503, a canary's share included"
+            )
+            out.append(
+                _finding(
+                    "service-port-not-found",
+                    _ref("Ingress", _name(ing)),
+                    f"backend {why}; {effect} (use one of the Service's ports)",
+                    SERVICE_PORT_NOT_FOUND_UPSTREAM["Ingress"],
+                )
+            )
     return out
 
 
@@ -761,10 +836,13 @@ def _services(objects: list[dict[str, Any]]) -> list[Finding]:
     pods = [pod_template_labels(o) for o in objects if o.get("kind") in WORKLOAD_KINDS]
     out: list[Finding] = []
     for ing in (o for o in objects if nginx_model.is_nginx_ingress(o)):
-        backends = [b for *_, b in _rule_paths(ing)]
-        default = (ing.get("spec") or {}).get("defaultBackend")
-        backends += [default] if default else []
-        for backend in backends:
+        effect = (
+            "skips the canary ('no alternative balancer for backend'): every request goes to "
+            "the main backend"
+            if nginx_model.canary_enabled(ing)
+            else "answers 503"
+        )
+        for backend in _ingress_backends(ing):
             name, _ = _service_port(backend)
             if name and name not in services:
                 out.append(
@@ -772,7 +850,7 @@ def _services(objects: list[dict[str, Any]]) -> list[Finding]:
                         "service-not-found",
                         _ref("Ingress", _name(ing)),
                         f"backend Service {name} is not in the manifests; ingress-nginx has no "
-                        "endpoints for it and answers 503",
+                        f"endpoints for it and {effect}",
                         SERVICE_NOT_FOUND_UPSTREAM["Ingress"],
                     )
                 )

@@ -38,6 +38,7 @@ UPSTREAM_OF = {
     "gateway-parent-not-found": "ParentReference",
     "gateway-invalid-regex": "CompiledGoogleReMatcher",
     "service-not-found": "BackendRef",
+    "service-port-not-found": "serviceEndpoints",
     "service-selects-nothing": "endpointslice",
     "argo-rollout-invalid-spec": "validation.go",
     "argo-rollout-routing": "buildCanaryIngress",
@@ -75,6 +76,7 @@ def test_broken_variant_produces_exactly_its_finding(variant: str) -> None:
     # validation.go constant) rather than the rule's summary.
     assert findings[0].upstream == lint.RULES[rule].upstream or rule in (
         "service-not-found",
+        "service-port-not-found",
         "argo-rollout-invalid-spec",
     )
 
@@ -276,3 +278,39 @@ def test_what_only_the_rollout_controller_refuses_is_its_invalid_spec(
     (found,) = lint.lint(objects)
     assert found.rule == "argo-rollout-invalid-spec" and finding in found.message
     assert "validation.go ValidateRolloutSpec" in found.upstream
+
+
+# -- ports a Service does not have --------------------------------------------------------
+
+
+def test_a_canary_port_the_service_lacks_really_sends_everything_to_main(canary: Harness) -> None:
+    """controller.go serviceEndpoints finds no port 9090 on shop-v2: the canary upstream has
+    no endpoints and balancer.lua skips it, so neither the 10% weight nor the header reaches
+    v2 (the local model does as ingress-nginx does, it does not answer 503)."""
+    shop = canary.apply(BROKEN / "service-port-not-found", findings="ignore")
+    assert [f.rule for f in shop.findings] == ["service-port-not-found"]
+    shop.expect_routed("v1", leak=0.1)
+    shop.expect_routed("v1", headers={"x-beta-user": "always"}, leak=0.1)
+
+
+def test_a_main_port_the_service_lacks_really_answers_503(canary: Harness, tmp_path: Path) -> None:
+    """The main backend without endpoints: balancer.lua get_balancer has no balancer and
+    rewrite() answers 503, for every request."""
+    text = (BROKEN / "service-port-not-found" / "manifests.yaml").read_text()
+    text = text.replace("shop-v1, port: {number: 80}", "shop-v1, port: {name: http}")
+    text = text.replace("shop-v2, port: {number: 9090}", "shop-v2, port: {number: 80}")
+    (tmp_path / "shop.yaml").write_text(text)
+    (finding,) = lint.lint_paths(tmp_path)
+    assert finding.object == "Ingress/shop"
+    assert "has no port http" in finding.message and "with 503" in finding.message
+    shop = canary.apply(tmp_path, findings="ignore")
+    sample = shop.sample(20, headers={"x-beta-user": "always"})
+    assert sample.errors == {"HTTP 503": 20} and not sample.counts
+
+
+def test_a_backend_port_equal_to_the_target_port_is_no_finding(tmp_path: Path) -> None:
+    """serviceEndpoints also matches the Service port's targetPort: port 8080 on a Service
+    80 -> 8080 has endpoints in ingress-nginx (not in Istio or Gateway API)."""
+    text = (BROKEN / "service-port-not-found" / "manifests.yaml").read_text()
+    (tmp_path / "shop.yaml").write_text(text.replace("number: 9090", "number: 8080"))
+    assert lint.lint_paths(tmp_path) == []
