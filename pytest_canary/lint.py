@@ -158,6 +158,24 @@ RULES: dict[str, Rule] = {
             "declares; otherwise Envoy answers 503 NC (cluster not found)",
         ),
         Rule(
+            "istio-subset-selects-nothing",
+            "a DestinationRule subset whose labels, with its Service's selector, match the pods "
+            "of no workload: requests routed to it get 503 UH",
+            f"{ISTIO} istioctl analyze IST0173 DestinationRuleSubsetNotSelectPods "
+            "(pkg/config/analysis/analyzers/destinationrule/subset.go "
+            "destinationrule.SubsetSelectPodAnalyzer: 'does not select any pods. Which may "
+            "lead to 503 UH (NoHealthyUpstream)')",
+        ),
+        Rule(
+            "istio-host-not-in-gateway",
+            "a VirtualService bound to a Gateway none of whose server hosts overlaps its "
+            "hosts: the gateway serves it for no request (404)",
+            f"{ISTIO} istioctl analyze IST0132 VirtualServiceHostNotFoundInGateway "
+            "(pkg/config/analysis/analyzers/virtualservice/gateways.go "
+            "virtualservice.GatewayAnalyzer vsHostInGateway, hosts compared by "
+            "pkg/config/host/name.go Name.Matches)",
+        ),
+        Rule(
             "istio-source-labels-without-mesh",
             "a match uses sourceLabels while the VirtualService's gateways lack 'mesh'",
             f"{ISTIO} istio/api networking/v1/virtual_service.proto HTTPMatchRequest."
@@ -652,8 +670,64 @@ def _istio(objects: list[dict[str, Any]]) -> list[Finding]:
                         "Gateway, or lint it together with the manifests that define it)",
                     )
                 )
+            elif gateway != istio_model.MESH and not config.gateway_covers(gateway, vs.hosts):
+                served = config.gateways[gateway].server_hosts
+                out.append(
+                    _finding(
+                        "istio-host-not-in-gateway",
+                        obj,
+                        f"hosts {list(vs.hosts)} overlap none of Gateway "
+                        f"{gateway.split('/', 1)[-1]}'s server hosts {list(served)}; the "
+                        "gateway serves this VirtualService for no request and answers 404 "
+                        "(make a host of one cover the other's)",
+                    )
+                )
         for route in vs.routes:
             out += _istio_route(config, vs, route)
+    out += _subsets_selecting_nothing(config, objects)
+    return out
+
+
+def _subsets_selecting_nothing(
+    config: istio_model.IstioConfig, objects: list[dict[str, Any]]
+) -> list[Finding]:
+    """IST0173: a subset whose pod selector (the model's ``subset_selector``) matches no
+    workload's pods, where the Service itself selects some (else service-selects-nothing
+    says it)."""
+    pods = [pod_template_labels(o) for o in objects if o.get("kind") in WORKLOAD_KINDS]
+
+    def selects(selector: Mapping[str, str]) -> bool:
+        return any(all(p.get(k) == v for k, v in selector.items()) for p in pods)
+
+    local_suffix = f".{LINT_NAMESPACE}.{istio_model.CLUSTER_DOMAIN}"
+    out: list[Finding] = []
+    for (host, subset), rule_name in config.subset_owners.items():
+        svc = config.services.get(host)
+        selector = config.subset_selector(host, subset)
+        if svc is None or selector is None or not svc.selector or not selects(svc.selector):
+            continue
+        if selects(selector):
+            continue
+        routed = sorted(
+            {
+                vs.name
+                for vs in config.virtual_services
+                for route in vs.routes
+                for dest in route.destinations
+                if (dest.host, dest.subset) == (host, subset)
+            }
+        )
+        to = f" (routed to by VirtualService {', '.join(routed)})" if routed else ""
+        out.append(
+            _finding(
+                "istio-subset-selects-nothing",
+                _ref("DestinationRule", rule_name),
+                f"subset {subset!r} of {host.removesuffix(local_suffix)} selects pods with "
+                f"{selector}, which no workload in the manifests has{to}; its cluster has no "
+                "endpoints and Envoy answers 503 UH (no healthy upstream) (pod labels: "
+                f"{'; '.join(str(p) for p in pods) or 'no workloads'})",
+            )
+        )
     return out
 
 
@@ -704,6 +778,22 @@ def _istio_route(
                     )
                 )
             continue
+        missing = config.missing_port(dest)
+        if missing is not None:
+            short = dest.host.removesuffix(local_suffix)
+            ports = ", ".join(map(str, config.services[dest.host].ports)) or "none"
+            named = "" if dest.port is not None else " (no port named: the listener's)"
+            out.append(
+                _finding(
+                    "service-port-not-found",
+                    obj,
+                    f"route {label} sends to port {missing}{named} of {short}, which has no "
+                    f"such port (ports: {ports}); istiod builds no cluster "
+                    f"{config.cluster_name(dest)} and Envoy answers those requests 503 NC "
+                    "(use one of the Service's ports)",
+                    SERVICE_PORT_NOT_FOUND_UPSTREAM["VirtualService"],
+                )
+            )
         if dest.subset and dest.subset not in config.subsets.get(dest.host, {}):
             defined = sorted(config.subsets.get(dest.host, {}))
             short = dest.host.removesuffix(local_suffix)

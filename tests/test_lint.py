@@ -33,6 +33,8 @@ UPSTREAM_OF = {
     "istio-all-weights-zero": "applyHTTPRouteDestination",
     "istio-undefined-subset": "GetDestinationCluster",
     "istio-source-labels-without-mesh": "HTTPMatchRequest.sourceLabels",
+    "istio-subset-selects-nothing": "IST0173",
+    "istio-host-not-in-gateway": "IST0132",
     "istio-gateway-not-found": "IST0101",
     "gateway-all-weights-zero": "BackendRef.weight",
     "gateway-parent-not-found": "ParentReference",
@@ -314,3 +316,38 @@ def test_a_backend_port_equal_to_the_target_port_is_no_finding(tmp_path: Path) -
     text = (BROKEN / "service-port-not-found" / "manifests.yaml").read_text()
     (tmp_path / "shop.yaml").write_text(text.replace("number: 9090", "number: 8080"))
     assert lint.lint_paths(tmp_path) == []
+
+
+def test_a_subset_selecting_no_pod_really_fails_its_share(canary: Harness) -> None:
+    """IST0173: subset v2 (version: v3) has no endpoints; the 10% routed there get 503 UH."""
+    shop = canary.apply(BROKEN / "istio-subset-selects-nothing", findings="ignore")
+    sample = shop.sample(200)
+    assert sample.errors["HTTP 503"] > 0
+    assert set(sample.counts) == {"v1"}
+
+
+def test_a_virtual_service_host_no_gateway_server_has_really_gets_404(canary: Harness) -> None:
+    """IST0132: the gateway's Envoy has no virtual host for shop.example.com."""
+    shop = canary.apply(BROKEN / "istio-host-not-in-gateway", findings="ignore")
+    assert shop.host == "shop.example.com"
+    sample = shop.sample(20)
+    assert [k.split()[:2] for k in sample.errors] == [["HTTP", "404"]]
+    assert sum(sample.errors.values()) == 20 and not sample.counts
+
+
+def test_a_virtual_service_port_the_service_lacks_is_a_finding_and_503_nc(
+    canary: Harness, tmp_path: Path
+) -> None:
+    """route.go GetDestinationCluster names outbound|8080|v2|shop..., a cluster istiod never
+    builds (shop has only port 80): Envoy 503 NC for the 10% sent there."""
+    text = (BROKEN / "istio-undefined-subset" / "manifests.yaml").read_text()
+    text = text.replace("subset: canary}", "subset: v2, port: {number: 8080}}")
+    (tmp_path / "shop.yaml").write_text(text)
+    (finding,) = lint.lint_paths(tmp_path)
+    assert finding.rule == "service-port-not-found"
+    assert finding.message.startswith("route weighted sends to port 8080 of shop, which has no")
+    assert "IST0101" in finding.upstream
+    shop = canary.apply(tmp_path, findings="ignore")
+    sample = shop.sample(200)
+    assert sample.errors["HTTP 503"] > 0
+    assert set(sample.counts) == {"v1"}
