@@ -203,6 +203,15 @@ RULES: dict[str, Rule] = {
             "the Gateway it names (status.parents Accepted=False otherwise); it serves nothing",
         ),
         Rule(
+            "gateway-route-not-accepted",
+            "an HTTPRoute its Gateway does not accept: no listener it selects admits it, or "
+            "its hostnames intersect no listener hostname (every request 404)",
+            f"{GATEWAY_API} apis/v1/httproute_types.go HTTPRouteSpec.hostnames ('If both the "
+            "Listener and HTTPRoute have specified hostnames, and none match ... the "
+            "HTTPRoute is not accepted'), apis/v1/shared_types.go RouteConditionAccepted "
+            "reasons NoMatchingListenerHostname, NotAllowedByListeners, NoMatchingParent",
+        ),
+        Rule(
             "gateway-invalid-regex",
             "an HTTPRoute RegularExpression path or header match that RE2 refuses",
             f"{GATEWAY_API} apis/v1/httproute_types.go PathMatchRegularExpression / "
@@ -849,6 +858,8 @@ def _gateway_api(objects: list[dict[str, Any]]) -> list[Finding]:
                         "the Gateway, or lint it together with the manifests that define it)",
                     )
                 )
+            elif reason := config.not_accepted(route, parent):
+                out.append(_not_accepted(config, obj, route, parent, reason))
         for rule in route.rules:
             label = rule.name or f"rules[{rule.index}]"
             if rule.backends and not any(b.weight > 0 for b in rule.backends):
@@ -861,6 +872,20 @@ def _gateway_api(objects: list[dict[str, Any]]) -> list[Finding]:
                     )
                 )
             for backend in rule.backends:
+                if backend.missing_port:
+                    ports = ", ".join(map(str, config.services[backend.service])) or "none"
+                    out.append(
+                        _finding(
+                            "service-port-not-found",
+                            obj,
+                            f"{label}: backendRef {backend.service} port {backend.port}, but "
+                            f"Service {backend.service} has no such port (ports: {ports}); "
+                            "Istio builds no cluster "
+                            f"{config.cluster_name(backend)} and its share of the requests "
+                            "gets 503 NC (use one of the Service's ports)",
+                            SERVICE_PORT_NOT_FOUND_UPSTREAM["HTTPRoute"],
+                        )
+                    )
                 if backend.invalid_reason.endswith(" not found"):
                     out.append(
                         _finding(
@@ -872,6 +897,33 @@ def _gateway_api(objects: list[dict[str, Any]]) -> list[Finding]:
                         )
                     )
     return out
+
+
+def _not_accepted(
+    config: gateway_model.GatewayConfig,
+    obj: str,
+    route: gateway_model.HttpRouteRules,
+    parent: gateway_model.ParentRef,
+    reason: str,
+) -> Finding:
+    gw = config.gateways[f"{parent.namespace}/{parent.name}"]
+    listeners = "; ".join(
+        f"{lst.name} ({lst.protocol} {lst.port}, hostname {lst.hostname or 'any'})"
+        for lst in gw.listeners
+    )
+    what = {
+        "NoMatchingListenerHostname": f"its hostnames {list(route.hostnames)} intersect no "
+        "listener hostname",
+        "NotAllowedByListeners": "no listener it selects admits it (protocol HTTP or HTTPS, "
+        "allowedRoutes namespaces)",
+        "NoMatchingParent": "its sectionName/port selects no listener",
+    }[reason]
+    return _finding(
+        "gateway-route-not-accepted",
+        obj,
+        f"Gateway {parent.name} does not accept it (Accepted=False, reason {reason}): {what} "
+        f"(listeners: {listeners}); every request for it gets 404",
+    )
 
 
 # -- Argo Rollouts ------------------------------------------------------------------------

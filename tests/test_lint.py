@@ -39,6 +39,7 @@ UPSTREAM_OF = {
     "gateway-all-weights-zero": "BackendRef.weight",
     "gateway-parent-not-found": "ParentReference",
     "gateway-invalid-regex": "CompiledGoogleReMatcher",
+    "gateway-route-not-accepted": "NoMatchingListenerHostname",
     "service-not-found": "BackendRef",
     "service-port-not-found": "serviceEndpoints",
     "service-selects-nothing": "endpointslice",
@@ -347,6 +348,32 @@ def test_a_virtual_service_port_the_service_lacks_is_a_finding_and_503_nc(
     assert finding.rule == "service-port-not-found"
     assert finding.message.startswith("route weighted sends to port 8080 of shop, which has no")
     assert "IST0101" in finding.upstream
+    shop = canary.apply(tmp_path, findings="ignore")
+    sample = shop.sample(200)
+    assert sample.errors["HTTP 503"] > 0
+    assert set(sample.counts) == {"v1"}
+
+
+def test_a_route_whose_hostnames_miss_the_listener_really_gets_404(canary: Harness) -> None:
+    """httproute_types.go hostnames: not accepted by the shop.example.org listener."""
+    shop = canary.apply(BROKEN / "gateway-route-not-accepted", findings="ignore")
+    sample = shop.sample(20)
+    assert [k.split()[:2] for k in sample.errors] == [["HTTP", "404"]]
+    assert sum(sample.errors.values()) == 20 and not sample.counts
+
+
+def test_a_backend_ref_port_the_service_lacks_is_a_finding_and_503_nc(
+    canary: Harness, tmp_path: Path
+) -> None:
+    """Istio's conversion keeps port 8080 (ResolvedRefs True); no cluster: 503 NC for its
+    10%, the rest reaches v1."""
+    text = (BROKEN / "service-not-found" / "manifests.yaml").read_text()
+    text = text.replace("name: shop-canary, port: 80", "name: shop-v2, port: 8080")
+    (tmp_path / "shop.yaml").write_text(text)
+    (finding,) = lint.lint_paths(tmp_path)
+    assert finding.rule == "service-port-not-found"
+    assert finding.message.startswith("rules[0]: backendRef shop-v2 port 8080, but Service")
+    assert "buildDestination" in finding.upstream
     shop = canary.apply(tmp_path, findings="ignore")
     sample = shop.sample(200)
     assert sample.errors["HTTP 503"] > 0
