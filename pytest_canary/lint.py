@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_canary.byo import (
     WORKLOAD_KINDS,
     ManifestWarning,
     PathsArg,
-    check_schemas,
     load,
     pod_template_labels,
     rewrite_namespace,
+    schema_problems,
 )
 from pytest_canary.dataplane import argo_rollouts as rollout_model
 from pytest_canary.dataplane import gateway as gateway_model
@@ -236,6 +236,16 @@ RULES: dict[str, Rule] = {
             "rollout/service.go ensureSVCTargets (the controller's error messages)",
         ),
         Rule(
+            "schema-invalid",
+            "a field the API server (or the CRD's schema / admission rules) refuses: "
+            "canary.apply raises on it, kubectl apply fails",
+            "the schema of the object's kind (pytest_canary/validate.py: Kubernetes "
+            "OpenAPI schemas of kubernetes-validate; Istio networking v1 from istio/api "
+            "virtual_service.proto / destination_rule.proto and istio/istio "
+            "pkg/config/validation; Gateway API v1.6 standard channel apis/v1/*_types.go with "
+            "its CEL rules; Argo Rollouts v1.9.1 CRD)",
+        ),
+        Rule(
             "service-not-found",
             "an Ingress, HTTPRoute or VirtualService sends to a Service that is not in the set",
             "ingress-nginx controller.go serviceEndpoints ('Error obtaining Service "
@@ -273,15 +283,19 @@ class Finding:
         object: the object at fault, ``Kind/name``.
         message: what is wrong in this object and what upstream does with it.
         upstream: the upstream source of the behaviour (repository, file, function).
+        origin: the file and document of the object (set by :func:`lint_paths`; "" for
+            objects given as data).
     """
 
     rule: str
     object: str
     message: str
     upstream: str
+    origin: str = ""
 
     def __str__(self) -> str:
-        return f"{self.object}: {self.message} [{self.rule}; upstream: {self.upstream}]"
+        where = f" ({self.origin})" if self.origin else ""
+        return f"{self.object}{where}: {self.message} [{self.rule}; upstream: {self.upstream}]"
 
 
 class FindingWarning(ManifestWarning):
@@ -326,7 +340,8 @@ def format_findings(findings: Iterable[Finding], origins: Mapping[str, str] | No
     """Findings one per block: object (and its file), message, rule and upstream source."""
     lines = []
     for finding in findings:
-        where = f" ({origins[finding.object]})" if origins and finding.object in origins else ""
+        origin = finding.origin or (origins or {}).get(finding.object, "")
+        where = f" ({origin})" if origin else ""
         lines.append(
             f"- {finding.object}{where}: {finding.message}\n"
             f"  rule {finding.rule}; upstream: {finding.upstream}"
@@ -353,26 +368,61 @@ def lint(objects: Iterable[Mapping[str, Any]]) -> list[Finding]:
     return list(unique.values())
 
 
-def lint_paths(paths: PathsArg) -> list[Finding]:
-    """:func:`lint` of the manifests in ``paths`` (files, folders, kustomize folders).
+# Routing rules that istiod's validation (istio/istio pkg/config/validation
+# validateHTTPRouteDestinations, and the sourceLabels/gateways check) enforces at admission
+# too: the schema problem at such a path is the same mistake, reported once, by its rule.
+ADMISSION_TWINS = {
+    "istio-all-weights-zero": re.compile(r"^spec\.http\[\d+\]\.route$"),
+    "istio-source-labels-without-mesh": re.compile(r"\.sourceLabels$"),
+}
 
-    Findings only: an object the API server would reject for another reason is
-    ``canary.apply``'s business (``byo.check_schemas``). Some findings are also admission
+
+def lint_paths(paths: PathsArg) -> list[Finding]:
+    """:func:`lint` of the manifests in ``paths`` (files, folders, kustomize folders), each
+    finding with its file and document (``Finding.origin``).
+
+    Schema problems come first, as ``schema-invalid`` findings worded as ``canary.apply``
+    words them (``byo.schema_problems``: the same validator): a CI lint step sees what apply
+    would refuse. Then the routing findings; if the objects are too malformed for those to
+    be looked at, the schema findings alone are returned. Some findings are also admission
     rules (Istio rejects a route whose weights are all 0): here they are reported with their
     upstream rule either way.
 
     Raises:
         CanaryConfigError: for paths or YAML that cannot be read, and for objects too
-            malformed to look at (then with every schema problem, file and document).
+            malformed to look at that no schema refuses.
     """
     loaded = load(paths)
+    origins: dict[str, str] = {}
+    for obj, origin in zip(loaded.objects, loaded.origins, strict=True):
+        origins.setdefault(f"{obj.get('kind')}/{_name(obj)}", origin)
+    schema = [
+        Finding(
+            "schema-invalid",
+            f"{problem.kind}/{problem.name}",
+            f"{problem.path}: {problem.message}",
+            RULES["schema-invalid"].upstream,
+            origin,
+        )
+        for origin, problem in schema_problems(loaded)
+    ]
     try:
-        return lint(loaded.objects)
+        found = lint(loaded.objects)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        check_schemas(loaded)  # raises the clear reason: a field of the wrong type or shape
+        if schema:
+            return schema
         raise CanaryConfigError(
             f"cannot lint {loaded.describe()}: {type(exc).__name__}: {exc}"
         ) from exc
+    twins = [(f.object, ADMISSION_TWINS[f.rule]) for f in found if f.rule in ADMISSION_TWINS]
+    schema = [
+        f
+        for f in schema
+        if not any(
+            obj == f.object and path.search(f.message.split(": ", 1)[0]) for obj, path in twins
+        )
+    ]
+    return schema + [replace(f, origin=f.origin or origins.get(f.object, "")) for f in found]
 
 
 def _name(obj: Mapping[str, Any]) -> str:

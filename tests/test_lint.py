@@ -41,6 +41,7 @@ UPSTREAM_OF = {
     "gateway-invalid-regex": "CompiledGoogleReMatcher",
     "gateway-route-not-accepted": "NoMatchingListenerHostname",
     "service-not-found": "BackendRef",
+    "schema-invalid": "validate.py",
     "service-port-not-found": "serviceEndpoints",
     "service-selects-nothing": "endpointslice",
     "argo-rollout-invalid-spec": "validation.go",
@@ -378,3 +379,38 @@ def test_a_backend_ref_port_the_service_lacks_is_a_finding_and_503_nc(
     sample = shop.sample(200)
     assert sample.errors["HTTP 503"] > 0
     assert set(sample.counts) == {"v1"}
+
+
+# -- schema problems: what canary.apply refuses, a CI lint step sees -------------------------
+
+
+def test_schema_problems_are_findings_worded_as_apply_words_them(canary: Harness) -> None:
+    """lint_paths and canary.lint report what canary.apply refuses, with file and path, from
+    the same validator (byo.schema_problems)."""
+    (finding,) = canary.lint(BROKEN / "schema-invalid")
+    assert finding.rule == "schema-invalid" and finding.object == "HTTPRoute/shop"
+    assert finding.origin.endswith("manifests.yaml, document 6")
+    assert finding.message.startswith(
+        "spec.rules[0].backendRefs[1].weigth: unknown field 'weigth' (did you mean 'weight'?)"
+    )
+    with pytest.raises(CanaryConfigError) as refused:
+        canary.apply(BROKEN / "schema-invalid")
+    assert f"{finding.origin}: {finding.object}: {finding.message}" in str(refused.value)
+
+
+def test_objects_too_malformed_for_the_routing_rules_still_get_their_schema_findings(
+    tmp_path: Path,
+) -> None:
+    text = (BROKEN / "service-not-found" / "manifests.yaml").read_text()
+    text = text.replace("hostnames: [shop.example.com]", "hostnames: shop.example.com")
+    text = text.replace("  rules:\n", "  rules: oops\n").split("rules: oops")[0] + "rules: 7\n"
+    (tmp_path / "shop.yaml").write_text(text)
+    found = lint.lint_paths(tmp_path)
+    assert found and {f.rule for f in found} == {"schema-invalid"}
+    assert {f.message.split(":")[0] for f in found} >= {"spec.hostnames", "spec.rules"}
+
+
+def test_routing_findings_carry_their_file_too() -> None:
+    (finding,) = lint.lint_paths(BROKEN / "nginx-canary-path-mismatch")
+    assert finding.origin.endswith("manifests.yaml, document 6")
+    assert str(finding).startswith(f"Ingress/shop-canary ({finding.origin}): canary path")
