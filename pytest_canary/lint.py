@@ -36,6 +36,7 @@ from pytest_canary.dataplane import argo_rollouts as rollout_model
 from pytest_canary.dataplane import gateway as gateway_model
 from pytest_canary.dataplane import istio as istio_model
 from pytest_canary.dataplane import nginx as nginx_model
+from pytest_canary.dataplane.argo_rollouts.routers.nginx import copied_annotations
 from pytest_canary.errors import CanaryConfigError
 
 __all__ = ["RULES", "Finding", "FindingWarning", "Rule", "format_findings", "lint", "lint_paths"]
@@ -1004,6 +1005,7 @@ def _argo_rollouts(objects: list[dict[str, Any]]) -> list[Finding]:
                     f"{problem.rule}",
                 )
             )
+        out += _copied_annotation_issues(config, _name(obj))
         for message in rollout_model.routing_problems(config, by_key):
             out.append(
                 _finding(
@@ -1013,6 +1015,51 @@ def _argo_rollouts(objects: list[dict[str, Any]]) -> list[Finding]:
                     "traffic",
                 )
             )
+    return out
+
+
+# argo-rollouts copies these Rollout fields onto the canary Ingress it writes.
+COPIED_BY_ARGO = (
+    "argoproj/argo-rollouts v1.9.1 rollout/trafficrouting/nginx/nginx.go buildCanaryIngress "
+    "(additionalIngressAnnotations, prefixed, and canaryIngressAnnotations are copied onto "
+    "the canary Ingress; canary and canary-weight always overwritten)"
+)
+
+
+def _copied_annotation_issues(config: rollout_model.RolloutConfig, rollout: str) -> list[Finding]:
+    """The canary annotations a Rollout has the controller copy onto its canary Ingress
+    (``routers.nginx.copied_annotations``), read by the ingress-nginx model's parser as the
+    canary Ingress's own would be."""
+    copied = copied_annotations(config)
+    if (
+        not copied
+        or config.nginx is None
+        or f"{config.nginx.annotation_prefix}/" != (nginx_model.PREFIX)
+    ):
+        return []  # another controller's prefix: not ingress-nginx's annotations
+    origin = {written: (fld, key) for fld, key, written, _ in copied}
+    written = {key: value for _, _, key, value in copied}
+    out: list[Finding] = []
+    for issue in nginx_model.parse_canary({"annotations": written}).issues:
+        fld, key = origin.get(issue.annotation, ("", issue.annotation))
+        name = issue.annotation.removeprefix(nginx_model.PREFIX)
+        message = (
+            f"spec.strategy.canary.trafficRouting.nginx.{fld}[{key!r}]={issue.value!r}, copied "
+            f"by the controller onto its canary Ingress as {name}: {issue.effect}"
+        )
+        if issue.suggestion:
+            same_prefix = issue.annotation.startswith(nginx_model.PREFIX)
+            meant = issue.suggestion.removeprefix(nginx_model.PREFIX if same_prefix else "")
+            message += f" (did you mean {meant}?)"
+        rule = _ISSUE_RULES[issue.kind]
+        out.append(
+            _finding(
+                rule,
+                _ref("Rollout", rollout),
+                message,
+                f"{RULES[rule].upstream}; {COPIED_BY_ARGO}",
+            )
+        )
     return out
 
 

@@ -414,3 +414,68 @@ def test_routing_findings_carry_their_file_too() -> None:
     (finding,) = lint.lint_paths(BROKEN / "nginx-canary-path-mismatch")
     assert finding.origin.endswith("manifests.yaml, document 6")
     assert str(finding).startswith(f"Ingress/shop-canary ({finding.origin}): canary path")
+
+
+# -- a Rollout's annotations for its canary Ingress ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "key", "finding"),
+    [
+        (
+            "additionalIngressAnnotations",
+            "canary-by-heade",
+            "spec.strategy.canary.trafficRouting.nginx.additionalIngressAnnotations"
+            "['canary-by-heade']='x-beta-user', copied by the controller onto its canary "
+            "Ingress as canary-by-heade: no ingress-nginx parser reads it, so it has no effect "
+            "(did you mean canary-by-header?)",
+        ),
+        (
+            "canaryIngressAnnotations",
+            "nginx.ingress.kubernetes.io/canary-by-heade",
+            "spec.strategy.canary.trafficRouting.nginx.canaryIngressAnnotations"
+            "['nginx.ingress.kubernetes.io/canary-by-heade']='x-beta-user', copied by the "
+            "controller onto its canary Ingress as canary-by-heade: no ingress-nginx parser "
+            "reads it, so it has no effect (did you mean canary-by-header?)",
+        ),
+        (
+            "canaryIngressAnnotations",
+            "canary-by-header",
+            "spec.strategy.canary.trafficRouting.nginx.canaryIngressAnnotations"
+            "['canary-by-header']='x-beta-user', copied by the controller onto its canary "
+            "Ingress as canary-by-header: no ingress-nginx parser reads it, so it has no effect "
+            "(did you mean nginx.ingress.kubernetes.io/canary-by-header?)",
+        ),
+    ],
+)
+def test_a_typo_in_a_rollouts_canary_ingress_annotations_is_a_finding(
+    field: str, key: str, finding: str, tmp_path: Path
+) -> None:
+    """nginx.go buildCanaryIngress copies additionalIngressAnnotations (prefixed) and
+    canaryIngressAnnotations (as written) onto the canary Ingress, where ingress-nginx reads
+    only the canary annotations it knows."""
+    rollouts = ROOT / "suites" / "manifests" / "rollouts" / "shop"
+    text = (rollouts / "v1" / "rollout.yaml").read_text()
+    old = "            canary-by-header: x-beta-user\n"
+    assert old in text
+    if field == "additionalIngressAnnotations":
+        text = text.replace(old, f"            {key}: x-beta-user\n")
+    else:
+        text = text.replace(old, "").replace(
+            "      steps:\n", f"          {field}:\n            {key}: x-beta-user\n      steps:\n"
+        )
+    (tmp_path / "rollout.yaml").write_text(text)
+    (found,) = lint.lint_paths([rollouts / "routing.yaml", tmp_path])
+    assert found.rule == "nginx-canary-unknown-annotation" and found.object == "Rollout/shop"
+    assert found.message == finding
+    assert "buildCanaryIngress" in found.upstream and "CanaryAnnotations" in found.upstream
+
+
+def test_what_the_controller_overwrites_is_not_judged(tmp_path: Path) -> None:
+    """canary and canary-weight are always written by the controller last."""
+    rollouts = ROOT / "suites" / "manifests" / "rollouts" / "shop"
+    text = (rollouts / "v1" / "rollout.yaml").read_text()
+    text = text.replace('canary-by-header-value: "yes"\n', 'canary-weight: "abc"\n')
+    (tmp_path / "rollout.yaml").write_text(text)
+    assert "abc" in text
+    assert lint.lint_paths([rollouts / "routing.yaml", tmp_path]) == []
