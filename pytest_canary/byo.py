@@ -33,7 +33,7 @@ from typing import Any, Union
 
 from pytest_canary.dataplane.argo_rollouts import read_rollout
 from pytest_canary.errors import CanaryConfigError
-from pytest_canary.validate import validate_objects
+from pytest_canary.validate import Problem, validate_objects
 from pytest_canary.yaml_loader import DEFAULT_LIMITS, YamlBudget, YamlLimits, load_all, read_text
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "load",
     "render_kustomization",
     "rewrite_namespace",
+    "schema_problems",
     "split_kinds",
     "workload_versions",
 ]
@@ -297,6 +298,18 @@ def render_kustomization(directory: Path) -> str:
 # -- checks -------------------------------------------------------------------------------
 
 
+def schema_problems(loaded: LoadedManifests) -> list[tuple[str, Problem]]:
+    """Every schema problem of the objects (``validate.validate_objects``), each with the
+    origin (file and document) of its object; kinds without a schema are not problems here
+    (see :func:`check_schemas`)."""
+    return [
+        (origin, problem)
+        for obj, origin in zip(loaded.objects, loaded.origins, strict=True)
+        for problem in validate_objects([obj])
+        if not problem.missing_schema
+    ]
+
+
 def check_schemas(loaded: LoadedManifests) -> None:
     """Schema-check every object (``validate.validate_objects``); one error lists them all.
 
@@ -307,11 +320,7 @@ def check_schemas(loaded: LoadedManifests) -> None:
     Raises:
         CanaryConfigError: every problem, each prefixed by its file and document.
     """
-    lines: list[str] = []
-    for obj, origin in zip(loaded.objects, loaded.origins, strict=True):
-        for problem in validate_objects([obj]):
-            if not problem.missing_schema:
-                lines.append(f"{origin}: {problem}")
+    lines = [f"{origin}: {problem}" for origin, problem in schema_problems(loaded)]
     if lines:
         count = f"{len(lines)} problem" + ("s" if len(lines) != 1 else "")
         raise CanaryConfigError(

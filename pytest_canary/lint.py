@@ -20,22 +20,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_canary.byo import (
     WORKLOAD_KINDS,
     ManifestWarning,
     PathsArg,
-    check_schemas,
     load,
     pod_template_labels,
     rewrite_namespace,
+    schema_problems,
 )
 from pytest_canary.dataplane import argo_rollouts as rollout_model
 from pytest_canary.dataplane import gateway as gateway_model
 from pytest_canary.dataplane import istio as istio_model
 from pytest_canary.dataplane import nginx as nginx_model
+from pytest_canary.dataplane.argo_rollouts.routers.nginx import copied_annotations
 from pytest_canary.errors import CanaryConfigError
 
 __all__ = ["RULES", "Finding", "FindingWarning", "Rule", "format_findings", "lint", "lint_paths"]
@@ -158,6 +159,24 @@ RULES: dict[str, Rule] = {
             "declares; otherwise Envoy answers 503 NC (cluster not found)",
         ),
         Rule(
+            "istio-subset-selects-nothing",
+            "a DestinationRule subset whose labels, with its Service's selector, match the pods "
+            "of no workload: requests routed to it get 503 UH",
+            f"{ISTIO} istioctl analyze IST0173 DestinationRuleSubsetNotSelectPods "
+            "(pkg/config/analysis/analyzers/destinationrule/subset.go "
+            "destinationrule.SubsetSelectPodAnalyzer: 'does not select any pods. Which may "
+            "lead to 503 UH (NoHealthyUpstream)')",
+        ),
+        Rule(
+            "istio-host-not-in-gateway",
+            "a VirtualService bound to a Gateway none of whose server hosts overlaps its "
+            "hosts: the gateway serves it for no request (404)",
+            f"{ISTIO} istioctl analyze IST0132 VirtualServiceHostNotFoundInGateway "
+            "(pkg/config/analysis/analyzers/virtualservice/gateways.go "
+            "virtualservice.GatewayAnalyzer vsHostInGateway, hosts compared by "
+            "pkg/config/host/name.go Name.Matches)",
+        ),
+        Rule(
             "istio-source-labels-without-mesh",
             "a match uses sourceLabels while the VirtualService's gateways lack 'mesh'",
             f"{ISTIO} istio/api networking/v1/virtual_service.proto HTTPMatchRequest."
@@ -185,6 +204,15 @@ RULES: dict[str, Rule] = {
             "the Gateway it names (status.parents Accepted=False otherwise); it serves nothing",
         ),
         Rule(
+            "gateway-route-not-accepted",
+            "an HTTPRoute its Gateway does not accept: no listener it selects admits it, or "
+            "its hostnames intersect no listener hostname (every request 404)",
+            f"{GATEWAY_API} apis/v1/httproute_types.go HTTPRouteSpec.hostnames ('If both the "
+            "Listener and HTTPRoute have specified hostnames, and none match ... the "
+            "HTTPRoute is not accepted'), apis/v1/shared_types.go RouteConditionAccepted "
+            "reasons NoMatchingListenerHostname, NotAllowedByListeners, NoMatchingParent",
+        ),
+        Rule(
             "gateway-invalid-regex",
             "an HTTPRoute RegularExpression path or header match that RE2 refuses",
             f"{GATEWAY_API} apis/v1/httproute_types.go PathMatchRegularExpression / "
@@ -209,11 +237,32 @@ RULES: dict[str, Rule] = {
             "rollout/service.go ensureSVCTargets (the controller's error messages)",
         ),
         Rule(
+            "schema-invalid",
+            "a field the API server (or the CRD's schema / admission rules) refuses: "
+            "canary.apply raises on it, kubectl apply fails",
+            "the schema of the object's kind (pytest_canary/validate.py: Kubernetes "
+            "OpenAPI schemas of kubernetes-validate; Istio networking v1 from istio/api "
+            "virtual_service.proto / destination_rule.proto and istio/istio "
+            "pkg/config/validation; Gateway API v1.6 standard channel apis/v1/*_types.go with "
+            "its CEL rules; Argo Rollouts v1.9.1 CRD)",
+        ),
+        Rule(
             "service-not-found",
             "an Ingress, HTTPRoute or VirtualService sends to a Service that is not in the set",
             "ingress-nginx controller.go serviceEndpoints ('Error obtaining Service "
             "endpoints' -> 503); gateway-api httproute_types.go BackendRef (ResolvedRefs=False "
             "BackendNotFound -> 500); istio route.go (no Service for the host -> 503 NC)",
+        ),
+        Rule(
+            "service-port-not-found",
+            "an Ingress, HTTPRoute or VirtualService sends to a port its Service does not have",
+            f"{INGRESS_NGINX} internal/ingress/controller/controller.go serviceEndpoints (no "
+            "Service port number, targetPort or name equals the backend port: no endpoints) "
+            "with rootfs/etc/nginx/lua/balancer.lua sync_backend, get_balancer (503) and "
+            "route_to_alternative_balancer ('no alternative balancer': main backend); "
+            f"{ISTIO} pilot/pkg/networking/core/route/route.go GetDestinationCluster and "
+            "cluster.go buildOutboundClusters (a cluster per Service port only: 503 NC), "
+            "istioctl analyze IST0101 'host:port'",
         ),
         Rule(
             "service-selects-nothing",
@@ -235,15 +284,19 @@ class Finding:
         object: the object at fault, ``Kind/name``.
         message: what is wrong in this object and what upstream does with it.
         upstream: the upstream source of the behaviour (repository, file, function).
+        origin: the file and document of the object (set by :func:`lint_paths`; "" for
+            objects given as data).
     """
 
     rule: str
     object: str
     message: str
     upstream: str
+    origin: str = ""
 
     def __str__(self) -> str:
-        return f"{self.object}: {self.message} [{self.rule}; upstream: {self.upstream}]"
+        where = f" ({self.origin})" if self.origin else ""
+        return f"{self.object}{where}: {self.message} [{self.rule}; upstream: {self.upstream}]"
 
 
 class FindingWarning(ManifestWarning):
@@ -257,7 +310,8 @@ def _finding(rule: str, obj: str, message: str, upstream: str | None = None) -> 
 # service-not-found: what each referrer's data plane does with a missing Service.
 SERVICE_NOT_FOUND_UPSTREAM = {
     "Ingress": f"{INGRESS_NGINX} internal/ingress/controller/controller.go serviceEndpoints: "
-    "'Error obtaining Service endpoints', the upstream has no endpoints (503)",
+    "'Error obtaining Service endpoints', the upstream has no endpoints (503; a canary "
+    "upstream is skipped by rootfs/etc/nginx/lua/balancer.lua route_to_alternative_balancer)",
     "HTTPRoute": f"{GATEWAY_API} apis/v1/httproute_types.go BackendRef: an unresolvable "
     "reference sets ResolvedRefs=False (BackendNotFound) and its requests get 500",
     "VirtualService": f"{ISTIO} pilot/pkg/networking/core/route/route.go "
@@ -265,11 +319,30 @@ SERVICE_NOT_FOUND_UPSTREAM = {
 }
 
 
+# service-port-not-found: what each referrer's data plane does with a port the Service lacks.
+SERVICE_PORT_NOT_FOUND_UPSTREAM = {
+    "Ingress": f"{INGRESS_NGINX} internal/ingress/controller/controller.go createUpstreams -> "
+    "serviceEndpoints (a Service port matches by number, targetPort or name; none: the "
+    "upstream has no endpoints); rootfs/etc/nginx/lua/balancer.lua sync_backend (no "
+    "endpoints, no balancer), get_balancer/rewrite (a main upstream without one: 503) and "
+    "route_to_alternative_balancer ('no alternative balancer for backend': the main backend)",
+    "HTTPRoute": f"{ISTIO} pilot/pkg/config/kube/gateway/conversion.go buildDestination (the "
+    "backendRef port becomes the destination port unchecked; ResolvedRefs stays True) -> "
+    "pilot/pkg/networking/core/route/route.go GetDestinationCluster; cluster.go "
+    "buildOutboundClusters builds clusters only for the Service's ports: Envoy 503 NC",
+    "VirtualService": f"{ISTIO} pilot/pkg/networking/core/route/route.go GetDestinationCluster "
+    "(outbound|<port>||<host>) and cluster.go buildOutboundClusters (one cluster per Service "
+    "port): no such cluster, Envoy 503 NC; istioctl analyze IST0101 ReferencedResourceNotFound "
+    "'host:port' (virtualservice/destinationhosts.go checkServiceEntryPorts)",
+}
+
+
 def format_findings(findings: Iterable[Finding], origins: Mapping[str, str] | None = None) -> str:
     """Findings one per block: object (and its file), message, rule and upstream source."""
     lines = []
     for finding in findings:
-        where = f" ({origins[finding.object]})" if origins and finding.object in origins else ""
+        origin = finding.origin or (origins or {}).get(finding.object, "")
+        where = f" ({origin})" if origin else ""
         lines.append(
             f"- {finding.object}{where}: {finding.message}\n"
             f"  rule {finding.rule}; upstream: {finding.upstream}"
@@ -296,26 +369,61 @@ def lint(objects: Iterable[Mapping[str, Any]]) -> list[Finding]:
     return list(unique.values())
 
 
-def lint_paths(paths: PathsArg) -> list[Finding]:
-    """:func:`lint` of the manifests in ``paths`` (files, folders, kustomize folders).
+# Routing rules that istiod's validation (istio/istio pkg/config/validation
+# validateHTTPRouteDestinations, and the sourceLabels/gateways check) enforces at admission
+# too: the schema problem at such a path is the same mistake, reported once, by its rule.
+ADMISSION_TWINS = {
+    "istio-all-weights-zero": re.compile(r"^spec\.http\[\d+\]\.route$"),
+    "istio-source-labels-without-mesh": re.compile(r"\.sourceLabels$"),
+}
 
-    Findings only: an object the API server would reject for another reason is
-    ``canary.apply``'s business (``byo.check_schemas``). Some findings are also admission
+
+def lint_paths(paths: PathsArg) -> list[Finding]:
+    """:func:`lint` of the manifests in ``paths`` (files, folders, kustomize folders), each
+    finding with its file and document (``Finding.origin``).
+
+    Schema problems come first, as ``schema-invalid`` findings worded as ``canary.apply``
+    words them (``byo.schema_problems``: the same validator): a CI lint step sees what apply
+    would refuse. Then the routing findings; if the objects are too malformed for those to
+    be looked at, the schema findings alone are returned. Some findings are also admission
     rules (Istio rejects a route whose weights are all 0): here they are reported with their
     upstream rule either way.
 
     Raises:
         CanaryConfigError: for paths or YAML that cannot be read, and for objects too
-            malformed to look at (then with every schema problem, file and document).
+            malformed to look at that no schema refuses.
     """
     loaded = load(paths)
+    origins: dict[str, str] = {}
+    for obj, origin in zip(loaded.objects, loaded.origins, strict=True):
+        origins.setdefault(f"{obj.get('kind')}/{_name(obj)}", origin)
+    schema = [
+        Finding(
+            "schema-invalid",
+            f"{problem.kind}/{problem.name}",
+            f"{problem.path}: {problem.message}",
+            RULES["schema-invalid"].upstream,
+            origin,
+        )
+        for origin, problem in schema_problems(loaded)
+    ]
     try:
-        return lint(loaded.objects)
+        found = lint(loaded.objects)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        check_schemas(loaded)  # raises the clear reason: a field of the wrong type or shape
+        if schema:
+            return schema
         raise CanaryConfigError(
             f"cannot lint {loaded.describe()}: {type(exc).__name__}: {exc}"
         ) from exc
+    twins = [(f.object, ADMISSION_TWINS[f.rule]) for f in found if f.rule in ADMISSION_TWINS]
+    schema = [
+        f
+        for f in schema
+        if not any(
+            obj == f.object and path.search(f.message.split(": ", 1)[0]) for obj, path in twins
+        )
+    ]
+    return schema + [replace(f, origin=f.origin or origins.get(f.object, "")) for f in found]
 
 
 def _name(obj: Mapping[str, Any]) -> str:
@@ -348,7 +456,7 @@ def _nginx(objects: list[dict[str, Any]]) -> list[Finding]:
     ingresses = [o for o in objects if nginx_model.is_nginx_ingress(o)]
     if not ingresses:
         return []
-    config = nginx_model.load(ingresses, namespace=LINT_NAMESPACE)
+    config = nginx_model.load(objects, namespace=LINT_NAMESPACE)
     by_name = {_name(o): o for o in ingresses}
     mains = [o for o in ingresses if not nginx_model.canary_enabled(o)]
     canaries = [o for o in ingresses if nginx_model.canary_enabled(o)]
@@ -400,6 +508,51 @@ def _nginx(objects: list[dict[str, Any]]) -> list[Finding]:
     out += _second_canary(canaries)
     out += _canary_service_is_main(canaries, mains)
     out += _annotation_issues(ingresses)
+    out += _ports_without_endpoints(config, ingresses)
+    return out
+
+
+def _ingress_backends(ing: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The backends of an Ingress: each path's, then ``defaultBackend``."""
+    backends = [b for *_, b in _rule_paths(ing)]
+    default = (ing.get("spec") or {}).get("defaultBackend")
+    return backends + ([default] if default else [])
+
+
+def _ports_without_endpoints(
+    config: nginx_model.NginxConfig, ingresses: list[dict[str, Any]]
+) -> list[Finding]:
+    """Backends whose Service exists but has no port matching theirs: the model's upstream
+    has no endpoints (``NginxConfig.without_endpoints``), so the main location answers 503,
+    or a canary is skipped."""
+    out: list[Finding] = []
+    for ing in ingresses:
+        canary = nginx_model.canary_enabled(ing)
+        seen: set[nginx_model.Upstream] = set()
+        for backend in _ingress_backends(ing):
+            upstream = nginx_model.backend_upstream(LINT_NAMESPACE, backend)
+            if upstream is None or upstream in seen:
+                continue
+            seen.add(upstream)
+            why = config.without_endpoints(upstream)
+            if why is None or why.endswith(" not found"):
+                continue  # resolves, or service-not-found says it
+            effect = (
+                "ingress-nginx builds the canary upstream without endpoints and balancer.lua "
+                "skips it ('no alternative balancer for backend'): every request, header and "
+                "cookie included, goes to the main backend"
+                if canary
+                else "ingress-nginx builds the upstream without endpoints and answers every "
+                "request of that location with 503, a canary's share included"
+            )
+            out.append(
+                _finding(
+                    "service-port-not-found",
+                    _ref("Ingress", _name(ing)),
+                    f"backend {why}; {effect} (use one of the Service's ports)",
+                    SERVICE_PORT_NOT_FOUND_UPSTREAM["Ingress"],
+                )
+            )
     return out
 
 
@@ -577,8 +730,64 @@ def _istio(objects: list[dict[str, Any]]) -> list[Finding]:
                         "Gateway, or lint it together with the manifests that define it)",
                     )
                 )
+            elif gateway != istio_model.MESH and not config.gateway_covers(gateway, vs.hosts):
+                served = config.gateways[gateway].server_hosts
+                out.append(
+                    _finding(
+                        "istio-host-not-in-gateway",
+                        obj,
+                        f"hosts {list(vs.hosts)} overlap none of Gateway "
+                        f"{gateway.split('/', 1)[-1]}'s server hosts {list(served)}; the "
+                        "gateway serves this VirtualService for no request and answers 404 "
+                        "(make a host of one cover the other's)",
+                    )
+                )
         for route in vs.routes:
             out += _istio_route(config, vs, route)
+    out += _subsets_selecting_nothing(config, objects)
+    return out
+
+
+def _subsets_selecting_nothing(
+    config: istio_model.IstioConfig, objects: list[dict[str, Any]]
+) -> list[Finding]:
+    """IST0173: a subset whose pod selector (the model's ``subset_selector``) matches no
+    workload's pods, where the Service itself selects some (else service-selects-nothing
+    says it)."""
+    pods = [pod_template_labels(o) for o in objects if o.get("kind") in WORKLOAD_KINDS]
+
+    def selects(selector: Mapping[str, str]) -> bool:
+        return any(all(p.get(k) == v for k, v in selector.items()) for p in pods)
+
+    local_suffix = f".{LINT_NAMESPACE}.{istio_model.CLUSTER_DOMAIN}"
+    out: list[Finding] = []
+    for (host, subset), rule_name in config.subset_owners.items():
+        svc = config.services.get(host)
+        selector = config.subset_selector(host, subset)
+        if svc is None or selector is None or not svc.selector or not selects(svc.selector):
+            continue
+        if selects(selector):
+            continue
+        routed = sorted(
+            {
+                vs.name
+                for vs in config.virtual_services
+                for route in vs.routes
+                for dest in route.destinations
+                if (dest.host, dest.subset) == (host, subset)
+            }
+        )
+        to = f" (routed to by VirtualService {', '.join(routed)})" if routed else ""
+        out.append(
+            _finding(
+                "istio-subset-selects-nothing",
+                _ref("DestinationRule", rule_name),
+                f"subset {subset!r} of {host.removesuffix(local_suffix)} selects pods with "
+                f"{selector}, which no workload in the manifests has{to}; its cluster has no "
+                "endpoints and Envoy answers 503 UH (no healthy upstream) (pod labels: "
+                f"{'; '.join(str(p) for p in pods) or 'no workloads'})",
+            )
+        )
     return out
 
 
@@ -629,6 +838,22 @@ def _istio_route(
                     )
                 )
             continue
+        missing = config.missing_port(dest)
+        if missing is not None:
+            short = dest.host.removesuffix(local_suffix)
+            ports = ", ".join(map(str, config.services[dest.host].ports)) or "none"
+            named = "" if dest.port is not None else " (no port named: the listener's)"
+            out.append(
+                _finding(
+                    "service-port-not-found",
+                    obj,
+                    f"route {label} sends to port {missing}{named} of {short}, which has no "
+                    f"such port (ports: {ports}); istiod builds no cluster "
+                    f"{config.cluster_name(dest)} and Envoy answers those requests 503 NC "
+                    "(use one of the Service's ports)",
+                    SERVICE_PORT_NOT_FOUND_UPSTREAM["VirtualService"],
+                )
+            )
         if dest.subset and dest.subset not in config.subsets.get(dest.host, {}):
             defined = sorted(config.subsets.get(dest.host, {}))
             short = dest.host.removesuffix(local_suffix)
@@ -684,6 +909,8 @@ def _gateway_api(objects: list[dict[str, Any]]) -> list[Finding]:
                         "the Gateway, or lint it together with the manifests that define it)",
                     )
                 )
+            elif reason := config.not_accepted(route, parent):
+                out.append(_not_accepted(config, obj, route, parent, reason))
         for rule in route.rules:
             label = rule.name or f"rules[{rule.index}]"
             if rule.backends and not any(b.weight > 0 for b in rule.backends):
@@ -696,6 +923,20 @@ def _gateway_api(objects: list[dict[str, Any]]) -> list[Finding]:
                     )
                 )
             for backend in rule.backends:
+                if backend.missing_port:
+                    ports = ", ".join(map(str, config.services[backend.service])) or "none"
+                    out.append(
+                        _finding(
+                            "service-port-not-found",
+                            obj,
+                            f"{label}: backendRef {backend.service} port {backend.port}, but "
+                            f"Service {backend.service} has no such port (ports: {ports}); "
+                            "Istio builds no cluster "
+                            f"{config.cluster_name(backend)} and its share of the requests "
+                            "gets 503 NC (use one of the Service's ports)",
+                            SERVICE_PORT_NOT_FOUND_UPSTREAM["HTTPRoute"],
+                        )
+                    )
                 if backend.invalid_reason.endswith(" not found"):
                     out.append(
                         _finding(
@@ -707,6 +948,33 @@ def _gateway_api(objects: list[dict[str, Any]]) -> list[Finding]:
                         )
                     )
     return out
+
+
+def _not_accepted(
+    config: gateway_model.GatewayConfig,
+    obj: str,
+    route: gateway_model.HttpRouteRules,
+    parent: gateway_model.ParentRef,
+    reason: str,
+) -> Finding:
+    gw = config.gateways[f"{parent.namespace}/{parent.name}"]
+    listeners = "; ".join(
+        f"{lst.name} ({lst.protocol} {lst.port}, hostname {lst.hostname or 'any'})"
+        for lst in gw.listeners
+    )
+    what = {
+        "NoMatchingListenerHostname": f"its hostnames {list(route.hostnames)} intersect no "
+        "listener hostname",
+        "NotAllowedByListeners": "no listener it selects admits it (protocol HTTP or HTTPS, "
+        "allowedRoutes namespaces)",
+        "NoMatchingParent": "its sectionName/port selects no listener",
+    }[reason]
+    return _finding(
+        "gateway-route-not-accepted",
+        obj,
+        f"Gateway {parent.name} does not accept it (Accepted=False, reason {reason}): {what} "
+        f"(listeners: {listeners}); every request for it gets 404",
+    )
 
 
 # -- Argo Rollouts ------------------------------------------------------------------------
@@ -737,6 +1005,7 @@ def _argo_rollouts(objects: list[dict[str, Any]]) -> list[Finding]:
                     f"{problem.rule}",
                 )
             )
+        out += _copied_annotation_issues(config, _name(obj))
         for message in rollout_model.routing_problems(config, by_key):
             out.append(
                 _finding(
@@ -746,6 +1015,51 @@ def _argo_rollouts(objects: list[dict[str, Any]]) -> list[Finding]:
                     "traffic",
                 )
             )
+    return out
+
+
+# argo-rollouts copies these Rollout fields onto the canary Ingress it writes.
+COPIED_BY_ARGO = (
+    "argoproj/argo-rollouts v1.9.1 rollout/trafficrouting/nginx/nginx.go buildCanaryIngress "
+    "(additionalIngressAnnotations, prefixed, and canaryIngressAnnotations are copied onto "
+    "the canary Ingress; canary and canary-weight always overwritten)"
+)
+
+
+def _copied_annotation_issues(config: rollout_model.RolloutConfig, rollout: str) -> list[Finding]:
+    """The canary annotations a Rollout has the controller copy onto its canary Ingress
+    (``routers.nginx.copied_annotations``), read by the ingress-nginx model's parser as the
+    canary Ingress's own would be."""
+    copied = copied_annotations(config)
+    if (
+        not copied
+        or config.nginx is None
+        or f"{config.nginx.annotation_prefix}/" != (nginx_model.PREFIX)
+    ):
+        return []  # another controller's prefix: not ingress-nginx's annotations
+    origin = {written: (fld, key) for fld, key, written, _ in copied}
+    written = {key: value for _, _, key, value in copied}
+    out: list[Finding] = []
+    for issue in nginx_model.parse_canary({"annotations": written}).issues:
+        fld, key = origin.get(issue.annotation, ("", issue.annotation))
+        name = issue.annotation.removeprefix(nginx_model.PREFIX)
+        message = (
+            f"spec.strategy.canary.trafficRouting.nginx.{fld}[{key!r}]={issue.value!r}, copied "
+            f"by the controller onto its canary Ingress as {name}: {issue.effect}"
+        )
+        if issue.suggestion:
+            same_prefix = issue.annotation.startswith(nginx_model.PREFIX)
+            meant = issue.suggestion.removeprefix(nginx_model.PREFIX if same_prefix else "")
+            message += f" (did you mean {meant}?)"
+        rule = _ISSUE_RULES[issue.kind]
+        out.append(
+            _finding(
+                rule,
+                _ref("Rollout", rollout),
+                message,
+                f"{RULES[rule].upstream}; {COPIED_BY_ARGO}",
+            )
+        )
     return out
 
 
@@ -761,10 +1075,13 @@ def _services(objects: list[dict[str, Any]]) -> list[Finding]:
     pods = [pod_template_labels(o) for o in objects if o.get("kind") in WORKLOAD_KINDS]
     out: list[Finding] = []
     for ing in (o for o in objects if nginx_model.is_nginx_ingress(o)):
-        backends = [b for *_, b in _rule_paths(ing)]
-        default = (ing.get("spec") or {}).get("defaultBackend")
-        backends += [default] if default else []
-        for backend in backends:
+        effect = (
+            "skips the canary ('no alternative balancer for backend'): every request goes to "
+            "the main backend"
+            if nginx_model.canary_enabled(ing)
+            else "answers 503"
+        )
+        for backend in _ingress_backends(ing):
             name, _ = _service_port(backend)
             if name and name not in services:
                 out.append(
@@ -772,7 +1089,7 @@ def _services(objects: list[dict[str, Any]]) -> list[Finding]:
                         "service-not-found",
                         _ref("Ingress", _name(ing)),
                         f"backend Service {name} is not in the manifests; ingress-nginx has no "
-                        "endpoints for it and answers 503",
+                        f"endpoints for it and {effect}",
                         SERVICE_NOT_FOUND_UPSTREAM["Ingress"],
                     )
                 )

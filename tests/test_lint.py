@@ -33,11 +33,16 @@ UPSTREAM_OF = {
     "istio-all-weights-zero": "applyHTTPRouteDestination",
     "istio-undefined-subset": "GetDestinationCluster",
     "istio-source-labels-without-mesh": "HTTPMatchRequest.sourceLabels",
+    "istio-subset-selects-nothing": "IST0173",
+    "istio-host-not-in-gateway": "IST0132",
     "istio-gateway-not-found": "IST0101",
     "gateway-all-weights-zero": "BackendRef.weight",
     "gateway-parent-not-found": "ParentReference",
     "gateway-invalid-regex": "CompiledGoogleReMatcher",
+    "gateway-route-not-accepted": "NoMatchingListenerHostname",
     "service-not-found": "BackendRef",
+    "schema-invalid": "validate.py",
+    "service-port-not-found": "serviceEndpoints",
     "service-selects-nothing": "endpointslice",
     "argo-rollout-invalid-spec": "validation.go",
     "argo-rollout-routing": "buildCanaryIngress",
@@ -75,6 +80,7 @@ def test_broken_variant_produces_exactly_its_finding(variant: str) -> None:
     # validation.go constant) rather than the rule's summary.
     assert findings[0].upstream == lint.RULES[rule].upstream or rule in (
         "service-not-found",
+        "service-port-not-found",
         "argo-rollout-invalid-spec",
     )
 
@@ -276,3 +282,200 @@ def test_what_only_the_rollout_controller_refuses_is_its_invalid_spec(
     (found,) = lint.lint(objects)
     assert found.rule == "argo-rollout-invalid-spec" and finding in found.message
     assert "validation.go ValidateRolloutSpec" in found.upstream
+
+
+# -- ports a Service does not have --------------------------------------------------------
+
+
+def test_a_canary_port_the_service_lacks_really_sends_everything_to_main(canary: Harness) -> None:
+    """controller.go serviceEndpoints finds no port 9090 on shop-v2: the canary upstream has
+    no endpoints and balancer.lua skips it, so neither the 10% weight nor the header reaches
+    v2 (the local model does as ingress-nginx does, it does not answer 503)."""
+    shop = canary.apply(BROKEN / "service-port-not-found", findings="ignore")
+    assert [f.rule for f in shop.findings] == ["service-port-not-found"]
+    shop.expect_routed("v1", leak=0.1)
+    shop.expect_routed("v1", headers={"x-beta-user": "always"}, leak=0.1)
+
+
+def test_a_main_port_the_service_lacks_really_answers_503(canary: Harness, tmp_path: Path) -> None:
+    """The main backend without endpoints: balancer.lua get_balancer has no balancer and
+    rewrite() answers 503, for every request."""
+    text = (BROKEN / "service-port-not-found" / "manifests.yaml").read_text()
+    text = text.replace("shop-v1, port: {number: 80}", "shop-v1, port: {name: http}")
+    text = text.replace("shop-v2, port: {number: 9090}", "shop-v2, port: {number: 80}")
+    (tmp_path / "shop.yaml").write_text(text)
+    (finding,) = lint.lint_paths(tmp_path)
+    assert finding.object == "Ingress/shop"
+    assert "has no port http" in finding.message and "with 503" in finding.message
+    shop = canary.apply(tmp_path, findings="ignore")
+    sample = shop.sample(20, headers={"x-beta-user": "always"})
+    assert sample.errors == {"HTTP 503": 20} and not sample.counts
+
+
+def test_a_backend_port_equal_to_the_target_port_is_no_finding(tmp_path: Path) -> None:
+    """serviceEndpoints also matches the Service port's targetPort: port 8080 on a Service
+    80 -> 8080 has endpoints in ingress-nginx (not in Istio or Gateway API)."""
+    text = (BROKEN / "service-port-not-found" / "manifests.yaml").read_text()
+    (tmp_path / "shop.yaml").write_text(text.replace("number: 9090", "number: 8080"))
+    assert lint.lint_paths(tmp_path) == []
+
+
+def test_a_subset_selecting_no_pod_really_fails_its_share(canary: Harness) -> None:
+    """IST0173: subset v2 (version: v3) has no endpoints; the 10% routed there get 503 UH."""
+    shop = canary.apply(BROKEN / "istio-subset-selects-nothing", findings="ignore")
+    sample = shop.sample(200)
+    assert sample.errors["HTTP 503"] > 0
+    assert set(sample.counts) == {"v1"}
+
+
+def test_a_virtual_service_host_no_gateway_server_has_really_gets_404(canary: Harness) -> None:
+    """IST0132: the gateway's Envoy has no virtual host for shop.example.com."""
+    shop = canary.apply(BROKEN / "istio-host-not-in-gateway", findings="ignore")
+    assert shop.host == "shop.example.com"
+    sample = shop.sample(20)
+    assert [k.split()[:2] for k in sample.errors] == [["HTTP", "404"]]
+    assert sum(sample.errors.values()) == 20 and not sample.counts
+
+
+def test_a_virtual_service_port_the_service_lacks_is_a_finding_and_503_nc(
+    canary: Harness, tmp_path: Path
+) -> None:
+    """route.go GetDestinationCluster names outbound|8080|v2|shop..., a cluster istiod never
+    builds (shop has only port 80): Envoy 503 NC for the 10% sent there."""
+    text = (BROKEN / "istio-undefined-subset" / "manifests.yaml").read_text()
+    text = text.replace("subset: canary}", "subset: v2, port: {number: 8080}}")
+    (tmp_path / "shop.yaml").write_text(text)
+    (finding,) = lint.lint_paths(tmp_path)
+    assert finding.rule == "service-port-not-found"
+    assert finding.message.startswith("route weighted sends to port 8080 of shop, which has no")
+    assert "IST0101" in finding.upstream
+    shop = canary.apply(tmp_path, findings="ignore")
+    sample = shop.sample(200)
+    assert sample.errors["HTTP 503"] > 0
+    assert set(sample.counts) == {"v1"}
+
+
+def test_a_route_whose_hostnames_miss_the_listener_really_gets_404(canary: Harness) -> None:
+    """httproute_types.go hostnames: not accepted by the shop.example.org listener."""
+    shop = canary.apply(BROKEN / "gateway-route-not-accepted", findings="ignore")
+    sample = shop.sample(20)
+    assert [k.split()[:2] for k in sample.errors] == [["HTTP", "404"]]
+    assert sum(sample.errors.values()) == 20 and not sample.counts
+
+
+def test_a_backend_ref_port_the_service_lacks_is_a_finding_and_503_nc(
+    canary: Harness, tmp_path: Path
+) -> None:
+    """Istio's conversion keeps port 8080 (ResolvedRefs True); no cluster: 503 NC for its
+    10%, the rest reaches v1."""
+    text = (BROKEN / "service-not-found" / "manifests.yaml").read_text()
+    text = text.replace("name: shop-canary, port: 80", "name: shop-v2, port: 8080")
+    (tmp_path / "shop.yaml").write_text(text)
+    (finding,) = lint.lint_paths(tmp_path)
+    assert finding.rule == "service-port-not-found"
+    assert finding.message.startswith("rules[0]: backendRef shop-v2 port 8080, but Service")
+    assert "buildDestination" in finding.upstream
+    shop = canary.apply(tmp_path, findings="ignore")
+    sample = shop.sample(200)
+    assert sample.errors["HTTP 503"] > 0
+    assert set(sample.counts) == {"v1"}
+
+
+# -- schema problems: what canary.apply refuses, a CI lint step sees -------------------------
+
+
+def test_schema_problems_are_findings_worded_as_apply_words_them(canary: Harness) -> None:
+    """lint_paths and canary.lint report what canary.apply refuses, with file and path, from
+    the same validator (byo.schema_problems)."""
+    (finding,) = canary.lint(BROKEN / "schema-invalid")
+    assert finding.rule == "schema-invalid" and finding.object == "HTTPRoute/shop"
+    assert finding.origin.endswith("manifests.yaml, document 6")
+    assert finding.message.startswith(
+        "spec.rules[0].backendRefs[1].weigth: unknown field 'weigth' (did you mean 'weight'?)"
+    )
+    with pytest.raises(CanaryConfigError) as refused:
+        canary.apply(BROKEN / "schema-invalid")
+    assert f"{finding.origin}: {finding.object}: {finding.message}" in str(refused.value)
+
+
+def test_objects_too_malformed_for_the_routing_rules_still_get_their_schema_findings(
+    tmp_path: Path,
+) -> None:
+    text = (BROKEN / "service-not-found" / "manifests.yaml").read_text()
+    text = text.replace("hostnames: [shop.example.com]", "hostnames: shop.example.com")
+    text = text.replace("  rules:\n", "  rules: oops\n").split("rules: oops")[0] + "rules: 7\n"
+    (tmp_path / "shop.yaml").write_text(text)
+    found = lint.lint_paths(tmp_path)
+    assert found and {f.rule for f in found} == {"schema-invalid"}
+    assert {f.message.split(":")[0] for f in found} >= {"spec.hostnames", "spec.rules"}
+
+
+def test_routing_findings_carry_their_file_too() -> None:
+    (finding,) = lint.lint_paths(BROKEN / "nginx-canary-path-mismatch")
+    assert finding.origin.endswith("manifests.yaml, document 6")
+    assert str(finding).startswith(f"Ingress/shop-canary ({finding.origin}): canary path")
+
+
+# -- a Rollout's annotations for its canary Ingress ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "key", "finding"),
+    [
+        (
+            "additionalIngressAnnotations",
+            "canary-by-heade",
+            "spec.strategy.canary.trafficRouting.nginx.additionalIngressAnnotations"
+            "['canary-by-heade']='x-beta-user', copied by the controller onto its canary "
+            "Ingress as canary-by-heade: no ingress-nginx parser reads it, so it has no effect "
+            "(did you mean canary-by-header?)",
+        ),
+        (
+            "canaryIngressAnnotations",
+            "nginx.ingress.kubernetes.io/canary-by-heade",
+            "spec.strategy.canary.trafficRouting.nginx.canaryIngressAnnotations"
+            "['nginx.ingress.kubernetes.io/canary-by-heade']='x-beta-user', copied by the "
+            "controller onto its canary Ingress as canary-by-heade: no ingress-nginx parser "
+            "reads it, so it has no effect (did you mean canary-by-header?)",
+        ),
+        (
+            "canaryIngressAnnotations",
+            "canary-by-header",
+            "spec.strategy.canary.trafficRouting.nginx.canaryIngressAnnotations"
+            "['canary-by-header']='x-beta-user', copied by the controller onto its canary "
+            "Ingress as canary-by-header: no ingress-nginx parser reads it, so it has no effect "
+            "(did you mean nginx.ingress.kubernetes.io/canary-by-header?)",
+        ),
+    ],
+)
+def test_a_typo_in_a_rollouts_canary_ingress_annotations_is_a_finding(
+    field: str, key: str, finding: str, tmp_path: Path
+) -> None:
+    """nginx.go buildCanaryIngress copies additionalIngressAnnotations (prefixed) and
+    canaryIngressAnnotations (as written) onto the canary Ingress, where ingress-nginx reads
+    only the canary annotations it knows."""
+    rollouts = ROOT / "suites" / "manifests" / "rollouts" / "shop"
+    text = (rollouts / "v1" / "rollout.yaml").read_text()
+    old = "            canary-by-header: x-beta-user\n"
+    assert old in text
+    if field == "additionalIngressAnnotations":
+        text = text.replace(old, f"            {key}: x-beta-user\n")
+    else:
+        text = text.replace(old, "").replace(
+            "      steps:\n", f"          {field}:\n            {key}: x-beta-user\n      steps:\n"
+        )
+    (tmp_path / "rollout.yaml").write_text(text)
+    (found,) = lint.lint_paths([rollouts / "routing.yaml", tmp_path])
+    assert found.rule == "nginx-canary-unknown-annotation" and found.object == "Rollout/shop"
+    assert found.message == finding
+    assert "buildCanaryIngress" in found.upstream and "CanaryAnnotations" in found.upstream
+
+
+def test_what_the_controller_overwrites_is_not_judged(tmp_path: Path) -> None:
+    """canary and canary-weight are always written by the controller last."""
+    rollouts = ROOT / "suites" / "manifests" / "rollouts" / "shop"
+    text = (rollouts / "v1" / "rollout.yaml").read_text()
+    text = text.replace('canary-by-header-value: "yes"\n', 'canary-weight: "abc"\n')
+    (tmp_path / "rollout.yaml").write_text(text)
+    assert "abc" in text
+    assert lint.lint_paths([rollouts / "routing.yaml", tmp_path]) == []

@@ -31,6 +31,18 @@ implementation in istio/istio ``pilot/pkg/config/kube/gateway/conversion.go``):
   (``BackendRef.weight``); a rule whose refs are all invalid or all weight 0 answers 500
   ("If *all* entries in BackendRefs are invalid ... MUST receive a 500 status code"); a ref
   to a missing Service is invalid and its share of requests gets 500.
+- A ``port`` the Service does not have is not checked by Istio (conversion.go
+  ``buildDestination`` turns it into the destination port, ResolvedRefs stays True): the
+  cluster ``outbound|<port>||<Service FQDN>`` is never built (cluster.go
+  ``buildOutboundClusters`` builds one per Service port), so that ref's share gets Envoy's
+  503 ``NC``. The spec names no status for it.
+- A route attaches to a listener only if a parentRef selects it (``sectionName``, ``port``),
+  the listener admits it (HTTP or HTTPS protocol, ``allowedRoutes``) and, when both name
+  hostnames, one of the route's intersects the listener's (``HTTPRouteSpec.hostnames``: "If
+  both the Listener and HTTPRoute have specified hostnames, and none match ... the HTTPRoute
+  is not accepted"); :meth:`GatewayConfig.not_accepted` gives the ``Accepted=False`` reason
+  of shared_types.go (``NoMatchingParent``, ``NotAllowedByListeners``,
+  ``NoMatchingListenerHostname``). Only HTTP listeners serve the model's requests.
 
 Simplifications, stated: the request method is taken as ``GET``; query parameter matches
 never match (the router sees the path without its query); filters are not applied.
@@ -119,6 +131,8 @@ class BackendRef:
     port: int | None
     weight: int
     invalid_reason: str = ""
+    # The Service exists but has no such port: no Envoy cluster (503 NC), not invalid.
+    missing_port: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,6 +180,7 @@ class Listener:
     port: int
     hostname: str | None
     allowed_from: str  # Same | All | Selector
+    protocol: str = "HTTP"
 
 
 @dataclass(frozen=True)
@@ -182,6 +197,15 @@ def hostname_matches(pattern: str, host: str) -> bool:
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
     return pattern == host
+
+
+def hostnames_intersect(a: str, b: str) -> bool:
+    """Whether a listener hostname and a route hostname intersect (``HTTPRouteSpec.hostnames``:
+    ``test.example.com`` and ``*.example.com`` do, ``*.example.com`` and
+    ``foo.test.example.com`` do, ``example.com`` and ``*.example.com`` do not)."""
+    if a.startswith("*.") and b.startswith("*."):
+        return a.endswith(b[1:]) or b.endswith(a[1:])
+    return hostname_matches(a, b) or hostname_matches(b, a)
 
 
 @dataclass
@@ -230,7 +254,8 @@ class GatewayConfig:
         listeners = [
             lst
             for lst in gw.listeners
-            if lst.hostname is None or hostname_matches(lst.hostname, host)
+            if lst.protocol == "HTTP"
+            and (lst.hostname is None or hostname_matches(lst.hostname, host))
         ]
         if not listeners:
             return Refusal(404, f"Host {host!r} matches no listener of Gateway {key}")
@@ -253,6 +278,36 @@ class GatewayConfig:
                     )
                     candidates.append((key_, rule, m_index))
         return [(rule, m_index) for _, rule, m_index in sorted(candidates, key=lambda c: c[0])]
+
+    def not_accepted(self, route: HttpRouteRules, parent: ParentRef) -> str | None:
+        """The ``Accepted=False`` reason of ``route`` for ``parent`` (shared_types.go
+        ``RouteConditionReason``), or None when it attaches to a listener (or the Gateway
+        is not in the configuration: nothing to say)."""
+        gw = self.gateways.get(f"{parent.namespace}/{parent.name}")
+        if gw is None:
+            return None
+        selected = [
+            lst
+            for lst in gw.listeners
+            if (parent.section is None or parent.section == lst.name)
+            and (parent.port is None or parent.port == lst.port)
+        ]
+        if not selected:
+            return "NoMatchingParent"
+        allowed = [
+            lst
+            for lst in selected
+            if lst.protocol in ("HTTP", "HTTPS")
+            and not (lst.allowed_from == "Same" and route.namespace != gw.namespace)
+        ]
+        if not allowed:
+            return "NotAllowedByListeners"
+        for lst in allowed:
+            if lst.hostname is None or not route.hostnames:
+                return None
+            if any(hostnames_intersect(lst.hostname, h) for h in route.hostnames):
+                return None
+        return "NoMatchingListenerHostname"
 
     def _matched(self, request: RoutedRequest, gateway: str) -> tuple[Rule, int] | Refusal:
         table = self.route_table(gateway, request.host or "")
@@ -312,11 +367,19 @@ class GatewayConfig:
         why = f"{rule.describe()} match[{m_index}]"
         return Refusal(500, f"{why}: no backendRef with a weight above 0 (all invalid)")
 
-    @staticmethod
-    def _resolve(rule: Rule, m_index: int, chosen: BackendRef, total: int) -> Destination | Refusal:
+    def _resolve(
+        self, rule: Rule, m_index: int, chosen: BackendRef, total: int
+    ) -> Destination | Refusal:
         why = f"{rule.describe()} match[{m_index}]"
         if chosen.invalid_reason:
             return Refusal(500, f"{why}: backendRef invalid: {chosen.invalid_reason}")
+        if chosen.missing_port:
+            ports = ", ".join(map(str, self.services.get(chosen.service, ()))) or "none"
+            return Refusal(
+                503,
+                f"{why}: cluster {self.cluster_name(chosen)} not found (NC): Service "
+                f"{chosen.service} has no port {chosen.port} (ports: {ports})",
+            )
         port: int | str = chosen.port if chosen.port is not None else 80
         share = f"weight {chosen.weight}/{total}"
         return Destination(chosen.service, port, reason=f"{why} ({share})")
@@ -382,7 +445,7 @@ def _backend(
         return BackendRef("", port, weight, f"Service {name} not found")
     if port is None:
         return BackendRef("", port, weight, f"Service {name} referenced without a port")
-    return BackendRef(name, int(port), weight)
+    return BackendRef(name, int(port), weight, missing_port=int(port) not in services[name])
 
 
 def load(objects: Iterable[Mapping[str, Any]], namespace: str = "default") -> GatewayConfig:
@@ -416,9 +479,9 @@ def load(objects: Iterable[Mapping[str, Any]], namespace: str = "default") -> Ga
                         ((lst.get("allowedRoutes") or {}).get("namespaces") or {}).get("from")
                         or "Same"
                     ),
+                    protocol=str(lst.get("protocol", "")).upper(),
                 )
                 for lst in spec.get("listeners") or []
-                if str(lst.get("protocol", "")).upper() == "HTTP"
             )
             config.gateways[f"{ns}/{name}"] = GatewayEntry(name, ns, listeners)
         elif _is_gateway_api(obj, "HTTPRoute"):

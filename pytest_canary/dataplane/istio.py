@@ -31,8 +31,19 @@ envoyproxy/envoy):
   ``WeightedClusterEntry`` selection: random value modulo the total weight).
 - Cluster names: ``outbound|<port>|<subset>|<host FQDN>`` (route.go ``GetDestinationCluster``):
   the port is ``destination.port.number``, else the Service's only port, else the listener
-  port. A subset not declared by a DestinationRule for that host, or a host without a
-  Service, has no cluster: Envoy answers 503 with flag ``NC`` (cluster not found).
+  port. istiod builds outbound clusters only for the Service's own ports (cluster.go
+  ``buildOutboundClusters``), so a port the Service does not have, a subset not declared by
+  a DestinationRule for that host, or a host without a Service has no cluster: Envoy answers
+  503 with flag ``NC`` (cluster not found).
+- A subset's endpoints are the Service's pods that also carry the subset's labels; a subset
+  that selects no pod answers 503 ``UH`` (no healthy upstream) -- istioctl analyze IST0173
+  ``DestinationRuleSubsetNotSelectPods`` (analyzers/destinationrule/subset.go, which merges
+  the Service's selector with the subset's labels as :meth:`IstioConfig.subset_selector`).
+- Gateway and VirtualService hosts overlap as pkg/config/host/name.go ``Name.Matches``
+  (:func:`hosts_overlap`); a VirtualService bound to a Gateway none of whose server hosts
+  overlaps its own is served for no request (istioctl analyze IST0132
+  ``VirtualServiceHostNotFoundInGateway``, analyzers/virtualservice/gateways.go
+  ``vsHostInGateway``).
 
 Simplifications, stated: the request method is taken as ``GET`` (the harness sends GETs),
 the scheme as ``http``, the listener port as 80; query parameter matches never match (the
@@ -272,6 +283,7 @@ class ServiceEntry:
     name: str
     namespace: str
     ports: tuple[int, ...]
+    selector: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -282,6 +294,7 @@ class IngressGateway:
     namespace: str
     hosts: tuple[str, ...]
     selector: Mapping[str, str]
+    server_hosts: tuple[str, ...] = ()  # of every server, any port or protocol
 
 
 def fqdn(host: str, namespace: str) -> str:
@@ -302,6 +315,21 @@ def host_matches(pattern: str, host: str) -> bool:
     return pattern == host
 
 
+def hosts_overlap(a: str, b: str) -> bool:
+    """pkg/config/host/name.go ``Name.Matches``: equal names, or a wildcard (``*`` or
+    ``*.suffix``) on either side covering the other (two wildcards: the shorter suffix
+    ends the longer one)."""
+    a_wild, b_wild = a.startswith("*"), b.startswith("*")
+    if a_wild and b_wild:
+        shorter, longer = sorted((a, b), key=len)
+        return longer[1:].endswith(shorter[1:])
+    if a_wild:
+        return b.endswith(a[1:])
+    if b_wild:
+        return a.endswith(b[1:])
+    return a == b
+
+
 def _gateway_key(ref: str, namespace: str) -> str:
     if ref == MESH:
         return MESH
@@ -318,6 +346,26 @@ class IstioConfig:
     services: dict[str, ServiceEntry] = field(default_factory=dict)
     gateways: dict[str, IngressGateway] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    # (host FQDN, subset) -> the DestinationRule that declares it (the first one).
+    subset_owners: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def subset_selector(self, host: str, subset: str) -> dict[str, str] | None:
+        """The labels a pod needs to be an endpoint of ``subset`` of ``host``: the Service's
+        selector merged with the subset's labels (analyzers/destinationrule/subset.go
+        ``labels.Merge``); None when the Service or the subset is unknown."""
+        svc = self.services.get(host)
+        labels = self.subsets.get(host, {}).get(subset)
+        if svc is None or labels is None:
+            return None
+        return {**svc.selector, **labels}
+
+    def gateway_covers(self, gateway: str, hosts: Iterable[str]) -> bool:
+        """Whether a server host of ``gateway`` overlaps one of ``hosts`` (analyzers/
+        virtualservice/gateways.go ``vsHostInGateway``); True for an unknown Gateway."""
+        gw = self.gateways.get(gateway)
+        if gw is None:
+            return True
+        return any(hosts_overlap(g, h) for g in gw.server_hosts for h in hosts)
 
     def route(
         self, request: RoutedRequest, rng: random.Random, *, gateway: str | None
@@ -498,6 +546,12 @@ class IstioConfig:
             return Refusal(
                 503, f"{route.describe()}: cluster {cluster} not found (NC): no Service {dest.host}"
             )
+        if self.missing_port(dest) is not None:
+            return Refusal(
+                503,
+                f"{route.describe()}: cluster {cluster} not found (NC): Service {svc.name} has "
+                f"no port {port} (ports: {', '.join(map(str, svc.ports)) or 'none'})",
+            )
         labels: Mapping[str, str] | None = None
         if dest.subset:
             labels = self.subsets.get(dest.host, {}).get(dest.subset)
@@ -510,6 +564,16 @@ class IstioConfig:
         return Destination(
             svc.name, port, labels=labels or None, reason=f"{route.describe()} ({why})"
         )
+
+    def missing_port(self, dest: RouteDestination) -> int | None:
+        """The port a destination's cluster names when its Service has no such port (no
+        cluster is built for it: cluster.go ``buildOutboundClusters`` iterates the
+        Service's ports), else None (also for a host without a Service)."""
+        svc = self.services.get(dest.host)
+        if svc is None:
+            return None
+        port = self._port(svc, dest.port)
+        return None if port in svc.ports else port
 
     @staticmethod
     def _port(svc: ServiceEntry | None, port: int | None) -> int:
@@ -611,16 +675,23 @@ def load(objects: Iterable[Mapping[str, Any]], namespace: str = "default") -> Is
         spec = obj.get("spec") or {}
         if obj.get("kind") == "Service" and obj.get("apiVersion") == "v1":
             ports = tuple(int(p.get("port", 0)) for p in spec.get("ports") or [])
-            config.services[fqdn(name, ns)] = ServiceEntry(name, ns, ports)
+            selector = {str(k): str(v) for k, v in (spec.get("selector") or {}).items()}
+            config.services[fqdn(name, ns)] = ServiceEntry(name, ns, ports, selector)
         elif _is_istio(obj, "DestinationRule"):
             host = fqdn(str(spec.get("host", "")), ns)
             declared = config.subsets.setdefault(host, {})
             for subset in spec.get("subsets") or []:
                 # Several DestinationRules for one host: the first definition wins.
-                declared.setdefault(str(subset.get("name")), dict(subset.get("labels") or {}))
+                subset_name = str(subset.get("name"))
+                declared.setdefault(subset_name, dict(subset.get("labels") or {}))
+                config.subset_owners.setdefault((host, subset_name), name)
         elif _is_istio(obj, "Gateway"):
             hosts: list[str] = []
+            every: list[str] = []
             for server in spec.get("servers") or []:
+                # gateways.go sanitizeServerHostNamespace: "./h", "*/h" and "<ns>/h" are h
+                # for a VirtualService of this namespace (the linter sees one namespace).
+                every += [str(h).split("/", 1)[-1].lower() for h in server.get("hosts") or []]
                 port = server.get("port") or {}
                 if (
                     str(port.get("protocol", "")).upper() in ("HTTP", "HTTP2")
@@ -629,7 +700,7 @@ def load(objects: Iterable[Mapping[str, Any]], namespace: str = "default") -> Is
                     # Server hosts may be written "<namespace>/<host>" ("./" or "*/").
                     hosts += [str(h).split("/", 1)[-1].lower() for h in server.get("hosts") or []]
             config.gateways[f"{ns}/{name}"] = IngressGateway(
-                name, ns, tuple(hosts), dict(spec.get("selector") or {})
+                name, ns, tuple(hosts), dict(spec.get("selector") or {}), tuple(every)
             )
         elif _is_istio(obj, "VirtualService"):
             try:

@@ -31,6 +31,18 @@ What it reproduces, each rule with its upstream source (repository kubernetes/in
   Ingress loads as a main Ingress (the first of two on one location wins). Only the seven
   canary annotations of ``CanaryAnnotations`` are read: any other ``canary*`` name (a typo)
   has no effect.
+- Endpoints of an upstream (controller.go ``createUpstreams`` -> ``serviceEndpoints``): the
+  Service's first port whose number, ``targetPort`` (defaulted to the port) or name equals
+  the backend's ``port.number`` (or ``port.name``); a Service that does not exist, or that
+  has no such port, leaves the upstream without endpoints ("Error obtaining Endpoints",
+  nothing logged for a port that matches nothing). balancer.lua ``sync_backend`` creates no
+  balancer for an upstream without endpoints, so: a main upstream without one answers 503
+  (``get_balancer`` returns nil, ``rewrite`` exits with ``HTTP_SERVICE_UNAVAILABLE``) before
+  any canary rule is looked at; an alternative upstream without one is skipped
+  (``route_to_alternative_balancer`` logs "no alternative balancer for backend" and returns
+  false): every request of its main location, header, cookie and weight alike, goes to the
+  main upstream. The same holds at run time for a Service whose selector matches no ready
+  pod (the local backend asks :meth:`NginxConfig.route` with its live endpoints).
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ from __future__ import annotations
 import difflib
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,14 +127,86 @@ class Location:
         return path.startswith(self.path)
 
 
+@dataclass(frozen=True)
+class ServicePort:
+    """One entry of a Service's ``spec.ports`` as ``serviceEndpoints`` compares it."""
+
+    port: int
+    target_port: str  # intstr.String(): the number or the name; defaulted to ``port``
+    name: str
+
+    def __str__(self) -> str:
+        named = f" ({self.name})" if self.name else ""
+        return f"{self.port}{named} -> targetPort {self.target_port}"
+
+
+def service_ports(service: Mapping[str, Any]) -> tuple[ServicePort, ...]:
+    """The ports of a Service object; ``targetPort`` defaults to ``port`` (the API server's
+    defaulting of ``ServicePort.targetPort``)."""
+    ports = []
+    for raw in (service.get("spec") or {}).get("ports") or []:
+        port = int(raw.get("port", 0))
+        target = raw.get("targetPort")
+        ports.append(
+            ServicePort(port, str(port if target is None else target), str(raw.get("name") or ""))
+        )
+    return tuple(ports)
+
+
+def matching_service_port(
+    ports: Iterable[ServicePort], backend_port: int | str
+) -> ServicePort | None:
+    """controller.go ``serviceEndpoints``: the first Service port whose number, targetPort
+    or name equals the backend's port (``port.number`` as a string, else ``port.name``)."""
+    wanted = str(backend_port)
+    for port in ports:
+        if wanted in (str(port.port), port.target_port, port.name):
+            return port
+    return None
+
+
 @dataclass
 class NginxConfig:
-    """The routing configuration ingress-nginx would build from a set of Ingresses."""
+    """The routing configuration ingress-nginx would build from a set of Ingresses.
+
+    ``services`` holds the ports of the Services given with the Ingresses (``None`` when
+    none was given: then every upstream is taken to have endpoints).
+    """
 
     servers: dict[str, list[Location]] = field(default_factory=dict)
     alternatives: dict[Upstream, list[Upstream]] = field(default_factory=dict)
     policies: dict[Upstream, CanaryPolicy] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    services: dict[str, tuple[ServicePort, ...] | None] | None = None
+
+    def without_endpoints(self, upstream: Upstream) -> str | None:
+        """Why ``upstream`` has no endpoints whatever pods run, or None when its Service
+        port resolves (controller.go ``serviceEndpoints``; an ExternalName Service, whose
+        ports are ``externalNamePorts``, and unknown Services resolve when no Service was
+        given at all)."""
+        if self.services is None:
+            return None
+        if upstream.service not in self.services:
+            return f"Service {upstream.service} not found"
+        ports = self.services[upstream.service]
+        if ports is None:  # ExternalName
+            return None
+        if matching_service_port(ports, upstream.port) is None:
+            listed = ", ".join(map(str, ports)) or "none"
+            return (
+                f"Service {upstream.service} has no port {upstream.port} (no port number, "
+                f"targetPort or name equals it; its ports: {listed})"
+            )
+        return None
+
+    def has_balancer(
+        self, upstream: Upstream, has_endpoints: Callable[[Upstream], bool] | None
+    ) -> bool:
+        """balancer.lua ``sync_backend``: a balancer exists only for an upstream with
+        endpoints."""
+        if self.without_endpoints(upstream) is not None:
+            return False
+        return has_endpoints is None or has_endpoints(upstream)
 
     def server_for(self, host: str | None) -> list[Location]:
         """nginx ``server_name`` selection: exact, then the longest leading wildcard, then ``_``."""
@@ -157,13 +241,40 @@ class NginxConfig:
             return None
         return alternatives[0], self.policies[alternatives[0]]
 
-    def route(self, request: RoutedRequest, rng: random.Random) -> Destination | Refusal:
-        """Where one request goes: a Service port, or a refusal answered by nginx itself."""
+    def route(
+        self,
+        request: RoutedRequest,
+        rng: random.Random,
+        *,
+        has_endpoints: Callable[[Upstream], bool] | None = None,
+    ) -> Destination | Refusal:
+        """Where one request goes: a Service port, or a refusal answered by nginx itself.
+
+        Args:
+            request: the request.
+            rng: the source of balancer.lua's weight draw.
+            has_endpoints: whether an upstream's Service has ready endpoints now (None: all
+                have); an upstream whose Service port does not resolve has none anyway.
+        """
         chosen = self.location(request)
         if chosen is None or chosen.upstream is None:
             return Refusal(404, "no Ingress rule matches: answered by the default backend")
         primary = chosen.upstream
+        if not self.has_balancer(primary, has_endpoints):
+            # balancer.lua get_balancer: no balancer for the main upstream, rewrite() exits
+            # with 503 before route_to_alternative_balancer is asked.
+            why = (
+                self.without_endpoints(primary)
+                or f"Service {primary.service} has no ready endpoints"
+            )
+            return Refusal(503, f"upstream {primary.name} has no endpoints ({why})")
         shared = self.alternative(primary)
+        if shared is not None and not self.has_balancer(shared[0], has_endpoints):
+            # route_to_alternative_balancer: "no alternative balancer for backend", false.
+            line = f"no alternative balancer for backend: {shared[0].name}"
+            return Destination(
+                primary.service, primary.port, reason=f"{line}: main backend", log=(line,)
+            )
         if shared is not None:
             alternative, policy = shared
             errors: list[str] = []
@@ -527,7 +638,9 @@ def annotation_issues(obj: Mapping[str, Any]) -> tuple[AnnotationIssue, ...]:
     return parse_canary(obj.get("metadata") or {}).issues
 
 
-def _backend_upstream(namespace: str, backend: Mapping[str, Any] | None) -> Upstream | None:
+def backend_upstream(namespace: str, backend: Mapping[str, Any] | None) -> Upstream | None:
+    """The upstream of an Ingress backend (controller.go ``upstreamName``), None for a
+    backend without a Service."""
     svc = (backend or {}).get("service")
     if not svc:
         return None
@@ -541,9 +654,22 @@ def load(
     namespace: str = "default",
     ingress_class: str = "nginx",
 ) -> NginxConfig:
-    """Build the routing configuration from Ingresses in creation order (oldest first)."""
-    ingresses = [o for o in objects if is_nginx_ingress(o, ingress_class)]
+    """Build the routing configuration from Ingresses in creation order (oldest first).
+
+    Services among ``objects`` give the upstreams their endpoints' ports
+    (:meth:`NginxConfig.without_endpoints`); everything else is ignored.
+    """
+    items = list(objects)
+    ingresses = [o for o in items if is_nginx_ingress(o, ingress_class)]
     config = NginxConfig()
+    for obj in items:
+        if obj.get("kind") == "Service" and obj.get("apiVersion") == "v1":
+            if config.services is None:
+                config.services = {}
+            spec = obj.get("spec") or {}
+            name = str((obj.get("metadata") or {}).get("name", ""))
+            external = spec.get("type") == "ExternalName"
+            config.services[name] = None if external else service_ports(obj)
     config.servers[DEFAULT_SERVER] = [
         Location("/", "Prefix", None, "(default backend)", is_default_backend=True)
     ]
@@ -570,7 +696,7 @@ def load(
 def _add_main(config: NginxConfig, ing: Mapping[str, Any], namespace: str) -> None:
     name = ing["metadata"]["name"]
     spec = ing.get("spec") or {}
-    default_upstream = _backend_upstream(namespace, spec.get("defaultBackend"))
+    default_upstream = backend_upstream(namespace, spec.get("defaultBackend"))
     rules = spec.get("rules") or []
     if default_upstream is not None and not rules:
         # Special "catch all" case: an Ingress with a backend but no rule.
@@ -585,7 +711,7 @@ def _add_main(config: NginxConfig, ing: Mapping[str, Any], namespace: str) -> No
             ]
         locations = config.servers[host]
         for path in (rule.get("http") or {}).get("paths") or []:
-            upstream = _backend_upstream(namespace, path.get("backend"))
+            upstream = backend_upstream(namespace, path.get("backend"))
             p, ptype = path.get("path") or "/", path.get("pathType", "ImplementationSpecific")
             existing = next(
                 (loc for loc in locations if loc.path == p and _same_type(loc.path_type, ptype)),
@@ -625,7 +751,7 @@ def _merge_canary(config: NginxConfig, ing: Mapping[str, Any], namespace: str) -
         cookie=parsed.cookie,
     )
     spec = ing.get("spec") or {}
-    default_alt = _backend_upstream(namespace, spec.get("defaultBackend"))
+    default_alt = backend_upstream(namespace, spec.get("defaultBackend"))
     if default_alt is not None:
         root = config.servers[DEFAULT_SERVER][0]
         if root.upstream is not None and root.upstream != default_alt:
@@ -633,7 +759,7 @@ def _merge_canary(config: NginxConfig, ing: Mapping[str, Any], namespace: str) -
     for rule in spec.get("rules") or []:
         host = rule.get("host") or DEFAULT_SERVER
         for path in (rule.get("http") or {}).get("paths") or []:
-            alt = _backend_upstream(namespace, path.get("backend"))
+            alt = backend_upstream(namespace, path.get("backend"))
             if alt is None:
                 continue
             p, ptype = path.get("path") or "/", path.get("pathType", "ImplementationSpecific")

@@ -498,3 +498,104 @@ def test_after_the_release_every_request_reaches_one_service(
     config = gateway.load(render(spec, phase))
     assert shares(config, request(), draws=500) == {service_name: 1.0}
     assert shares(config, request(headers={"X-Canary": "always"}), draws=500) == {service_name: 1.0}
+
+
+# -- acceptance and ports ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("listener", "route", "intersect"),
+    [
+        ("test.example.com", "test.example.com", True),
+        ("test.example.com", "*.example.com", True),
+        ("*.example.com", "*.example.com", True),
+        ("*.example.com", "test.example.com", True),
+        ("*.example.com", "foo.test.example.com", True),
+        ("*.example.com", "example.com", False),
+        ("*.example.com", "test.example.net", False),
+        ("shop.example.org", "shop.example.com", False),
+    ],
+)
+def test_listener_and_route_hostnames_intersect_as_the_spec_says(
+    listener: str, route: str, intersect: bool
+) -> None:
+    """httproute_types.go HTTPRouteSpec.hostnames: its examples, one by one."""
+    assert gateway.hostnames_intersect(listener, route) is intersect
+
+
+def _gateway_objects(listener: dict[str, Any], parent: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "gw"},
+            "spec": {"gatewayClassName": "istio", "listeners": [listener]},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "r"},
+            "spec": {
+                "parentRefs": [parent],
+                "hostnames": ["shop.example.com"],
+                "rules": [{"backendRefs": [{"name": "s", "port": 80}]}],
+            },
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("listener", "parent", "reason"),
+    [
+        ({"name": "http", "protocol": "HTTP", "port": 80}, {"name": "gw"}, None),
+        (
+            {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "*.example.com"},
+            {"name": "gw"},
+            None,
+        ),
+        (
+            {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "shop.example.org"},
+            {"name": "gw"},
+            "NoMatchingListenerHostname",
+        ),
+        (
+            {"name": "http", "protocol": "HTTP", "port": 80},
+            {"name": "gw", "sectionName": "https"},
+            "NoMatchingParent",
+        ),
+        ({"name": "tcp", "protocol": "TCP", "port": 9000}, {"name": "gw"}, "NotAllowedByListeners"),
+    ],
+)
+def test_a_route_is_accepted_only_by_a_listener_that_admits_it(
+    listener: dict[str, Any], parent: dict[str, Any], reason: str | None
+) -> None:
+    """shared_types.go RouteConditionAccepted reasons; a route not accepted serves nothing."""
+    config = gateway.load(_gateway_objects(listener, parent))
+    (route,) = config.routes
+    assert config.not_accepted(route, route.parents[0]) == reason
+    if reason is not None:
+        outcome = config.route(
+            RoutedRequest.build("shop.example.com", "/"), random.Random(0), gateway="gw"
+        )
+        assert isinstance(outcome, Refusal) and outcome.status == 404
+
+
+def test_a_backend_port_the_service_lacks_gets_503_nc_for_its_share() -> None:
+    """Istio conversion.go buildDestination keeps port 8080 unchecked (ResolvedRefs True);
+    cluster.go builds clusters only for the Service's ports: Envoy 503 NC."""
+    objects = _gateway_objects({"name": "http", "protocol": "HTTP", "port": 80}, {"name": "gw"})
+    objects[1]["spec"]["rules"][0]["backendRefs"][0]["port"] = 8080
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s"},
+        "spec": {"ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    config = gateway.load([service, *objects])
+    (backend,) = config.routes[0].rules[0].backends
+    assert backend.missing_port and not backend.invalid_reason
+    outcome = config.route(
+        RoutedRequest.build("shop.example.com", "/"), random.Random(0), gateway="gw"
+    )
+    assert isinstance(outcome, Refusal) and outcome.status == 503
+    assert "outbound|8080||s.default.svc.cluster.local not found (NC)" in outcome.reason

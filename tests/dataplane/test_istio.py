@@ -599,28 +599,55 @@ def test_the_port_defaults_to_the_only_service_port() -> None:
         ]
     )
     assert routed(config, request()).port == 8080
-    explicit = istio.load(
-        [
-            service("kubeapp", port=8080),
-            destination_rule(),
-            virtual_service(
-                [
-                    {
-                        "route": [
-                            {
-                                "destination": {
-                                    "host": "kubeapp",
-                                    "subset": "v1",
-                                    "port": {"number": 9},
-                                }
-                            }
-                        ]
-                    }
-                ]
-            ),
-        ]
+
+
+def with_port(port: int) -> istio.IstioConfig:
+    dest = {"destination": {"host": "kubeapp", "subset": "v1", "port": {"number": port}}}
+    return istio.load(
+        [service("kubeapp", port=8080), destination_rule(), virtual_service([{"route": [dest]}])]
     )
-    assert routed(explicit, request()).port == 9
+
+
+def test_a_destination_port_the_service_lacks_has_no_cluster_503_nc() -> None:
+    """route.go GetDestinationCluster names outbound|9|v1|kubeapp..., but cluster.go
+    buildOutboundClusters builds clusters only for the Service's ports: Envoy 503 NC."""
+    assert routed(with_port(8080), request()).port == 8080
+    refused = with_port(9).route(request(), random.Random(0), gateway=None)
+    assert isinstance(refused, Refusal) and refused.status == 503
+    assert "outbound|9|v1|kubeapp.default.svc.cluster.local not found (NC)" in refused.reason
+    assert "Service kubeapp has no port 9 (ports: 8080)" in refused.reason
+
+
+def test_a_subset_selects_the_services_pods_with_its_labels() -> None:
+    """analyzers/destinationrule/subset.go: the Service's selector merged with the subset's
+    labels is what a pod needs (IST0173 when none has it)."""
+    config = mesh([{"route": [to("v1")]}])
+    assert config.subset_selector("kubeapp.default.svc.cluster.local", "v2") == {
+        "app": "kubeapp",
+        "version": "v2",
+    }
+    assert config.subset_selector("kubeapp.default.svc.cluster.local", "v9") is None
+    assert config.subset_owners[("kubeapp.default.svc.cluster.local", "v2")] == "kubeapp"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        ("foo.com", "foo.com", True),
+        ("foo.com", "bar.com", False),
+        ("*.com", "foo.com", True),
+        ("bar.com", "*.com", True),
+        ("*.foo.com", "foo.com", False),
+        ("*", "foo.com", True),
+        ("*", "*.com", True),
+        ("*.example.com", "*.shop.example.com", True),
+        ("*.example.org", "*.example.com", False),
+    ],
+)
+def test_hosts_overlap_as_istio_name_matches(a: str, b: str, overlap: bool) -> None:
+    """pkg/config/host/name.go Name.Matches (its doc comment's examples and more)."""
+    assert istio.hosts_overlap(a, b) is overlap
+    assert istio.hosts_overlap(b, a) is overlap
 
 
 # -- phases through the renderer ------------------------------------------------------------

@@ -453,3 +453,80 @@ def test_header_pattern_too_large_for_pcre_sends_to_main_and_logs() -> None:
     )
     assert isinstance(result, Destination) and result.service == "stable"
     assert "regular expression is too large" in result.log[0]
+
+
+# -- endpoints: controller.go serviceEndpoints, balancer.lua sync_backend / get_balancer ------
+
+
+def service(name: str, *ports: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": list(ports)},
+    }
+
+
+def with_port(obj: dict[str, Any], port: dict[str, Any]) -> dict[str, Any]:
+    path = obj["spec"]["rules"][0]["http"]["paths"][0]
+    path["backend"]["service"]["port"] = port
+    return obj
+
+
+def test_a_backend_port_resolves_by_service_port_number_target_port_or_name() -> None:
+    """controller.go serviceEndpoints: a Service port matches when its number, its
+    targetPort (defaulted to the port) or its name equals the backend's port."""
+    ports = nginx.service_ports(service("s", {"name": "web", "port": 80, "targetPort": 8080}))
+    for wanted in (80, 8080, "web"):
+        assert nginx.matching_service_port(ports, wanted) == ports[0]
+    for wanted in (9090, "http", 81):
+        assert nginx.matching_service_port(ports, wanted) is None
+    (defaulted,) = nginx.service_ports(service("s", {"port": 80}))
+    assert defaulted.target_port == "80"
+
+
+def test_a_main_upstream_without_endpoints_answers_503_before_any_canary_rule() -> None:
+    """balancer.lua get_balancer: no balancer for the main upstream (its Service has no port
+    9090), rewrite() answers 503 -- even for a request the canary header would take."""
+    objects = [
+        with_port(ingress("app", "stable"), {"number": 9090}),
+        canary_ingress(canary_by_header="x-canary"),
+        service("stable", {"port": 80}),
+        service("canary", {"port": 80}),
+    ]
+    for headers in ({}, {"x-canary": "always"}):
+        outcome = route(objects, headers=headers)
+        assert isinstance(outcome, Refusal) and outcome.status == 503, outcome
+        assert "has no port 9090" in outcome.reason
+
+
+def test_an_alternative_upstream_without_endpoints_is_skipped_header_and_weight_alike() -> None:
+    """balancer.lua route_to_alternative_balancer: "no alternative balancer for backend",
+    return false: the canary (port "http" its Service lacks) gets nothing, not even the
+    requests its header or a 100% weight would send there."""
+    objects = [
+        MAIN,
+        with_port(
+            canary_ingress(canary_weight="100", canary_by_header="x-canary"), {"name": "http"}
+        ),
+        service("stable", {"port": 80}),
+        service("canary", {"port": 80, "name": "web"}),
+    ]
+    for seed, headers in enumerate(({}, {"x-canary": "always"}, {}, {})):
+        outcome = route(objects, headers=headers, seed=seed)
+        assert service_of(outcome) == "stable"
+        assert isinstance(outcome, Destination)
+        assert outcome.log == ("no alternative balancer for backend: default-canary-http",)
+
+
+def test_live_endpoints_decide_the_balancers_too() -> None:
+    """The same rule at run time: a canary Service without ready pods is skipped, a main one
+    answers 503 (the local backend passes its live endpoints)."""
+    config = nginx.load([MAIN, canary_ingress(canary_weight="100")])
+    request = RoutedRequest.build("foo.bar", "/")
+    rng = random.Random(0)
+    skipped = config.route(request, rng, has_endpoints=lambda up: up.service != "canary")
+    assert service_of(skipped) == "stable"
+    refused = config.route(request, rng, has_endpoints=lambda up: up.service != "stable")
+    assert isinstance(refused, Refusal) and refused.status == 503
+    assert service_of(config.route(request, rng)) == "canary"  # no Services given: all resolve

@@ -115,7 +115,11 @@ class Snapshot:
         sidecar's outgoing call), ``istio:<Gateway>`` or ``gateway:<Gateway>``."""
         model, _, gateway = kind.partition(":")
         if model == "nginx":
-            return self._nginx.route(request, rng)
+            # balancer.lua keeps a balancer only for upstreams with endpoints: the model
+            # asks which Services have ready pods now.
+            return self._nginx.route(
+                request, rng, has_endpoints=lambda up: bool(self.service_endpoints(up.service))
+            )
         if model == MESH:
             return self._istio.route(request, rng, gateway=None)
         if model == "istio":

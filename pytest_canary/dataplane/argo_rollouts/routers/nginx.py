@@ -57,6 +57,29 @@ def canary_ingress_name(rollout: str, stable_ingress: str) -> str:
     return prefix + CANARY_INGRESS_SUFFIX
 
 
+# The annotations buildCanaryIngress always writes last, whatever the Rollout's say.
+ALWAYS_WRITTEN = ("canary", "canary-weight")
+
+
+def copied_annotations(config: RolloutConfig) -> list[tuple[str, str, str, str]]:
+    """What ``buildCanaryIngress`` copies from the Rollout onto the canary Ingress and keeps:
+    ``(field, key as written, key on the canary Ingress, value)`` for
+    ``additionalIngressAnnotations`` (prefixed with the annotation prefix unless they carry
+    it) then ``canaryIngressAnnotations`` (as written, overwriting a collision); the
+    ``canary`` and ``canary-weight`` the controller always sets are left out."""
+    if config.nginx is None:
+        return []
+    prefix = config.nginx.annotation_prefix
+    copied: dict[str, tuple[str, str, str, str]] = {}
+    for key, value in config.nginx.additional_annotations.items():
+        written = key if key.startswith(prefix) else f"{prefix}/{key}"
+        copied[written] = ("additionalIngressAnnotations", key, written, value)
+    for key, value in config.nginx.canary_annotations.items():
+        copied[key] = ("canaryIngressAnnotations", key, key, value)
+    always = {f"{prefix}/{name}" for name in ALWAYS_WRITTEN}
+    return [entry for written, entry in copied.items() if written not in always]
+
+
 def canary_ingress(
     config: RolloutConfig,
     stable_ingress: Mapping[str, Any],
