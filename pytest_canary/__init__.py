@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_canary.apps import VersionFromHeader, VersionFromJson, VersionFromRegex
-    from pytest_canary.byo import ManifestWarning
+    from pytest_canary.byo import ManifestWarning, RetainedRoutingWarning
     from pytest_canary.config import Settings
     from pytest_canary.errors import (
         BackendError,
@@ -52,6 +52,7 @@ _EXPORTS = {
     "ManifestWarning": "byo",
     "Release": "harness",
     "ReleaseSpec": "spec",
+    "RetainedRoutingWarning": "byo",
     "RolloutMoved": "rollout_release",
     "RolloutRelease": "rollout_release",
     "RolloutStatus": "rollout_release",
@@ -82,6 +83,7 @@ __all__ = [
     "ManifestWarning",
     "Release",
     "ReleaseSpec",
+    "RetainedRoutingWarning",
     "RolloutMoved",
     "RolloutRelease",
     "RolloutStatus",

@@ -111,6 +111,13 @@ class ManifestWarning(UserWarning):
     backend, which stands in for your workloads and so does not need it)."""
 
 
+class RetainedRoutingWarning(ManifestWarning):
+    """What runs still routes by something your manifests no longer ask for: an
+    ingress-nginx canary annotation (``canary-by-header``, ...) that Argo Rollouts keeps on
+    its canary Ingress after it left the Rollout's ``additionalIngressAnnotations`` or
+    ``canaryIngressAnnotations`` (the controller never removes one)."""
+
+
 @dataclass
 class LoadedManifests:
     """Objects read from the user's paths, each with where it came from.

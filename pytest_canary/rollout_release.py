@@ -21,9 +21,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from pytest_canary.byo import RetainedRoutingWarning
 from pytest_canary.dataplane import argo_rollouts as model
 from pytest_canary.dataplane.argo_rollouts import RolloutStatus
 from pytest_canary.errors import BackendError, CanaryConfigError
@@ -441,8 +443,12 @@ class AppliedRollout(RolloutControls, AppliedManifests):
 
     def _after_apply(self) -> None:
         """Wait, like ``deploy``, for the first pause, the end or an abort (the data plane
-        was just awaited by ``canary.apply``)."""
+        was just awaited by ``canary.apply``); warn
+        (:class:`~pytest_canary.byo.RetainedRoutingWarning`) when a canary Ingress still
+        routes by an annotation the Rollout no longer sets."""
         self._await_settled(serve=False)
+        for note in self._environment.rollout_notes(self._rollout):
+            warnings.warn(RetainedRoutingWarning(f"Rollout {self._rollout}: {note}"), stacklevel=3)
 
     def _await_served(self) -> None:
         self._environment.await_manifests(

@@ -168,6 +168,11 @@ class Environment(abc.ABC):
         """What the controller recorded for Rollout ``name`` (for reports)."""
         return []
 
+    def rollout_notes(self, name: str) -> list[str]:
+        """What the routing objects of Rollout ``name`` route by although the Rollout does
+        not ask for it (:func:`pytest_canary.dataplane.argo_rollouts.retained_annotation_notes`)."""
+        return []
+
     def await_dataplane(self, spec: ReleaseSpec, objects: Sequence[Manifest]) -> None:
         """Return once the data plane serves the configuration of ``objects`` (no-op where
         applying is synchronous)."""

@@ -656,6 +656,10 @@ class KubeEnvironment(Environment):
         """The Kubernetes events of the Rollout (what the controller recorded)."""
         return self.rollouts.events(name)
 
+    def rollout_notes(self, name: str) -> list[str]:
+        """What the Rollout's canary Ingresses route by that it does not ask for."""
+        return self.rollouts.notes(name)
+
     # hold_rollout_timers: the base's no-op. A cluster's clock runs on: a timed pause
     # shorter than an expectation's sampling ends in the middle of it, and the
     # expectation fails with RolloutMoved rather than mixing two splits.

@@ -830,6 +830,12 @@ class ClusterRollouts:
                 result.append(ingress)
         return result
 
+    def notes(self, name: str) -> list[str]:
+        """What the Rollout's canary Ingresses route by that it does not ask for (the
+        annotations the controller keeps, ``model.retained_annotation_notes``)."""
+        live = self.observe(name)
+        return model.retained_annotation_notes(live.config, live.objects)
+
     def diagnostics(self, name: str) -> str:
         """The Rollout for a failure report: status, what the controller has not written,
         ReplicaSets, commands sent, events."""
@@ -838,6 +844,7 @@ class ClusterRollouts:
         except Exception as exc:
             return f"cannot read Rollout {name}: {api_error_message(exc)}"
         lines = [live.describe(), written_check(live).status]
+        lines += model.retained_annotation_notes(live.config, live.objects)
         lines += self.commands.get(name, [])
         try:
             lines += self.events(name)[-30:]

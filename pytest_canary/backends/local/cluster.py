@@ -670,6 +670,9 @@ class LocalEnvironment(Environment):
     def rollout_events(self, name: str) -> list[str]:
         return self._rollouts.events(name)
 
+    def rollout_notes(self, name: str) -> list[str]:
+        return self._rollouts.notes(name)
+
     def diagnostics(self) -> Diagnostics:
         diag = Diagnostics()
         diag.add(
@@ -685,7 +688,13 @@ class LocalEnvironment(Environment):
             status = self._rollouts.status(name)
             diag.add(
                 f"Rollout {name} (Argo Rollouts controller model)",
-                f"status: {status.describe()}\n" + "\n".join(self._rollouts.events(name)[-30:]),
+                "\n".join(
+                    [
+                        f"status: {status.describe()}",
+                        *self._rollouts.notes(name),
+                        *self._rollouts.events(name)[-30:],
+                    ]
+                ),
             )
         diag.add("data-plane log", "\n".join([*self._snapshot.dataplane_log(), *self.error_log]))
         diag.add(

@@ -146,6 +146,14 @@ class RolloutController:
         state = self._rollouts.get(name)
         return list(state.events) if state is not None else []
 
+    def notes(self, name: str) -> list[str]:
+        """What Rollout ``name``'s canary Ingresses route by that it does not ask for
+        (``model.retained_annotation_notes``)."""
+        state = self._rollouts.get(name)
+        if state is None:
+            return []
+        return model.retained_annotation_notes(state.config, dict(self._env.store_items()))
+
     def replica_set_versions(self, name: str, label: str = "version") -> dict[str, str]:
         """Pod template hash -> the template's ``label`` value, for Rollout ``name``."""
         state = self._rollouts.get(name)

@@ -33,9 +33,11 @@ Stated simplification: after an abort with traffic routing, each upstream sync s
 canary Service to the canary ReplicaSet (``reconcileStableAndCanaryService``) and back to the
 stable one (``reconcileTrafficRouting``), reading a cached Service in between, so its
 selector flaps from sync to sync while the canary has pods (argoproj/argo-rollouts#3078,
-open). Here a sync's writes are applied together, so the canary Service stays on the stable
-ReplicaSet, as PR #2540 intended; only traffic forced to the canary Service (e.g.
-``canary-by-header``) would see the difference.
+open), recording a ``SwitchService`` event for each switch. Here a sync's writes are applied
+together, so the canary Service stays on the stable ReplicaSet, as PR #2540 intended, and
+the events say so: a sync records one ``SwitchService`` per Service whose selector it
+changed in the end, none for a switch it undid; only traffic forced to the canary Service
+(e.g. ``canary-by-header``) would see the difference.
 
 Not modelled, stated: analysis / experiment / plugin steps, ``dynamicStableScale``,
 ``minPodsPerReplicaSet``, ``replicaProgressThreshold``, rollback windows, ping-pong,
@@ -86,6 +88,7 @@ from pytest_canary.dataplane.argo_rollouts.config import (
 from pytest_canary.dataplane.argo_rollouts.expect import (
     expected_canary_replicas,
     expected_weight,
+    retained_annotation_notes,
     routing_problems,
     settled,
 )
@@ -112,9 +115,12 @@ from pytest_canary.dataplane.argo_rollouts.routers.istio import (
 )
 from pytest_canary.dataplane.argo_rollouts.routers.nginx import (
     CANARY_INGRESS_SUFFIX,
+    ROUTING_ANNOTATIONS,
     canary_ingress,
     canary_ingress_name,
+    desired_annotations,
     owner_reference,
+    retained_routing_annotations,
 )
 from pytest_canary.dataplane.argo_rollouts.status import (
     ABORTED_REASON,
@@ -171,6 +177,7 @@ __all__ = [
     "RESUMED_REASON",
     "RETRY_REASON",
     "REVISION",
+    "ROUTING_ANNOTATIONS",
     "RS_UPDATED",
     "SCALE_DOWN_DEADLINE",
     "SOURCE",
@@ -199,6 +206,7 @@ __all__ = [
     "client_phase",
     "current_set_weight",
     "current_step",
+    "desired_annotations",
     "desired_counts",
     "destination_rule_with_hashes",
     "equal_ignore_hash",
@@ -210,6 +218,8 @@ __all__ = [
     "read_rollout",
     "read_status",
     "reconcile",
+    "retained_annotation_notes",
+    "retained_routing_annotations",
     "retry_patch",
     "routing_problems",
     "set_canary_scale",

@@ -75,6 +75,38 @@ def routing_problems(config: RolloutConfig, objects: Mapping[Key, Mapping[str, A
     return found
 
 
+def retained_annotation_notes(
+    config: RolloutConfig, objects: Mapping[Key, Mapping[str, Any]]
+) -> list[str]:
+    """What the canary Ingresses still route by although the Rollout does not ask for it:
+    ingress-nginx canary annotations the controller keeps (``getDesiredAnnotations`` never
+    removes one, see :mod:`.routers.nginx`), e.g. the ``canary-by-header`` of a removed
+    ``additionalIngressAnnotations``. One sentence per canary Ingress, saying how to remove
+    them; empty when there is nothing of the kind."""
+    notes: list[str] = []
+    if config.nginx is None:
+        return notes
+    for stable_name in config.nginx.stable_ingresses:
+        name = nginx.canary_ingress_name(config.name, stable_name)
+        canary = objects.get(("Ingress", name))
+        if canary is None:
+            continue
+        kept = nginx.retained_routing_annotations(config, canary)
+        if not kept:
+            continue
+        listed = ", ".join(f"{key}: {value!r}" for key, value in sorted(kept.items()))
+        removal = " ".join(f"{key}-" for key in sorted(kept))
+        them = "them" if len(kept) > 1 else "it"
+        notes.append(
+            f"canary Ingress {name} keeps {listed}, which the Rollout does not set: Argo "
+            "Rollouts never removes an annotation from its canary Ingress (nginx.go "
+            f"getDesiredAnnotations), so ingress-nginx still routes by {them}; remove {them} "
+            f"with kubectl annotate ingress {name} {removal} (or delete the Ingress: the "
+            "controller creates it again as the Rollout says)"
+        )
+    return notes
+
+
 def expected_weight(config: RolloutConfig, step_index: int) -> int:
     """The traffic weight the controller writes once the canary's pods for the step at
     ``step_index`` are available (``reconcileTrafficRouting``); 100 past the last step

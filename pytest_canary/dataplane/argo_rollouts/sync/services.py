@@ -8,8 +8,10 @@ Upstream (argoproj/argo-rollouts, tag v1.9.1):
   managed is switched only to a fully available ReplicaSet (``IsReplicaSetAvailable``), any
   switch needs one available pod (``IsReplicaSetPartiallyAvailable``); the selector gains
   ``rollouts-pod-template-hash`` and the Service is annotated
-  ``argo-rollouts.argoproj.io/managed-by`` (``switchServiceSelector``). A missing Service is
-  the controller's ``not found`` error.
+  ``argo-rollouts.argoproj.io/managed-by`` (``switchServiceSelector``, which records the
+  event ``SwitchService`` "Switched selector for service 'S' from 'OLD' to 'NEW'"; OLD is
+  empty when the selector had no hash). A missing Service is the controller's ``not found``
+  error.
 """
 
 from __future__ import annotations
@@ -53,7 +55,16 @@ def ensure_service(ctx: SyncContext, name: str, rs: ReplicaSetState | None, chec
     if check and rs.available == 0:
         return  # IsReplicaSetPartiallyAvailable
     ctx.write(switch_service(svc, rs.hash, ctx.config.name))
-    ctx.events.append(f"SwitchService: Switched selector for service '{name}' to '{rs.hash}'")
+    # switchServiceSelector records "Switched selector for service '%s' from '%s' to '%s'"
+    # per patch. A sync's writes are applied together here (the package docstring), so its
+    # events say what the sync did to the Service in the end: after an abort with traffic
+    # routing the switch to the canary and back to the stable nets out, and neither is
+    # recorded (upstream records both, argoproj/argo-rollouts#3078).
+    before = ((ctx.original.get(("Service", name)) or {}).get("spec") or {}).get("selector") or {}
+    said = f"SwitchService: Switched selector for service '{name}' from "
+    ctx.events[:] = [e for e in ctx.events if not e.startswith(said)]
+    if before.get(POD_TEMPLATE_HASH) != rs.hash:
+        ctx.events.append(f"{said}'{before.get(POD_TEMPLATE_HASH) or ''}' to '{rs.hash}'")
 
 
 def reconcile_services(ctx: SyncContext) -> None:
