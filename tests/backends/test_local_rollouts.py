@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from pytest_canary import BackendError, CanaryConfigError, ConvergenceTimeout, Harness
+from pytest_canary import (
+    BackendError,
+    CanaryConfigError,
+    ConvergenceTimeout,
+    Harness,
+    RetainedRoutingWarning,
+)
 from pytest_canary.backends.base import Entry, Environment
 from pytest_canary.backends.local import LocalBackend
 from pytest_canary.dataplane import argo_rollouts as ar
@@ -54,6 +60,30 @@ def test_pods_carry_their_pod_template_hash_and_services_select_it(canary: Harne
         o["metadata"]["name"] for o in canary.environment.objects() if o["kind"] == "Ingress"
     ]
     assert ingresses == ["kubeapp", "kubeapp-kubeapp-canary"]
+
+
+def test_abort_events_say_the_canary_service_went_back_to_the_stable_pods_once(
+    canary: Harness,
+) -> None:
+    """After ``abort`` with traffic routing the model keeps the canary Service on the stable
+    pods (upstream flaps it, argoproj/argo-rollouts#3078): its events record that one switch,
+    in Argo's words, and no switch to the canary pods."""
+    rel = canary.deploy(
+        "rollouts",
+        stable="1.0",
+        canary="2.0",
+        steps=STEPS,
+        traffic="nginx",
+        additional_ingress_annotations={"canary-by-header": "X-Canary"},
+    )
+    stable, new = rel.status.stable_hash, rel.status.canary_hash
+    rel.abort()
+    events = rel.rollout_events()
+    after = events[events.index("kubectl argo rollouts abort: status patch {'abort': True}") :]
+    assert [e for e in after if e.startswith("SwitchService")] == [
+        f"SwitchService: Switched selector for service 'kubeapp-canary' from '{new}' to '{stable}'"
+    ]
+    rel.expect_routed("1.0", headers={"X-Canary": "always"})
 
 
 def test_timed_pause_ends_on_the_controller_thread(canary: Harness) -> None:
@@ -183,6 +213,39 @@ def test_a_basic_canary_without_replicas_gets_pods_enough_for_its_weights(
     )
     assert rel.status.weight == 20 and rel.status.set_weight == 20
     assert rel.ready_pods() == {"2.0": 2, "1.0": 8}
+
+
+def test_a_header_route_dropped_from_the_rollout_still_routes_and_is_warned(
+    canary: Harness, tmp_path: Path
+) -> None:
+    """v2 of a Rollout without v1's ``additionalIngressAnnotations``: Argo Rollouts never
+    removes an annotation from its canary Ingress (nginx.go ``getDesiredAnnotations``), so
+    ``x-beta-user: yes`` still reaches the canary, as on a cluster. ``canary.apply`` warns
+    with the annotations and how to remove them; the failure report's Rollout section too."""
+    import yaml
+
+    v2 = yaml.safe_load((SHOP / "v2" / "rollout.yaml").read_text())
+    del v2["spec"]["strategy"]["canary"]["trafficRouting"]["nginx"]["additionalIngressAnnotations"]
+    (tmp_path / "rollout.yaml").write_text(yaml.safe_dump(v2))
+    canary.apply([SHOP / "routing.yaml", SHOP / "v1"])
+    with pytest.warns(RetainedRoutingWarning) as warned:
+        shop = canary.apply([SHOP / "routing.yaml", tmp_path])
+    (message,) = [str(w.message) for w in warned]
+    assert message.startswith(
+        "Rollout shop: canary Ingress shop-shop-canary keeps "
+        "nginx.ingress.kubernetes.io/canary-by-header: 'x-beta-user', "
+        "nginx.ingress.kubernetes.io/canary-by-header-value: 'yes', which the Rollout does "
+        "not set"
+    )
+    assert "kubectl annotate ingress shop-shop-canary " in message
+    assert shop.status.step == 1 and shop.status.weight == 10
+    shop.expect_routed("v2", headers={"x-beta-user": "yes"})
+    report = canary.environment.diagnostics().sections[
+        "Rollout shop (Argo Rollouts controller model)"
+    ]
+    assert "canary Ingress shop-shop-canary keeps nginx.ingress.kubernetes.io/canary-by-header" in (
+        report
+    )
 
 
 def test_own_rollout_with_unmodelled_steps_is_refused(canary: Harness, tmp_path: Path) -> None:

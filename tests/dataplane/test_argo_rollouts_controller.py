@@ -582,6 +582,127 @@ def rng() -> Any:
     return random.Random(1)
 
 
+def test_canary_ingress_annotations_take_canary_annotations_over_additional_ones() -> None:
+    """``buildCanaryIngress``: additionalIngressAnnotations get the prefix unless they start
+    with it (no double prefix), canaryIngressAnnotations are written as they are and win over
+    a colliding additional one, and canary / canary-weight are the controller's whatever
+    either says."""
+    nginx = {
+        "additionalIngressAnnotations": {
+            "canary-by-header": "X-Additional",
+            PREFIX + "canary-by-cookie": "beta",
+        },
+        "canaryIngressAnnotations": {
+            PREFIX + "canary-by-header": "X-Full",
+            PREFIX + "canary-weight": "99",
+            "external-dns.alpha.kubernetes.io/exclude": "true",
+        },
+    }
+    config = ar.read_rollout(rollout("1.0", [], nginx=nginx))
+    assert ar.desired_annotations(config, nginx_objects()[("Ingress", "app")], 20) == {
+        PREFIX + "canary-by-header": "X-Full",
+        PREFIX + "canary-by-cookie": "beta",
+        PREFIX + "canary-weight": "20",
+        PREFIX + "canary": "true",
+        "external-dns.alpha.kubernetes.io/exclude": "true",
+    }
+
+
+def test_canary_ingress_patch_keeps_every_current_annotation_drops_labels_replaces_spec() -> None:
+    """``SetWeightPerIngress``: ``getDesiredAnnotations`` merges the desired annotations over
+    the current ones (a key the controller owns is overwritten, any other kept, whoever set
+    it), then ``BuildIngressPatch(WithAnnotations, WithLabels, WithSpec)``'s two-way merge
+    patch removes the labels (the desired Ingress has none) and replaces the spec; owner
+    references are not in the patch."""
+    nginx = {"additionalIngressAnnotations": {"canary-by-header": "X-Canary"}}
+    config = ar.read_rollout(rollout("1.0", [], nginx=nginx))
+    stable = nginx_objects()[("Ingress", "app")]
+    created = ar.canary_ingress(config, stable, 0)
+    current = {
+        **created,
+        "metadata": {
+            **created["metadata"],
+            "labels": {"team": "shop"},
+            "finalizers": ["example.com/keep"],
+            "annotations": {
+                PREFIX + "canary-by-header": "X-Old",
+                PREFIX + "canary-by-cookie": "old-cookie",
+                PREFIX + "canary-weight": "40",
+                "field.cattle.io/publicEndpoints": "[]",
+            },
+        },
+        "spec": {**created["spec"], "defaultBackend": {"service": {"name": "elsewhere"}}},
+    }
+    patched = ar.canary_ingress(config, stable, 10, current)
+    assert patched["metadata"]["annotations"] == {
+        PREFIX + "canary-by-header": "X-Canary",
+        PREFIX + "canary-by-cookie": "old-cookie",
+        PREFIX + "canary-weight": "10",
+        PREFIX + "canary": "true",
+        "field.cattle.io/publicEndpoints": "[]",
+    }
+    assert "labels" not in patched["metadata"]
+    assert patched["metadata"]["finalizers"] == ["example.com/keep"]
+    assert patched["metadata"]["ownerReferences"] == created["metadata"]["ownerReferences"]
+    assert patched["spec"] == created["spec"]
+    assert ar.retained_routing_annotations(config, patched) == {
+        PREFIX + "canary-by-cookie": "old-cookie"
+    }
+
+
+def test_a_header_annotation_removed_from_the_rollout_still_routes_and_is_noted() -> None:
+    """A new template whose Rollout no longer has ``additionalIngressAnnotations``: the
+    controller never removes ``canary-by-header`` from its canary Ingress, so ingress-nginx
+    keeps forcing that header to the canary Service -- what a cluster does -- and
+    :func:`retained_annotation_notes` says so, with the command that removes it."""
+    header = {"additionalIngressAnnotations": {"canary-by-header": "X-Beta"}}
+    cluster = Cluster(rollout("1.0", SEED_STEPS, nginx=header), nginx_objects())
+    cluster.settle()
+    assert ar.retained_annotation_notes(cluster.config, cluster.objects) == []
+    cluster.update(rollout("2.0", SEED_STEPS))
+    cluster.settle()
+    assert cluster.status.step == 1 and cluster.canary_weight() == "20"
+    ingress = cluster.objects[("Ingress", "app-app-canary")]
+    assert ingress["metadata"]["annotations"][PREFIX + "canary-by-header"] == "X-Beta"
+    routed = nginx_model.load(cluster.objects.values()).route(
+        RoutedRequest.build("foo.bar", "/", {"X-Beta": "always"}), rng()
+    )
+    assert routed.service == "app-canary"  # type: ignore[union-attr]
+    assert ar.retained_annotation_notes(cluster.config, cluster.objects) == [
+        "canary Ingress app-app-canary keeps nginx.ingress.kubernetes.io/canary-by-header: "
+        "'X-Beta', which the Rollout does not set: Argo Rollouts never removes an annotation "
+        "from its canary Ingress (nginx.go getDesiredAnnotations), so ingress-nginx still "
+        "routes by it; remove it with kubectl annotate ingress app-app-canary "
+        "nginx.ingress.kubernetes.io/canary-by-header- (or delete the Ingress: the controller "
+        "creates it again as the Rollout says)"
+    ]
+
+
+def test_switch_service_events_name_the_old_hash_and_an_abort_records_only_the_switch_kept() -> (
+    None
+):
+    """``switchServiceSelector`` records "Switched selector for service 'S' from 'OLD' to
+    'NEW'". After an abort with traffic routing upstream switches the canary Service to the
+    canary and back every sync (#3078); the model applies a sync's writes together, so it
+    records only the switch back to the stable, once, and never one to the canary."""
+    cluster = started(SEED_STEPS)
+    stable, canary = cluster.rs("1.0").hash, cluster.rs("2.0").hash
+    assert (
+        f"SwitchService: Switched selector for service 'app-canary' from '{stable}' to "
+        f"'{canary}'" in cluster.events
+    )
+    mark = len(cluster.events)
+    cluster.command(ar.abort_patch())
+    cluster.settle()
+    for _ in range(3):  # later syncs of the aborted Rollout (resyncs) record nothing more
+        cluster.sync_once()
+    switches = [e for e in cluster.events[mark:] if e.startswith("SwitchService")]
+    assert switches == [
+        f"SwitchService: Switched selector for service 'app-canary' from '{canary}' to '{stable}'"
+    ]
+    assert cluster.selector_hash("app-canary") == stable
+
+
 def test_istio_subset_weights_and_destination_rule_hash_labels() -> None:
     """``SetWeight`` (canary subset = weight, stable = 100 - weight) and ``UpdateHash``
     (subsets labelled with rollouts-pod-template-hash)."""

@@ -40,8 +40,11 @@ aborted: ``status.canary.weights`` (``model.expected_weight``), the available po
 canary and stable ReplicaSets (``model.expected_canary_replicas`` and the basic canary's
 ``approximate_weighted_counts``), the stable and canary Services' selectors
 (``rollouts-pod-template-hash``, ``rollout/service.go``), the canary Ingress
-``model.canary_ingress_name`` carrying ``canary: "true"`` and the status's weight, the
-VirtualService routes as ``model.virtual_service_with_weight`` writes them and the
+``model.canary_ingress_name`` carrying every annotation the controller owns
+(``model.desired_annotations``: ``canary: "true"``, the status's weight, the additional and
+canary annotations; the others it keeps as they are, and a routing one the Rollout no longer
+sets is a note of the failure report and of :class:`~pytest_canary.byo.RetainedRoutingWarning`,
+not a disagreement), the VirtualService routes as ``model.virtual_service_with_weight`` writes them and the
 DestinationRule subsets as ``model.destination_rule_with_hashes`` labels them. Only then is
 the data plane's convergence checked (:mod:`~.environment`), on the objects as the controller
 wrote them.
@@ -417,7 +420,6 @@ def _written_objects(live: LiveRollout, weight: int) -> list[str]:
     weights = status.weights
     problems: list[str] = []
     if config.nginx is not None:
-        prefix = config.nginx.annotation_prefix
         for stable_name in config.nginx.stable_ingresses:
             name = model.canary_ingress_name(config.name, stable_name)
             canary = objects.get(("Ingress", name))
@@ -431,9 +433,11 @@ def _written_objects(live: LiveRollout, weight: int) -> list[str]:
             except model.ReconcileError as exc:
                 problems.append(f"Ingress {stable_name}: {exc}")
                 continue
+            # Every key the controller owns (buildCanaryIngress); the others it keeps as they
+            # are (getDesiredAnnotations), so they say nothing about its progress.
             annotations = _meta(canary).get("annotations") or {}
-            for key in (f"{prefix}/canary", f"{prefix}/canary-weight"):
-                have, want = annotations.get(key), wanted["metadata"]["annotations"][key]
+            for key, want in model.desired_annotations(config, stable, weight).items():
+                have = annotations.get(key)
                 if have != want:
                     problems.append(f"Ingress {name}: {key} is {have!r}, wanted {want!r}")
             if (canary.get("spec") or {}).get("rules") != wanted["spec"]["rules"]:

@@ -32,6 +32,7 @@ from pytest_canary.backends.kube.rollouts import (
     unobserved,
     written_check,
 )
+from pytest_canary.byo import RetainedRoutingWarning
 from pytest_canary.dataplane import argo_rollouts as model
 from pytest_canary.errors import BackendError, CanaryConfigError, ConvergenceTimeout
 from pytest_canary.harness import Harness
@@ -540,6 +541,38 @@ def test_your_own_rollout_through_canary_apply_has_the_same_handle(
         ]
 
 
+@pytest.mark.slow
+def test_a_header_route_dropped_from_your_rollout_stays_on_the_canary_ingress_and_is_warned(
+    api_server: ApiServer, kube_backend: KubeBackend, tmp_path: Path
+) -> None:
+    """The controller keeps every annotation of its canary Ingress (nginx.go
+    ``getDesiredAnnotations``): after v2 drops v1's ``additionalIngressAnnotations`` the
+    live Ingress still has them, the waits do not hold for their removal (the controller
+    never removes them), the header still reaches the canary, and ``canary.apply`` warns."""
+    import yaml
+
+    v2 = yaml.safe_load((SHOP / "v2" / "rollout.yaml").read_text())
+    del v2["spec"]["strategy"]["canary"]["trafficRouting"]["nginx"]["additionalIngressAnnotations"]
+    (tmp_path / "rollout.yaml").write_text(yaml.safe_dump(v2))
+    env = kube_backend.environment("test_argo_dropped_header")
+    with Harness(env) as canary:
+        canary.apply([SHOP / "routing.yaml", SHOP / "v1"], host="shop.example.com")
+        with pytest.warns(RetainedRoutingWarning, match="canary-by-header: 'x-beta-user'"):
+            shop = canary.apply([SHOP / "routing.yaml", tmp_path], host="shop.example.com")
+        assert shop.status.step == 1 and shop.status.weight == 10
+        live = next(
+            i
+            for i in api_server.emulator.live("ingresses", env.namespace)
+            if i["metadata"]["name"] == "shop-shop-canary"
+        )
+        annotations = live["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/canary-by-header"] == "x-beta-user"
+        assert annotations["nginx.ingress.kubernetes.io/canary-weight"] == "10"
+        shop.expect_routed("v2", headers={"x-beta-user": "yes"}, leak=0.1)
+        report = env.diagnostics().sections["Rollout shop"]
+        assert "canary Ingress shop-shop-canary keeps" in report
+
+
 def test_without_the_crd_rollouts_are_refused_saying_how_to_install_the_controller(
     make_backend: Callable[..., KubeBackend], api_server: ApiServer
 ) -> None:
@@ -645,6 +678,25 @@ def test_a_canary_ingress_behind_the_status_is_not_the_state_to_sample() -> None
     assert (
         "Ingress kubeapp-kubeapp-canary: nginx.ingress.kubernetes.io/canary-weight is '0', "
         "wanted '20'" in check.status
+    )
+
+
+def test_every_annotation_the_controller_owns_is_read_against_the_model() -> None:
+    """``buildCanaryIngress`` writes the additional annotations on every patch: one missing
+    from the live canary Ingress is a disagreement; an annotation the Rollout does not set is
+    the controller's to keep (``getDesiredAnnotations``), not one to wait for."""
+    header = {"canary-by-header": "X-Canary"}
+    live = live_rollout("nginx", AT_20, additional_ingress_annotations=header)
+    annotations = live.objects[("Ingress", "kubeapp-kubeapp-canary")]["metadata"]["annotations"]
+    annotations["nginx.ingress.kubernetes.io/canary-by-cookie"] = "beta"
+    annotations["field.cattle.io/publicEndpoints"] = "[]"
+    assert written_check(live).done
+    del annotations["nginx.ingress.kubernetes.io/canary-by-header"]
+    check = written_check(live)
+    assert not check.done
+    assert (
+        "Ingress kubeapp-kubeapp-canary: nginx.ingress.kubernetes.io/canary-by-header is None, "
+        "wanted 'X-Canary'" in check.status
     )
 
 
