@@ -44,8 +44,9 @@ canary and stable ReplicaSets (``model.expected_canary_replicas`` and the basic 
 (``model.desired_annotations``: ``canary: "true"``, the status's weight, the additional and
 canary annotations; the others it keeps as they are, and a routing one the Rollout no longer
 sets is a note of the failure report and of :class:`~pytest_canary.byo.RetainedRoutingWarning`,
-not a disagreement), the VirtualService routes as ``model.virtual_service_with_weight`` writes them and the
-DestinationRule subsets as ``model.destination_rule_with_hashes`` labels them. Only then is
+not a disagreement), the VirtualService routes as ``model.virtual_service_with_weight``
+writes them and the DestinationRule subsets as ``model.destination_rule_with_hashes`` labels
+them. Only then is
 the data plane's convergence checked (:mod:`~.environment`), on the objects as the controller
 wrote them.
 """
