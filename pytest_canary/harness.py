@@ -331,6 +331,8 @@ class TrafficChecks:
         entry = self._sampler_get(None)  # the entry, path and version reader of this handle
         traffic = BackgroundTraffic(
             entry.entry,
+            concurrency=entry.concurrency,  # as many in flight as the expectations send
+            batch=entry.concurrency,
             timeout=self._harness.settings.timeout,
             classify=entry.classify,
             path=entry.path,
