@@ -522,9 +522,13 @@ def test_xdist_workers_report_verdicts_and_use_the_seed_the_header_prints(
             rel.expect_routed("2.0", headers={"X-Canary": "always"})  # a quick verdict
         """
     )
-    first = pytester.runpytest("-n", "2", "--canary-report=report.json")
+    first = pytester.runpytest("-n", "2", "--canary-report=report.json", "--junitxml=junit.xml")
     first.assert_outcomes(passed=2)
     first.stdout.fnmatch_lines(["*canary verdicts*"])
+    # The controller writes the JUnit file: its test suite names the seed the workers used.
+    suite = ElementTree.parse(pytester.path / "junit.xml").find("testsuite")
+    assert suite is not None
+    suite_properties = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
     # Workers finish in any order: each verdict appears once, whatever its place.
     for case in ("10", "30"):
         first.stdout.fnmatch_lines([f"*::test_split[[]{case}[]]", "  PASS*nginx*routed*"])
@@ -532,6 +536,7 @@ def test_xdist_workers_report_verdicts_and_use_the_seed_the_header_prints(
     assert sorted(v["test"].rsplit("[")[1] for v in report["verdicts"]) == ["10]", "30]"]
     seed = next(line for line in first.stdout.lines if "--canary-seed=" in line)
     seed = seed.split("--canary-seed=")[1].split()[0]
+    assert suite_properties["canary.seed"] == seed
     # Each test's routing stream derives from the seed and its name only: a run without
     # xdist at the printed seed repeats what the workers saw.
     second = pytester.runpytest(f"--canary-seed={seed}")
@@ -769,22 +774,21 @@ def test_a_fork_server_that_cannot_run_is_told_on_the_terminal(
     assert result.stdout.str().count("pods start as separate interpreters") == 1
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
-def test_the_seed_reaches_a_quiet_run_and_its_junit_report(
-    pytester: pytest.Pytester, workers: list[str]
-) -> None:
+def test_the_seed_reaches_a_quiet_run_and_its_junit_report(pytester: pytest.Pytester) -> None:
     """With -q the report header (which names the seed) is not printed: the verdicts'
-    section names it, and the JUnit test suite carries it as ``canary.seed``."""
+    section names it, and the JUnit test suite carries it as ``canary.seed`` (under xdist
+    too: test_xdist_workers_report_verdicts_and_use_the_seed_the_header_prints)."""
     pytester.makepyfile(
         """
         def test_split(canary):
-            canary.deploy("nginx", stable="1.0", canary="2.0", weight=50).expect_split(0.5)
+            rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=0)
+            rel.expect_routed("1.0")
         """
     )
-    result = pytester.runpytest("-q", "--canary-seed=7", "--junitxml=junit.xml", *workers)
+    result = pytester.runpytest("-q", "--canary-seed=7", "--junitxml=junit.xml")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*= canary verdicts (--canary-seed=7) =*"])
     suite = ElementTree.parse(pytester.path / "junit.xml").find("testsuite")
     assert suite is not None
-    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
-    assert properties["canary.seed"] == "7"
+    properties = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
+    assert properties == {"canary.seed": "7"}
