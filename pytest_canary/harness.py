@@ -324,10 +324,15 @@ class TrafficChecks:
         A change that is over in a few rounds would be checked on a handful of requests: the
         traffic goes on after it until :func:`stats.routed_requests` ``(0.01, alpha)`` were
         sent in all (688 at alpha 0.001), so a failure rate of 1% or more around the change
-        fails the check with probability at least ``1 - alpha``."""
+        fails the check with probability at least ``1 - alpha``; it stops at the first failed
+        request (the verdict is FAIL then). An entry that cannot carry that many requests
+        within :data:`ZERO_DOWNTIME_WAIT` seconds after the change gets INCONCLUSIVE (a
+        failure naming how many it answered), never a PASS without the guarantee. A change
+        that raises stops the traffic at once and its error propagates."""
         __tracebackhide__ = True
         started = time.perf_counter()
         alpha = self._harness.settings.alpha
+        floor = stats.routed_requests(ZERO_DOWNTIME_RATE, alpha)
         entry = self._sampler_get(None)  # the entry, path and version reader of this handle
         traffic = BackgroundTraffic(
             entry.entry,
@@ -339,24 +344,36 @@ class TrafficChecks:
         ).start()
         try:
             change()
-        finally:
-            sample = traffic.stop(min_requests=stats.routed_requests(ZERO_DOWNTIME_RATE, alpha))
+        except BaseException:
+            traffic.stop()
+            raise
+        sample = traffic.stop(min_requests=floor, max_wait=ZERO_DOWNTIME_WAIT, until_error=True)
         if settle is not None:
             settle()
-        passed = sample.error_count == 0
+        where = f"during {during} and after it"
+        if sample.error_count:
+            decision = "FAIL"
+            reason = f"{sample.error_count} of {sample.total} requests failed {where}"
+        elif sample.total < floor:
+            decision = "INCONCLUSIVE"
+            reason = (
+                f"none of {sample.total} requests failed {where}, but a check that catches a "
+                f"failure rate of {ZERO_DOWNTIME_RATE * 100:g}% with probability "
+                f"{1 - alpha:g} needs {floor}, and the entry answered only {sample.total} within "
+                f"{ZERO_DOWNTIME_WAIT:g}s after the change (a slow entry: raise "
+                "--canary-concurrency, or check the entry's latency)"
+            )
+        else:
+            decision = "PASS"
+            reason = f"{sample.total} requests {where}, none failed"
         verdict = self._verdict(
             kind="zero-downtime",
-            passed=passed,
-            decision="PASS" if passed else "FAIL",
+            passed=decision == "PASS",
+            decision=decision,
             expected={},
             sample=sample,
             alpha=alpha,
-            reason=(
-                f"{sample.total} requests during {during} and after it, none failed"
-                if passed
-                else f"{sample.error_count} of {sample.total} requests failed during {during} "
-                "and after it"
-            ),
+            reason=reason,
             elapsed=time.perf_counter() - started,
             request=request,
         )
@@ -1251,6 +1268,8 @@ def _others(total: Sample, canary: str, stable: str) -> str:
 #: The failure rate around a change that ``check_errors=True`` catches with probability at
 #: least ``1 - alpha`` (the traffic goes on until enough requests were sent).
 ZERO_DOWNTIME_RATE = 0.01
+#: How long ``check_errors=True`` keeps the traffic on after the change to reach its floor.
+ZERO_DOWNTIME_WAIT = 60.0
 
 
 class _BackendChecks:

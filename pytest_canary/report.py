@@ -366,11 +366,13 @@ def elide(text: str, width: int) -> str:
 def elide_entries(text: str, width: int) -> str:
     """A cell of space-separated entries (``2.0=0.25 1.0=0.50 3.0=0.25``) shortened to
     ``width`` by whole entries: the first ones that fit and ``+k`` for the ``k`` left out, so
-    no version's value is cut in two. A cell whose first entry alone does not fit is elided
-    in the middle."""
+    no version's value is cut in two. A cell of other words, or whose first entry alone does
+    not fit, is elided in the middle."""
     if len(text) <= width:
         return text
     entries = text.split(" ")
+    if not all("=" in entry for entry in entries):
+        return elide(text, width)  # not a list of version=share (a health cell: p95 x1.05)
     for kept in range(len(entries) - 1, 0, -1):
         shown = " ".join(entries[:kept]) + f" +{len(entries) - kept}"
         if len(shown) <= width:

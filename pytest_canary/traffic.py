@@ -443,7 +443,9 @@ class BackgroundTraffic:
         rounds = -(-self.batch // self.concurrency)
         return rounds * float(self.sampler_args.get("timeout", DEFAULT_TIMEOUT)) + 5.0
 
-    def stop(self, *, min_requests: int = 0, max_wait: float = 60.0) -> Sample:
+    def stop(
+        self, *, min_requests: int = 0, max_wait: float = 60.0, until_error: bool = False
+    ) -> Sample:
         """Stop sending and return everything observed; re-raises a sampler error here.
 
         Args:
@@ -451,10 +453,12 @@ class BackgroundTraffic:
                 (a check of the change needs enough of them to mean something), for at most
                 ``max_wait`` seconds more.
             max_wait: bound of that wait, in seconds.
+            until_error: stop that wait at the first failed request (its verdict is known).
         """
         deadline = time.monotonic() + max_wait
         while (
             self.sample.total < min_requests
+            and not (until_error and self.sample.error_count)
             and time.monotonic() < deadline
             and self._thread is not None
             and self._thread.is_alive()

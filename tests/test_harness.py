@@ -34,6 +34,59 @@ def test_a_failed_zero_downtime_promotion_can_be_rolled_back(canary: Harness) ->
     rel.expect_routed("1.0")
 
 
+def test_check_errors_stops_at_the_first_failure_instead_of_filling_its_floor(
+    canary: Harness,
+) -> None:
+    """Once a request failed the verdict is FAIL: the traffic stops there rather than going
+    on to the 688 requests a PASS needs."""
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50, canary_error_rate=1.0)
+    with pytest.raises(AssertionError, match="requests failed during") as info:
+        rel.promote(check_errors=True)
+    verdict = info.value.verdict  # type: ignore[attr-defined]
+    assert verdict.decision == "FAIL"
+    assert verdict.n + sum(verdict.errors.values()) < routed_requests(0.01, 0.001)
+
+
+def test_check_errors_without_its_floor_is_inconclusive_not_a_pass(
+    canary: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry that cannot carry the requests the guarantee needs within the wait (here: a
+    floor of 69,075 requests and no wait) gets INCONCLUSIVE naming the numbers, never a PASS
+    that claims the guarantee."""
+    monkeypatch.setattr(harness_module, "ZERO_DOWNTIME_RATE", 0.0001)
+    monkeypatch.setattr(harness_module, "ZERO_DOWNTIME_WAIT", 0.0)
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50)
+    with pytest.raises(AssertionError, match="INCONCLUSIVE") as info:
+        rel.promote(check_errors=True)
+    message = str(info.value)
+    assert "a failure rate of 0.01% with probability 0.999 needs 69075, and the entry " in message
+    assert "answered only" in message
+    assert info.value.verdict.decision == "INCONCLUSIVE"  # type: ignore[attr-defined]
+
+
+def test_a_change_that_raises_stops_the_check_errors_traffic_at_once(
+    canary: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The change's own error propagates; the background traffic is stopped without
+    waiting for the floor (which used to add up to a minute before the error)."""
+    stops: list[dict[str, object]] = []
+    original = harness_module.BackgroundTraffic.stop
+
+    def spy(self: harness_module.BackgroundTraffic, **kwargs: object) -> Sample:
+        stops.append(kwargs)
+        return original(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(harness_module.BackgroundTraffic, "stop", spy)
+    rel = canary.deploy("nginx", stable="1.0", canary="2.0", weight=50)
+
+    def boom() -> None:
+        raise RuntimeError("the change failed")
+
+    with pytest.raises(RuntimeError, match="the change failed"):
+        rel._zero_downtime(boom, during="a change", request="test")
+    assert stops == [{}]
+
+
 def test_after_promote_the_stable_version_is_the_promoted_one(canary: Harness) -> None:
     """As Argo Rollouts and Flagger report it: the stable track runs the promoted version;
     the version before the release stays available, and a rollback returns to it."""

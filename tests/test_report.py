@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pytest_canary.report import (
     Verdict,
     VerdictLog,
+    elide,
+    elide_entries,
     failure_evidence,
     format_rows,
     junit_properties,
@@ -68,6 +70,13 @@ def test_a_narrowed_share_cell_drops_whole_versions_never_half_a_value() -> None
         assert entries[-1] in ("+1", "+2"), cell
         assert all(e.count("=") == 1 and "…" not in e for e in entries[:-1]), cell
     assert max(len(line) for line in lines) <= 100
+
+
+def test_a_cell_of_other_words_is_never_cut_into_label_and_count() -> None:
+    """A health cell (``err+0.012 p95 x1.05``) is not a list of entries: cutting it by words
+    showed ``p95 +1``, a label without its value. It is elided in the middle instead."""
+    assert elide_entries("err+0.012 p95 x1.05", 16) == elide("err+0.012 p95 x1.05", 16)
+    assert elide_entries("2.0=0.25 1.0=0.50 3.0=0.25", 20) == "2.0=0.25 1.0=0.50 +1"
 
 
 def test_format_rows_without_a_width_keeps_every_cell() -> None:

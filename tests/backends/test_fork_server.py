@@ -144,6 +144,26 @@ def test_without_a_server_pods_are_started_with_popen(
     ), line
 
 
+def test_a_pod_the_server_cannot_take_starts_with_popen_and_says_why() -> None:
+    """An environment over the server's message size: that pod starts with Popen (the
+    server keeps running for the others), and the one progress line names the real reason,
+    not "the fork server cannot run here"."""
+    told: list[str] = []
+    runtime = ProcessRuntime(progress=told.append)
+    big = {f"BIG_{i}": "x" * 110_000 for i in range(10)}  # 1.1 MB, each under MAX_ARG_STRLEN
+    try:
+        (pod,) = runtime.start_many([spec("big", **big)])
+        assert isinstance(pod.stopper, ProcessHandle)
+        assert isinstance(pod.stopper.process, subprocess.Popen)
+        pod.stop(grace=5.0)
+    finally:
+        runtime.close()
+    (line,) = told
+    assert "the fork server did not take a pod: a pod's environment of " in line, line
+    assert f"bytes is over the {fork_server.MAX_MESSAGE} bytes" in line
+    assert "cannot run here" not in line
+
+
 def test_pods_die_with_their_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fork_server, "_server", None)  # a server of this test's own
     runtime = ProcessRuntime()

@@ -183,7 +183,9 @@ def test_promote_check_errors_on_a_quick_step_still_catches_a_faulty_canary(
 ) -> None:
     """A promote that returns at the next pause takes a round or two: its zero-downtime check
     saw 16 requests and passed a canary failing 5% of them about half the time. The traffic
-    now goes on to 688 requests (a 1% failure rate is caught with probability >= 0.999)."""
+    now goes on until 688 requests (a 1% failure rate is caught with probability >= 0.999)
+    or the first failure: here 2.5-4% of requests fail, so it FAILs (a PASS would need 688
+    requests without one: probability below 1e-7)."""
     rel = canary.deploy(
         "rollouts",
         stable="1.0",
@@ -195,10 +197,7 @@ def test_promote_check_errors_on_a_quick_step_still_catches_a_faulty_canary(
     with pytest.raises(AssertionError, match="requests failed during promote and after it") as info:
         rel.promote(check_errors=True)
     verdict = info.value.verdict  # type: ignore[attr-defined]
-    assert (
-        verdict.decision == "FAIL"
-        and sum(verdict.counts.values()) + sum(verdict.errors.values()) >= 688
-    )
+    assert verdict.decision == "FAIL" and sum(verdict.errors.values()) >= 1
     assert rel.status.step == 3  # the promotion itself happened: the check watched it
 
 

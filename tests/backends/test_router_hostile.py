@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from pytest_canary.backends.local.router import (
-    CLIENT_LOG,
+    ROUTER_LOG,
     AccessRecord,
     ConnectionRouter,
     Endpoint,
@@ -383,7 +383,7 @@ def test_a_malformed_request_is_answered_400_without_a_logged_traceback(
     traceback, which pytest shows under "Captured log" of whatever test failed next. It is
     answered 400 and, with DEBUG on for the router's client log, noted in one line."""
     router = make_router("nginx", OneEndpoint(pod.port))
-    caplog.set_level(logging.DEBUG, logger=CLIENT_LOG.name)
+    caplog.set_level(logging.DEBUG, logger=ROUTER_LOG.name)
     with socket.create_connection(("127.0.0.1", router.port), timeout=5) as client:
         client.sendall(request_bytes)
         answer = client.recv(4096)
@@ -391,6 +391,27 @@ def test_a_malformed_request_is_answered_400_without_a_logged_traceback(
     with Sampler(Entry(f"http://127.0.0.1:{router.port}"), concurrency=1, timeout=5) as sampler:
         assert dict(sampler.sample(2).counts) == {"1.0": 2}
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
-    (noted,) = [r for r in caplog.records if r.name == CLIENT_LOG.name]
+    (noted,) = [r for r in caplog.records if r.name == ROUTER_LOG.name]
     assert "answered 400" in noted.getMessage() and "\n" not in noted.getMessage()
     assert noted.exc_info is None
+
+
+def test_a_client_gone_before_its_body_is_complete_is_a_499_without_a_logged_error(
+    pod: HostilePod,
+    make_router: Callable[[str, Any], Router],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A POST announcing 10 bytes, sending 2 and closing: the router used to let aiohttp log
+    an ERROR with a ConnectionResetError traceback. nginx logs such a request 499 and sends
+    nothing upstream; so does the router, and its traffic goes on."""
+    router = make_router("nginx", OneEndpoint(pod.port))
+    with socket.create_connection(("127.0.0.1", router.port), timeout=5) as client:
+        client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        client.shutdown(socket.SHUT_WR)
+        client.recv(4096)  # the router closes its side (nothing, or the 499 it could not send)
+    with Sampler(Entry(f"http://127.0.0.1:{router.port}"), concurrency=1, timeout=5) as sampler:
+        assert dict(sampler.sample(2).counts) == {"1.0": 2}
+    router.errors.raise_first()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    closed = [record for record in router.log if record.status == 499]
+    assert len(closed) == 1 and "before its request body was complete" in closed[0].reason

@@ -110,6 +110,8 @@ class ForkServer:
         self._spawn_lock = threading.Lock()
         self._closed = False
         self.failure: str | None = None
+        #: Why the last :meth:`spawn` returned ``None`` (the caller says so to the user).
+        self.refusal: str | None = None
         with theirs:
             self.process: subprocess.Popen[bytes] = fork(
                 lambda: subprocess.Popen(
@@ -131,9 +133,9 @@ class ForkServer:
         except queue.Empty:
             ready = {"fatal": f"no 'ready' within {READY_TIMEOUT:.0f}s"}
         if not isinstance(ready, dict) or "ready" not in ready:
+            code = self.process.poll()  # before close(), whose kill would be reported instead
             self.close()
             reason = ready.get("fatal") or ready.get("error") if isinstance(ready, dict) else None
-            code = self.process.poll()
             raise BackendError(
                 f"the pods' fork server did not start: {reason or ready}"
                 + (f" (exit code {code})" if code is not None else "")
@@ -189,24 +191,33 @@ class ForkServer:
         could not (the caller starts the pod itself)."""
         message = json.dumps({"argv": list(argv), "env": dict(env), "cwd": cwd}).encode()
         if len(message) > MAX_MESSAGE:
+            self.refusal = (
+                f"a pod's environment of {len(message)} bytes is over the {MAX_MESSAGE} bytes "
+                "a message to the fork server takes"
+            )
             return None
         reader, writer = os.pipe()
         try:
             with self._spawn_lock:
                 if not self.alive():
+                    self.refusal = f"the fork server stopped: {self.failure or 'it exited'}"
                     return None
                 try:
                     socket.send_fds(self._control, [message], [writer, stderr])
-                except OSError:  # e.g. an environment larger than a message may be
+                except OSError as exc:  # e.g. an environment larger than a message may be
+                    self.refusal = f"passing a pod to the fork server failed: {exc}"
                     return None
                 reply = self._replies.get(timeout=READY_TIMEOUT)
         except queue.Empty:  # a late reply would answer the next request: no more requests
             self._closed = True
+            self.refusal = f"the fork server did not answer within {READY_TIMEOUT:.0f}s"
             return None
         finally:
             os.close(writer)
         if not isinstance(reply, ForkedProcess):
             os.close(reader)
+            detail = reply.get("error") or reply.get("fatal") or reply
+            self.refusal = f"the fork server could not fork a pod: {detail}"
             return None
         reply.args = [sys.executable, str(ZYGOTE), *argv]
         reply.stdout = open(reader, "rb")  # noqa: SIM115 -- the pod's handle closes it

@@ -53,6 +53,9 @@ HOP_BY_HOP = frozenset(
         "host",
     }
 )
+# nginx's status for a request whose client closed the connection first (ngx_http_request.h
+# NGX_HTTP_CLIENT_CLOSED_REQUEST), as its access log shows it.
+CLIENT_CLOSED = 499
 # ingress-nginx default proxy_next_upstream "error timeout" with proxy-next-upstream-tries 3.
 UPSTREAM_TRIES = 3
 # Threads that take route decisions off the loop: a slow decision (a header regex at its
@@ -184,12 +187,13 @@ class _ClientMistakes(logging.Filter):
         record.exc_info = None
         record.exc_text = None
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return CLIENT_LOG.isEnabledFor(logging.DEBUG)
+        return ROUTER_LOG.isEnabledFor(logging.DEBUG)
 
 
-#: Where the routers log what malformed requests from outside the test they answered 400.
-CLIENT_LOG = logging.getLogger("pytest_canary.router.clients")
-CLIENT_LOG.addFilter(_ClientMistakes())
+#: The routers' HTTP server log: what malformed requests from outside the test were answered
+#: 400 (one DEBUG line each); anything else aiohttp reports keeps its level and traceback.
+ROUTER_LOG = logging.getLogger("pytest_canary.router")
+ROUTER_LOG.addFilter(_ClientMistakes())
 
 
 class HttpRouter:
@@ -231,7 +235,7 @@ class HttpRouter:
             max_field_size=PARSER_MAX_FIELD,
             max_headers=PARSER_MAX_HEADERS,
         )
-        self._web_server = web.Server(self._handle, access_log=None, logger=CLIENT_LOG)
+        self._web_server = web.Server(self._handle, access_log=None, logger=ROUTER_LOG)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._web_server, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -276,7 +280,16 @@ class HttpRouter:
             reason = f"no ready endpoints for {decision}"
             self._record(routed, str(decision), "-", 503, reason)
             return web.Response(status=503, text=reason + "\n")
-        body = await self._request_body(request)
+        try:
+            body = await self._request_body(request)
+        except (ConnectionResetError, aiohttp.ClientPayloadError):
+            # The client went away before its whole body arrived: nginx logs 499 ("client
+            # closed request") and sends nothing upstream; there is no one to answer.
+            reason = "client closed the connection before its request body was complete"
+            self._record(routed, str(decision), "-", CLIENT_CLOSED, reason)
+            response = web.Response(status=CLIENT_CLOSED, text=reason + "\n")
+            response.force_close()
+            return response
         if body is None:
             assert limit is not None
             return self._too_large(routed, limit)

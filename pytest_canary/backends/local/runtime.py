@@ -369,6 +369,7 @@ class ProcessRuntime(Runtime):
         self.fork = fork and command is None
         self._progress = progress
         self._told_fallback = False
+        self._refusal: str | None = None
         self._spawner = Spawner()
 
     def start(self, pod: PodSpec) -> RunningPod:
@@ -434,19 +435,26 @@ class ProcessRuntime(Runtime):
         if self._progress is None or self._told_fallback:
             return
         self._told_fallback = True
-        self._progress(
-            "pods start as separate interpreters (about 0.1 s more CPU each): the fork server "
-            f"cannot run here: {fork_server.failure() or 'it stopped'}"
+        failure = fork_server.failure()
+        why = (
+            f"the fork server cannot run here: {failure}"
+            if failure is not None
+            else f"the fork server did not take a pod: {self._refusal or 'no reason given'}"
         )
+        self._progress(f"pods start as separate interpreters (about 0.1 s more CPU each): {why}")
 
-    @staticmethod
-    def _fork(env: Mapping[str, str], log: int) -> ForkedProcess | None:
+    def _fork(self, env: Mapping[str, str], log: int) -> ForkedProcess | None:
         server = fork_server.fork_server(
             SAMPLE_APP,
             _fork_on_process_thread,
             functools.partial(_die_with_parent, os.getpid(), signal.SIGKILL),
         )
-        return None if server is None else server.spawn([], env, os.getcwd(), log)
+        if server is None:
+            return None
+        forked = server.spawn([], env, os.getcwd(), log)
+        if forked is None:
+            self._refusal = server.refusal
+        return forked
 
 
 def wait_healthy(pod: RunningPod, timeout: float = HEALTH_TIMEOUT) -> None:
