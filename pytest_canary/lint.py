@@ -37,6 +37,7 @@ from pytest_canary.dataplane import gateway as gateway_model
 from pytest_canary.dataplane import istio as istio_model
 from pytest_canary.dataplane import nginx as nginx_model
 from pytest_canary.dataplane.argo_rollouts.routers.nginx import copied_annotations
+from pytest_canary.dataplane.listing import listed
 from pytest_canary.errors import CanaryConfigError
 
 __all__ = ["RULES", "Finding", "FindingWarning", "Rule", "format_findings", "lint", "lint_paths"]
@@ -474,7 +475,7 @@ def _nginx(objects: list[dict[str, Any]]) -> list[Finding]:
                 _finding(
                     "nginx-canary-not-enabled",
                     _ref("Ingress", m["ingress"]),
-                    f"has {', '.join(knobs)} but not nginx.ingress.kubernetes.io/canary: "
+                    f"has {listed(knobs)} but not nginx.ingress.kubernetes.io/canary: "
                     '"true"; ingress-nginx rejects its canary annotations and serves it as a '
                     "main Ingress: if it is the older of two on one location it takes all the "
                     'traffic (add canary: "true", or remove the canary-* annotations)',
@@ -599,8 +600,8 @@ def _path_mismatch(m: re.Match[str], mains: list[dict[str, Any]]) -> Finding:
         "nginx-canary-path-mismatch",
         obj,
         f"canary path {m['path']} ({m['ptype']}) on host {host} matches no main Ingress "
-        f"location (main: {'; '.join(served)}); ingress-nginx drops the canary and every "
-        "request goes to the main backend (use exactly the main path and pathType)",
+        f"location (main: {listed(served, separator='; ')}); ingress-nginx drops the canary "
+        "and every request goes to the main backend (use exactly the main path and pathType)",
     )
 
 
@@ -736,8 +737,8 @@ def _istio(objects: list[dict[str, Any]]) -> list[Finding]:
                     _finding(
                         "istio-host-not-in-gateway",
                         obj,
-                        f"hosts {list(vs.hosts)} overlap none of Gateway "
-                        f"{gateway.split('/', 1)[-1]}'s server hosts {list(served)}; the "
+                        f"hosts [{listed(vs.hosts)}] overlap none of Gateway "
+                        f"{gateway.split('/', 1)[-1]}'s server hosts [{listed(served)}]; the "
                         "gateway serves this VirtualService for no request and answers 404 "
                         "(make a host of one cover the other's)",
                     )
@@ -760,6 +761,12 @@ def _subsets_selecting_nothing(
         return any(all(p.get(k) == v for k, v in selector.items()) for p in pods)
 
     local_suffix = f".{LINT_NAMESPACE}.{istio_model.CLUSTER_DOMAIN}"
+    # (host, subset) -> the VirtualServices routing to it, gathered once.
+    routed_by: dict[tuple[str, str], set[str]] = {}
+    for vs in config.virtual_services:
+        for route in vs.routes:
+            for dest in route.destinations:
+                routed_by.setdefault((dest.host, dest.subset), set()).add(vs.name)
     out: list[Finding] = []
     for (host, subset), rule_name in config.subset_owners.items():
         svc = config.services.get(host)
@@ -768,16 +775,8 @@ def _subsets_selecting_nothing(
             continue
         if selects(selector):
             continue
-        routed = sorted(
-            {
-                vs.name
-                for vs in config.virtual_services
-                for route in vs.routes
-                for dest in route.destinations
-                if (dest.host, dest.subset) == (host, subset)
-            }
-        )
-        to = f" (routed to by VirtualService {', '.join(routed)})" if routed else ""
+        routed = sorted(routed_by.get((host, subset), ()))
+        to = f" (routed to by VirtualService {listed(routed)})" if routed else ""
         out.append(
             _finding(
                 "istio-subset-selects-nothing",
@@ -785,7 +784,7 @@ def _subsets_selecting_nothing(
                 f"subset {subset!r} of {host.removesuffix(local_suffix)} selects pods with "
                 f"{selector}, which no workload in the manifests has{to}; its cluster has no "
                 "endpoints and Envoy answers 503 UH (no healthy upstream) (pod labels: "
-                f"{'; '.join(str(p) for p in pods) or 'no workloads'})",
+                f"{listed(pods, separator='; ', empty='no workloads')})",
             )
         )
     return out
@@ -817,7 +816,8 @@ def _istio_route(
                         "istio-source-labels-without-mesh",
                         obj,
                         f"route {label} matches sourceLabels {dict(block.source_labels)} but "
-                        f"the VirtualService's gateways {[g.rpartition('/')[2] for g in gateways]} "
+                        "the VirtualService's gateways "
+                        f"[{listed(g.rpartition('/')[2] for g in gateways)}] "
                         "lack 'mesh', so the "
                         "match never applies to calls between workloads (add 'mesh' to "
                         "gateways)",
@@ -838,22 +838,7 @@ def _istio_route(
                     )
                 )
             continue
-        missing = config.missing_port(dest)
-        if missing is not None:
-            short = dest.host.removesuffix(local_suffix)
-            ports = ", ".join(map(str, config.services[dest.host].ports)) or "none"
-            named = "" if dest.port is not None else " (no port named: the listener's)"
-            out.append(
-                _finding(
-                    "service-port-not-found",
-                    obj,
-                    f"route {label} sends to port {missing}{named} of {short}, which has no "
-                    f"such port (ports: {ports}); istiod builds no cluster "
-                    f"{config.cluster_name(dest)} and Envoy answers those requests 503 NC "
-                    "(use one of the Service's ports)",
-                    SERVICE_PORT_NOT_FOUND_UPSTREAM["VirtualService"],
-                )
-            )
+        out += _istio_missing_port(config, vs, label, dest)
         if dest.subset and dest.subset not in config.subsets.get(dest.host, {}):
             defined = sorted(config.subsets.get(dest.host, {}))
             short = dest.host.removesuffix(local_suffix)
@@ -863,9 +848,61 @@ def _istio_route(
                     obj,
                     f"route {label} sends to subset {dest.subset!r} of {short}, but no "
                     f"DestinationRule for {short} defines it (defined: "
-                    f"{', '.join(defined) or 'none'}); those requests get 503 NC",
+                    f"{listed(defined)}); those requests get 503 NC",
                 )
             )
+    return out
+
+
+def _istio_missing_port(
+    config: istio_model.IstioConfig,
+    vs: istio_model.VirtualServiceRules,
+    label: str,
+    dest: istio_model.RouteDestination,
+) -> list[Finding]:
+    """service-port-not-found for a VirtualService destination: an explicit ``port`` its
+    Service lacks; or, without ``port`` on a Service of several ports, the port of a bound
+    Gateway's HTTP server whose hosts overlap the VirtualService's (route.go
+    ``GetDestinationCluster`` takes the listener port). In the mesh the listener is the
+    Service port the caller called, which the Service has: no finding (as IST0101, which
+    checks written ports only)."""
+    short = dest.host.removesuffix(f".{LINT_NAMESPACE}.{istio_model.CLUSTER_DOMAIN}")
+    ports = listed(config.services[dest.host].ports)
+    if dest.port is not None:
+        missing = config.missing_port(dest)
+        if missing is None:
+            return []
+        return [
+            _finding(
+                "service-port-not-found",
+                _ref("VirtualService", vs.name),
+                f"route {label} sends to port {missing} of {short}, which has no such port "
+                f"(ports: {ports}); istiod builds no cluster {config.cluster_name(dest)} and "
+                "Envoy answers those requests 503 NC (use one of the Service's ports)",
+                SERVICE_PORT_NOT_FOUND_UPSTREAM["VirtualService"],
+            )
+        ]
+    out: list[Finding] = []
+    for gateway in vs.gateways:
+        if gateway == istio_model.MESH:
+            continue
+        listeners = config.listener_ports(vs, gateway)
+        missing_ports = [p for p in listeners if config.missing_port(dest, p) is not None]
+        if not missing_ports:
+            continue
+        name = gateway.split("/", 1)[-1]
+        out.append(
+            _finding(
+                "service-port-not-found",
+                _ref("VirtualService", vs.name),
+                f"route {label} names no destination port, so on Gateway {name}'s HTTP server "
+                f"port {listed(missing_ports)} it sends to that port of {short}, which has no "
+                f"such port (ports: {ports}); istiod builds no cluster "
+                f"{config.cluster_name(dest, missing_ports[0])} and Envoy answers those "
+                "requests 503 NC (name one of the Service's ports in the destination)",
+                SERVICE_PORT_NOT_FOUND_UPSTREAM["VirtualService"],
+            )
+        )
     return out
 
 
@@ -924,7 +961,7 @@ def _gateway_api(objects: list[dict[str, Any]]) -> list[Finding]:
                 )
             for backend in rule.backends:
                 if backend.missing_port:
-                    ports = ", ".join(map(str, config.services[backend.service])) or "none"
+                    ports = listed(config.services[backend.service])
                     out.append(
                         _finding(
                             "service-port-not-found",
@@ -958,12 +995,15 @@ def _not_accepted(
     reason: str,
 ) -> Finding:
     gw = config.gateways[f"{parent.namespace}/{parent.name}"]
-    listeners = "; ".join(
-        f"{lst.name} ({lst.protocol} {lst.port}, hostname {lst.hostname or 'any'})"
-        for lst in gw.listeners
+    listeners = listed(
+        (
+            f"{lst.name} ({lst.protocol} {lst.port}, hostname {lst.hostname or 'any'})"
+            for lst in gw.listeners
+        ),
+        separator="; ",
     )
     what = {
-        "NoMatchingListenerHostname": f"its hostnames {list(route.hostnames)} intersect no "
+        "NoMatchingListenerHostname": f"its hostnames [{listed(route.hostnames)}] intersect no "
         "listener hostname",
         "NotAllowedByListeners": "no listener it selects admits it (protocol HTTP or HTTPS, "
         "allowedRoutes namespaces)",
@@ -1105,7 +1145,7 @@ def _services(objects: list[dict[str, Any]]) -> list[Finding]:
                     _ref("Service", name),
                     f"selector {dict(selector)} matches the pods of no workload in the "
                     "manifests, so it has no endpoints and requests to it fail (pod labels: "
-                    f"{'; '.join(str(p) for p in pods) or 'no workloads'})",
+                    f"{listed(pods, separator='; ', empty='no workloads')})",
                 )
             )
     return out

@@ -55,6 +55,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_canary.dataplane.hostnames import GATEWAY_API_WILDCARDS, HostIndex
+from pytest_canary.dataplane.listing import listed
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest, weighted_pick
 from pytest_canary.re2 import Re2Error, fullmatch, re2_problem
 
@@ -302,11 +304,13 @@ class GatewayConfig:
         ]
         if not allowed:
             return "NotAllowedByListeners"
-        for lst in allowed:
-            if lst.hostname is None or not route.hostnames:
-                return None
-            if any(hostnames_intersect(lst.hostname, h) for h in route.hostnames):
-                return None
+        if not route.hostnames or any(lst.hostname is None for lst in allowed):
+            return None
+        # hostnames_intersect for every (listener, route hostname) pair, from an index of
+        # the route's hostnames.
+        hostnames = HostIndex(route.hostnames, GATEWAY_API_WILDCARDS)
+        if any(hostnames.overlaps(lst.hostname) for lst in allowed if lst.hostname is not None):
+            return None
         return "NoMatchingListenerHostname"
 
     def _matched(self, request: RoutedRequest, gateway: str) -> tuple[Rule, int] | Refusal:
@@ -374,7 +378,7 @@ class GatewayConfig:
         if chosen.invalid_reason:
             return Refusal(500, f"{why}: backendRef invalid: {chosen.invalid_reason}")
         if chosen.missing_port:
-            ports = ", ".join(map(str, self.services.get(chosen.service, ()))) or "none"
+            ports = listed(self.services.get(chosen.service, ()))
             return Refusal(
                 503,
                 f"{why}: cluster {self.cluster_name(chosen)} not found (NC): Service "

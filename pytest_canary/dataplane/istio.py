@@ -57,8 +57,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+from pytest_canary.dataplane.hostnames import ISTIO_WILDCARDS, HostIndex
+from pytest_canary.dataplane.listing import listed
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest, weighted_pick
 from pytest_canary.re2 import Re2Error, fullmatch, re2_problem
 
@@ -142,10 +145,15 @@ class MatchBlock:
     gateways: tuple[str, ...] = ()
 
     def applies_to(
-        self, caller_labels: Mapping[str, str], caller_namespace: str, gateway_names: frozenset[str]
+        self,
+        caller_labels: Mapping[str, str],
+        caller_namespace: str,
+        gateway_names: frozenset[str],
+        listener_port: int = LISTENER_PORT,
     ) -> bool:
-        """route.go ``sourceMatchHTTP``: gateways (if any) else sourceLabels ⊆ caller."""
-        if self.port is not None and self.port != LISTENER_PORT:
+        """route.go ``sourceMatchHTTP``: gateways (if any) else sourceLabels ⊆ caller; a
+        ``port`` must be the listener's (``translateRoute``)."""
+        if self.port is not None and self.port != listener_port:
             return False
         if self.gateways:
             return any(g in gateway_names for g in self.gateways)
@@ -217,6 +225,8 @@ class RouteEntry:
     block: MatchBlock | None
     index: int | None
     namespace: str = ""  # of the VirtualService
+    # The port of the listener the route is built for (a Gateway server's); None in the mesh.
+    listener_port: int | None = None
 
     @property
     def catch_all(self) -> bool:
@@ -244,20 +254,23 @@ def _translate(
     caller_labels: Mapping[str, str],
     caller_namespace: str,
     gateway_names: frozenset[str],
+    listener_port: int | None = None,
 ) -> list[RouteEntry]:
-    """The Envoy routes of one VirtualService for one proxy (route.go
-    ``BuildHTTPRoutesForVirtualService``): a route without ``match`` is one catch-all entry;
-    otherwise one entry per match block that applies to the proxy (``sourceMatchHTTP``);
-    nothing after the first catch-all entry (it would never be reached)."""
+    """The Envoy routes of one VirtualService for one proxy and listener (route.go
+    ``BuildHTTPRoutesForVirtualService``, called with the listener port): a route without
+    ``match`` is one catch-all entry; otherwise one entry per match block that applies to
+    the proxy (``sourceMatchHTTP``); nothing after the first catch-all entry (it would never
+    be reached). ``listener_port`` None: a sidecar (match ports compare with 80)."""
     entries: list[RouteEntry] = []
+    port = LISTENER_PORT if listener_port is None else listener_port
     for route in vs.routes:
         if not route.matches:
-            entries.append(RouteEntry(route, None, None, vs.namespace))
+            entries.append(RouteEntry(route, None, None, vs.namespace, listener_port))
             break
         for index, block in enumerate(route.matches):
-            if not block.applies_to(caller_labels, caller_namespace, gateway_names):
+            if not block.applies_to(caller_labels, caller_namespace, gateway_names, port):
                 continue  # istiod does not even send this match to that proxy
-            entries.append(RouteEntry(route, block, index, vs.namespace))
+            entries.append(RouteEntry(route, block, index, vs.namespace, listener_port))
             if entries[-1].catch_all:
                 break
         if entries and entries[-1].catch_all:
@@ -287,14 +300,43 @@ class ServiceEntry:
 
 
 @dataclass(frozen=True)
+class HttpServer:
+    """One HTTP (or HTTP2) server of an Istio ``Gateway``: its port and hosts."""
+
+    port: int
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class IngressGateway:
-    """An Istio ``Gateway``: its HTTP server hosts and the labels of its proxy pods."""
+    """An Istio ``Gateway``: its HTTP servers, the hosts of all its servers and the labels
+    of its proxy pods."""
 
     name: str
     namespace: str
-    hosts: tuple[str, ...]
+    http_servers: tuple[HttpServer, ...]
     selector: Mapping[str, str]
     server_hosts: tuple[str, ...] = ()  # of every server, any port or protocol
+
+    @cached_property
+    def server_index(self) -> HostIndex:
+        """``server_hosts`` indexed for :func:`hosts_overlap` questions."""
+        return HostIndex(self.server_hosts, ISTIO_WILDCARDS)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts of its HTTP servers, in order."""
+        return tuple(h for server in self.http_servers for h in server.hosts)
+
+    def listener_for(self, host: str) -> HttpServer | None:
+        """The HTTP server a request for ``host`` reaches through the gateway entry: the
+        first whose hosts match it, servers on port 80 before the others (one entry stands
+        for the gateway's HTTP ports)."""
+        servers = sorted(self.http_servers, key=lambda s: s.port != LISTENER_PORT)
+        for server in servers:
+            if any(host_matches(pattern, host) for pattern in server.hosts):
+                return server
+        return None
 
 
 def fqdn(host: str, namespace: str) -> str:
@@ -361,11 +403,28 @@ class IstioConfig:
 
     def gateway_covers(self, gateway: str, hosts: Iterable[str]) -> bool:
         """Whether a server host of ``gateway`` overlaps one of ``hosts`` (analyzers/
-        virtualservice/gateways.go ``vsHostInGateway``); True for an unknown Gateway."""
+        virtualservice/gateways.go ``vsHostInGateway``, :func:`hosts_overlap` for each pair,
+        answered from the Gateway's index); True for an unknown Gateway."""
         gw = self.gateways.get(gateway)
         if gw is None:
             return True
-        return any(hosts_overlap(g, h) for g in gw.server_hosts for h in hosts)
+        return gw.server_index.overlaps_any(hosts)
+
+    def listener_ports(self, vs: VirtualServiceRules, gateway: str) -> tuple[int, ...]:
+        """The ports of the HTTP servers of ``gateway`` whose hosts overlap the
+        VirtualService's: the listeners istiod builds its routes for (gateway.go
+        ``buildGatewayHTTPRouteConfig``: ``serverHosts.Intersection(virtualServiceHosts)``,
+        then ``BuildHTTPRoutesForVirtualService`` with the server's port)."""
+        gw = self.gateways.get(gateway)
+        if gw is None:
+            return ()
+        ports: list[int] = []
+        for server in gw.http_servers:
+            if server.port not in ports and HostIndex(server.hosts, ISTIO_WILDCARDS).overlaps_any(
+                vs.hosts
+            ):
+                ports.append(server.port)
+        return tuple(ports)
 
     def route(
         self, request: RoutedRequest, rng: random.Random, *, gateway: str | None
@@ -383,7 +442,7 @@ class IstioConfig:
         if isinstance(chosen, Refusal):
             return chosen
         entry, why = chosen
-        return self._pick(entry.route, rng, why)
+        return self._pick(entry, rng, why)
 
     def outcomes(
         self, request: RoutedRequest, *, gateway: str | None
@@ -398,7 +457,7 @@ class IstioConfig:
         total = sum(weight for _, weight in choices)
         if not total:
             return [(self._no_weight(entry.route), 1.0)]
-        return [(self._resolve(entry.route, d, why), weight / total) for d, weight in choices]
+        return [(self._resolve(entry, d, why), weight / total) for d, weight in choices]
 
     def _matched(
         self, request: RoutedRequest, gateway: str | None
@@ -433,8 +492,11 @@ class IstioConfig:
         if gw is None:
             return Refusal(404, f"no Istio Gateway {key}: the ingress gateway serves no route")
         host = host.lower()
-        if not any(host_matches(pattern, host) for pattern in gw.hosts):
-            return Refusal(404, f"Host {host!r} is not among Gateway {key} hosts {list(gw.hosts)}")
+        server = gw.listener_for(host)
+        if server is None:
+            return Refusal(
+                404, f"Host {host!r} is not among Gateway {key} hosts {listed(gw.hosts)}"
+            )
         applicable = [
             vs
             for vs in self.virtual_services
@@ -446,7 +508,9 @@ class IstioConfig:
         entries = [
             entry
             for vs in applicable
-            for entry in _translate(vs, dict(gw.selector), gw.namespace, frozenset({key}))
+            for entry in _translate(
+                vs, dict(gw.selector), gw.namespace, frozenset({key}), server.port
+            )
         ]
         ordinary = [e for e in entries if not e.catch_all]
         return ordinary + [e for e in entries if e.catch_all]
@@ -464,7 +528,7 @@ class IstioConfig:
         if applicable:
             if len(applicable) > 1:
                 self._note(
-                    f"VirtualServices {', '.join(v.name for v in applicable)} all bind host "
+                    f"VirtualServices {listed(v.name for v in applicable)} all bind host "
                     f"{host} to the mesh (IST0109); using the oldest, {applicable[0].name}"
                 )
             caller = dict(request.source_labels or {})
@@ -510,13 +574,14 @@ class IstioConfig:
             return [(route.destinations[0], 1)]
         return [(d, d.weight) for d in route.destinations if d.weight > 0]
 
-    def cluster_name(self, dest: RouteDestination) -> str:
-        """The Envoy cluster of a destination: ``outbound|<port>|<subset>|<host FQDN>``
-        (route.go ``GetDestinationCluster``)."""
-        port = self._port(self.services.get(dest.host), dest.port)
+    def cluster_name(self, dest: RouteDestination, listener_port: int | None = None) -> str:
+        """The Envoy cluster of a destination on a listener (``None``: a sidecar's):
+        ``outbound|<port>|<subset>|<host FQDN>`` (route.go ``GetDestinationCluster``)."""
+        port = self.cluster_port(dest, listener_port)
         return f"outbound|{port}|{dest.subset}|{dest.host}"
 
-    def _pick(self, route: HttpRoute, rng: random.Random, why: str) -> Destination | Refusal:
+    def _pick(self, entry: RouteEntry, rng: random.Random, why: str) -> Destination | Refusal:
+        route = entry.route
         if not route.destinations:
             return Refusal(500, f"{route.describe()} has no destination")
         choices = self.weighted_destinations(route)
@@ -530,7 +595,7 @@ class IstioConfig:
                 return self._no_weight(route)
             chosen = weighted_pick([d for d, _ in choices], [w for _, w in choices], rng)
             detail = f"weight {chosen.weight}/{total}"
-        return self._resolve(route, chosen, f"{why}, {detail}")
+        return self._resolve(entry, chosen, f"{why}, {detail}")
 
     @staticmethod
     def _no_weight(route: HttpRoute) -> Refusal:
@@ -538,19 +603,22 @@ class IstioConfig:
             return Refusal(500, f"{route.describe()} has no destination")
         return Refusal(503, f"{route.describe()}: every destination has weight 0")
 
-    def _resolve(self, route: HttpRoute, dest: RouteDestination, why: str) -> Destination | Refusal:
+    def _resolve(
+        self, entry: RouteEntry, dest: RouteDestination, why: str
+    ) -> Destination | Refusal:
+        route = entry.route
         svc = self.services.get(dest.host)
-        port = self._port(svc, dest.port)
-        cluster = self.cluster_name(dest)
+        port = self.cluster_port(dest, entry.listener_port)
+        cluster = self.cluster_name(dest, entry.listener_port)
         if svc is None:
             return Refusal(
                 503, f"{route.describe()}: cluster {cluster} not found (NC): no Service {dest.host}"
             )
-        if self.missing_port(dest) is not None:
+        if self.missing_port(dest, entry.listener_port) is not None:
             return Refusal(
                 503,
                 f"{route.describe()}: cluster {cluster} not found (NC): Service {svc.name} has "
-                f"no port {port} (ports: {', '.join(map(str, svc.ports)) or 'none'})",
+                f"no port {port} (ports: {listed(svc.ports)})",
             )
         labels: Mapping[str, str] | None = None
         if dest.subset:
@@ -565,21 +633,30 @@ class IstioConfig:
             svc.name, port, labels=labels or None, reason=f"{route.describe()} ({why})"
         )
 
-    def missing_port(self, dest: RouteDestination) -> int | None:
-        """The port a destination's cluster names when its Service has no such port (no
-        cluster is built for it: cluster.go ``buildOutboundClusters`` iterates the
-        Service's ports), else None (also for a host without a Service)."""
+    def missing_port(self, dest: RouteDestination, listener_port: int | None = None) -> int | None:
+        """The port a destination's cluster names on a listener (``None``: a sidecar's)
+        when its Service has no such port (no cluster is built for it: cluster.go
+        ``buildOutboundClusters`` iterates the Service's ports), else None (also for a host
+        without a Service)."""
         svc = self.services.get(dest.host)
         if svc is None:
             return None
-        port = self._port(svc, dest.port)
+        port = self.cluster_port(dest, listener_port)
         return None if port in svc.ports else port
 
-    @staticmethod
-    def _port(svc: ServiceEntry | None, port: int | None) -> int:
-        if port is not None:
-            return port
+    def cluster_port(self, dest: RouteDestination, listener_port: int | None = None) -> int:
+        """The port of a destination's cluster (route.go ``GetDestinationCluster``): its
+        ``port``, else its Service's only port, else the listener port -- at a gateway the
+        server's; in the mesh (``listener_port`` None) the Service port the caller called,
+        taken as the Service's first port (a sidecar has a listener per Service port)."""
+        if dest.port is not None:
+            return dest.port
+        svc = self.services.get(dest.host)
         if svc is not None and len(svc.ports) == 1:
+            return svc.ports[0]
+        if listener_port is not None:
+            return listener_port
+        if svc is not None and svc.ports:
             return svc.ports[0]
         return LISTENER_PORT
 
@@ -686,21 +763,18 @@ def load(objects: Iterable[Mapping[str, Any]], namespace: str = "default") -> Is
                 declared.setdefault(subset_name, dict(subset.get("labels") or {}))
                 config.subset_owners.setdefault((host, subset_name), name)
         elif _is_istio(obj, "Gateway"):
-            hosts: list[str] = []
+            servers: list[HttpServer] = []
             every: list[str] = []
             for server in spec.get("servers") or []:
                 # gateways.go sanitizeServerHostNamespace: "./h", "*/h" and "<ns>/h" are h
                 # for a VirtualService of this namespace (the linter sees one namespace).
-                every += [str(h).split("/", 1)[-1].lower() for h in server.get("hosts") or []]
+                hosts = tuple(str(h).split("/", 1)[-1].lower() for h in server.get("hosts") or [])
+                every += hosts
                 port = server.get("port") or {}
-                if (
-                    str(port.get("protocol", "")).upper() in ("HTTP", "HTTP2")
-                    and int(port.get("number", 0)) == LISTENER_PORT
-                ):
-                    # Server hosts may be written "<namespace>/<host>" ("./" or "*/").
-                    hosts += [str(h).split("/", 1)[-1].lower() for h in server.get("hosts") or []]
+                if str(port.get("protocol", "")).upper() in ("HTTP", "HTTP2"):
+                    servers.append(HttpServer(int(port.get("number", 0)), hosts))
             config.gateways[f"{ns}/{name}"] = IngressGateway(
-                name, ns, tuple(hosts), dict(spec.get("selector") or {}), tuple(every)
+                name, ns, tuple(servers), dict(spec.get("selector") or {}), tuple(every)
             )
         elif _is_istio(obj, "VirtualService"):
             try:

@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_canary.dataplane.listing import listed
 from pytest_canary.dataplane.request import Destination, Refusal, RoutedRequest
 from pytest_canary.pcre import PcreError, PcreMatchLimit, pcre_problem
 from pytest_canary.pcre import search as pcre_search
@@ -165,6 +166,16 @@ def matching_service_port(
     return None
 
 
+def service_port_index(ports: Iterable[ServicePort]) -> dict[str, ServicePort]:
+    """:func:`matching_service_port` for every backend port at once: each number, targetPort
+    and name -> the first Service port that has it."""
+    index: dict[str, ServicePort] = {}
+    for port in ports:
+        for key in (str(port.port), port.target_port, port.name):
+            index.setdefault(key, port)
+    return index
+
+
 @dataclass
 class NginxConfig:
     """The routing configuration ingress-nginx would build from a set of Ingresses.
@@ -178,6 +189,10 @@ class NginxConfig:
     policies: dict[Upstream, CanaryPolicy] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     services: dict[str, tuple[ServicePort, ...] | None] | None = None
+    # Service name -> service_port_index of its ports, built on first use.
+    _port_indexes: dict[str, dict[str, ServicePort]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def without_endpoints(self, upstream: Upstream) -> str | None:
         """Why ``upstream`` has no endpoints whatever pods run, or None when its Service
@@ -191,11 +206,13 @@ class NginxConfig:
         ports = self.services[upstream.service]
         if ports is None:  # ExternalName
             return None
-        if matching_service_port(ports, upstream.port) is None:
-            listed = ", ".join(map(str, ports)) or "none"
+        index = self._port_indexes.get(upstream.service)
+        if index is None:
+            index = self._port_indexes[upstream.service] = service_port_index(ports)
+        if str(upstream.port) not in index:
             return (
                 f"Service {upstream.service} has no port {upstream.port} (no port number, "
-                f"targetPort or name equals it; its ports: {listed})"
+                f"targetPort or name equals it; its ports: {listed(ports)})"
             )
         return None
 

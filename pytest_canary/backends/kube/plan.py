@@ -410,7 +410,7 @@ def _istio_plan(
             wanted.append(
                 EnvoyRouteWant(
                     _istio_headers(block),
-                    _shares({config.cluster_name(d): w for d, w in choices}),
+                    _shares({config.cluster_name(d, entry.listener_port): w for d, w in choices}),
                 )
             )
         if block is None or not block.headers or block.without_headers:

@@ -281,7 +281,12 @@ def test_the_envoy_expectation_is_the_models_route_table_and_weights(scenario: S
                 EnvoyHeader(n, m.kind, m.value)
                 for n, m in (entry.block.headers if entry.block else ())
             )
-            wanted.append((headers, {config_i.cluster_name(d): w / total for d, w in choices}))
+            wanted.append(
+                (
+                    headers,
+                    {config_i.cluster_name(d, entry.listener_port): w / total for d, w in choices},
+                )
+            )
     else:
         config_g = gateway_model.load(objects, namespace=NS)
         rules = config_g.route_table(dataplane.name, spec.host)
