@@ -355,6 +355,64 @@ def test_a_virtual_service_port_the_service_lacks_is_a_finding_and_503_nc(
     assert set(sample.counts) == {"v1"}
 
 
+def shop_on_two_ports(folder: Path, gateway_port: int | None) -> Path:
+    """The weighted shop (v1 90, v2 10) on a Service of ports 8080 and 9090, destinations
+    without port: through a Gateway server on ``gateway_port``, or (None) in the mesh."""
+    text = (BROKEN / "istio-undefined-subset" / "manifests.yaml").read_text()
+    text = text.replace("subset: canary}", "subset: v2}").replace(
+        "ports: [{name: http, port: 80, targetPort: 8080}]",
+        "ports: [{name: http, port: 8080, targetPort: 8080}, "
+        "{name: grpc, port: 9090, targetPort: 8080}]",
+    )
+    if gateway_port is None:
+        documents = [d for d in text.split("\n---\n") if "kind: Gateway" not in d]
+        text = "\n---\n".join(documents).replace(
+            "hosts: [shop.example.com]\n  gateways: [shop-gateway]", "hosts: [shop]"
+        )
+        assert "gateways" not in text
+    else:
+        text = text.replace("number: 80, name: http", f"number: {gateway_port}, name: http")
+    folder.mkdir(exist_ok=True)
+    (folder / "shop.yaml").write_text(text)
+    return folder
+
+
+def test_a_mesh_route_without_port_to_a_service_of_several_ports_is_no_finding(
+    canary: Harness, tmp_path: Path
+) -> None:
+    """route.go GetDestinationCluster: no destination port, several Service ports: the
+    listener port, in a sidecar the Service port the caller called, whose cluster exists
+    (IST0101 checks written ports only). canary.apply accepts it and traffic splits."""
+    folder = shop_on_two_ports(tmp_path, gateway_port=None)
+    assert lint.lint_paths(folder) == []
+    shop = canary.apply(folder)  # findings="error" by default
+    sample = shop.sample(100)
+    assert not sample.errors and set(sample.counts) == {"v1", "v2"}
+
+
+def test_a_gateway_route_without_port_takes_the_gateway_server_port(
+    canary: Harness, tmp_path: Path
+) -> None:
+    """gateway.go buildGatewayHTTPRouteConfig: the routes are built with the server's port
+    as listener port. On port 80 the cluster outbound|80|v1|shop... is never built (a
+    finding, and 503 NC); on port 8080 it is, and the gateway routes."""
+    on_80 = shop_on_two_ports(tmp_path / "80", gateway_port=80)
+    finding, for_v2 = lint.lint_paths(on_80)
+    assert finding.rule == for_v2.rule == "service-port-not-found"
+    assert "outbound|80|v2|shop.default.svc.cluster.local" in for_v2.message
+    assert finding.message.startswith(
+        "route weighted names no destination port, so on Gateway shop-gateway's HTTP server "
+        "port 80 it sends to that port of shop, which has no such port (ports: 8080, 9090)"
+    )
+    assert "outbound|80|v1|shop.default.svc.cluster.local" in finding.message
+    refused = canary.apply(on_80, findings="ignore").sample(20)
+    assert refused.errors == {"HTTP 503": 20}
+    on_8080 = shop_on_two_ports(tmp_path / "8080", gateway_port=8080)
+    assert lint.lint_paths(on_8080) == []
+    sample = canary.apply(on_8080).sample(100)
+    assert not sample.errors and set(sample.counts) == {"v1", "v2"}
+
+
 def test_a_route_whose_hostnames_miss_the_listener_really_gets_404(canary: Harness) -> None:
     """httproute_types.go hostnames: not accepted by the shop.example.org listener."""
     shop = canary.apply(BROKEN / "gateway-route-not-accepted", findings="ignore")
@@ -479,3 +537,110 @@ def test_what_the_controller_overwrites_is_not_judged(tmp_path: Path) -> None:
     (tmp_path / "rollout.yaml").write_text(text)
     assert "abc" in text
     assert lint.lint_paths([rollouts / "routing.yaml", tmp_path]) == []
+
+
+# -- messages stay short whatever the size of the manifests ---------------------------------
+
+
+def test_findings_name_the_first_ten_of_each_collection_and_count_the_rest() -> None:
+    """A Service of 2,000 ports, a Gateway and a VirtualService of 300 hosts, a Gateway API
+    Gateway of 64 listeners, 300 workloads: each finding names ten of each and "+k more"
+    (without the cap, one finding per backend listed all 2,000 ports)."""
+    deployments = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": f"w{i}"},
+            "spec": {
+                "selector": {"matchLabels": {"app": f"w{i}"}},
+                "template": {
+                    "metadata": {"labels": {"app": f"w{i}"}},
+                    "spec": {"containers": [{"name": "c", "image": "app:1"}]},
+                },
+            },
+        }
+        for i in range(300)
+    ]
+    many_ports = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "app"},
+        "spec": {"selector": {"app": "w0"}, "ports": [{"port": 10_000 + i} for i in range(2_000)]},
+    }
+    lonely = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "lonely"},
+        "spec": {"selector": {"app": "nobody"}, "ports": [{"port": 80}]},
+    }
+    ingress = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "app"},
+        "spec": {
+            "ingressClassName": "nginx",
+            "defaultBackend": {"service": {"name": "app", "port": {"number": 1}}},
+        },
+    }
+    istio_gateway = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "gw"},
+        "spec": {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [
+                {
+                    "port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                    "hosts": [f"g{i}.example.org" for i in range(300)],
+                }
+            ],
+        },
+    }
+    virtual_service = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "app"},
+        "spec": {
+            "hosts": [f"v{i}.example.com" for i in range(300)],
+            "gateways": ["gw"],
+            "http": [{"route": [{"destination": {"host": "app", "port": {"number": 10_000}}}]}],
+        },
+    }
+    api_gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "api"},
+        "spec": {
+            "gatewayClassName": "istio",
+            "listeners": [
+                {"name": f"l{i}", "port": 80, "protocol": "HTTP", "hostname": f"l{i}.example.org"}
+                for i in range(64)
+            ],
+        },
+    }
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "app"},
+        "spec": {
+            "parentRefs": [{"name": "api"}],
+            "hostnames": [f"r{i}.example.com" for i in range(16)],
+            "rules": [{"backendRefs": [{"name": "app", "port": 1}]}],
+        },
+    }
+    objects = [*deployments, many_ports, lonely, ingress, istio_gateway, virtual_service]
+    findings = lint.lint([*objects, api_gateway, route])
+    by_rule = {f.rule: f.message for f in findings}
+    assert set(by_rule) == {
+        "service-port-not-found",
+        "istio-host-not-in-gateway",
+        "gateway-route-not-accepted",
+        "service-selects-nothing",
+    }
+    assert "10009, +1990 more" in by_rule["service-port-not-found"]
+    assert "v9.example.com, +290 more" in by_rule["istio-host-not-in-gateway"]
+    assert "g9.example.org, +290 more" in by_rule["istio-host-not-in-gateway"]
+    assert "+54 more" in by_rule["gateway-route-not-accepted"]
+    assert "r9.example.com, +6 more" in by_rule["gateway-route-not-accepted"]
+    assert "{'app': 'w9'}; +290 more" in by_rule["service-selects-nothing"]
+    assert max(len(f.message) for f in findings) < 1_500

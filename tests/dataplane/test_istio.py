@@ -618,6 +618,66 @@ def test_a_destination_port_the_service_lacks_has_no_cluster_503_nc() -> None:
     assert "Service kubeapp has no port 9 (ports: 8080)" in refused.reason
 
 
+def two_port_service(name: str = "kubeapp") -> dict[str, Any]:
+    svc = service(name)
+    svc["spec"]["ports"] = [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}]
+    return svc
+
+
+def gateway_on_port(port: int, hosts: tuple[str, ...] = ("foo.bar",)) -> dict[str, Any]:
+    gateway = ingress_gateway(hosts=hosts)
+    gateway["spec"]["servers"][0]["port"] = {"number": port, "name": "http", "protocol": "HTTP"}
+    return gateway
+
+
+def test_without_a_port_the_mesh_calls_the_port_the_caller_called() -> None:
+    """route.go GetDestinationCluster: no destination port and a Service of several ports:
+    the listener port, in a sidecar the Service port the caller called, whose cluster
+    exists (the caller is taken to call the first)."""
+    config = istio.load(
+        [two_port_service(), destination_rule(), virtual_service([{"route": [to("v2")]}])]
+    )
+    result = routed(config, request())
+    assert (result.port, result.labels) == (8080, {"version": "v2"})
+    dest = config.virtual_services[0].routes[0].destinations[0]
+    assert config.missing_port(dest) is None
+
+
+def test_without_a_port_a_gateway_sends_to_its_server_port() -> None:
+    """gateway.go buildGatewayHTTPRouteConfig builds the routes with the server's port as
+    listener port: on a server of port 8080 the cluster is outbound|8080|v2|..., which
+    exists; on port 80 it is outbound|80|v2|..., which istiod never builds (503 NC)."""
+    vs = virtual_service([{"route": [to("v2")]}], hosts=("foo.bar",), gateways=(GATEWAY,))
+    on_8080 = istio.load([two_port_service(), destination_rule(), gateway_on_port(8080), vs])
+    result = routed(on_8080, request("foo.bar"), gateway=GATEWAY)
+    assert (result.port, result.labels) == (8080, {"version": "v2"})
+    on_80 = istio.load([two_port_service(), destination_rule(), gateway_on_port(80), vs])
+    refused = on_80.route(request("foo.bar"), random.Random(0), gateway=GATEWAY)
+    assert isinstance(refused, Refusal) and refused.status == 503
+    assert "outbound|80|v2|kubeapp.default.svc.cluster.local not found (NC)" in refused.reason
+    assert on_80.listener_ports(on_80.virtual_services[0], f"default/{GATEWAY}") == (80,)
+
+
+def test_a_match_port_compares_with_the_gateway_server_port() -> None:
+    """route.go translateRoute: a match ``port`` applies on the listener of that port."""
+    vs = virtual_service(
+        [{"match": [{"port": 8080}], "route": [to("v2")]}, {"route": [to("v1")]}],
+        hosts=("foo.bar",),
+        gateways=(GATEWAY,),
+    )
+    config = istio.load([two_port_service(), destination_rule(), gateway_on_port(8080), vs])
+    assert version_of(config.route(request("foo.bar"), random.Random(0), gateway=GATEWAY)) == "v2"
+
+
+def test_a_gateway_covers_hosts_as_pairwise_name_matches() -> None:
+    """analyzers/virtualservice/gateways.go vsHostInGateway, asked of the Gateway's index."""
+    config = istio.load([ingress_gateway(hosts=("*.shop.example.com", "a.example.org"))])
+    key = f"default/{GATEWAY}"
+    assert config.gateway_covers(key, ["x.net", "*.example.com"])
+    assert config.gateway_covers(key, ["a.example.org"])
+    assert not config.gateway_covers(key, ["b.example.org", "shop.example.com"])
+
+
 def test_a_subset_selects_the_services_pods_with_its_labels() -> None:
     """analyzers/destinationrule/subset.go: the Service's selector merged with the subset's
     labels is what a pod needs (IST0173 when none has it)."""
