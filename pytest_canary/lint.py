@@ -864,8 +864,10 @@ def _istio_missing_port(
     Service lacks; or, without ``port`` on a Service of several ports, the port of a bound
     Gateway's HTTP server whose hosts overlap the VirtualService's (route.go
     ``GetDestinationCluster`` takes the listener port). In the mesh the listener is the
-    Service port the caller called, which the Service has: no finding (as IST0101, which
-    checks written ports only)."""
+    Service port the caller called, which the Service has: no finding. (IST0101 checks
+    written ports only; istioctl analyze IST0112 VirtualServiceDestinationPortSelectorRequired,
+    analyzers/virtualservice/destinationhosts.go ``checkServiceEntryPorts``, asks for a port
+    on every multi-port destination, a style rule: the data plane routes these.)"""
     short = dest.host.removesuffix(f".{LINT_NAMESPACE}.{istio_model.CLUSTER_DOMAIN}")
     ports = listed(config.services[dest.host].ports)
     if dest.port is not None:

@@ -31,10 +31,14 @@ envoyproxy/envoy):
   ``WeightedClusterEntry`` selection: random value modulo the total weight).
 - Cluster names: ``outbound|<port>|<subset>|<host FQDN>`` (route.go ``GetDestinationCluster``):
   the port is ``destination.port.number``, else the Service's only port, else the listener
-  port. istiod builds outbound clusters only for the Service's own ports (cluster.go
+  port -- at an ingress gateway the port of the Gateway server the request came in on
+  (pilot/pkg/networking/core/gateway.go ``buildGatewayHTTPRouteConfig`` builds the routes
+  of each server with ``server.Port.Number``); in a sidecar the Service port the caller
+  called. istiod builds outbound clusters only for the Service's own ports (cluster.go
   ``buildOutboundClusters``), so a port the Service does not have, a subset not declared by
   a DestinationRule for that host, or a host without a Service has no cluster: Envoy answers
-  503 with flag ``NC`` (cluster not found).
+  503 with flag ``NC`` (cluster not found). istioctl analyze IST0101 checks only written
+  ports (analyzers/virtualservice/destinationhosts.go ``checkServiceEntryPorts``).
 - A subset's endpoints are the Service's pods that also carry the subset's labels; a subset
   that selects no pod answers 503 ``UH`` (no healthy upstream) -- istioctl analyze IST0173
   ``DestinationRuleSubsetNotSelectPods`` (analyzers/destinationrule/subset.go, which merges
@@ -46,7 +50,12 @@ envoyproxy/envoy):
   ``vsHostInGateway``).
 
 Simplifications, stated: the request method is taken as ``GET`` (the harness sends GETs),
-the scheme as ``http``, the listener port as 80; query parameter matches never match (the
+the scheme as ``http``. The gateway entry serves a Gateway's HTTP servers: a request takes
+the first server whose hosts match its Host, servers on port 80 first, and that server's
+port is the listener port. A sidecar's caller is taken to call the destination Service's
+first port (a match ``port`` compares with 80 there); upstream, a VirtualService that
+sends its host's callers to another Service without naming a port uses the called port,
+which that Service may lack -- not modelled. Query parameter matches never match (the
 router sees the path without its query); delegate VirtualServices, redirects and direct
 responses are not modelled (routes using them are skipped with a log line). Regexes run on
 the real RE2 engine (``pytest_canary.re2``), linear in the header's length.
