@@ -11,8 +11,8 @@ would compare every element of one long list with every element of another, then
   and an HTTPRoute with N hostnames, none intersecting (gateway-route-not-accepted);
 * ``nginx-service-ports``: a Service with P ports and an Ingress with P backends on ports
   it lacks (service-port-not-found, one finding per backend);
-* ``istio-subsets``: a DestinationRule with S subsets that select no pod, each routed to by
-  its own VirtualService route (istio-subset-selects-nothing).
+* ``istio-subsets``: a DestinationRule with S subsets that select no pod, routed to by
+  ten VirtualServices (istio-subset-selects-nothing).
 
 Usage::
 
@@ -148,23 +148,29 @@ def istio_subsets(s: int) -> list[Manifest]:
             "subsets": [{"name": f"s{i}", "labels": {"version": f"s{i}"}} for i in range(s)],
         },
     }
-    vs = {
-        "apiVersion": ISTIO,
-        "kind": "VirtualService",
-        "metadata": {"name": "app"},
-        "spec": {
-            "hosts": ["app"],
-            "http": [
-                {
-                    "match": [{"headers": {"x-subset": {"exact": f"s{i}"}}}],
-                    "route": [{"destination": {"host": "app", "subset": f"s{i}"}}],
-                }
-                for i in range(s)
-            ]
-            + [{"route": [{"destination": {"host": "app"}}]}],
-        },
-    }
-    return [deployment("app", {"app": "app"}), service("app", [{"port": 80}]), rule, vs]
+    # Ten VirtualServices, each one weighted route to a tenth of the subsets (the YAML
+    # loader bounds the nodes of each document and the documents of each file).
+    tenth = max(1, s // 10)
+    routes = [
+        {
+            "apiVersion": ISTIO,
+            "kind": "VirtualService",
+            "metadata": {"name": f"app-{k}"},
+            "spec": {
+                "hosts": [f"app-{k}.example.com"],
+                "http": [
+                    {
+                        "route": [
+                            {"destination": {"host": "app", "subset": f"s{i}"}, "weight": 1}
+                            for i in range(k * tenth, min(s, (k + 1) * tenth))
+                        ]
+                    }
+                ],
+            },
+        }
+        for k in range(10)
+    ]
+    return [deployment("app", {"app": "app"}), service("app", [{"port": 80}]), rule, *routes]
 
 
 def measure(name: str, build: Callable[[], list[Manifest]], folder: Path) -> None:
