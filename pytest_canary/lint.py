@@ -332,7 +332,9 @@ SERVICE_PORT_NOT_FOUND_UPSTREAM = {
     "pilot/pkg/networking/core/route/route.go GetDestinationCluster; cluster.go "
     "buildOutboundClusters builds clusters only for the Service's ports: Envoy 503 NC",
     "VirtualService": f"{ISTIO} pilot/pkg/networking/core/route/route.go GetDestinationCluster "
-    "(outbound|<port>||<host>) and cluster.go buildOutboundClusters (one cluster per Service "
+    "(outbound|<port>||<host>; without a destination port on a Service of several ports, the "
+    "listener port: gateway.go buildGatewayHTTPRouteConfig passes the Gateway server's) and "
+    "cluster.go buildOutboundClusters (one cluster per Service "
     "port): no such cluster, Envoy 503 NC; istioctl analyze IST0101 ReferencedResourceNotFound "
     "'host:port' (virtualservice/destinationhosts.go checkServiceEntryPorts)",
 }
