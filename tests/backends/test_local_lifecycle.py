@@ -184,3 +184,25 @@ def test_teardown_of_stopped_pods_kills_them_all(backend: LocalBackend) -> None:
         os.kill(pod.stopper.process.pid, 19)  # SIGSTOP: SIGTERM waits, SIGKILL does not
     env.close()
     assert all(process_start_time(pid) is None for pid in pids)
+
+
+def test_a_published_snapshot_keeps_the_readiness_it_was_published_with(
+    backend: LocalBackend,
+) -> None:
+    """Routers route on one consistent configuration, as a proxy does: a pod leaving the
+    endpoints (its Ready flag cleared while the stable Deployment rolls) disappears from
+    the next snapshot, not from the one a request is already routed on. Reading readiness
+    live made a request routed on the old snapshot find no ready endpoint at all (503)
+    while a rolling promotion swapped the stable pod."""
+    env = backend.environment("snapshot-readiness")
+    assert isinstance(env, LocalEnvironment)
+    with Harness(env) as harness:
+        harness.deploy("nginx", stable="1.0", canary="2.0", weight=50)
+        before = env._snapshot
+        (stable,) = [p for p in env.pods if p.labels.get("version") == "1.0"]
+        stable.ready = False  # what a stopping pod goes through first
+        assert [e.pod for e in before.service_endpoints("kubeapp-stable")] == [stable.name]
+        env.publish()
+        assert env._snapshot.service_endpoints("kubeapp-stable") == []
+        stable.ready = True
+        env.publish()

@@ -24,6 +24,7 @@ from pytest_canary.backends.local.router import (
     ConnectionRouter,
     Endpoint,
     HttpRouter,
+    InFlight,
     LoopThread,
     RouterErrors,
 )
@@ -415,3 +416,40 @@ def test_a_client_gone_before_its_body_is_complete_is_a_499_without_a_logged_err
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     closed = [record for record in router.log if record.status == 499]
     assert len(closed) == 1 and "before its request body was complete" in closed[0].reason
+
+
+def test_a_request_routed_on_a_snapshot_is_in_flight_until_its_pod_answers(
+    pod: HostilePod, make_router: Callable[[str, Any], Router]
+) -> None:
+    """What a stopping pod waits for: a request the router has routed on an older snapshot
+    (its decision still running, then on its way to pod-0) holds pod-0 until the pod has
+    answered; a request on the current snapshot, or to another pod, does not."""
+    deciding, release = threading.Event(), threading.Event()
+
+    def slow(request: RoutedRequest) -> None:
+        deciding.set()
+        release.wait(5)
+
+    router = make_router("nginx", OneEndpoint(pod.port, decide=slow))
+    old_view = router.router._view()
+    with Sampler(Entry(f"http://127.0.0.1:{router.port}"), concurrency=1, timeout=5) as sampler:
+        sending = threading.Thread(target=sampler.sample, args=(1,))
+        sending.start()
+        assert deciding.wait(5)
+        in_flight = router.router.in_flight
+        assert in_flight.holds(frozenset({"pod-0"}), current=object())
+        assert not in_flight.holds(frozenset({"pod-0"}), current=old_view)
+        release.set()
+        sending.join(5)
+    assert not in_flight.holds(frozenset({"pod-0"}), current=object())
+
+
+def test_in_flight_tells_pods_apart() -> None:
+    flights = InFlight()
+    old, new = object(), object()
+    token = flights.begin(old)
+    assert flights.holds(frozenset({"a"}), new)  # not picked yet: it may go anywhere
+    flights.picked(token, "b")
+    assert not flights.holds(frozenset({"a"}), new) and flights.holds(frozenset({"b"}), new)
+    flights.end(token)
+    assert not flights.holds(frozenset({"b"}), new)

@@ -16,6 +16,7 @@ import json
 import random
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from pytest_canary.backends.local.router import (
     ConnectionRouter,
     Endpoint,
     HttpRouter,
+    InFlight,
     LoopThread,
     RouterErrors,
 )
@@ -56,6 +58,8 @@ from pytest_canary.manifests import istio as istio_manifests
 from pytest_canary.spec import SAMPLE_APP, ReleaseSpec
 
 WORKLOAD_KINDS = ("Deployment",)
+# How long a stopping pod waits for requests already routed to it (seconds).
+ROUTED_AWAY_TIMEOUT = 2.0
 # Deletion order: routing first, then Services, then workloads (break after make).
 DELETE_ORDER = {"Deployment": 2, "Rollout": 2, "Service": 1}
 # Argo Rollouts: run by the environment's RolloutController (backends/local/rollouts.py).
@@ -93,6 +97,10 @@ class Snapshot:
     namespace: str
     objects: tuple[Manifest, ...]
     pods: tuple[RunningPod, ...]
+    #: The pods that were Ready when this snapshot was published: a router routing on it
+    #: sees one consistent set of endpoints (as a proxy sees one configuration), however
+    #: the pods change meanwhile.
+    ready: frozenset[str] = frozenset()
 
     @cached_property
     def _services(self) -> dict[str, Manifest]:
@@ -139,7 +147,7 @@ class Snapshot:
         return [
             Endpoint(pod.name, pod.host, pod.port, tuple(sorted(pod.labels.items())))
             for pod in self.pods
-            if pod.ready and all(pod.labels.get(k) == v for k, v in selector.items())
+            if pod.name in self.ready and all(pod.labels.get(k) == v for k, v in selector.items())
         ]
 
     def endpoints(self, destination: Destination) -> list[Endpoint]:
@@ -202,6 +210,8 @@ class LocalEnvironment(Environment):
         self.access_log: collections.deque[AccessRecord] = collections.deque(maxlen=200)
         # What the proxies log while serving (e.g. a header pattern at PCRE's limit).
         self.error_log: collections.deque[str] = collections.deque(maxlen=100)
+        # Requests routed but not yet at their pod, across every router of this environment.
+        self.in_flight = InFlight()
         self._http_routers: dict[str, HttpRouter] = {}
         self._sidecars: dict[str, HttpRouter] = {}
         self._connection_routers: dict[
@@ -233,7 +243,13 @@ class LocalEnvironment(Environment):
 
     def _publish(self) -> None:
         with self.store_lock:
-            self._snapshot = Snapshot(self.namespace, tuple(self._store.values()), tuple(self.pods))
+            pods = tuple(self.pods)
+            self._snapshot = Snapshot(
+                self.namespace,
+                tuple(self._store.values()),
+                pods,
+                frozenset(p.name for p in pods if p.ready),
+            )
 
     # What the Rollout controller uses (it reads and writes the store like an API client).
 
@@ -262,7 +278,9 @@ class LocalEnvironment(Environment):
         return self._start_pods(owner, template_hash, count)
 
     def stop_pods(self, pods: list[RunningPod]) -> None:
-        """Stop pods already out of the endpoints: SIGTERM, drain, sidecars stopped."""
+        """Stop pods already out of the endpoints: once the requests routed to them on an
+        older snapshot have reached them, SIGTERM, drain, sidecars stopped."""
+        self.await_routed_away(frozenset(pod.name for pod in pods))
         stop_pods(pods, grace=5.0)  # together: one grace period
         for pod in pods:
             self.events.append(f"pod {pod.name} stopped")
@@ -400,6 +418,7 @@ class LocalEnvironment(Environment):
             self.access_log,
             labels,
             error_log=self.error_log,
+            in_flight=self.in_flight,
         )
         self._loop.run(router.start())
         self._sidecars[pod] = router
@@ -411,6 +430,7 @@ class LocalEnvironment(Environment):
             state.pods.remove(pod)
             state.template_of.pop(pod.name, None)
         self._publish()
+        self.await_routed_away(frozenset(pod.name for pod in pods))
         stop_pods(pods, grace=5.0)  # ...then drain and stop together (SIGTERM, grace period)
         still_ready = sum(1 for p in state.pods if p.ready)
         for pod in pods:
@@ -418,6 +438,14 @@ class LocalEnvironment(Environment):
             sidecar = self._sidecars.pop(pod.name, None)
             if sidecar is not None:
                 self._loop.run(sidecar.stop(), timeout=10)
+
+    def await_routed_away(self, pods: frozenset[str]) -> None:
+        """Before pods stop: let the requests already routed to them on an older snapshot
+        reach them (on a cluster, the endpoint propagation a pod's preStop pause covers).
+        Bounded: a request that takes longer meets a pod that is draining."""
+        deadline = time.monotonic() + ROUTED_AWAY_TIMEOUT
+        while self.in_flight.holds(pods, self._snapshot) and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def _reconcile_deployment(self, deployment: Manifest) -> None:
         """The Deployment controller's rolling update, sync by sync (``manifests.rolling``
@@ -594,6 +622,7 @@ class LocalEnvironment(Environment):
                 self._errors,
                 self.access_log,
                 error_log=self.error_log,
+                in_flight=self.in_flight,
             )
             self._loop.run(router.start())
             self._http_routers[kind] = router
@@ -611,6 +640,7 @@ class LocalEnvironment(Environment):
                 self._rng,
                 self._errors,
                 self.access_log,
+                in_flight=self.in_flight,
             )
             self._loop.run(router.start())
             self._connection_routers[key] = router

@@ -133,6 +133,9 @@ class ForkServer:
         except queue.Empty:
             ready = {"fatal": f"no 'ready' within {READY_TIMEOUT:.0f}s"}
         if not isinstance(ready, dict) or "ready" not in ready:
+            if isinstance(ready, dict) and "error" in ready:  # it closed its end: exiting
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=5)
             code = self.process.poll()  # before close(), whose kill would be reported instead
             self.close()
             reason = ready.get("fatal") or ready.get("error") if isinstance(ready, dict) else None

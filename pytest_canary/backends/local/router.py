@@ -21,6 +21,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import random
 import threading
@@ -196,6 +197,46 @@ ROUTER_LOG = logging.getLogger("pytest_canary.router")
 ROUTER_LOG.addFilter(_ClientMistakes())
 
 
+class InFlight:
+    """Requests a router has routed on a snapshot of the routing but not yet connected to
+    their pod: what a pod about to stop must wait for. On a cluster a pod leaving the
+    endpoints keeps serving while every proxy catches up (the endpoint propagation a
+    ``preStop`` pause covers); here the proxies catch up with the next request, so the pod
+    waits only for the requests already routed to it on the old snapshot.
+
+    Written on the router's loop (and decision threads), read by the environment's thread;
+    each operation is one dict operation, atomic under the GIL.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[int, list[Any]] = {}
+        self._tokens = itertools.count()
+
+    def begin(self, view: object) -> int:
+        """A request reads ``view`` (the snapshot it is routed on)."""
+        token = next(self._tokens)
+        self._open[token] = [view, None]
+        return token
+
+    def picked(self, token: int, pod: str) -> None:
+        """The request goes to ``pod``."""
+        entry = self._open.get(token)
+        if entry is not None:
+            entry[1] = pod
+
+    def end(self, token: int) -> None:
+        """The request is connected to its pod (or failed, or needs no pod)."""
+        self._open.pop(token, None)
+
+    def holds(self, pods: frozenset[str], current: object) -> bool:
+        """Whether a request routed on a snapshot other than ``current`` is on its way to
+        one of ``pods`` (or has not picked its pod yet)."""
+        return any(
+            view is not current and (pod is None or pod in pods)
+            for view, pod in list(self._open.values())
+        )
+
+
 class HttpRouter:
     """An HTTP reverse proxy that routes each request with a data-plane model."""
 
@@ -208,8 +249,10 @@ class HttpRouter:
         access_log: collections.deque[AccessRecord],
         source_labels: dict[str, str] | None = None,
         error_log: collections.deque[str] | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.kind = kind
+        self.in_flight = in_flight if in_flight is not None else InFlight()
         self.limits: ProxyLimits = limits_for(kind)
         self._view = view
         self._rng = rng
@@ -270,7 +313,23 @@ class HttpRouter:
             return self._too_large(routed, limit)
         # A decision may run a header regex: on the decision threads, never on this loop.
         loop = asyncio.get_running_loop()
-        decision, endpoints = await loop.run_in_executor(None, self._decide, routed)
+        view = self._view()
+        token = self.in_flight.begin(view)
+        try:
+            return await self._route(request, routed, view, token, loop)
+        finally:
+            self.in_flight.end(token)
+
+    async def _route(
+        self,
+        request: web.BaseRequest,
+        routed: RoutedRequest,
+        view: RoutingView,
+        token: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> web.StreamResponse:
+        limit = self.limits.max_request_body
+        decision, endpoints = await loop.run_in_executor(None, self._decide, routed, view)
         if isinstance(decision, Destination) and decision.log:
             self._error_log.extend(f"{self.limits.name}: {line}" for line in decision.log)
         if isinstance(decision, Refusal):
@@ -303,11 +362,13 @@ class HttpRouter:
         last_error = ""
         for attempt in range(tries):
             endpoint = self._pick(str(decision), endpoints, attempt)
+            self.in_flight.picked(token, endpoint.pod)
             url = f"http://{endpoint.host}:{endpoint.port}{request.rel_url}"
             try:
                 async with self._session.request(
                     request.method, url, headers=headers, data=body or None, allow_redirects=False
                 ) as upstream:
+                    self.in_flight.end(token)  # the pod has answered: it may stop now
                     return await self._answer(routed, decision, endpoint, upstream)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 # proxy_next_upstream error timeout: try the next endpoint.
@@ -321,10 +382,11 @@ class HttpRouter:
         self._record(routed, str(decision), "-", 502, last_error)
         return web.Response(status=502, text=f"upstream failed: {last_error}\n")
 
-    def _decide(self, routed: RoutedRequest) -> tuple[Destination | Refusal, list[Endpoint]]:
+    def _decide(
+        self, routed: RoutedRequest, view: RoutingView
+    ) -> tuple[Destination | Refusal, list[Endpoint]]:
         """Where a request goes and the endpoints it may use, read from one snapshot at
         once (as the proxy reads one configuration), on a decision thread."""
-        view = self._view()
         decision = view.route(self.kind, routed, self._rng)
         if isinstance(decision, Refusal):
             return decision, []
@@ -427,8 +489,10 @@ class ConnectionRouter:
         rng: random.Random,
         errors: RouterErrors,
         access_log: collections.deque[AccessRecord],
+        in_flight: InFlight | None = None,
     ) -> None:
         self.service = service
+        self.in_flight = in_flight if in_flight is not None else InFlight()
         self._endpoints = endpoints
         self._rng = rng
         self._errors = errors
@@ -482,7 +546,12 @@ class ConnectionRouter:
         self._log.append(
             AccessRecord(time.time(), None, "-", self.service, endpoint.pod, 0, "new connection")
         )
-        up_reader, up_writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+        token = self.in_flight.begin(None)
+        self.in_flight.picked(token, endpoint.pod)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+        finally:
+            self.in_flight.end(token)
         try:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
