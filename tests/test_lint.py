@@ -337,18 +337,43 @@ def test_a_virtual_service_host_no_gateway_server_has_really_gets_404(canary: Ha
     assert sum(sample.errors.values()) == 20 and not sample.counts
 
 
-def test_a_virtual_service_port_the_service_lacks_is_a_finding_and_503_nc(
-    canary: Harness, tmp_path: Path
+@pytest.mark.parametrize(
+    ("broken", "replace", "message", "cited"),
+    [
+        pytest.param(
+            "istio-undefined-subset",
+            ("subset: canary}", "subset: v2, port: {number: 8080}}"),
+            "route weighted sends to port 8080 of shop, which has no",
+            "IST0101",
+            id="virtual-service",
+        ),
+        pytest.param(
+            "service-not-found",
+            ("name: shop-canary, port: 80", "name: shop-v2, port: 8080"),
+            "rules[0]: backendRef shop-v2 port 8080, but Service",
+            "buildDestination",
+            id="http-route",
+        ),
+    ],
+)
+def test_a_destination_port_the_service_lacks_is_a_finding_and_503_nc(
+    canary: Harness,
+    tmp_path: Path,
+    broken: str,
+    replace: tuple[str, str],
+    message: str,
+    cited: str,
 ) -> None:
-    """route.go GetDestinationCluster names outbound|8080|v2|shop..., a cluster istiod never
-    builds (shop has only port 80): Envoy 503 NC for the 10% sent there."""
-    text = (BROKEN / "istio-undefined-subset" / "manifests.yaml").read_text()
-    text = text.replace("subset: canary}", "subset: v2, port: {number: 8080}}")
+    """A VirtualService destination (route.go GetDestinationCluster names outbound|8080|...)
+    or an HTTPRoute backendRef (Istio's conversion keeps the port, ResolvedRefs True) on
+    port 8080 of a Service that has only 80: istiod builds no such cluster, so Envoy answers
+    503 NC for the 10% sent there; the rest reaches v1."""
+    text = (BROKEN / broken / "manifests.yaml").read_text().replace(*replace)
     (tmp_path / "shop.yaml").write_text(text)
     (finding,) = lint.lint_paths(tmp_path)
     assert finding.rule == "service-port-not-found"
-    assert finding.message.startswith("route weighted sends to port 8080 of shop, which has no")
-    assert "IST0101" in finding.upstream
+    assert finding.message.startswith(message)
+    assert cited in finding.upstream
     shop = canary.apply(tmp_path, findings="ignore")
     sample = shop.sample(200)
     assert sample.errors["HTTP 503"] > 0
@@ -419,24 +444,6 @@ def test_a_route_whose_hostnames_miss_the_listener_really_gets_404(canary: Harne
     sample = shop.sample(20)
     assert [k.split()[:2] for k in sample.errors] == [["HTTP", "404"]]
     assert sum(sample.errors.values()) == 20 and not sample.counts
-
-
-def test_a_backend_ref_port_the_service_lacks_is_a_finding_and_503_nc(
-    canary: Harness, tmp_path: Path
-) -> None:
-    """Istio's conversion keeps port 8080 (ResolvedRefs True); no cluster: 503 NC for its
-    10%, the rest reaches v1."""
-    text = (BROKEN / "service-not-found" / "manifests.yaml").read_text()
-    text = text.replace("name: shop-canary, port: 80", "name: shop-v2, port: 8080")
-    (tmp_path / "shop.yaml").write_text(text)
-    (finding,) = lint.lint_paths(tmp_path)
-    assert finding.rule == "service-port-not-found"
-    assert finding.message.startswith("rules[0]: backendRef shop-v2 port 8080, but Service")
-    assert "buildDestination" in finding.upstream
-    shop = canary.apply(tmp_path, findings="ignore")
-    sample = shop.sample(200)
-    assert sample.errors["HTTP 503"] > 0
-    assert set(sample.counts) == {"v1"}
 
 
 # -- schema problems: what canary.apply refuses, a CI lint step sees -------------------------
